@@ -1,0 +1,49 @@
+# One entry point for humans and CI. `make run` and `make test` each build the
+# virtualenv on first use (pinned versions, see pyproject.toml + requirements.lock).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck bench system-deps lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+## Run the service on embedded defaults (demo source unless PLUGIN_BACKEND_PROMETHEUS_URL is set).
+run: $(STAMP)
+	$(BIN)/plugin-backend serve
+
+## Install the Debian packages the tests need (Prometheus + promtool). Needs root or sudo.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## The whole test suite (what CI runs through .ci/run).
+test: $(STAMP) system-deps
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check plugin_backend tests benchmarks
+	$(BIN)/ruff format --check plugin_backend tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Lint, types and tests in one go.
+check: lint typecheck test
+
+## Benchmarks (need a real Prometheus; print tables).
+bench: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks
+
+## Re-pin transitive dependencies after changing pyproject.toml.
+lock:
+	rm -rf /tmp/plugin-backend-lock && $(PYTHON) -m venv /tmp/plugin-backend-lock
+	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/plugin-backend-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,188 @@
+"""Settings: built once from the environment (prefix ``PLUGIN_BACKEND_``) and an
+optional YAML file (``PLUGIN_BACKEND_CONFIG``); the only reader of ``os.environ``.
+
+Environment variables win over the file. A bad value fails at start-up with a
+``ConfigError`` naming the variable (or file key). Secrets are ``SecretStr``:
+their ``repr`` and log form is ``'**********'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from plugin_backend.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "PLUGIN_BACKEND_"
+CONFIG_FILE_VAR = ENV_PREFIX + "CONFIG"
+
+
+class Settings(BaseModel):
+    """Every tunable of the service. Field ``x_y`` is env ``PLUGIN_BACKEND_X_Y``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- serving ---------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address gunicorn binds to.")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes")
+    worker_timeout_s: int = Field(60, ge=5, description="gunicorn worker timeout")
+    public_url: AnyHttpUrl | None = Field(
+        None, description="URL users and Grafana reach the service at (links, start-up log)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    multiproc_dir: Path | None = Field(
+        None, description="prometheus-client multiprocess dir; default: a fresh temp dir"
+    )
+
+    # --- the series source -------------------------------------------------
+    prometheus_url: AnyHttpUrl | None = Field(
+        None, description="Prometheus-compatible API base URL; unset = built-in demo estate."
+    )
+    prometheus_timeout_s: float = Field(30.0, gt=0, le=600)
+    prometheus_retries: int = Field(2, ge=0, le=10)
+    prometheus_backoff_s: float = Field(0.25, ge=0, le=60)
+    prometheus_bearer_token: SecretStr | None = None
+    prometheus_username: str | None = None
+    prometheus_password: SecretStr | None = None
+    prometheus_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra headers, e.g. {"X-Scope-OrgID": "tenant-1"} (JSON or K=V,K=V).',
+    )
+    prometheus_tls_verify: bool = True
+    prometheus_ca_file: Path | None = None
+    demo_seed: int = Field(7, description="Seed of the built-in demo estate.")
+
+    # --- probes and limits -------------------------------------------------
+    readiness_timeout_s: float = Field(2.0, gt=0, le=60)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_targets: int = Field(50, ge=1)
+    max_points_per_series: int = Field(50_000, ge=100)
+    max_promql_length: int = Field(20_000, ge=16)
+
+    @field_validator("prometheus_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            return json.loads(text)
+        headers: dict[str, str] = {}
+        for part in text.split(","):
+            key, sep, val = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected JSON or K=V pairs separated by commas, got {part!r}")
+            headers[key.strip()] = val.strip()
+        return headers
+
+    @field_validator("prometheus_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _one_auth_method(self) -> Settings:
+        if self.prometheus_bearer_token is not None and self.prometheus_username is not None:
+            raise ValueError(
+                "set either PLUGIN_BACKEND_PROMETHEUS_BEARER_TOKEN or "
+                "PLUGIN_BACKEND_PROMETHEUS_USERNAME/_PASSWORD, not both"
+            )
+        if (self.prometheus_username is None) != (self.prometheus_password is None):
+            raise ValueError(
+                "PLUGIN_BACKEND_PROMETHEUS_USERNAME and _PASSWORD must be set together"
+            )
+        return self
+
+    @property
+    def uses_demo_source(self) -> bool:
+        return self.prometheus_url is None
+
+    def advertised_url(self) -> str:
+        """Base URL to show users: ``public_url`` or one built from host and port."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings: ``overrides`` (CLI flags) over ``env`` (default ``os.environ``)
+    over an optional YAML file."""
+    environ = os.environ if env is None else env
+    path = config_path if config_path is not None else environ.get(CONFIG_FILE_VAR) or None
+    file_values = _read_yaml(Path(path)) if path else {}
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_FILE_VAR
+    }
+    merged: dict[str, Any] = {**file_values, **env_values, **(overrides or {})}
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, env_values, file_values, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_FILE_VAR}: cannot read {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{CONFIG_FILE_VAR}: {str(path)!r} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{CONFIG_FILE_VAR}: {str(path)!r} must hold a mapping of settings")
+    return {str(k).lower(): v for k, v in loaded.items()}
+
+
+def _describe(
+    exc: ValidationError,
+    env_values: Mapping[str, Any],
+    file_values: Mapping[str, Any],
+    path: str | Path | None,
+) -> str:
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if field in env_values:
+            where = ENV_PREFIX + field.upper()
+        elif field in file_values:
+            where = f"{field!r} in {path}"
+        elif field:
+            where = ENV_PREFIX + field.upper()
+        else:
+            where = "settings"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        problems.append(f"{where}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
