@@ -28,10 +28,12 @@ from pydantic import (
 
 from plugin_backend.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "MULTIPROC_ENV", "Settings", "load_settings"]
 
 ENV_PREFIX = "PLUGIN_BACKEND_"
 CONFIG_FILE_VAR = ENV_PREFIX + "CONFIG"
+# prometheus-client reads this when it is first imported: set it before that.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Settings(BaseModel):

@@ -1,0 +1,23 @@
+"""Run every benchmark and print its table: ``python -m benchmarks [NAME ...]``."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import bench_query
+
+BENCHMARKS = {"query": bench_query.main}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        BENCHMARKS[name]()
+    return 0
+
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""``/datasource/query`` raw passthrough vs a direct Prometheus ``query_range``.
+
+Same data (10 series, 24 h at 15 s = 5,761 points each), same real Prometheus,
+measured side by side (interleaved) in one run, no response caching. The
+backend runs under gunicorn with 2 workers, as users deploy it. Then the
+backend's own time is broken down in-process to show where it goes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+import requests
+
+from benchmarks.common import (
+    backfilled_prometheus,
+    gunicorn_backend,
+    percentile,
+    print_table,
+)
+from plugin_backend.adapters.prometheus import PrometheusClient
+from plugin_backend.datasource.render import legend_name, timeseries_frame
+from plugin_backend.devtools.testdata import DATA_END_S
+from plugin_backend.types import TimeRange
+
+EXPR = "bench_gauge"
+STEP_S = 15
+START_S = DATA_END_S - 86_400
+ITERATIONS = 40
+WARMUP = 5
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _direct(session: requests.Session, prom: str) -> float:
+    started = time.perf_counter()
+    response = session.post(
+        prom + "/api/v1/query_range",
+        data={"query": EXPR, "start": START_S, "end": DATA_END_S, "step": STEP_S},
+        timeout=30,
+    )
+    response.raise_for_status()
+    body = response.json()
+    elapsed = time.perf_counter() - started
+    assert len(body["data"]["result"]) == 10
+    return elapsed
+
+
+def _backend(session: requests.Session, backend: str) -> float:
+    body = {
+        "range": {"from": _iso(START_S), "to": _iso(DATA_END_S)},
+        "intervalMs": STEP_S * 1000,
+        "maxDataPoints": 5_761,
+        "targets": [{"refId": "A", "target": "promql", "payload": {"expr": EXPR}}],
+    }
+    started = time.perf_counter()
+    response = session.post(backend + "/datasource/query", json=body, timeout=30)
+    response.raise_for_status()
+    frames = response.json()
+    elapsed = time.perf_counter() - started
+    assert len(frames) == 10
+    assert len(frames[0]["datapoints"]) == 5_761
+    return elapsed
+
+
+def _breakdown(prom: str) -> list[list[str]]:
+    client = PrometheusClient(base_url=prom)
+    fetch, render, dump = [], [], []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        series = client.query_range(EXPR, TimeRange(START_S, DATA_END_S), STEP_S)
+        t1 = time.perf_counter()
+        frames = [timeseries_frame(legend_name(s.labels), s) for s in series]
+        t2 = time.perf_counter()
+        orjson.dumps(frames, option=orjson.OPT_SERIALIZE_NUMPY)
+        t3 = time.perf_counter()
+        fetch.append(t1 - t0)
+        render.append(t2 - t1)
+        dump.append(t3 - t2)
+    return [
+        [name, f"{percentile(v, 50) * 1000:.2f}"]
+        for name, v in (
+            ("Prometheus fetch + parse (client)", fetch),
+            ("render frames", render),
+            ("orjson serialise", dump),
+        )
+    ]
+
+
+def main() -> None:
+    with backfilled_prometheus() as prom, gunicorn_backend(prom.url) as backend:
+        direct_session, backend_session = requests.Session(), requests.Session()
+        for _ in range(WARMUP):
+            _direct(direct_session, prom.url)
+            _backend(backend_session, backend)
+        direct, ours = [], []
+        for _ in range(ITERATIONS):
+            direct.append(_direct(direct_session, prom.url))
+            ours.append(_backend(backend_session, backend))
+        breakdown = _breakdown(prom.url)
+
+    p50_d, p95_d = percentile(direct, 50), percentile(direct, 95)
+    p50_o, p95_o = percentile(ours, 50), percentile(ours, 95)
+    print_table(
+        f"/query passthrough: {EXPR}, 10 series x 5,761 points (24 h at 15 s), "
+        f"{ITERATIONS} interleaved requests each",
+        ["path", "p50 ms", "p95 ms"],
+        [
+            [
+                "direct Prometheus query_range (+ JSON decode)",
+                f"{p50_d * 1000:.1f}",
+                f"{p95_d * 1000:.1f}",
+            ],
+            [
+                "backend /datasource/query (gunicorn, 2 workers)",
+                f"{p50_o * 1000:.1f}",
+                f"{p95_o * 1000:.1f}",
+            ],
+            ["ratio backend / direct", f"{p50_o / p50_d:.2f}", f"{p95_o / p95_d:.2f}"],
+        ],
+    )
+    print_table("where the backend's time goes (in-process, p50)", ["stage", "ms"], breakdown)

@@ -1,0 +1,129 @@
+"""The metric kinds offered to the query editor (``POST /metrics``) and their payloads.
+
+Each kind has a pydantic model for its payload, so bad options get a 400 that
+names the field, and a list of editor fields the plugin renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from plugin_backend.errors import InvalidTarget
+
+__all__ = [
+    "FORMAT_OPTIONS",
+    "PROMQL",
+    "MetricKind",
+    "PayloadField",
+    "PromqlPayload",
+    "render_kinds",
+    "validate_payload",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadField:
+    name: str
+    label: str
+    type: Literal["select", "multi-select", "input", "textarea"] = "input"
+    placeholder: str | None = None
+    reload_metric: bool = False
+    width: int | None = None
+    # None: options are loaded from /metric-payload-options when the box opens.
+    options: Sequence[tuple[str, str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricKind:
+    value: str
+    label: str
+    description: str
+    payloads: Sequence[PayloadField]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PromqlPayload(_Payload):
+    """Options of the ``promql`` kind (README: "Metric kinds")."""
+
+    expr: str = ""
+    metric: str = ""
+    matchers: list[str] = Field(default_factory=list)
+    legend: str = ""
+    format: Literal["time_series", "table"] = "time_series"
+
+    @field_validator("matchers", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        return [value] if isinstance(value, str) else value
+
+
+FORMAT_OPTIONS = (("Time series", "time_series"), ("Table", "table"))
+
+PROMQL = MetricKind(
+    value="promql",
+    label="PromQL (raw Prometheus series)",
+    description="Any PromQL expression, evaluated over the panel's range at its resolution.",
+    payloads=(
+        PayloadField(
+            "expr",
+            "PromQL",
+            "textarea",
+            placeholder='rate(http_requests_total{job="api"}[5m]) (or pick a metric below)',
+        ),
+        PayloadField(
+            "metric", "Metric", "select", placeholder="builder: metric name", reload_metric=True
+        ),
+        PayloadField(
+            "matchers", "Label filters", "multi-select", placeholder='builder: label="value"'
+        ),
+        PayloadField("legend", "Legend", "input", placeholder="{{service}} {{instance}}"),
+        PayloadField("format", "Format", "select", options=FORMAT_OPTIONS, width=20),
+    ),
+)
+
+_PAYLOAD_MODELS: Mapping[str, type[_Payload]] = {"promql": PromqlPayload}
+
+
+def validate_payload(kind: str, ref_id: str, payload: Mapping[str, Any]) -> _Payload:
+    model = _PAYLOAD_MODELS.get(kind)
+    if model is None:
+        raise InvalidTarget(f"unknown metric kind {kind!r}")
+    try:
+        return model.model_validate(dict(payload))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InvalidTarget(f"target {ref_id}: payload.{field}: {err['msg']}") from None
+
+
+def render_kinds(kinds: Sequence[MetricKind]) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": kind.label,
+            "value": kind.value,
+            "payloads": [_render_field(f) for f in kind.payloads],
+        }
+        for kind in kinds
+    ]
+
+
+def _render_field(field: PayloadField) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": field.name, "label": field.label, "type": field.type}
+    if field.placeholder:
+        out["placeholder"] = field.placeholder
+    if field.reload_metric:
+        out["reloadMetric"] = True
+    if field.width is not None:
+        out["width"] = field.width
+    if field.options is not None:
+        out["options"] = [{"label": label, "value": value} for label, value in field.options]
+    return out

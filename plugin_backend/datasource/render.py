@@ -1,0 +1,80 @@
+"""Render results in the shapes the plugin accepts.
+
+Time series ``{"target", "datapoints": [[value, epoch_ms], ...]}`` carry their
+datapoints as a C-contiguous numpy array: the web layer serialises it with
+orjson, which writes NaN and ±Inf as ``null`` (JSON has no such numbers; the
+plugin shows a gap).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from plugin_backend.types import Labels, Series, format_series_name
+
+__all__ = [
+    "annotation_event",
+    "legend_name",
+    "metric_find_values",
+    "table_frame",
+    "timeseries_frame",
+]
+
+_LEGEND_VAR = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+
+
+def legend_name(labels: Labels, legend: str | None = None) -> str:
+    """Series name from labels: Prometheus notation, or a ``{{label}}`` legend template."""
+    if legend:
+        return _LEGEND_VAR.sub(lambda m: labels.get(m.group(1), ""), legend)
+    return format_series_name(labels)
+
+
+def timeseries_frame(name: str, series: Series) -> dict[str, Any]:
+    datapoints = np.empty((len(series), 2), dtype=np.float64)
+    datapoints[:, 0] = series.values
+    np.multiply(series.timestamps_s, 1000.0, out=datapoints[:, 1])
+    np.round(datapoints[:, 1], out=datapoints[:, 1])
+    return {"target": name, "datapoints": datapoints}
+
+
+def table_frame(series_list: Sequence[Series], value_column: str = "Value") -> dict[str, Any]:
+    """Long-form table: one row per point, a column per label (sorted), then the value."""
+    label_names = sorted({k for s in series_list for k in s.labels})
+    columns = [{"text": "Time", "type": "time"}]
+    columns += [{"text": name, "type": "string"} for name in label_names]
+    columns.append({"text": value_column, "type": "number"})
+    rows: list[list[Any]] = []
+    for series in series_list:
+        label_values = [series.labels.get(name, "") for name in label_names]
+        for ts, value in zip(series.timestamps_s.tolist(), series.values.tolist(), strict=True):
+            rows.append([round(ts * 1000), *label_values, _json_number(value)])
+    rows.sort(key=lambda row: row[0])
+    return {"type": "table", "columns": columns, "rows": rows}
+
+
+def metric_find_values(values: Iterable[str]) -> list[dict[str, str]]:
+    """Variable answer: ``__text``/``__value`` (what the plugin's parser reads) plus
+    ``text``/``value`` (what the OpenAPI spec requires)."""
+    return [{"__text": v, "__value": v, "text": v, "value": v} for v in values]
+
+
+def annotation_event(
+    *, time_s: float, time_end_s: float, title: str, text: str, tags: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "time": round(time_s * 1000),
+        "timeEnd": round(time_end_s * 1000),
+        "title": title,
+        "text": text,
+        "tags": list(tags),
+    }
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,103 @@
+"""Run the Flask app under gunicorn, with prometheus-client multiprocess mode.
+
+The app is built in each worker after fork (no preload), so heavy libraries
+and model weights load per worker, never in the master. prometheus-client is
+imported only after ``PROMETHEUS_MULTIPROC_DIR`` is set: it picks its value
+storage once, at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from plugin_backend import __version__
+from plugin_backend.config import MULTIPROC_ENV, Settings
+
+__all__ = ["prepare_multiproc_dir", "run_gunicorn"]
+
+log = logging.getLogger("plugin_backend.server")
+
+
+def prepare_multiproc_dir(settings: Settings) -> Path:
+    """Create (or wipe) the multiprocess metrics dir and export it to the workers."""
+    if settings.multiproc_dir is not None:
+        path = settings.multiproc_dir
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    else:
+        path = Path(tempfile.mkdtemp(prefix="plugin-backend-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
+class _Application(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, multiproc_dir: Path) -> None:
+        self.settings = settings
+        self.multiproc_dir = multiproc_dir
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": f"{s.host}:{s.port}",
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": 4,
+            "timeout": s.worker_timeout_s,
+            "graceful_timeout": 10,
+            "child_exit": self._child_exit,
+            "when_ready": self._when_ready,
+            "proc_name": "plugin-backend",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from plugin_backend.web import create_app
+
+        return create_app(self.settings)
+
+    def _child_exit(self, _server: Any, worker: Any) -> None:
+        from plugin_backend.telemetry import mark_process_dead
+
+        mark_process_dead(worker.pid, self.multiproc_dir)
+
+    def _when_ready(self, _server: Any) -> None:
+        s = self.settings
+        if s.uses_demo_source:
+            source = f"built-in demo estate (seed {s.demo_seed}); set PLUGIN_BACKEND_PROMETHEUS_URL"
+        else:
+            from plugin_backend.bootstrap import build_source
+
+            source = build_source(s).describe()
+        base = s.advertised_url()
+        log.info(
+            "plugin-backend %s listening on %s:%s with %d workers; source: %s; point Grafana's "
+            "simpod-json-datasource at %s/datasource; self-metrics at %s/metrics",
+            __version__,
+            s.host,
+            s.port,
+            s.workers,
+            source,
+            base,
+            base,
+            extra={"source": "demo" if s.uses_demo_source else "prometheus"},
+        )
+
+
+def run_gunicorn(settings: Settings) -> int:
+    multiproc_dir = prepare_multiproc_dir(settings)
+    try:
+        _Application(settings, multiproc_dir).run()
+    finally:
+        if settings.multiproc_dir is None:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    return 0

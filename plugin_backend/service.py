@@ -1,0 +1,194 @@
+"""Use cases behind the Grafana datasource endpoints.
+
+Receives its ports in the constructor; knows nothing of HTTP or JSON.
+Later use cases (detect, explain, annotate) join here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from plugin_backend.datasource.catalog import PROMQL, MetricKind, PromqlPayload, validate_payload
+from plugin_backend.datasource.parse import PanelQuery, TargetQuery
+from plugin_backend.datasource.variables import VariableQuery
+from plugin_backend.errors import InvalidQuery, InvalidTarget
+from plugin_backend.ports import SeriesSource
+from plugin_backend.promql import (
+    Matcher,
+    inject_matchers,
+    is_valid_label_name,
+    is_valid_metric_name,
+    parse_selector,
+)
+from plugin_backend.types import Series, TimeRange
+
+__all__ = ["ActiveRegion", "DatasourceService", "TargetResult"]
+
+MAX_OPTIONS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    target: TargetQuery
+    options: PromqlPayload
+    series: list[Series]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRegion:
+    """A run of non-zero points of a series (legacy annotation queries)."""
+
+    series: Series
+    start_s: float
+    end_s: float
+
+
+class DatasourceService:
+    def __init__(self, source: SeriesSource) -> None:
+        self.source = source
+
+    # --- query editor -------------------------------------------------------
+    def metric_kinds(self) -> list[MetricKind]:
+        return [PROMQL]
+
+    def payload_options(
+        self, kind: str, payload: Mapping[str, Any], name: str
+    ) -> list[tuple[str, str]]:
+        """Options of a select box that the catalog leaves for the backend to fill."""
+        if kind != PROMQL.value:
+            raise InvalidTarget(f"unknown metric kind {kind!r}")
+        if name == "metric":
+            metrics = self.source.label_values("__name__")
+            return [(m, m) for m in metrics[:MAX_OPTIONS]]
+        if name == "matchers":
+            metric = str(payload.get("metric") or "")
+            if not metric:
+                return []
+            pairs = sorted(
+                {
+                    (k, v)
+                    for labels in self.source.series([_selector(metric, [])])
+                    for k, v in labels.items()
+                    if k != "__name__"
+                }
+            )
+            rendered = [str(Matcher(k, "=", v)) for k, v in pairs[:MAX_OPTIONS]]
+            return [(r, r) for r in rendered]
+        if name == "format":
+            return [("Time series", "time_series"), ("Table", "table")]
+        raise InvalidTarget(f"payload field {name!r} of kind {kind!r} has no options to load")
+
+    # --- panels ---------------------------------------------------------------
+    def run_query(self, query: PanelQuery) -> list[TargetResult]:
+        results = []
+        for target in query.targets:
+            options = validate_payload(target.kind, target.ref_id, target.payload)
+            if not isinstance(options, PromqlPayload):  # only kind so far
+                raise InvalidTarget(f"unknown metric kind {target.kind!r}")
+            expr = inject_matchers(promql_of(options, target.ref_id), query.filters)
+            series = self.source.query_range(expr, query.time_range, query.step_s)
+            results.append(TargetResult(target, options, series))
+        return results
+
+    def annotation_regions(
+        self, expr: str, time_range: TimeRange, step_s: float
+    ) -> list[ActiveRegion]:
+        """Each run of non-zero values becomes a region (Prometheus datasource semantics)."""
+        if not expr.strip():
+            raise InvalidTarget("annotation.query: a PromQL expression is required")
+        regions = []
+        for series in self.source.query_range(expr, time_range, step_s):
+            regions += [
+                ActiveRegion(series, start, end)
+                for start, end in active_runs(series.timestamps_s, series.values, step_s)
+            ]
+        return sorted(regions, key=lambda r: r.start_s)
+
+    # --- variables and ad-hoc filters -------------------------------------------
+    def variable_values(self, query: VariableQuery, time_range: TimeRange | None) -> list[str]:
+        matchers = [query.selector] if query.selector else []
+        if query.function == "label_values":
+            if matchers and time_range is not None:
+                # The series API filters by chunk time; label-values only by block,
+                # so a deploy's old version would linger for the whole block.
+                found = self.source.series(matchers, time_range)
+                return sorted({labels[query.label] for labels in found if query.label in labels})
+            return self.source.label_values(query.label, matchers, time_range)
+        if query.function == "label_names":
+            return self.source.labels(matchers, time_range)
+        names = self.source.label_values("__name__", (), time_range)
+        pattern = re.compile(query.regex)
+        return [n for n in names if pattern.search(n)]
+
+    def tag_keys(self) -> list[str]:
+        return [k for k in self.source.labels() if k != "__name__"]
+
+    def tag_values(self, key: str) -> list[str]:
+        if not is_valid_label_name(key):
+            raise InvalidTarget(f"{key!r} is not a valid label name")
+        return self.source.label_values(key)
+
+    def search_metrics(self, target: str) -> list[str]:
+        names = self.source.label_values("__name__")
+        needle = target.strip()
+        return [n for n in names if needle in n][:MAX_OPTIONS] if needle else names[:MAX_OPTIONS]
+
+    def check_ready(self, timeout_s: float) -> None:
+        self.source.check_ready(timeout_s)
+
+
+def promql_of(options: PromqlPayload, ref_id: str) -> str:
+    """The expression a ``promql`` target asks for: ``expr``, else the builder's pick."""
+    if options.expr.strip():
+        return options.expr
+    if options.metric:
+        return _selector(options.metric, options.matchers)
+    raise InvalidTarget(
+        f"target {ref_id}: payload.expr is empty: enter a PromQL expression or pick a metric"
+    )
+
+
+def _selector(metric: str, matchers: Sequence[str]) -> str:
+    if not is_valid_metric_name(metric):
+        raise InvalidTarget(f"{metric!r} is not a valid metric name")
+    parsed: list[Matcher] = []
+    for text in matchers:
+        try:
+            _, found = parse_selector("{" + text + "}")
+        except InvalidQuery as exc:
+            raise InvalidTarget(f"label filter {text!r} is not a matcher: {exc.message}") from None
+        parsed += found
+    if not parsed:
+        return metric
+    return metric + "{" + ", ".join(str(m) for m in parsed) + "}"
+
+
+def active_runs(
+    timestamps_s: np.ndarray[Any, np.dtype[np.float64]],
+    values: np.ndarray[Any, np.dtype[np.float64]],
+    step_s: float,
+) -> list[tuple[float, float]]:
+    """(start, end) of each run of finite non-zero values; a gap over one step ends a run."""
+    active = np.isfinite(values) & (values != 0)
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    last = -math.inf
+    for ts, on in zip(timestamps_s.tolist(), active.tolist(), strict=True):
+        if on and start is not None and ts - last > step_s * 1.5:
+            runs.append((start, last))
+            start = None
+        if on:
+            start = ts if start is None else start
+            last = ts
+        elif start is not None:
+            runs.append((start, last))
+            start = None
+    if start is not None:
+        runs.append((start, last))
+    return runs

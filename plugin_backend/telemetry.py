@@ -1,0 +1,102 @@
+"""Self-metrics: every metric declared once, ``plugin_backend_`` prefix, unit
+suffixes, small fixed label sets (never PromQL text or user strings).
+
+Under gunicorn the start-up path sets ``PROMETHEUS_MULTIPROC_DIR`` before any
+metric exists (see ``cli.serve``); each scrape then aggregates all workers'
+files through a fresh registry, and ``child_exit`` marks dead workers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from plugin_backend import __version__
+from plugin_backend.config import MULTIPROC_ENV
+
+__all__ = ["SourceObserver", "Telemetry", "mark_process_dead"]
+
+SourceObserver = Callable[[str, float, str | None], None]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Telemetry:
+    """The service's own metrics, registered in ``registry`` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.http_requests = Counter(
+            "plugin_backend_http_requests_total",
+            "HTTP requests answered, by endpoint, method and status class.",
+            ["endpoint", "method", "status_class"],
+            registry=self.registry,
+        )
+        self.http_request_duration = Histogram(
+            "plugin_backend_http_request_duration_seconds",
+            "Time to answer an HTTP request, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.source_request_duration = Histogram(
+            "plugin_backend_source_request_duration_seconds",
+            "Time of calls to the series source (Prometheus API or demo), by operation.",
+            ["source", "operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.source_request_failures = Counter(
+            "plugin_backend_source_request_failures_total",
+            "Failed calls to the series source, by operation and error code.",
+            ["source", "operation", "code"],
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "plugin_backend_build_info",
+            "Build information (always 1).",
+            ["version", "python_version"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+
+    def source_observer(self, source_kind: str) -> SourceObserver:
+        def observe(operation: str, duration_s: float, error_code: str | None) -> None:
+            self.source_request_duration.labels(source_kind, operation).observe(duration_s)
+            if error_code is not None:
+                self.source_request_failures.labels(source_kind, operation, error_code).inc()
+
+        return observe
+
+    def observe_request(self, endpoint: str, method: str, status: int, duration_s: float) -> None:
+        self.http_requests.labels(endpoint, method, f"{status // 100}xx").inc()
+        self.http_request_duration.labels(endpoint).observe(duration_s)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """Text exposition; across all gunicorn workers when multiprocess mode is on."""
+        multiproc_dir = os.environ.get(MULTIPROC_ENV)
+        if multiproc_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int, multiproc_dir: str | Path | None = None) -> None:
+    """gunicorn ``child_exit`` hook: drop a dead worker's live-gauge files."""
+    path = multiproc_dir or os.environ.get(MULTIPROC_ENV)
+    if path:
+        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]

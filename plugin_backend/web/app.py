@@ -1,0 +1,71 @@
+"""The Flask app factory (composition root of the web process)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from plugin_backend.bootstrap import build_source
+from plugin_backend.config import Settings, load_settings
+from plugin_backend.datasource.parse import QueryLimits
+from plugin_backend.ports import SeriesSource
+from plugin_backend.service import DatasourceService
+from plugin_backend.telemetry import Telemetry
+from plugin_backend.web.datasource_api import datasource_blueprint
+from plugin_backend.web.errors import register_error_handlers
+from plugin_backend.web.ops import ops_blueprint
+
+__all__ = ["create_app"]
+
+# Metric label values must stay a small fixed set, whatever clients send.
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    source: SeriesSource | None = None,
+    telemetry: Telemetry | None = None,
+) -> Flask:
+    """Build the app. Tests inject a source and a telemetry with a fresh registry."""
+    settings = settings if settings is not None else load_settings()
+    telemetry = telemetry if telemetry is not None else Telemetry()
+    source = source if source is not None else build_source(settings, telemetry)
+
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        READINESS_TIMEOUT_S=settings.readiness_timeout_s,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["plugin_backend.settings"] = settings
+    app.extensions["plugin_backend.telemetry"] = telemetry
+    app.extensions["plugin_backend.datasource"] = DatasourceService(source)
+    app.extensions["plugin_backend.limits"] = QueryLimits(
+        max_targets=settings.max_targets,
+        max_points_per_series=settings.max_points_per_series,
+        max_promql_length=settings.max_promql_length,
+    )
+    app.register_blueprint(ops_blueprint)
+    app.register_blueprint(datasource_blueprint)
+    register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
+    _instrument(app, telemetry)
+    return app
+
+
+def _instrument(app: Flask, telemetry: Telemetry) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("request_started")
+        if started is not None:
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            method = request.method if request.method in _KNOWN_METHODS else "other"
+            telemetry.observe_request(
+                endpoint, method, response.status_code, time.perf_counter() - started
+            )
+        return response

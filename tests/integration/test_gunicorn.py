@@ -1,0 +1,135 @@
+"""The service as users run it: `plugin-backend serve` under gunicorn, 2 workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from plugin_backend.devtools.promserver import find_free_port
+from plugin_backend.devtools.testdata import DATA_END_S
+
+pytestmark = pytest.mark.integration
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def backend(prometheus_url, tmp_path_factory):
+    port = find_free_port()
+    multiproc_dir = tmp_path_factory.mktemp("multiproc")
+    (multiproc_dir / "stale_from_last_run.db").write_bytes(b"garbage")
+    env = {
+        **os.environ,
+        "PLUGIN_BACKEND_PROMETHEUS_URL": prometheus_url,
+        "PLUGIN_BACKEND_PORT": str(port),
+        "PLUGIN_BACKEND_MULTIPROC_DIR": str(multiproc_dir),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path_factory.mktemp("gunicorn") / "stderr.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plugin_backend", "serve", "--workers", "2"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    url = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    session.trust_env = False
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if session.get(url + "/readyz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.2)
+    yield {"url": url, "proc": proc, "log": log_path, "session": session, "dir": multiproc_dir}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _panel_query(session, url):
+    body = {
+        "range": {"from": _iso(DATA_END_S - 3600), "to": _iso(DATA_END_S)},
+        "intervalMs": 15_000,
+        "maxDataPoints": 1_000,
+        "targets": [{"refId": "A", "target": "promql", "payload": {"expr": "bench_gauge"}}],
+    }
+    response = session.post(url + "/datasource/query", json=body, timeout=30)
+    return response.status_code, len(response.json())
+
+
+def _counter(text: str, endpoint: str, status_class: str) -> float:
+    pattern = (
+        r"^plugin_backend_http_requests_total\{"
+        + rf'endpoint="{re.escape(endpoint)}",method="POST",status_class="{status_class}"'
+        + r"\} ([0-9.e+]+)$"
+    )
+    values = [float(v) for v in re.findall(pattern, text, flags=re.MULTILINE)]
+    return sum(values)
+
+
+def test_startup_log_names_the_source_and_the_grafana_url(backend):
+    log = backend["log"].read_text()
+    assert "Prometheus API at http://127.0.0.1:" in log
+    assert "/datasource" in log
+
+
+def test_queries_through_two_workers_are_counted_once_each_in_metrics(backend):
+    url, session = backend["url"], backend["session"]
+
+    def one(_):
+        own = requests.Session()
+        own.trust_env = False
+        return _panel_query(own, url)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(40)))
+    assert results == [(200, 10)] * 40
+
+    # Both workers served (each wrote its own metrics file) and the scrape sums them.
+    pids = {p.name.split("_")[-1] for p in backend["dir"].glob("counter_*.db")}
+    assert len(pids) == 2, pids
+    first = session.get(url + "/metrics", timeout=10).text
+    second = session.get(url + "/metrics", timeout=10).text
+    assert _counter(first, "/datasource/query", "2xx") == 40
+    assert _counter(second, "/datasource/query", "2xx") == 40
+    assert "plugin_backend_build_info" in first
+    assert (
+        "plugin_backend_source_request_duration_seconds_count"
+        '{operation="query_range",source="prometheus"} 40.0'
+    ) in first
+
+
+def test_the_stale_multiprocess_dir_was_wiped_at_startup(backend):
+    assert not (backend["dir"] / "stale_from_last_run.db").exists()
+
+
+def test_errors_are_json_through_gunicorn(backend):
+    url, session = backend["url"], backend["session"]
+    response = session.post(
+        url + "/datasource/query", data=b"{broken", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+
+
+def test_sigterm_stops_the_server_cleanly(backend):
+    proc = backend["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

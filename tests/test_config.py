@@ -1,0 +1,96 @@
+import pytest
+
+from plugin_backend.config import load_settings
+from plugin_backend.errors import ConfigError
+
+
+def test_defaults_serve_the_demo_on_8080():
+    settings = load_settings({})
+    assert settings.port == 8080
+    assert settings.uses_demo_source
+    assert settings.advertised_url() == "http://127.0.0.1:8080"
+
+
+def test_environment_values_are_parsed_and_typed():
+    settings = load_settings(
+        {
+            "PLUGIN_BACKEND_PROMETHEUS_URL": "http://mimir:8080/prometheus",
+            "PLUGIN_BACKEND_PORT": "9000",
+            "PLUGIN_BACKEND_PROMETHEUS_TLS_VERIFY": "false",
+            "PLUGIN_BACKEND_PROMETHEUS_HEADERS": "X-Scope-OrgID=tenant-1, X-Extra = y",
+        }
+    )
+    assert str(settings.prometheus_url) == "http://mimir:8080/prometheus"
+    assert settings.port == 9000
+    assert settings.prometheus_tls_verify is False
+    assert settings.prometheus_headers == {"X-Scope-OrgID": "tenant-1", "X-Extra": "y"}
+    assert not settings.uses_demo_source
+
+
+def test_headers_also_accept_json():
+    settings = load_settings({"PLUGIN_BACKEND_PROMETHEUS_HEADERS": '{"X-Scope-OrgID": "t2"}'})
+    assert settings.prometheus_headers == {"X-Scope-OrgID": "t2"}
+
+
+def test_bad_value_names_the_variable():
+    with pytest.raises(ConfigError, match="PLUGIN_BACKEND_PORT"):
+        load_settings({"PLUGIN_BACKEND_PORT": "eighty"})
+
+
+def test_bad_url_names_the_variable():
+    with pytest.raises(ConfigError, match="PLUGIN_BACKEND_PROMETHEUS_URL"):
+        load_settings({"PLUGIN_BACKEND_PROMETHEUS_URL": "not a url"})
+
+
+def test_unknown_setting_is_reported_so_typos_do_not_pass_silently():
+    with pytest.raises(ConfigError, match="PLUGIN_BACKEND_PROMETEUS_URL: unknown setting"):
+        load_settings({"PLUGIN_BACKEND_PROMETEUS_URL": "http://x"})
+
+
+def test_secrets_are_redacted_in_repr_and_str():
+    settings = load_settings(
+        {
+            "PLUGIN_BACKEND_PROMETHEUS_URL": "http://prom:9090",
+            "PLUGIN_BACKEND_PROMETHEUS_USERNAME": "grafana",
+            "PLUGIN_BACKEND_PROMETHEUS_PASSWORD": "hunter2-secret",
+        }
+    )
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in str(settings)
+    assert settings.prometheus_password is not None
+    assert settings.prometheus_password.get_secret_value() == "hunter2-secret"
+
+
+def test_password_without_username_is_refused():
+    with pytest.raises(ConfigError, match="USERNAME and _PASSWORD must be set together"):
+        load_settings({"PLUGIN_BACKEND_PROMETHEUS_PASSWORD": "x"})
+
+
+def test_yaml_file_is_read_and_environment_wins(tmp_path):
+    path = tmp_path / "backend.yaml"
+    path.write_text("port: 9100\nprometheus_url: http://from-file:9090\nworkers: 3\n")
+    settings = load_settings({"PLUGIN_BACKEND_CONFIG": str(path), "PLUGIN_BACKEND_PORT": "9200"})
+    assert settings.port == 9200
+    assert settings.workers == 3
+    assert str(settings.prometheus_url) == "http://from-file:9090/"
+
+
+def test_bad_yaml_value_names_the_file_key(tmp_path):
+    path = tmp_path / "backend.yaml"
+    path.write_text("workers: many\n")
+    with pytest.raises(ConfigError, match=r"'workers' in .*backend.yaml"):
+        load_settings({}, config_path=path)
+
+
+def test_missing_or_malformed_yaml_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings({"PLUGIN_BACKEND_CONFIG": str(tmp_path / "absent.yaml")})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("port: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings({}, config_path=bad)
+
+
+def test_cli_overrides_win_over_environment():
+    settings = load_settings({"PLUGIN_BACKEND_PORT": "9000"}, overrides={"port": 9001})
+    assert settings.port == 9001

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from plugin_backend.adapters.demo import DemoSource
+from plugin_backend.config import load_settings
+from plugin_backend.telemetry import Telemetry
+from plugin_backend.web import create_app
+
+
+@pytest.fixture
+def telemetry() -> Telemetry:
+    return Telemetry(CollectorRegistry())
+
+
+@pytest.fixture
+def demo_app(telemetry):
+    settings = load_settings({"PLUGIN_BACKEND_MAX_BODY_BYTES": "4096"})
+    return create_app(settings, source=DemoSource(seed=7), telemetry=telemetry)
+
+
+@pytest.fixture
+def client(demo_app):
+    return demo_app.test_client()
