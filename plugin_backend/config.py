@@ -71,6 +71,9 @@ class Settings(BaseModel):
     )
     prometheus_tls_verify: bool = True
     prometheus_ca_file: Path | None = None
+    prometheus_accept_gzip: bool = Field(
+        False, description="Ask for gzip answers: worth it over slow links only (CPU cost)."
+    )
     demo_seed: int = Field(7, description="Seed of the built-in demo estate.")
 
     # --- probes and limits -------------------------------------------------

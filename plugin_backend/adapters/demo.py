@@ -202,7 +202,7 @@ class DemoIncident:
     fault: str
     root_cause_series: str
     description: str
-    symptom_series: tuple[str, ...] = ()  # in order of onset
+    symptom_series: tuple[str, ...] = ()  # in the order their effects begin
 
 
 def _calver(t: float) -> str:
@@ -277,19 +277,21 @@ class _Ctx:
         self.ms = np.round(tau * 1000.0).astype(np.int64)
         self.load = _load(tau)
         self.zeros = np.zeros_like(tau)
-        lo, hi = float(tau.min()), float(tau.max())
+        # Every effect lives within its own 4 h block, so the block of each sample says
+        # which fault is active and how long ago it began (no loop over incidents).
+        block = np.floor((tau - INCIDENT_OFFSET_S) / INCIDENT_PERIOD_S)
+        since = tau - (block * INCIDENT_PERIOD_S + INCIDENT_OFFSET_S)
+        fault_of = (block.astype(np.int64) + seed) % len(FAULTS)
         self.channels: dict[str, FloatArray] = {}
-        for inc in incidents_between(lo - 3600.0, hi, seed):
-            for e in _EFFECTS[inc.fault]:
-                on, off = inc.start_s + e.lag_s, inc.end_s + e.lag_s
-                a, b = np.searchsorted(tau, [on, off + e.rise_s])
-                if a >= b:
-                    continue
-                seg = tau[a:b]
-                env = np.clip((seg - on) / e.rise_s, 0.0, 1.0)
-                env *= np.clip(1.0 - (seg - off) / e.rise_s, 0.0, 1.0)
-                ch = self.channels.setdefault(e.channel, np.zeros_like(tau))
-                ch[a:b] += e.size * env
+        for index, fault in enumerate(FAULTS):
+            active = (fault_of == index) & (since < INCIDENT_DURATION_S + 3600.0)
+            if not active.any():
+                continue
+            d = since[active]
+            for e in _EFFECTS[fault]:
+                env = np.clip((d - e.lag_s) / e.rise_s, 0.0, 1.0)
+                env *= np.clip(1.0 - (d - INCIDENT_DURATION_S - e.lag_s) / e.rise_s, 0.0, 1.0)
+                self.channels.setdefault(e.channel, np.zeros_like(tau))[active] += e.size * env
         self._deploys: list[float] | None = None
 
     def chan(self, name: str) -> FloatArray:
@@ -565,8 +567,10 @@ class DemoSource:
         func, window, selector = self._parse(expr)
         tau = np.floor(t / self._scrape_s) * self._scrape_s
         defs = self._select([selector], float(tau[0]), float(tau[-1]))
+        if not defs:
+            return []
         if func is not None:
-            if defs and not any(d.rate for d in defs):
+            if not any(d.rate for d in defs):
                 raise InvalidQuery(
                     f"the demo source computes {func}() only for its counter "
                     "http_requests_total; set PLUGIN_BACKEND_PROMETHEUS_URL to use full PromQL"
@@ -604,9 +608,10 @@ class DemoSource:
 
     # --- metadata --------------------------------------------------------------------
 
-    def _defs(self, lo: float, hi: float) -> list[_Def]:
+    def _versions(self, lo: float, hi: float) -> list[_Def]:
+        """The checkout ``app_build_info`` series live in ``[lo, hi]`` (one per deploy)."""
         deploys = _checkout_deploys(lo, hi, self._seed)
-        versions = [
+        return [
             _Def(
                 _build_info_labels("checkout", _calver(a)),
                 0,
@@ -616,12 +621,15 @@ class DemoSource:
             )
             for a, b in zip(deploys, [*deploys[1:], math.inf], strict=True)
         ]
-        return [*self._static, *versions]
 
     def _select(self, selectors: Sequence[list[Matcher]], lo: float, hi: float) -> list[_Def]:
+        probe = _build_info_labels("checkout", "")
+        defs = self._static
+        if any(all(m.matches(probe) for m in s if m.name != "version") for s in selectors):
+            defs = [*defs, *self._versions(lo, hi)]
         return [
             d
-            for d in self._defs(lo, hi)
+            for d in defs
             if d.overlaps(lo, hi) and any(all(m.matches(d.labels) for m in s) for s in selectors)
         ]
 

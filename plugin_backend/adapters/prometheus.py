@@ -108,6 +108,7 @@ class PrometheusClient:
         observer: Observer | None = None,
         session: requests.Session | None = None,
         max_points_per_request: int = 11_000,
+        accept_gzip: bool = False,
     ) -> None:
         parts = urlsplit(base_url.strip())
         netloc = parts.netloc.rpartition("@")[2]
@@ -133,7 +134,13 @@ class PrometheusClient:
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._session.headers.update(
-            {"Accept": "application/json", "User-Agent": f"plugin-backend/{__version__}"}
+            {
+                "Accept": "application/json",
+                "User-Agent": f"plugin-backend/{__version__}",
+                # Prometheus spends ~90 ms of CPU gzipping a 2 MB answer (10 series x
+                # 5,761 points) that crosses a LAN in a few ms: compress only when asked.
+                "Accept-Encoding": "gzip" if accept_gzip else "identity",
+            }
         )
         self._auth_kind = ""
         if bearer_token:
@@ -165,6 +172,7 @@ class PrometheusClient:
             tls_verify=settings.prometheus_tls_verify,
             ca_file=str(ca_file) if ca_file is not None else None,
             observer=observer,
+            accept_gzip=settings.prometheus_accept_gzip,
         )
 
     @property

@@ -344,6 +344,13 @@ def test_bearer_token_and_custom_headers_on_every_request(prom: FakePrometheus) 
         assert seen.headers["X-Scope-OrgID"] == "tenant-1"
 
 
+def test_answers_are_asked_uncompressed_unless_gzip_is_enabled(prom: FakePrometheus) -> None:
+    prom.on("/api/v1/labels", ok([]))
+    client(prom).labels()
+    client(prom, accept_gzip=True).labels()
+    assert [seen.headers["Accept-Encoding"] for seen in prom.seen] == ["identity", "gzip"]
+
+
 def test_basic_auth_and_path_prefix(prom: FakePrometheus) -> None:
     prom.on("/prometheus/api/v1/labels", ok(["job"]))
     c = client(prom, base_url=prom.url + "/prometheus/", username="alice", password="s3cret")
