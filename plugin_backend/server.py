@@ -56,6 +56,7 @@ class _Application(BaseApplication):  # type: ignore[misc]
             "child_exit": self._child_exit,
             "when_ready": self._when_ready,
             "proc_name": "plugin-backend",
+            "logconfig_dict": gunicorn_log_config(s.log_level, s.log_format),
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -73,7 +74,10 @@ class _Application(BaseApplication):  # type: ignore[misc]
     def _when_ready(self, _server: Any) -> None:
         s = self.settings
         if s.uses_demo_source:
-            source = f"built-in demo estate (seed {s.demo_seed}); set PLUGIN_BACKEND_PROMETHEUS_URL"
+            source = (
+                f"built-in demo estate (seed {s.demo_seed}); set PLUGIN_BACKEND_PROMETHEUS_URL "
+                "to use your Prometheus"
+            )
         else:
             from plugin_backend.bootstrap import build_source
 
@@ -91,6 +95,27 @@ class _Application(BaseApplication):  # type: ignore[misc]
             base,
             extra={"source": "demo" if s.uses_demo_source else "prometheus"},
         )
+
+
+def gunicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
+    """gunicorn's own loggers in the same format as ours (JSON lines by default)."""
+    formatter: dict[str, Any] = (
+        {"()": "plugin_backend.logs.JsonFormatter"}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatter},
+        "handlers": {"console": handler},
+        "root": {"level": level, "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["console"], "propagate": False},
+            "gunicorn.access": {"level": level, "handlers": ["console"], "propagate": False},
+        },
+    }
 
 
 def run_gunicorn(settings: Settings) -> int:
