@@ -43,7 +43,7 @@ bench: $(STAMP) system-deps
 lock:
 	rm -rf /tmp/plugin-backend-lock && $(PYTHON) -m venv /tmp/plugin-backend-lock
 	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev]'
-	/tmp/plugin-backend-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	/tmp/plugin-backend-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | sed -E 's/\+(cpu|cu[0-9]+)$$//' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
