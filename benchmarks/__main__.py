@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_query
+from benchmarks import bench_detection, bench_query
 
-BENCHMARKS = {"query": bench_query.main}
+BENCHMARKS = {"query": bench_query.main, "detection": bench_detection.main}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,227 @@
+"""The CLI's CSV format: read one series, write its scores back.
+
+Input: a header with (at least) ``timestamp`` and ``value`` columns, any order,
+extra columns ignored. A timestamp is ISO-8601 (``2015-09-01 11:30:00`` as NAB
+writes it, ``2015-09-01T11:30:00Z``, ``...+02:00``; without a zone it is UTC) or
+epoch seconds (epoch milliseconds when above 1e11). A value is a number; empty
+or ``NaN`` is a missing point. Rows must be in time order; a repeated timestamp
+keeps the later row (exports have them) and adds a warning.
+
+Errors are :class:`~plugin_backend.errors.RequestError` naming the file and the
+1-based line (the header is line 1).
+
+Output: ``timestamp,value,expected,lower,upper,score,is_anomaly``, timestamps as
+they were read (or ISO-8601 UTC), numbers in Python's shortest round-trip form,
+missing numbers empty, ``is_anomaly`` as ``1``/``0``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from plugin_backend.errors import RequestError
+from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.types import FloatArray
+
+__all__ = [
+    "SCORED_HEADER",
+    "CsvSeries",
+    "format_number",
+    "load_series_csv",
+    "parse_timestamp",
+    "read_series_csv",
+    "write_scored_csv",
+]
+
+SCORED_HEADER = ("timestamp", "value", "expected", "lower", "upper", "score", "is_anomaly")
+_EPOCH_MS_ABOVE = 1e11
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CsvSeries:
+    """A series read from CSV, with each kept row's original timestamp text."""
+
+    timestamps_s: FloatArray
+    values: FloatArray
+    warnings: list[str]
+    timestamp_text: list[str]
+
+
+def read_series_csv(path: str | Path) -> tuple[FloatArray, FloatArray, list[str]]:
+    """``(timestamps_s, values, warnings)`` of the CSV at ``path``."""
+    series = load_series_csv(path)
+    return series.timestamps_s, series.values, series.warnings
+
+
+def load_series_csv(path: str | Path) -> CsvSeries:
+    """Like :func:`read_series_csv`, keeping the timestamp strings for writing back."""
+    name = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return _parse(handle, name)
+    except OSError as exc:
+        raise RequestError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{name}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise RequestError(f"{name}: malformed CSV: {exc}") from exc
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds of an ISO-8601 (naive = UTC) or epoch s/ms timestamp.
+
+    Raises ``ValueError`` when ``text`` is neither.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("empty timestamp")
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"timestamp {text!r} is not finite")
+        return number / 1000.0 if abs(number) > _EPOCH_MS_ABOVE else number
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _parse(handle: TextIO, name: str) -> CsvSeries:
+    reader = csv.reader(handle)
+    header: list[str] | None = None
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            header = [cell.strip().lower() for cell in row]
+            break
+    if header is None:
+        raise RequestError(f"{name}: empty file, expected a header with timestamp and value")
+    header_line = reader.line_num
+    missing = [col for col in ("timestamp", "value") if col not in header]
+    if missing:
+        raise RequestError(
+            f"{name} line {header_line}: header has no {' or '.join(missing)} column "
+            f"(found {', '.join(repr(c) for c in header)})"
+        )
+    t_col, v_col = header.index("timestamp"), header.index("value")
+    needed = max(t_col, v_col) + 1
+
+    stamps: list[float] = []
+    values: list[float] = []
+    texts: list[str] = []
+    lines: list[int] = []
+    warnings: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < needed:
+            raise RequestError(
+                f"{name} line {line}: expected at least {needed} columns, got {len(row)}"
+            )
+        t_text = row[t_col].strip()
+        try:
+            stamp = parse_timestamp(t_text)
+        except ValueError:
+            raise RequestError(
+                f"{name} line {line}: cannot parse timestamp {t_text!r} "
+                "(expected ISO-8601 or epoch seconds/milliseconds)"
+            ) from None
+        v_text = row[v_col].strip()
+        try:
+            value = float(v_text) if v_text else math.nan
+        except ValueError:
+            raise RequestError(
+                f"{name} line {line}: cannot parse value {v_text!r} as a number"
+            ) from None
+        if stamps and stamp <= stamps[-1]:
+            if stamp < stamps[-1]:
+                raise RequestError(
+                    f"{name} line {line}: timestamp {t_text!r} is earlier than the previous "
+                    f"row's {texts[-1]!r} (line {lines[-1]}); rows must be in time order"
+                )
+            warnings.append(
+                f"line {line}: duplicate timestamp {t_text!r} (also on line {lines[-1]}), "
+                "keeping the later row"
+            )
+            values[-1], texts[-1], lines[-1] = value, t_text, line
+            continue
+        stamps.append(stamp)
+        values.append(value)
+        texts.append(t_text)
+        lines.append(line)
+    return CsvSeries(
+        timestamps_s=np.asarray(stamps, dtype=np.float64),
+        values=np.asarray(values, dtype=np.float64),
+        warnings=warnings,
+        timestamp_text=texts,
+    )
+
+
+def format_number(value: float) -> str:
+    """Shortest text that reads back as the same float; empty for NaN."""
+    value = float(value)
+    return "" if math.isnan(value) else repr(value)
+
+
+def _iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@contextmanager
+def _open_for_write(dest: str | Path | TextIO) -> Iterator[TextIO]:
+    if isinstance(dest, str | Path):
+        with open(dest, "w", newline="", encoding="utf-8") as handle:
+            yield handle
+    else:
+        yield dest
+
+
+def write_scored_csv(
+    dest: str | Path | TextIO,
+    scored: ScoredSeries,
+    is_anomaly: npt.ArrayLike,
+    *,
+    timestamp_text: Sequence[str] | None = None,
+) -> None:
+    """Write ``scored`` as ``timestamp,value,expected,lower,upper,score,is_anomaly``.
+
+    ``timestamp_text`` (e.g. :attr:`CsvSeries.timestamp_text`) keeps the input's
+    own timestamp strings; without it timestamps are written as ISO-8601 UTC.
+    ``dest`` is a path or an open text file (opened with ``newline=""``).
+    """
+    n = len(scored)
+    flags = np.asarray(is_anomaly, dtype=np.bool_)
+    if flags.shape != (n,):
+        raise ValueError(f"is_anomaly has shape {flags.shape}, expected ({n},)")
+    if timestamp_text is not None and len(timestamp_text) != n:
+        raise ValueError(f"timestamp_text has {len(timestamp_text)} entries, expected {n}")
+    stamps: Iterable[str] = (
+        timestamp_text
+        if timestamp_text is not None
+        else (_iso_utc(ts) for ts in scored.timestamps_s.tolist())
+    )
+    columns = [
+        [format_number(x) for x in np.asarray(arr, dtype=np.float64).tolist()]
+        for arr in (scored.values, scored.expected, scored.lower, scored.upper, scored.score)
+    ]
+    marks = ["1" if f else "0" for f in flags.tolist()]
+    try:
+        with _open_for_write(dest) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(SCORED_HEADER)
+            writer.writerows(zip(stamps, *columns, marks, strict=True))
+    except OSError as exc:
+        raise RequestError(f"{dest}: cannot write: {exc.strerror or exc}") from exc
