@@ -36,6 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
     serve.set_defaults(handler=_serve)
 
+    score = commands.add_parser(
+        "score",
+        help="score a timestamp,value CSV (NAB format works) and write expected/band/score/alarms",
+    )
+    score.add_argument("input", metavar="INPUT.csv")
+    score.add_argument("--output", "-o", required=True, metavar="OUT.csv")
+    score.add_argument("--detector", help="detector name (default from --config, else the default)")
+    score.add_argument("--config", metavar="FILE", help="YAML: detector, sensitivity, window, ...")
+    score.set_defaults(handler=_score)
+
+    train = commands.add_parser(
+        "train", help="train the transformer detector's weights (train --help)", add_help=False
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(handler=_train)
+
     check = commands.add_parser("config", help="validate the configuration and print it")
     check.set_defaults(handler=_print_config)
     return parser
@@ -63,6 +79,51 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from plugin_backend.server import run_gunicorn
 
     return run_gunicorn(settings)
+
+
+def _score(_settings: Settings, args: argparse.Namespace) -> int:
+    import yaml
+
+    from plugin_backend.adapters.csv_io import load_series_csv, write_scored_csv
+    from plugin_backend.errors import BackendError
+    from plugin_backend.scoring.options import parse_score_config
+    from plugin_backend.scoring.registry import get_detector
+    from plugin_backend.scoring.windows import alarms, find_windows
+
+    try:
+        raw = None
+        if args.config:
+            try:
+                with open(args.config, encoding="utf-8") as handle:
+                    raw = yaml.safe_load(handle)
+            except (OSError, yaml.YAMLError) as exc:
+                print(f"plugin-backend score: {args.config}: {exc}", file=sys.stderr)
+                return 2
+        config = parse_score_config(raw, args.config or "options")
+        series = load_series_csv(args.input)
+        for warning in series.warnings:
+            log.warning("%s", warning)
+        detector = get_detector(args.detector or config.detector, **config.detector_kwargs())
+        scored = detector.score(series.timestamps_s, series.values)
+        policy = config.window_policy()
+        flags = alarms(scored, policy)
+        rows, row_flags, row_stamps = series.per_input_row(scored, flags)
+        write_scored_csv(args.output, rows, row_flags, timestamp_text=row_stamps)
+    except BackendError as exc:
+        print(f"plugin-backend score: {exc.message}", file=sys.stderr)
+        return 2
+    windows = find_windows(scored, policy)
+    print(
+        f"{args.input}: {len(rows)} rows scored with {detector.name}; "
+        f"{int(flags.sum())} alarms, {len(windows)} anomaly windows -> {args.output}"
+    )
+    return 0
+
+
+def _train(_settings: Settings, args: argparse.Namespace) -> int:
+    from plugin_backend.scoring.train import main_train
+
+    return main_train(list(args.train_args))
 
 
 def _print_config(settings: Settings, _args: argparse.Namespace) -> int:

@@ -82,6 +82,8 @@ class Settings(BaseModel):
     max_targets: int = Field(50, ge=1)
     max_points_per_series: int = Field(50_000, ge=100)
     max_promql_length: int = Field(20_000, ge=16)
+    max_scored_series: int = Field(50, ge=1, description="series one anomaly target may score")
+    score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
 
     @field_validator("prometheus_headers", mode="before")
     @classmethod

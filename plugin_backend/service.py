@@ -9,14 +9,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from plugin_backend.datasource.catalog import PROMQL, MetricKind, PromqlPayload, validate_payload
+from plugin_backend.datasource.catalog import (
+    DIRECTION_OPTIONS,
+    FORMAT_OPTIONS,
+    KINDS,
+    AnomalyPayload,
+    ExprPayload,
+    MetricKind,
+    validate_payload,
+)
 from plugin_backend.datasource.parse import PanelQuery, TargetQuery
 from plugin_backend.datasource.variables import VariableQuery
+from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.errors import InvalidQuery, InvalidTarget
 from plugin_backend.ports import SeriesSource
 from plugin_backend.promql import (
@@ -35,9 +44,12 @@ MAX_OPTIONS = 1000
 
 @dataclass(frozen=True, slots=True)
 class TargetResult:
+    """Raw series (``promql``) or scored series with their windows (anomaly kinds)."""
+
     target: TargetQuery
-    options: PromqlPayload
-    series: list[Series]
+    options: ExprPayload
+    series: list[Series] = field(default_factory=list)
+    anomalies: list[SeriesAnomalies] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +62,19 @@ class ActiveRegion:
 
 
 class DatasourceService:
-    def __init__(self, source: SeriesSource) -> None:
+    def __init__(self, source: SeriesSource, detection: DetectionService | None = None) -> None:
         self.source = source
+        self.detection = detection if detection is not None else DetectionService(source)
 
     # --- query editor -------------------------------------------------------
     def metric_kinds(self) -> list[MetricKind]:
-        return [PROMQL]
+        return list(KINDS)
 
     def payload_options(
         self, kind: str, payload: Mapping[str, Any], name: str
     ) -> list[tuple[str, str]]:
         """Options of a select box that the catalog leaves for the backend to fill."""
-        if kind != PROMQL.value:
+        if kind not in {k.value for k in KINDS}:
             raise InvalidTarget(f"unknown metric kind {kind!r}")
         if name == "metric":
             metrics = self.source.label_values("__name__")
@@ -80,8 +93,9 @@ class DatasourceService:
             )
             rendered = [str(Matcher(k, "=", v)) for k, v in pairs[:MAX_OPTIONS]]
             return [(r, r) for r in rendered]
-        if name == "format":
-            return [("Time series", "time_series"), ("Table", "table")]
+        static = {"format": FORMAT_OPTIONS, "direction": DIRECTION_OPTIONS}
+        if name in static:
+            return list(static[name])
         raise InvalidTarget(f"payload field {name!r} of kind {kind!r} has no options to load")
 
     # --- panels ---------------------------------------------------------------
@@ -89,11 +103,17 @@ class DatasourceService:
         results = []
         for target in query.targets:
             options = validate_payload(target.kind, target.ref_id, target.payload)
-            if not isinstance(options, PromqlPayload):  # only kind so far
-                raise InvalidTarget(f"unknown metric kind {target.kind!r}")
+            assert isinstance(options, ExprPayload)  # every kind's payload names an expression
             expr = inject_matchers(promql_of(options, target.ref_id), query.filters)
-            series = self.source.query_range(expr, query.time_range, query.step_s)
-            results.append(TargetResult(target, options, series))
+            if isinstance(options, AnomalyPayload):
+                detect = DetectOptions(
+                    options.detector, options.direction, options.sensitivity, options.min_deviation
+                )
+                found = self.detection.detect(expr, query.time_range, query.step_s, detect)
+                results.append(TargetResult(target, options, anomalies=found))
+            else:
+                series = self.source.query_range(expr, query.time_range, query.step_s)
+                results.append(TargetResult(target, options, series=series))
         return results
 
     def annotation_regions(
@@ -143,7 +163,7 @@ class DatasourceService:
         self.source.check_ready(timeout_s)
 
 
-def promql_of(options: PromqlPayload, ref_id: str) -> str:
+def promql_of(options: ExprPayload, ref_id: str) -> str:
     """The expression a ``promql`` target asks for: ``expr``, else the builder's pick."""
     if options.expr.strip():
         return options.expr

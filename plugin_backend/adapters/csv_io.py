@@ -21,7 +21,7 @@ import csv
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -55,6 +55,30 @@ class CsvSeries:
     values: FloatArray
     warnings: list[str]
     timestamp_text: list[str]
+    #: For every input data row (duplicates included): its timestamp text, its own
+    #: value, and the index of the kept row it collapsed into.
+    row_timestamp_text: list[str] = field(default_factory=list)
+    row_values: FloatArray = field(default_factory=lambda: np.empty(0))
+    row_index: npt.NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+
+    def per_input_row(
+        self, scored: ScoredSeries, is_anomaly: npt.ArrayLike
+    ) -> tuple[ScoredSeries, npt.NDArray[np.bool_], list[str]]:
+        """Results spread back over every input row: a duplicate row shows its own
+        value beside its kept twin's band and score; only the kept row can alarm."""
+        idx = self.row_index
+        flags = np.asarray(is_anomaly, dtype=np.bool_)[idx]
+        kept = np.ones(idx.shape[0], dtype=np.bool_)
+        kept[:-1] = idx[:-1] != idx[1:]
+        spread = ScoredSeries(
+            scored.timestamps_s[idx],
+            self.row_values,
+            scored.expected[idx],
+            scored.lower[idx],
+            scored.upper[idx],
+            scored.score[idx],
+        )
+        return spread, flags & kept, self.row_timestamp_text
 
 
 def read_series_csv(path: str | Path) -> tuple[FloatArray, FloatArray, list[str]]:
@@ -116,36 +140,20 @@ def _parse(handle: TextIO, name: str) -> CsvSeries:
             f"(found {', '.join(repr(c) for c in header)})"
         )
     t_col, v_col = header.index("timestamp"), header.index("value")
-    needed = max(t_col, v_col) + 1
 
     stamps: list[float] = []
     values: list[float] = []
     texts: list[str] = []
     lines: list[int] = []
     warnings: list[str] = []
+    row_texts: list[str] = []
+    row_values: list[float] = []
+    row_index: list[int] = []
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) < needed:
-            raise RequestError(
-                f"{name} line {line}: expected at least {needed} columns, got {len(row)}"
-            )
-        t_text = row[t_col].strip()
-        try:
-            stamp = parse_timestamp(t_text)
-        except ValueError:
-            raise RequestError(
-                f"{name} line {line}: cannot parse timestamp {t_text!r} "
-                "(expected ISO-8601 or epoch seconds/milliseconds)"
-            ) from None
-        v_text = row[v_col].strip()
-        try:
-            value = float(v_text) if v_text else math.nan
-        except ValueError:
-            raise RequestError(
-                f"{name} line {line}: cannot parse value {v_text!r} as a number"
-            ) from None
+        stamp, t_text, value = _parse_cells(row, line, name, t_col, v_col)
         if stamps and stamp <= stamps[-1]:
             if stamp < stamps[-1]:
                 raise RequestError(
@@ -157,7 +165,13 @@ def _parse(handle: TextIO, name: str) -> CsvSeries:
                 "keeping the later row"
             )
             values[-1], texts[-1], lines[-1] = value, t_text, line
+            row_texts.append(t_text)
+            row_values.append(value)
+            row_index.append(len(stamps) - 1)
             continue
+        row_texts.append(t_text)
+        row_values.append(value)
+        row_index.append(len(stamps))
         stamps.append(stamp)
         values.append(value)
         texts.append(t_text)
@@ -167,7 +181,36 @@ def _parse(handle: TextIO, name: str) -> CsvSeries:
         values=np.asarray(values, dtype=np.float64),
         warnings=warnings,
         timestamp_text=texts,
+        row_timestamp_text=row_texts,
+        row_values=np.asarray(row_values, dtype=np.float64),
+        row_index=np.asarray(row_index, dtype=np.intp),
     )
+
+
+def _parse_cells(
+    row: list[str], line: int, name: str, t_col: int, v_col: int
+) -> tuple[float, str, float]:
+    needed = max(t_col, v_col) + 1
+    if len(row) < needed:
+        raise RequestError(
+            f"{name} line {line}: expected at least {needed} columns, got {len(row)}"
+        )
+    t_text = row[t_col].strip()
+    try:
+        stamp = parse_timestamp(t_text)
+    except ValueError:
+        raise RequestError(
+            f"{name} line {line}: cannot parse timestamp {t_text!r} "
+            "(expected ISO-8601 or epoch seconds/milliseconds)"
+        ) from None
+    v_text = row[v_col].strip()
+    try:
+        value = float(v_text) if v_text else math.nan
+    except ValueError:
+        raise RequestError(
+            f"{name} line {line}: cannot parse value {v_text!r} as a number"
+        ) from None
+    return stamp, t_text, value
 
 
 def format_number(value: float) -> str:

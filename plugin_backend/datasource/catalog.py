@@ -13,10 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
 
 __all__ = [
+    "ANOMALIES",
+    "ANOMALY_SCORE",
+    "BAND",
     "FORMAT_OPTIONS",
+    "KINDS",
     "PROMQL",
+    "AnomalyPayload",
+    "ExprPayload",
     "MetricKind",
     "PayloadField",
     "PromqlPayload",
@@ -49,14 +56,13 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class PromqlPayload(_Payload):
-    """Options of the ``promql`` kind (README: "Metric kinds")."""
+class ExprPayload(_Payload):
+    """A PromQL expression, typed or built from a metric and label filters."""
 
     expr: str = ""
     metric: str = ""
     matchers: list[str] = Field(default_factory=list)
     legend: str = ""
-    format: Literal["time_series", "table"] = "time_series"
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -66,37 +72,101 @@ class PromqlPayload(_Payload):
         return [value] if isinstance(value, str) else value
 
 
+class PromqlPayload(ExprPayload):
+    """Options of the ``promql`` kind (README: "Metric kinds")."""
+
+    format: Literal["time_series", "table"] = "time_series"
+
+
+class AnomalyPayload(ExprPayload):
+    """Options of ``anomaly_score``, ``band`` and ``anomalies`` (README: "Metric kinds")."""
+
+    detector: str = DEFAULT_DETECTOR
+    direction: Literal["both", "up", "down"] = "both"
+    sensitivity: float = Field(1.0, gt=0, le=100)
+    min_deviation: float = Field(0.0, ge=0)
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        if value not in available():
+            raise ValueError(f"unknown detector {value!r}; available: {', '.join(available())}")
+        return value
+
+
 FORMAT_OPTIONS = (("Time series", "time_series"), ("Table", "table"))
+DIRECTION_OPTIONS = (("Both", "both"), ("Above expected", "up"), ("Below expected", "down"))
+
+_EXPR_FIELDS = (
+    PayloadField(
+        "expr",
+        "PromQL",
+        "textarea",
+        placeholder='rate(http_requests_total{job="api"}[5m]) (or pick a metric below)',
+    ),
+    PayloadField(
+        "metric", "Metric", "select", placeholder="builder: metric name", reload_metric=True
+    ),
+    PayloadField("matchers", "Label filters", "multi-select", placeholder='builder: label="value"'),
+    PayloadField("legend", "Legend", "input", placeholder="{{service}} {{instance}}"),
+)
+_DETECTOR_FIELDS = (
+    PayloadField(
+        "detector",
+        "Detector",
+        "select",
+        placeholder=f"default: {DEFAULT_DETECTOR}",
+        options=tuple((name, name) for name in available()),
+    ),
+    PayloadField("direction", "Direction", "select", options=DIRECTION_OPTIONS, width=20),
+    PayloadField("sensitivity", "Sensitivity", "input", placeholder="1 (2 = half as wide a band)"),
+    PayloadField(
+        "min_deviation", "Min. deviation", "input", placeholder="0 (in the series' own units)"
+    ),
+)
 
 PROMQL = MetricKind(
     value="promql",
     label="PromQL (raw Prometheus series)",
     description="Any PromQL expression, evaluated over the panel's range at its resolution.",
     payloads=(
-        PayloadField(
-            "expr",
-            "PromQL",
-            "textarea",
-            placeholder='rate(http_requests_total{job="api"}[5m]) (or pick a metric below)',
-        ),
-        PayloadField(
-            "metric", "Metric", "select", placeholder="builder: metric name", reload_metric=True
-        ),
-        PayloadField(
-            "matchers", "Label filters", "multi-select", placeholder='builder: label="value"'
-        ),
-        PayloadField("legend", "Legend", "input", placeholder="{{service}} {{instance}}"),
+        *_EXPR_FIELDS,
         PayloadField("format", "Format", "select", options=FORMAT_OPTIONS, width=20),
     ),
 )
+ANOMALY_SCORE = MetricKind(
+    value="anomaly_score",
+    label="Anomaly score",
+    description="How abnormal each point is: <= 1 inside the expected band, > 1 outside.",
+    payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+)
+BAND = MetricKind(
+    value="band",
+    label="Expected band",
+    description="Three series per input series: <name>:expected, <name>:lower, <name>:upper.",
+    payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+)
+ANOMALIES = MetricKind(
+    value="anomalies",
+    label="Anomaly windows",
+    description="Anomalous windows as a table (time, timeEnd, title, text, tags: annotations).",
+    payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+)
+KINDS = (PROMQL, ANOMALY_SCORE, BAND, ANOMALIES)
 
-_PAYLOAD_MODELS: Mapping[str, type[_Payload]] = {"promql": PromqlPayload}
+_PAYLOAD_MODELS: Mapping[str, type[_Payload]] = {
+    "promql": PromqlPayload,
+    "anomaly_score": AnomalyPayload,
+    "band": AnomalyPayload,
+    "anomalies": AnomalyPayload,
+}
 
 
 def validate_payload(kind: str, ref_id: str, payload: Mapping[str, Any]) -> _Payload:
     model = _PAYLOAD_MODELS.get(kind)
     if model is None:
-        raise InvalidTarget(f"unknown metric kind {kind!r}")
+        known = ", ".join(_PAYLOAD_MODELS)
+        raise InvalidTarget(f"unknown metric kind {kind!r}; available: {known}")
     try:
         return model.model_validate(dict(payload))
     except ValidationError as exc:

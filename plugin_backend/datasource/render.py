@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.scoring.windows import AnomalyWindow
 from plugin_backend.types import Labels, Series, format_series_name
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "metric_find_values",
     "table_frame",
     "timeseries_frame",
+    "window_text",
+    "windows_table",
 ]
 
 _LEGEND_VAR = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
@@ -78,3 +83,58 @@ def annotation_event(
 
 def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def windows_table(rows: Sequence[tuple[str, AnomalyWindow, ScoredSeries]]) -> dict[str, Any]:
+    """Anomaly windows as a table whose ``time``/``timeEnd``/``title``/``text``/``tags``
+    columns Grafana turns into annotations natively."""
+    columns = [
+        {"text": "time", "type": "time"},
+        {"text": "timeEnd", "type": "time"},
+        {"text": "title", "type": "string"},
+        {"text": "text", "type": "string"},
+        {"text": "tags", "type": "string"},
+        {"text": "series", "type": "string"},
+        {"text": "direction", "type": "string"},
+        {"text": "peak_score", "type": "number"},
+        {"text": "open", "type": "string"},
+    ]
+    out = []
+    for name, window, scored in sorted(rows, key=lambda r: r[1].start_s):
+        out.append(
+            [
+                round(window.start_s * 1000),
+                round(window.end_s * 1000),
+                f"Anomaly ({window.direction}) on {name}",
+                window_text(name, window, scored),
+                ",".join(["anomaly", window.direction]),
+                name,
+                window.direction,
+                _json_number(round(window.peak_score, 2)),
+                "open" if window.open else "closed",
+            ]
+        )
+    return {"type": "table", "columns": columns, "rows": out}
+
+
+def window_text(name: str, window: AnomalyWindow, scored: ScoredSeries) -> str:
+    """One line an on-call engineer can act on: what, how far off, when."""
+    at = int(np.searchsorted(scored.timestamps_s, window.peak_s))
+    at = min(at, len(scored) - 1)
+    value, expected = scored.values[at], scored.expected[at]
+    when = datetime.fromtimestamp(window.peak_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    state = "ongoing" if window.open else f"lasted {_duration(window.end_s - window.start_s)}"
+    return (
+        f"{name} was {'above' if window.direction == 'up' else 'below'} its expected band; "
+        f"peak score {window.peak_score:.1f} at {when} (value {_fmt(value)}, expected "
+        f"{_fmt(expected)}); {state}."
+    )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "n/a"
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(round(seconds / 60), 1)
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"

@@ -9,7 +9,9 @@ from flask import Flask, Response, g, request
 from plugin_backend.bootstrap import build_source
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
+from plugin_backend.detection import DetectionService
 from plugin_backend.ports import SeriesSource
+from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.service import DatasourceService
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.web.datasource_api import datasource_blueprint
@@ -41,7 +43,13 @@ def create_app(
     )
     app.extensions["plugin_backend.settings"] = settings
     app.extensions["plugin_backend.telemetry"] = telemetry
-    app.extensions["plugin_backend.datasource"] = DatasourceService(source)
+    detection = DetectionService(
+        source,
+        cache=ScoreCache(settings.score_cache_entries),
+        max_history_points=settings.max_points_per_series,
+        max_series=settings.max_scored_series,
+    )
+    app.extensions["plugin_backend.datasource"] = DatasourceService(source, detection)
     app.extensions["plugin_backend.limits"] = QueryLimits(
         max_targets=settings.max_targets,
         max_points_per_series=settings.max_points_per_series,

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app
 
 from plugin_backend.datasource import render
-from plugin_backend.datasource.catalog import render_kinds
+from plugin_backend.datasource.catalog import PromqlPayload, render_kinds
 from plugin_backend.datasource.parse import (
     QueryLimits,
     parse_body,
@@ -26,6 +26,7 @@ from plugin_backend.datasource.wire import (
 )
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.service import DatasourceService, TargetResult
+from plugin_backend.types import Series
 from plugin_backend.web.http import json_body, json_response
 
 __all__ = ["datasource_blueprint"]
@@ -75,10 +76,28 @@ def query() -> Response:
 
 
 def _render_result(result: TargetResult) -> list[dict[str, Any]]:
-    if result.options.format == "table":
-        return [render.table_frame(result.series)]
-    legend = result.options.legend
-    return [render.timeseries_frame(render.legend_name(s.labels, legend), s) for s in result.series]
+    kind, legend = result.target.kind, result.options.legend
+    if kind == "promql":
+        if isinstance(result.options, PromqlPayload) and result.options.format == "table":
+            return [render.table_frame(result.series)]
+        return [
+            render.timeseries_frame(render.legend_name(s.labels, legend), s) for s in result.series
+        ]
+    named = [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
+    if kind == "anomaly_score":
+        return [
+            render.timeseries_frame(name, Series(a.labels, a.scored.timestamps_s, a.scored.score))
+            for name, a in named
+        ]
+    if kind == "band":
+        return [
+            render.timeseries_frame(
+                f"{name}:{part}", Series(a.labels, a.scored.timestamps_s, getattr(a.scored, part))
+            )
+            for name, a in named
+            for part in ("expected", "lower", "upper")
+        ]
+    return [render.windows_table([(name, w, a.scored) for name, a in named for w in a.windows])]
 
 
 @datasource_blueprint.post("/variable")

@@ -1,0 +1,86 @@
+"""The detect use case: fetch a series with enough history, score it (reusing
+cached scores), trim to the asked range, and find its anomaly windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plugin_backend.datasource.step import align_range
+from plugin_backend.errors import InsufficientData, LimitExceeded
+from plugin_backend.ports import SeriesSource
+from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.scoring.registry import get_detector
+from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows
+from plugin_backend.types import Labels, TimeRange
+
+__all__ = ["DetectOptions", "DetectionService", "SeriesAnomalies"]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectOptions:
+    detector: str
+    direction: str = "both"
+    sensitivity: float = 1.0
+    min_deviation: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesAnomalies:
+    labels: Labels
+    scored: ScoredSeries
+    windows: list[AnomalyWindow]
+
+
+class DetectionService:
+    def __init__(
+        self,
+        source: SeriesSource,
+        *,
+        cache: ScoreCache | None = None,
+        max_history_points: int = 11_000,
+        max_series: int = 50,
+    ) -> None:
+        self.source = source
+        self.cache = cache if cache is not None else ScoreCache()
+        self.max_history_points = max_history_points
+        self.max_series = max_series
+
+    def detect(
+        self, expr: str, time_range: TimeRange, step_s: float, options: DetectOptions
+    ) -> list[SeriesAnomalies]:
+        detector = get_detector(
+            options.detector, sensitivity=options.sensitivity, min_deviation=options.min_deviation
+        )
+        history = min(detector.history_points(step_s), self.max_history_points)
+        fetch = align_range(
+            TimeRange(time_range.start_s - history * step_s, time_range.end_s), step_s
+        )
+        found = self.source.query_range(expr, fetch, step_s)
+        if len(found) > self.max_series:
+            raise LimitExceeded(
+                f"the expression returns {len(found)} series; anomaly detection scores at most "
+                f"{self.max_series} per target (PLUGIN_BACKEND_MAX_SCORED_SERIES): aggregate or "
+                "filter it",
+                limit="max_scored_series",
+            )
+        policy = WindowPolicy(direction=options.direction)  # type: ignore[arg-type]
+        results = []
+        too_short: InsufficientData | None = None
+        for series in found:
+            key = (expr, options, step_s, tuple(sorted(series.labels.items())))
+            try:
+                scored = self.cache.score(key, detector, series.timestamps_s, series.values, step_s)
+            except InsufficientData as exc:  # one short series must not blank the panel
+                too_short = exc
+                continue
+            in_range = scored.timestamps_s >= time_range.start_s
+            trimmed = ScoredSeries(*(getattr(scored, f)[in_range] for f in _FIELDS))
+            windows = [w for w in find_windows(scored, policy) if w.end_s >= time_range.start_s]
+            results.append(SeriesAnomalies(series.labels, trimmed, windows))
+        if not results and too_short is not None:
+            raise too_short
+        return results
+
+
+_FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")

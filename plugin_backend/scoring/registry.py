@@ -1,0 +1,91 @@
+"""Detector names -> classes, imported lazily by module path.
+
+Importing this module imports no detector (so never torch): a detector's module is
+imported on the first ``get_detector`` for its name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from functools import cache
+from typing import Any
+
+from plugin_backend.errors import InvalidTarget, ModelError
+from plugin_backend.scoring.base import Detector
+
+__all__ = ["DEFAULT_DETECTOR", "available", "detector_class", "get_detector"]
+
+#: Used when a request or config names no detector: a baseline, so the default
+#: works without model weights (robust to history anomalies, ~130k points/s).
+DEFAULT_DETECTOR = "holt_winters"
+
+_DETECTORS: dict[str, str] = {
+    "robust_z": "plugin_backend.scoring.baselines:RobustZ",
+    "stl": "plugin_backend.scoring.baselines:SeasonalSTL",
+    "holt_winters": "plugin_backend.scoring.baselines:HoltWinters",
+    "transformer": "plugin_backend.scoring.transformer:TransformerDetector",
+    "ensemble": "plugin_backend.scoring.ensemble:EnsembleDetector",
+}
+
+
+def available() -> list[str]:
+    """Every registered detector name, whether or not its module imports here."""
+    return list(_DETECTORS)
+
+
+def detector_class(name: str, /) -> type[Detector]:
+    """The class behind ``name``: ``InvalidTarget`` for an unknown name,
+    ``ModelError`` when its module (or a library it needs) cannot be imported."""
+    path = _DETECTORS.get(name)
+    if path is None:
+        raise InvalidTarget(f"unknown detector {name!r}; available: {', '.join(available())}")
+    return _load(name, path)
+
+
+@cache
+def _load(name: str, path: str) -> type[Detector]:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"detector {name!r} is unavailable: cannot import {module_name} ({exc})"
+        ) from exc
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Detector)):
+        raise ModelError(f"detector {name!r} is unavailable: {path} is not a Detector class")
+    return cls
+
+
+def _accepted_options(cls: type[Detector]) -> set[str] | None:
+    """Keyword options the constructor takes (None: it takes ``**kwargs``)."""
+    names: set[str] = set()
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if param.name != "self" and param.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            names.add(param.name)
+    return names
+
+
+def get_detector(name: str, /, **options: Any) -> Detector:
+    """A new detector: ``sensitivity`` and ``min_deviation`` go to ``Detector``, the rest
+    are the detector's own (e.g. ``window`` for ``robust_z``). An unknown option or a
+    bad value raises ``InvalidTarget`` naming it."""
+    cls = detector_class(name)
+    accepted = _accepted_options(cls)
+    if accepted is not None:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise InvalidTarget(
+                f"unknown option {unknown[0]!r} for detector {name!r}; "
+                f"accepted: {', '.join(sorted(accepted)) or 'none'}"
+            )
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTarget(f"bad options for detector {name!r}: {exc}") from exc

@@ -1,0 +1,395 @@
+"""Baseline detectors (robust z, block STL, robust Holt-Winters) and the registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from plugin_backend.errors import InsufficientData, InvalidTarget, ModelError
+from plugin_backend.scoring import registry
+from plugin_backend.scoring.base import Detector, ScoredSeries
+from plugin_backend.scoring.baselines import (
+    DAMPING,
+    HoltWinters,
+    RobustZ,
+    SeasonalSTL,
+    _hw_recursion,
+    _Lanes,
+)
+from plugin_backend.types import FloatArray
+
+STEP = 300.0
+DAY = 288  # points per day at a 5 min step
+T0 = 1_699_920_000.0  # a UTC midnight
+N = 4 * DAY
+ANOMALY = 2 * DAY + DAY // 4  # day 2, 06:00: the top of the daily sine
+DETECTORS: list[type[Detector]] = [RobustZ, SeasonalSTL, HoltWinters]
+
+
+def _timestamps(n: int = N) -> FloatArray:
+    return T0 + np.arange(n, dtype=np.float64) * STEP
+
+
+def _base(seed: int = 7, n: int = N) -> FloatArray:
+    rng = np.random.default_rng(seed)
+    phase = 2 * np.pi * np.arange(n) / DAY
+    return 50 + 10 * np.sin(phase) + rng.normal(0.0, 1.0, n)
+
+
+def _with(kind: str) -> FloatArray:
+    """The base series with one anomaly injected at ``ANOMALY``."""
+    v = _base()
+    rest = N - ANOMALY
+    if kind == "spike":
+        v[ANOMALY] += 40.0
+    elif kind == "level_shift":
+        v[ANOMALY:] += 30.0
+    elif kind == "drift":
+        v[ANOMALY:] += 0.1 * np.arange(rest)
+    elif kind == "seasonal_break":
+        v[ANOMALY:] = 50 + np.random.default_rng(8).normal(0.0, 1.0, rest)
+    return v
+
+
+_CACHE: dict[tuple[str, str], ScoredSeries] = {}
+
+
+def _scored(cls: type[Detector], kind: str) -> ScoredSeries:
+    key = (cls.__name__, kind)
+    if key not in _CACHE:
+        _CACHE[key] = cls().score(_timestamps(), _with(kind))
+    return _CACHE[key]
+
+
+def _false_positive_rate(scored: ScoredSeries, clean: np.ndarray) -> float:
+    score = scored.score
+    mask = clean & np.isfinite(score)
+    assert mask.sum() > DAY  # enough scored clean points to mean something
+    return float(np.mean(score[mask] > 1))
+
+
+# --------------------------------------------------------------------------- anomalies
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_spike_scores_above_one_and_clean_stretches_stay_inside(cls: type[Detector]) -> None:
+    scored = _scored(cls, "spike")
+    assert scored.score[ANOMALY] > 1
+    idx = np.arange(N)
+    clean = (idx < ANOMALY - 6) | (idx > ANOMALY + 6)
+    assert _false_positive_rate(scored, clean) < 0.02
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_level_shift_first_points_score_above_one(cls: type[Detector]) -> None:
+    scored = _scored(cls, "level_shift")
+    assert np.all(scored.score[ANOMALY : ANOMALY + 3] > 1)
+    assert _false_positive_rate(scored, np.arange(N) < ANOMALY) < 0.02
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+@pytest.mark.parametrize("kind", ["drift", "seasonal_break"])
+def test_slow_anomalies_keep_the_clean_part_quiet(cls: type[Detector], kind: str) -> None:
+    # Adaptive baselines follow a slow drift and soon relearn a broken daily
+    # pattern, so only the clean part is asserted (and the break's onset below).
+    scored = _scored(cls, kind)
+    assert _false_positive_rate(scored, np.arange(N) < ANOMALY) < 0.02
+
+
+@pytest.mark.parametrize("cls", [SeasonalSTL, HoltWinters], ids=lambda c: c.name)
+def test_seasonal_detectors_flag_the_daily_pattern_stopping(cls: type[Detector]) -> None:
+    scored = _scored(cls, "seasonal_break")
+    assert np.all(scored.score[ANOMALY : ANOMALY + 3] > 1)
+
+
+def test_seasonal_detectors_are_tighter_than_robust_z_on_a_daily_series() -> None:
+    widths = {}
+    for cls in DETECTORS:
+        scored = _scored(cls, "spike")
+        widths[cls.name] = float(np.nanmedian((scored.upper - scored.expected)[3 * DAY :]))
+    # Gaussian noise sigma = 1: BAND_K * sigma = 3.5; STL's band still pools the
+    # same-hour residuals of its first two (non-seasonal) days.
+    assert widths["stl"] < 6
+    assert widths["holt_winters"] < 5
+    assert widths["robust_z"] > 15  # the daily swing is inside its band
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_calibration_on_white_noise(cls: type[Detector]) -> None:
+    v = 100 + np.random.default_rng(3).normal(0.0, 2.0, 2 * DAY)
+    scored = cls().score(_timestamps(2 * DAY), v)
+    ok = np.isfinite(scored.score)
+    assert np.mean(scored.score[ok] <= 1) > 0.98
+    half = np.nanmedian(scored.upper - scored.expected)
+    assert 4.5 < half < 9.0  # ~3 sigma, sigma = 2
+
+
+# --------------------------------------------------------------------------- causality
+
+
+def _causality_series() -> tuple[FloatArray, FloatArray]:
+    ts = _timestamps()
+    v = _with("spike")
+    v[100:105] = np.nan
+    v[700:760] = np.nan
+    keep = np.ones(N, dtype=bool)
+    keep[[300, 301, 640, 900]] = False  # missing samples: timestamps absent too
+    return ts[keep], v[keep]
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_scores_are_causal(cls: type[Detector]) -> None:
+    ts, v = _causality_series()
+    full = cls().score(ts, v)
+    for n in (60, 333, 612, 650, 801, 1000):
+        part = cls().score(ts[:n], v[:n])
+        for field in ("expected", "lower", "upper", "score"):
+            np.testing.assert_allclose(
+                getattr(part, field),
+                getattr(full, field)[:n],
+                rtol=1e-9,
+                atol=1e-9,
+                equal_nan=True,
+                err_msg=f"{cls.name}.{field} at n={n}",
+            )
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_future_values_do_not_change_the_past(cls: type[Detector]) -> None:
+    ts = _timestamps()
+    v = _base()
+    w = v.copy()
+    w[900:] += 1000.0  # rewrite the future
+    a = cls().score(ts, v)
+    b = cls().score(ts, w)
+    np.testing.assert_array_equal(a.score[:900], b.score[:900])
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_band_excludes_the_point_itself(cls: type[Detector]) -> None:
+    """``band[i]`` uses ``values[:i]``: changing ``values[i]`` moves only its score."""
+    ts, v = _timestamps(), _base()
+    base = cls().score(ts, v)
+    for k in (400, 700, 1000):
+        w = v.copy()
+        w[k] += 100.0
+        moved = cls().score(ts, w)
+        for field in ("expected", "lower", "upper"):
+            np.testing.assert_array_equal(
+                getattr(moved, field)[: k + 1], getattr(base, field)[: k + 1], err_msg=field
+            )
+        assert moved.score[k] > 1
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [RobustZ(), SeasonalSTL(weekly=False, history_periods=2), HoltWinters(history_periods=2)],
+    ids=lambda d: d.name,
+)
+def test_bounded_memory(detector: Detector) -> None:
+    """Rescoring a tail with ``history_points`` of context reproduces the scores."""
+    n = 8 * DAY
+    ts, v = _timestamps(n), _base(n=n)
+    v[3 * DAY + 10] += 50.0
+    start = n - 40 - detector.history_points(STEP)
+    assert start > 0
+    full = detector.score(ts, v)
+    tail = detector.score(ts[start:], v[start:])
+    for field in ("expected", "upper", "score"):
+        np.testing.assert_allclose(
+            getattr(tail, field)[-40:], getattr(full, field)[-40:], rtol=1e-9, equal_nan=True
+        )
+
+
+# --------------------------------------------------------------------------- gaps, sizes
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_nan_gaps_score_nan_and_do_not_crash(cls: type[Detector]) -> None:
+    ts = _timestamps()
+    v = _base()
+    gaps = np.zeros(N, dtype=bool)
+    gaps[[50, 51, 400, 655]] = True
+    gaps[800:900] = True
+    v[gaps] = np.nan
+    v[901] = np.inf  # a Prometheus +Inf is a missing point too
+    scored = cls().score(ts, v)
+    assert np.all(np.isnan(scored.score[gaps]))
+    assert np.isnan(scored.score[901])
+    after = np.isfinite(scored.score[905:])
+    assert after.mean() > 0.95  # scoring resumes after the long gap
+    assert np.mean(scored.score[905:][after] > 1) < 0.02
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_too_short_raises_insufficient_data(cls: type[Detector]) -> None:
+    n = cls.min_points - 1
+    with pytest.raises(InsufficientData):
+        cls().score(_timestamps(n), _base(n=n))
+    v = np.full(3 * cls.min_points, np.nan)
+    v[: cls.min_points - 1] = 1.0
+    with pytest.raises(InsufficientData):
+        cls().score(_timestamps(v.size), v)
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_shortest_input_scores_something_and_warm_up_is_nan(cls: type[Detector]) -> None:
+    n = cls.min_points
+    scored = cls().score(_timestamps(n), _base(n=n))
+    for field in ("expected", "lower", "upper", "score"):
+        assert np.isnan(getattr(scored, field)[0])
+    assert np.isfinite(scored.score[-1])
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_flat_series_blip_alarms_float_noise_does_not(cls: type[Detector]) -> None:
+    n = 400
+    ts = _timestamps(n)
+    flat = np.full(n, 5.0)
+    flat[300] = 6.0
+    scored = cls().score(ts, flat)
+    assert scored.score[300] > 1
+    assert np.all(np.isfinite(scored.upper[300:]))
+    assert np.all(scored.upper[300:] > scored.lower[300:])  # never zero width
+    noisy = 5.0 + 1e-12 * np.random.default_rng(1).standard_normal(n)
+    assert np.nanmax(cls().score(ts, noisy).score) <= 1
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_quantised_series_does_not_alarm_on_its_usual_steps(cls: type[Detector]) -> None:
+    rng = np.random.default_rng(5)
+    n = 600
+    v = 3.0 + (rng.random(n) < 0.3).astype(np.float64)  # mostly 3, often 4
+    v[500] = 9.0
+    scored = cls().score(_timestamps(n), v)
+    ok = np.isfinite(scored.score)
+    assert np.mean(scored.score[ok][:-100] > 1) < 0.02
+    assert scored.score[500] > 1
+
+
+@pytest.mark.parametrize(
+    ("step", "n", "jitter"), [(15.0, 3000, 0.0), (3600.0, 480, 0.0), (300.0, 900, 40.0)]
+)
+def test_other_steps_and_jittered_timestamps(step: float, n: int, jitter: float) -> None:
+    rng = np.random.default_rng(4)
+    ts = T0 + np.arange(n) * step + rng.uniform(-jitter, jitter, n)
+    v = 10 + np.sin(2 * np.pi * ts / 86400) + rng.normal(0, 0.1, n)
+    for cls in DETECTORS:
+        scored = cls().score(ts, v)
+        assert np.isfinite(scored.score[-1])
+        assert np.nanmean(scored.score > 1) < 0.03
+
+
+# --------------------------------------------------------------------------- Holt-Winters
+
+
+def test_holt_winters_recursion_matches_statsmodels() -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    m = 24
+    rng = np.random.default_rng(11)
+    y = 20 + 5 * np.sin(2 * np.pi * np.arange(4 * m) / m) + 0.05 * np.arange(4 * m)
+    y += rng.normal(0, 0.5, y.size)
+    level0, profile = 20.0, 5 * np.sin(2 * np.pi * np.arange(m) / m)
+    alpha, beta, gamma = 0.3, 0.1, 0.2
+    lanes = _Lanes(
+        data=y[None, :],
+        level=np.array([level0]),
+        seasonal=profile[None, :],
+        sigma=np.array([np.inf]),  # no clipping
+        seen=np.array([8]),
+        alpha=np.array([alpha]),
+        beta=np.array([beta]),
+        gamma=np.array([gamma]),
+    )
+    forecasts, _ = _hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
+    fit = ExponentialSmoothing(
+        y,
+        trend="add",
+        damped_trend=True,
+        seasonal="add",
+        seasonal_periods=m,
+        initialization_method="known",
+        initial_level=level0,
+        initial_trend=0.0,
+        initial_seasonal=profile,
+    ).fit(
+        smoothing_level=alpha,
+        smoothing_trend=beta,
+        smoothing_seasonal=gamma,
+        damping_trend=DAMPING,
+        optimized=False,
+    )
+    np.testing.assert_allclose(forecasts[0], fit.fittedvalues, rtol=1e-10)
+
+
+def test_detector_options_are_validated() -> None:
+    with pytest.raises(InvalidTarget):
+        RobustZ(window=3)
+    with pytest.raises(InvalidTarget):
+        SeasonalSTL(history_periods=1)
+    with pytest.raises(InvalidTarget):
+        HoltWinters(scale_window=2.5)  # type: ignore[arg-type]
+    assert RobustZ(window=48).history_points(STEP) == 49
+    for cls in (SeasonalSTL, HoltWinters):
+        assert cls().history_points(STEP) >= 4 * DAY  # four days of daily history
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_every_detector() -> None:
+    assert registry.available() == ["robust_z", "stl", "holt_winters", "transformer", "ensemble"]
+
+
+def test_registry_default_is_a_baseline() -> None:
+    assert registry.DEFAULT_DETECTOR in registry.available()
+    assert registry.DEFAULT_DETECTOR in {"robust_z", "stl", "holt_winters"}
+    assert isinstance(registry.get_detector(registry.DEFAULT_DETECTOR), Detector)
+
+
+def test_registry_builds_with_options() -> None:
+    detector = registry.get_detector("robust_z", sensitivity=2)
+    assert isinstance(detector, RobustZ)
+    assert detector.sensitivity == 2.0
+    stl = registry.get_detector("stl", min_deviation=0.5, weekly=False)
+    assert isinstance(stl, SeasonalSTL)
+    assert stl.min_deviation == 0.5
+    assert not stl.weekly
+    assert isinstance(registry.get_detector("holt_winters"), HoltWinters)
+
+
+def test_registry_unknown_name() -> None:
+    with pytest.raises(InvalidTarget, match=r"unknown detector 'x'; available: robust_z, stl"):
+        registry.get_detector("x")
+
+
+def test_registry_unknown_or_bad_option() -> None:
+    with pytest.raises(InvalidTarget, match="'windw'"):
+        registry.get_detector("robust_z", windw=10)
+    with pytest.raises(InvalidTarget, match="sensitivity"):
+        registry.get_detector("stl", sensitivity=0)
+    with pytest.raises(InvalidTarget):
+        registry.get_detector("robust_z", sensitivity="high")
+
+
+def test_registry_missing_module_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry._DETECTORS, "ghost", "plugin_backend.scoring.no_such_module:Ghost")
+    with pytest.raises(ModelError, match="ghost"):
+        registry.get_detector("ghost")
+    monkeypatch.setitem(registry._DETECTORS, "nonclass", "plugin_backend.errors:InvalidTarget")
+    with pytest.raises(ModelError, match="not a Detector"):
+        registry.get_detector("nonclass")
+
+
+def test_importing_the_registry_imports_no_detector() -> None:
+    code = (
+        "import sys, plugin_backend.scoring.registry as r; r.available(); "
+        "bad = [m for m in ('torch', 'statsmodels', 'plugin_backend.scoring.baselines') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.scoring.registry import get_detector
+
+STEP = 60.0
+
+
+def _series(n, seed=1):
+    rng = np.random.default_rng(seed)
+    ts = 1_700_000_000 + STEP * np.arange(n)
+    return ts, 10 + np.sin(np.arange(n) / 30) + rng.normal(0, 0.2, n)
+
+
+@pytest.mark.parametrize("name", ["robust_z", "holt_winters"])
+def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
+    ts, vs = _series(3000)
+    cache = ScoreCache()
+    detector = get_detector(name)
+    cache.score("k", detector, ts[:2600], vs[:2600], STEP)
+    # The panel slides forward: it starts later and has 400 new points.
+    refreshed = cache.score("k", detector, ts[200:], vs[200:], STEP)
+    assert cache.hits == 1
+    full = detector.score(ts, vs)
+    for field in ("expected", "lower", "upper", "score"):
+        np.testing.assert_allclose(
+            getattr(refreshed, field), getattr(full, field)[200:], equal_nan=True
+        )
+
+
+def test_changed_values_are_rescored_from_the_first_difference():
+    ts, vs = _series(1000)
+    cache = ScoreCache()
+    detector = get_detector("robust_z")
+    cache.score("k", detector, ts, vs, STEP)
+    changed = vs.copy()
+    changed[900] += 50  # a late sample rewrote history
+    rescored = cache.score("k", detector, ts, changed, STEP)
+    assert rescored.score[900] > 3
+    np.testing.assert_allclose(rescored.score, detector.score(ts, changed).score, equal_nan=True)
+
+
+def test_the_cache_is_bounded():
+    ts, vs = _series(200)
+    cache = ScoreCache(max_entries=2)
+    detector = get_detector("robust_z")
+    for key in "abc":
+        cache.score(key, detector, ts, vs, STEP)
+    assert len(cache) == 2
