@@ -10,13 +10,22 @@ BENCHMARKS = {"query": bench_query.main, "detection": bench_detection.main}
 
 
 def main(argv: list[str]) -> int:
+    """``python -m benchmarks [query|detection ...] [--detectors a,b]``."""
+    detectors: list[str] | None = None
+    if "--detectors" in argv:
+        at = argv.index("--detectors")
+        detectors = argv[at + 1].split(",")
+        argv = argv[:at] + argv[at + 2 :]
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}", file=sys.stderr)
         return 2
     for name in names:
-        BENCHMARKS[name]()
+        if name == "detection":
+            bench_detection.main(detectors)
+        else:
+            BENCHMARKS[name]()
     return 0
 
 

@@ -9,12 +9,10 @@ over the corpus. Run: ``python -m benchmarks.bench_detection``.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from benchmarks.nab import (
     load_nab_corpus,
 )
 from plugin_backend.errors import BackendError
+from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 
@@ -110,27 +109,19 @@ def run(
     ]
 
 
-class _Registry(Protocol):
-    def available(self) -> list[str]: ...
-    def get_detector(self, name: str, /, **options: Any) -> Detector: ...
-
-
-def _registered() -> dict[str, Callable[[], Detector]]:
-    # Imported by name: the registry module is written alongside this benchmark.
-    registry = cast(_Registry, importlib.import_module("plugin_backend.scoring.registry"))
-
+def _registered(names: Sequence[str] | None = None) -> dict[str, Callable[[], Detector]]:
     def factory(name: str) -> Callable[[], Detector]:
         return lambda: registry.get_detector(name)
 
-    return {name: factory(name) for name in registry.available()}
+    return {name: factory(name) for name in (names or registry.available())}
 
 
-def main() -> None:
+def main(names: Sequence[str] | None = None) -> None:
     root = default_nab_root()
     if root is None:
         print("\nnab-dev not found (expected ../shared/datasets/nab-dev), skipping")
         return
-    detectors = _registered()
+    detectors = _registered(names)
     if not detectors:
         print("\nno detectors registered, skipping")
         return
