@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train the transformer detector's weights (train --help)", add_help=False
     )
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
     train.set_defaults(handler=_train)
 
     check = commands.add_parser("config", help="validate the configuration and print it")
@@ -58,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":  # the trainer parses its own flags
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.train_args = extra
     overrides = {
         key: value
         for key in ("host", "port", "workers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plugin_backend.datasource.step import align_range
+from plugin_backend.datasource.step import align_range, points_in
 from plugin_backend.errors import InsufficientData, LimitExceeded
 from plugin_backend.ports import SeriesSource
 from plugin_backend.scoring.base import ScoredSeries
@@ -52,7 +52,10 @@ class DetectionService:
         detector = get_detector(
             options.detector, sensitivity=options.sensitivity, min_deviation=options.min_deviation
         )
-        history = min(detector.history_points(step_s), self.max_history_points)
+        # History before the range lets the first panel point be scored; the whole fetch
+        # stays within the points budget (a short panel gets the most history).
+        budget = self.max_history_points - points_in(time_range, step_s)
+        history = max(min(detector.history_points(step_s), budget), 0)
         fetch = align_range(
             TimeRange(time_range.start_s - history * step_s, time_range.end_s), step_s
         )

@@ -43,7 +43,9 @@ INCIDENT_PERIOD_S = 14_400  # one incident every 4 h ...
 INCIDENT_OFFSET_S = 3_600  # ... starting 1 h into each 4 h block (unix-aligned) ...
 INCIDENT_DURATION_S = 1_800  # ... lasting 30 min
 FAULTS = ("pg_pool_exhaustion", "bad_deploy", "disk_saturation", "redis_failure")
-MAX_POINTS = 11_000
+# Like the Prometheus client (which splits long ranges), the demo answers any length up to
+# this sanity cap: the SeriesSource contract has no 11,000-step limit.
+MAX_POINTS = 200_000
 JOB = "demo"
 PG_MAX_CONNECTIONS = 100.0
 _DEFAULT_WINDOW_S = 6 * 3600.0  # series/labels calls without a time range look back this far
@@ -552,8 +554,8 @@ class DemoSource:
         span_ms = round(time_range.end_s * 1000.0) - start_ms
         if span_ms // step_ms > MAX_POINTS:
             raise InvalidQuery(
-                "exceeded maximum resolution of 11,000 points per timeseries. "
-                "Try decreasing the query resolution (?step=XX)"
+                f"the demo source answers at most {MAX_POINTS:,} points per series; "
+                "shorten the range or increase the step"
             )
         grid = start_ms + np.arange(span_ms // step_ms + 1, dtype=np.int64) * step_ms
         return self._evaluate(expr, grid.astype(np.float64) / 1000.0)

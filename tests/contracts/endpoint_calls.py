@@ -41,6 +41,24 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
             ],
         },
     ),
+    **{
+        f"query-{kind}": (
+            "/query",
+            {
+                "range": {"from": "2026-01-01T04:00:00.000Z", "to": "2026-01-01T08:00:00.000Z"},
+                "intervalMs": 60_000,
+                "maxDataPoints": 500,
+                "targets": [
+                    {
+                        "refId": "A",
+                        "target": kind,
+                        "payload": {"expr": "pg_connections_in_use", "detector": "robust_z"},
+                    }
+                ],
+            },
+        )
+        for kind in ("anomaly_score", "band", "anomalies")
+    },
     "variable": ("/variable", {"payload": {"target": "label_values(service)"}, "range": RANGE}),
     "tag-keys": ("/tag-keys", {}),
     "tag-values": ("/tag-values", {"key": "service"}),

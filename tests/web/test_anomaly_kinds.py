@@ -154,3 +154,22 @@ def test_bad_detector_options_are_named(client, payload, field):
     response = _query(client, "band", {"expr": EXPR, **payload})
     assert response.status_code == 400
     assert f"payload.{field}" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize("detector", ["robust_z", "stl", "holt_winters", "transformer", "ensemble"])
+def test_every_detector_serves_a_band_and_flags_the_incident(client, detector):
+    response = _query(client, "anomaly_score", {"expr": EXPR, "detector": detector})
+    assert response.status_code == 200, response.get_json()
+    (frame,) = response.get_json()
+    inside = [
+        v
+        for v, t in frame["datapoints"]
+        if v is not None and POOL_INCIDENT.start_s * 1000 <= t <= POOL_INCIDENT.end_s * 1000
+    ]
+    assert max(inside) > 1, detector
+
+
+def test_the_default_detector_is_used_without_a_detector_option(client):
+    response = _query(client, "band", {"expr": EXPR})
+    assert response.status_code == 200
+    assert len(response.get_json()) == 3

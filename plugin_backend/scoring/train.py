@@ -1,0 +1,305 @@
+"""Train the global forecaster on the synthetic corpus and write the artefact.
+
+``train(config, steps=..., batch_size=..., seed=..., out_dir=...)`` is seeded
+(torch and numpy), uses CUDA when available, AdamW with linear warm-up and a
+cosine schedule, validates on a fixed held-out set drawn from a different seed
+every ``eval_every`` steps (the curve goes into the meta), stops early on a
+plateau, keeps the best weights and writes ``transformer.pt`` +
+``transformer.json`` atomically (see :mod:`plugin_backend.adapters.artifacts`).
+
+``main_train(argv)`` is the argparse entry the ``plugin-backend train`` command
+hooks in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from plugin_backend.adapters.artifacts import DEFAULT_WEIGHTS_DIR, save_model
+from plugin_backend.scoring.corpus import WindowBatch, generate_windows
+from plugin_backend.scoring.model import (
+    Forecaster,
+    ForecasterConfig,
+    pinball_loss,
+    robust_normalise,
+)
+
+__all__ = ["TrainReport", "main_train", "train"]
+
+_VAL_SEED_OFFSET = 1_000_003
+_TARGET_CLIP = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainReport:
+    steps_run: int
+    best_step: int
+    best_val_loss: float
+    final_val_loss: float
+    metrics: dict[str, float]
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    weights_path: Path | None = None
+    meta_path: Path | None = None
+    stopped_early: bool = False
+
+
+def _tensors(
+    batch: WindowBatch, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, s, loc, scale = robust_normalise(batch.context, batch.season)
+    target = np.clip((batch.target - loc[:, None]) / scale[:, None], -_TARGET_CLIP, _TARGET_CLIP)
+
+    def tensor(a: np.ndarray[Any, np.dtype[np.float64]]) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+    return tensor(x), tensor(s), tensor(target)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: Forecaster,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    chunk: int = 2048,
+) -> dict[str, float]:
+    model.eval()
+    cfg = model.config
+    x, s, target = val
+    losses: list[float] = []
+    weights: list[int] = []
+    inside = 0
+    abs_err = 0.0
+    count = 0
+    for i in range(0, x.shape[0], chunk):
+        q = model(x[i : i + chunk], s[i : i + chunk])
+        tgt = target[i : i + chunk]
+        valid = torch.isfinite(tgt)
+        n = int(valid.sum())
+        losses.append(float(pinball_loss(q, tgt, cfg.quantiles, clip=_TARGET_CLIP)))
+        weights.append(n)
+        t = torch.where(valid, tgt, torch.zeros_like(tgt))
+        within = (t >= q[..., 0]) & (t <= q[..., -1]) & valid
+        inside += int(within.sum())
+        abs_err += float(((q[..., cfg.median_index] - t).abs() * valid).sum())
+        count += n
+    model.train()
+    total = max(sum(weights), 1)
+    return {
+        "val_pinball": float(
+            sum(loss * w for loss, w in zip(losses, weights, strict=True)) / total
+        ),
+        "val_median_mae": abs_err / max(count, 1),
+        "val_outer_coverage": inside / max(count, 1),
+    }
+
+
+def train(  # noqa: PLR0915
+    config: ForecasterConfig,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str | None = None,
+    out_dir: str | Path = DEFAULT_WEIGHTS_DIR,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int | None = None,
+    eval_every: int = 250,
+    val_size: int = 4096,
+    patience: int = 10,
+    min_improvement: float = 0.002,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    init_from: str | Path | None = None,
+) -> TrainReport:
+    """Train ``config`` for up to ``steps`` steps and write the best weights to ``out_dir``."""
+    if steps <= 0 or batch_size <= 0:
+        raise ValueError("steps and batch_size must be positive")
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Forecaster(config)
+    if init_from is not None:  # fine-tune: start from an existing artefact of the same shape
+        from plugin_backend.adapters.artifacts import load_model
+
+        start_model, _meta = load_model(init_from)
+        if start_model.config != config:
+            raise ValueError(f"{init_from} has config {start_model.config}, not {config}")
+        model.load_state_dict(start_model.state_dict())
+    model = model.to(dev)
+    model.train()
+    val_seed = seed + _VAL_SEED_OFFSET
+    val = _tensors(generate_windows(val_size, config.context, config.horizon, seed=val_seed), dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = warmup_steps if warmup_steps is not None else min(200, max(steps // 20, 1))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_frac = (step - warmup) / max(steps - warmup, 1)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress_frac, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    curve: list[tuple[int, float]] = []
+    best = math.inf
+    best_step = 0
+    best_state = copy.deepcopy(model.state_dict())
+    best_metrics: dict[str, float] = {}
+    bad_evals = 0
+    stopped_early = False
+    step = 0
+    running = math.nan
+    bar = tqdm(total=steps, disable=not progress, desc="train", unit="step")
+    try:
+        for step in range(1, steps + 1):
+            x, s, target = _tensors(
+                generate_windows(batch_size, config.context, config.horizon, rng=rng), dev
+            )
+            loss = pinball_loss(model(x, s), target, config.quantiles, clip=_TARGET_CLIP)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            value = float(loss.detach())
+            running = value if math.isnan(running) else 0.98 * running + 0.02 * value
+            bar.update(1)
+            out_of_time = (
+                max_minutes is not None and time.perf_counter() - started > max_minutes * 60
+            )
+            if step % eval_every == 0 or step == steps or out_of_time:
+                metrics = _evaluate(model, val)
+                current = metrics["val_pinball"]
+                curve.append((step, current))
+                bar.set_postfix(loss=f"{running:.4f}", val=f"{current:.4f}")
+                if current < best * (1.0 - min_improvement):
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+                if current < best:
+                    best, best_step, best_metrics = current, step, metrics
+                    best_state = copy.deepcopy(model.state_dict())
+                if bad_evals >= patience:
+                    stopped_early = True
+                    break
+            if out_of_time:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    final_metrics = {**best_metrics, "train_loss_ema": running}
+    meta: dict[str, Any] = {
+        "config": config.to_dict(),
+        "training": {
+            "steps_requested": steps,
+            "steps_run": step,
+            "best_step": best_step,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "warmup_steps": warmup,
+            "schedule": "linear warm-up + cosine to 5%",
+            "eval_every": eval_every,
+            "patience": patience,
+            "val_size": val_size,
+            "val_seed": val_seed,
+            "stopped_early": stopped_early,
+            "device": str(dev),
+            "elapsed_s": round(elapsed, 1),
+            "corpus": "plugin_backend.scoring.corpus (synthetic only)",
+            "init_from": str(init_from) if init_from is not None else None,
+        },
+        "seed": seed,
+        "parameters": model.parameter_count(),
+        "metrics": final_metrics,
+        "validation_curve": [[s_, round(v, 6)] for s_, v in curve],
+        "torch_version": torch.__version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    weights_path, meta_path = save_model(model.state_dict(), meta, out_dir)
+    return TrainReport(
+        steps_run=step,
+        best_step=best_step,
+        best_val_loss=best,
+        final_val_loss=curve[-1][1] if curve else math.nan,
+        metrics=final_metrics,
+        curve=curve,
+        elapsed_s=elapsed,
+        weights_path=weights_path,
+        meta_path=meta_path,
+        stopped_early=stopped_early,
+    )
+
+
+def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(
+        prog="plugin-backend train", description="train the transformer forecaster"
+    )
+    defaults = ForecasterConfig()
+    p.add_argument("--steps", type=int, default=20_000, help="maximum optimiser steps")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS_DIR, help="output directory")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--context", type=int, default=defaults.context)
+    p.add_argument("--horizon", type=int, default=defaults.horizon)
+    p.add_argument("--patch", type=int, default=defaults.patch)
+    p.add_argument("--d-model", type=int, default=defaults.d_model)
+    p.add_argument("--layers", type=int, default=defaults.layers)
+    p.add_argument("--heads", type=int, default=defaults.heads)
+    p.add_argument("--no-seasonal", action="store_true", help="disable the seasonal channel")
+    p.add_argument("--init-from", type=Path, default=None, help="fine-tune from this artefact")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main_train(argv: list[str] | None) -> int:
+    """``plugin-backend train``: parse ``argv``, train, print a summary; returns exit code."""
+    args = build_train_parser().parse_args(argv)
+    config = ForecasterConfig(
+        context=args.context,
+        horizon=args.horizon,
+        patch=args.patch,
+        d_model=args.d_model,
+        layers=args.layers,
+        heads=args.heads,
+        ff=2 * args.d_model,
+        use_seasonal=not args.no_seasonal,
+    )
+    report = train(
+        config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        out_dir=args.out,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        progress=not args.quiet,
+        init_from=args.init_from,
+    )
+    print(
+        f"trained {report.steps_run} steps in {report.elapsed_s:.0f}s; best val pinball "
+        f"{report.best_val_loss:.4f} at step {report.best_step}; wrote {report.weights_path}"
+    )
+    return 0

@@ -1,0 +1,210 @@
+"""The transformer detector, its forecaster, corpus, artefacts and trainer.
+
+Most tests use a tiny randomly initialised model (fast, deterministic); one test
+loads the shipped weights and checks a daily pattern with a spike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plugin_backend.adapters.artifacts import (
+    FORMAT_VERSION,
+    META_FILE,
+    WEIGHTS_FILE,
+    load_default_model,
+    load_model,
+    load_model_or_default,
+    save_model,
+)
+from plugin_backend.errors import ArtifactError, InsufficientData
+from plugin_backend.scoring.corpus import generate_windows
+from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
+from plugin_backend.scoring.train import main_train, train
+from plugin_backend.scoring.transformer import TransformerDetector
+from plugin_backend.types import FloatArray
+
+TINY = ForecasterConfig(context=32, horizon=8, patch=8, d_model=16, layers=1, heads=2, ff=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> Forecaster:
+    torch.manual_seed(0)
+    model = Forecaster(TINY)
+    model.eval()
+    return model
+
+
+def _series(n: int, step_s: float = 300.0, seed: int = 1) -> tuple[FloatArray, FloatArray]:
+    rng = np.random.default_rng(seed)
+    ts = (1_700_000_000.0 + step_s * np.arange(n)).astype(np.float64)
+    values = 10 + 3 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 0.3, n)
+    return ts, values.astype(np.float64)
+
+
+def test_forward_shapes_and_monotone_quantiles(tiny_model: Forecaster) -> None:
+    x = torch.randn(5, TINY.context)
+    x[0, :10] = float("nan")
+    season = torch.randn(5, TINY.context + TINY.horizon)
+    with torch.inference_mode():
+        q = tiny_model(x, season)
+        q_no_season = tiny_model(x, None)
+    assert q.shape == (5, TINY.horizon, len(TINY.quantiles))
+    assert q_no_season.shape == q.shape
+    assert torch.isfinite(q).all()
+    assert (q.diff(dim=-1) > 0).all()
+
+
+def test_config_validation_and_round_trip() -> None:
+    assert ForecasterConfig.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(ValueError, match="multiples"):
+        ForecasterConfig(context=30, patch=8)
+    with pytest.raises(ValueError, match="median"):
+        ForecasterConfig(quantiles=(0.1, 0.9))
+
+
+def test_robust_normalise_floors_flat_windows() -> None:
+    ctx = np.array([[5.0] * 16, [np.nan] * 16, [0.0] * 16])
+    x, _s, loc, scale = robust_normalise(ctx)
+    assert loc.tolist() == [5.0, 0.0, 0.0]
+    assert np.all(scale > 0)
+    assert np.all(np.isfinite(scale))
+    assert scale[0] == pytest.approx(5e-3)
+    assert np.allclose(x[0], 0.0)
+
+
+def test_corpus_is_deterministic_per_seed() -> None:
+    a = generate_windows(70, 32, 8, seed=3)
+    b = generate_windows(70, 32, 8, seed=3)
+    c = generate_windows(70, 32, 8, seed=4)
+    assert a.context.shape == (70, 32)
+    assert a.season.shape == (70, 40)
+    assert a.target.shape == (70, 8)
+    for left, right in ((a.context, b.context), (a.season, b.season), (a.target, b.target)):
+        np.testing.assert_array_equal(left, right)
+    assert not np.array_equal(a.context, c.context, equal_nan=True)
+    assert np.isfinite(a.context).mean() > 0.9
+
+
+def test_score_is_causal_prefix_consistent(tiny_model: Forecaster) -> None:
+    ts, values = _series(700, step_s=600.0)  # one day = 144 points: seasonal blocks included
+    values[200:215] = np.nan
+    values[400] += 20
+    det = TransformerDetector(model=tiny_model, calibration_points=128)
+    full = det.score(ts, values)
+    for n in (17, 40, 161, 333, 450, 699):
+        part = det.score(ts[:n], values[:n])
+        for name in ("expected", "lower", "upper", "score"):
+            np.testing.assert_allclose(
+                getattr(part, name), getattr(full, name)[:n], rtol=1e-6, atol=1e-9, err_msg=name
+            )
+
+
+def test_nan_gaps_and_short_series(tiny_model: Forecaster) -> None:
+    ts, values = _series(60)
+    values[30:36] = np.nan
+    scored = TransformerDetector(model=tiny_model).score(ts, values)
+    assert np.all(np.isnan(scored.score[30:36]))
+    assert np.isfinite(scored.score[40:]).all()
+    assert np.isnan(scored.score[:16]).all()  # warm-up: 16 finite points first
+    assert np.isfinite(scored.expected[17:30]).all()
+
+
+def test_insufficient_data(tiny_model: Forecaster) -> None:
+    ts, values = _series(40)
+    values[10:] = np.nan
+    with pytest.raises(InsufficientData):
+        TransformerDetector(model=tiny_model).score(ts, values)
+
+
+def test_history_points(tiny_model: Forecaster) -> None:
+    det = TransformerDetector(model=tiny_model, calibration_points=100)
+    assert det.history_points(300.0) == 32 + 288 + 100 + 8
+    assert det.history_points(86_400.0) == 32 + 100 + 8  # no usable daily period
+
+
+def test_artifact_round_trip_gives_identical_scores(tiny_model: Forecaster, tmp_path: Path) -> None:
+    save_model(tiny_model.state_dict(), {"config": TINY.to_dict(), "note": "x"}, tmp_path)
+    loaded, meta = load_model(tmp_path)
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["note"] == "x"
+    ts, values = _series(300)
+    a = TransformerDetector(model=tiny_model).score(ts, values)
+    b = TransformerDetector(model_path=str(tmp_path)).score(ts, values)
+    c = TransformerDetector(model=loaded).score(ts, values)
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(a.score, c.score)
+
+
+def test_bad_artifacts_raise_clear_errors(
+    tiny_model: Forecaster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ArtifactError, match="missing"):
+        load_model(tmp_path / "nowhere")
+    save_model(tiny_model.state_dict(), {"config": TINY.to_dict()}, tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load_model(tmp_path)
+
+    other = tmp_path / "old"
+    save_model(tiny_model.state_dict(), {"config": TINY.to_dict()}, other)
+    meta = json.loads((other / META_FILE).read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (other / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="format_version"):
+        load_model(other)
+
+    with caplog.at_level(logging.WARNING):
+        model, _meta = load_model_or_default(str(tmp_path))
+    assert model is load_default_model()[0]
+    assert "falling back" in caplog.text
+
+
+def test_shipped_weights_flag_a_spike_on_a_daily_pattern() -> None:
+    rng = np.random.default_rng(7)
+    step = 300.0
+    n = 4 * 288
+    ts = (1_700_000_000.0 + step * np.arange(n)).astype(np.float64)
+    values = (100 + 30 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 2.0, n)).astype(np.float64)
+    spike = n - 100
+    values[spike] += 40
+    scored = TransformerDetector().score(ts, values)
+    assert scored.score[spike] > 1
+    clean = np.r_[400:spike, spike + 10 : n]
+    assert np.nanmean(scored.score[clean] <= 1) > 0.95
+    assert np.isfinite(scored.score[clean]).all()
+
+
+def test_train_smoke(tmp_path: Path) -> None:
+    report = train(
+        TINY,
+        steps=4,
+        batch_size=16,
+        seed=0,
+        out_dir=tmp_path,
+        eval_every=2,
+        val_size=32,
+        progress=False,
+    )
+    assert report.steps_run == 4
+    assert [s for s, _ in report.curve] == [2, 4]
+    assert np.isfinite(report.best_val_loss)
+    model, meta = load_model(tmp_path)
+    assert model.config == TINY
+    assert meta["seed"] == 0
+    assert len(meta["validation_curve"]) == 2
+    assert meta["torch_version"] == torch.__version__
+
+
+def test_main_train_cli(tmp_path: Path) -> None:
+    argv = ["--steps", "2", "--batch-size", "8", "--seed", "1", "--out", str(tmp_path)]
+    argv += ["--context", "16", "--horizon", "8", "--d-model", "16", "--layers", "1"]
+    argv += ["--heads", "2", "--eval-every", "1", "--quiet"]
+    assert main_train(argv) == 0
+    assert (tmp_path / WEIGHTS_FILE).is_file()
