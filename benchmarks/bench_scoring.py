@@ -1,0 +1,86 @@
+"""Scoring speed for live panels, excluding the Prometheus fetch.
+
+For each detector and panel shape: the first view (model loaded, nothing
+cached: the panel range plus the detector's history is scored) and a refresh
+(the same panel a minute later: the cache rescores only the new points).
+Then the resident memory of a process that serves with the model loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks.common import print_table
+from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.scoring.registry import get_detector
+
+PANELS = {"24 h at 15 s": (86_400, 15.0), "7 d at 1 min": (7 * 86_400, 60.0)}
+DETECTORS = ("robust_z", "stl", "holt_winters", "transformer", "ensemble")
+REFRESHES = 20
+HISTORY_CAP = 50_000  # PLUGIN_BACKEND_MAX_POINTS_PER_SERIES default
+
+
+def _series(n: int, step_s: float, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ts = 1_767_225_600 - step_s * n + step_s * np.arange(n)
+    daily = 100 + 40 * np.sin(2 * np.pi * ts / 86_400) + 10 * np.sin(4 * np.pi * ts / 86_400)
+    return ts, daily + rng.normal(0, 3, n)
+
+
+def _rss_mib() -> float:
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int]:
+    detector = get_detector(name)
+    panel = int(span_s / step_s) + 1
+    history = min(detector.history_points(step_s), HISTORY_CAP - panel)
+    ts, vs = _series(panel + history + REFRESHES * 4, step_s)
+    first_n = panel + history
+    cache = ScoreCache()
+    started = time.perf_counter()
+    cache.score("k", detector, ts[:first_n], vs[:first_n], step_s)
+    first_s = time.perf_counter() - started
+    refresh = []
+    for i in range(1, REFRESHES + 1):  # each refresh: 4 new points (a minute at 15 s)
+        lo, hi = 4 * i, first_n + 4 * i
+        started = time.perf_counter()
+        cache.score("k", detector, ts[lo:hi], vs[lo:hi], step_s)
+        refresh.append(time.perf_counter() - started)
+    return first_s, statistics.median(refresh), first_n
+
+
+def main() -> None:
+    rss_before = _rss_mib()
+    get_detector("transformer").score(*_series(2_000, 60.0))  # load torch + weights
+    rss_model = _rss_mib()
+    rows = []
+    for panel, (span_s, step_s) in PANELS.items():
+        for name in DETECTORS:
+            first_s, refresh_s, scored = _measure(name, span_s, step_s)
+            rows.append(
+                [panel, name, f"{scored:,}", f"{first_s * 1000:.0f}", f"{refresh_s * 1000:.1f}"]
+            )
+    print_table(
+        "Scoring speed (2-core CPU, no Prometheus fetch): first view scores panel + history; "
+        f"refresh = p50 of {REFRESHES} refreshes with 4 new points each",
+        ["panel", "detector", "points scored", "first view ms", "refresh ms"],
+        rows,
+    )
+    print_table(
+        "Memory of one process",
+        ["state", "RSS MiB"],
+        [
+            ["imports (numpy, plugin_backend.scoring)", f"{rss_before:.0f}"],
+            ["transformer loaded and used", f"{rss_model:.0f}"],
+            ["after the runs above", f"{_rss_mib():.0f}"],
+        ],
+    )
