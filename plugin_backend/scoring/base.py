@@ -88,7 +88,11 @@ class Detector(ABC):
         self.sensitivity = float(sensitivity)
         self.min_deviation = float(min_deviation)
 
-    def score(self, timestamps_s: FloatArray, values: FloatArray) -> ScoredSeries:
+    def score(
+        self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0
+    ) -> ScoredSeries:
+        """Score every point; with ``needed_from`` the caller (a cache) only needs points
+        from that index on, and a detector may leave earlier ones NaN to save time."""
         ts = np.asarray(timestamps_s, dtype=np.float64)
         vs = np.asarray(values, dtype=np.float64)
         if ts.ndim != 1 or ts.shape != vs.shape:
@@ -101,15 +105,16 @@ class Detector(ABC):
         if finite < self.min_points:
             raise InsufficientData(self.min_points, finite)
         clean = np.where(np.isfinite(vs), vs, np.nan)
-        band = self._band(ts, clean)
+        band = self._band(ts, clean, needed_from=needed_from)
         band, score = band_score(
             clean, band, sensitivity=self.sensitivity, min_deviation=self.min_deviation
         )
         return ScoredSeries(ts, clean, band.expected, band.lower, band.upper, score)
 
     @abstractmethod
-    def _band(self, timestamps_s: FloatArray, values: FloatArray) -> Band:
-        """Causal expected band; ``values`` has NaN where points are missing."""
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+        """Causal expected band; ``values`` has NaN where points are missing. Points
+        before ``needed_from`` may be left NaN (their band is already known)."""
 
     @abstractmethod
     def history_points(self, step_s: float) -> int:

@@ -405,7 +405,7 @@ class RobustZ(Detector):
     def history_points(self, step_s: float) -> int:
         return self.window + 1  # the floor's quantum looks at one more point
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray) -> Band:
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
         med, sigma = rolling_median_sigma(values, self.window, self.min_points - 1)
         half = np.maximum(BAND_K * sigma, flat_floor(values, self.window, med))
         return Band(med, med - half, med + half)
@@ -583,7 +583,7 @@ class SeasonalSTL(Detector):
             longest = max(longest, WEEKLY_HISTORY_DAYS * season.period + epoch)
         return longest + season.block + _scale_reach(self.scale_window, season)
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray) -> Band:
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
         step, cells = _grid(timestamps_s)
         season = _season(step)
         expected = np.full(values.shape[0], np.nan)
@@ -878,7 +878,7 @@ class HoltWinters(Detector):
         longest = max(self.history_periods * season.period, TREND_HISTORY)
         return longest + season.block + _scale_reach(self.scale_window, season)
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray) -> Band:
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
         step, cells = _grid(timestamps_s)
         season = _season(step)
         block = season.block if season is not None else _PLAIN_BLOCK

@@ -107,6 +107,7 @@ def _extend(
     tail = detector.score(
         np.concatenate([ctx_ts, timestamps_s[reused:]]),
         np.concatenate([ctx_vs, values[reused:]]),
+        needed_from=ctx_ts.size,
     )
     new = slice(ctx_ts.size, None)
     head = _slice(cached, keep)

@@ -84,7 +84,7 @@ class TransformerDetector(Detector):
         return cfg.context + self._period_points(step_s) + self.calibration_points + cfg.horizon
 
     # -- band ----------------------------------------------------------------
-    def _band(self, timestamps_s: FloatArray, values: FloatArray) -> Band:
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
         cfg = self.model.config
         c, h = cfg.context, cfg.horizon
         n = values.shape[0]
@@ -96,6 +96,11 @@ class TransformerDetector(Detector):
             return Band(nan, nan.copy(), nan.copy())
         first = int(ready[0]) + 1  # first block start: min_points finite values before it
         starts = np.arange(first, n, h)
+        # A refresh needs the new points' blocks and, for their calibration, the
+        # forecasts of the trailing calibration window before them: skip the rest.
+        starts = starts[starts + h > needed_from - self.calibration_points]
+        if starts.size == 0:
+            return Band(nan, nan.copy(), nan.copy())
         step_s = median_step_s(timestamps_s)
         period = self._period_points(step_s)
 

@@ -48,3 +48,18 @@ def test_the_cache_is_bounded():
     for key in "abc":
         cache.score(key, detector, ts, vs, STEP)
     assert len(cache) == 2
+
+
+def test_a_transformer_refresh_only_forecasts_the_new_blocks():
+    detector = get_detector("transformer")
+    ts, vs = _series(4000)
+    cache = ScoreCache()
+    cache.score("k", detector, ts[:3990], vs[:3990], STEP)
+    refreshed = cache.score("k", detector, ts, vs, STEP)
+    assert cache.hits == 1
+    assert len(refreshed) == 4000
+    assert np.all(np.isfinite(refreshed.expected[-10:]))
+    assert np.all(refreshed.lower[-10:] <= refreshed.expected[-10:])
+    # Scores of the new points agree with a full rescore up to block alignment.
+    full = detector.score(ts, vs)
+    assert np.allclose(refreshed.expected[-10:], full.expected[-10:], rtol=0.05)
