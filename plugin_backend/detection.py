@@ -55,7 +55,7 @@ class DetectionService:
         # History before the range lets the first panel point be scored; the whole fetch
         # stays within the points budget (a short panel gets the most history).
         budget = self.max_history_points - points_in(time_range, step_s)
-        history = max(min(detector.history_points(step_s), budget), 0)
+        history = max(min(detector.context_points(step_s), budget), 0)
         fetch = align_range(
             TimeRange(time_range.start_s - history * step_s, time_range.end_s), step_s
         )

@@ -99,7 +99,7 @@ def _extend(
     keep = slice(first, first + reused)
     if reused == timestamps_s.size:
         return _slice(cached, keep)
-    context = max(detector.history_points(step_s), 4 * detector.min_points)
+    context = max(detector.context_points(step_s), 4 * detector.min_points)
     # Context comes from the cache too, so a sliding window never loses history.
     ctx_start = max(0, first + reused - context)
     ctx_ts = cached.timestamps_s[ctx_start : first + reused]
