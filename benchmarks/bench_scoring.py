@@ -42,7 +42,7 @@ def _rss_mib() -> float:
 def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int]:
     detector = get_detector(name)
     panel = int(span_s / step_s) + 1
-    history = min(detector.history_points(step_s), HISTORY_CAP - panel)
+    history = min(detector.context_points(step_s), HISTORY_CAP - panel)
     ts, vs = _series(panel + history + REFRESHES * 4, step_s)
     first_n = panel + history
     cache = ScoreCache()
