@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
 from plugin_backend.scoring.model import Forecaster, robust_normalise
 from plugin_backend.types import FloatArray
@@ -56,10 +57,14 @@ class TransformerDetector(Detector):
         model_path: str | None = None,
         model: Forecaster | None = None,
         calibration_points: int = 512,
+        stride: int | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         self.model_path = model_path
         self.calibration_points = int(calibration_points)
+        if stride is not None and stride < 1:
+            raise InvalidTarget(f"stride must be >= 1, got {stride}")
+        self.stride = stride
         self._model = model
 
     @property
@@ -86,7 +91,10 @@ class TransformerDetector(Detector):
     # -- band ----------------------------------------------------------------
     def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
         cfg = self.model.config
-        c, h = cfg.context, cfg.horizon
+        c = cfg.context
+        # Forecasts are made every ``h`` points and each keeps its first ``h`` steps:
+        # a stride below the horizon judges points against nearer, tighter forecasts.
+        h = min(self.stride or cfg.horizon, cfg.horizon)
         n = values.shape[0]
         nan = np.full(n, np.nan)
         finite = np.isfinite(values)
@@ -107,14 +115,14 @@ class TransformerDetector(Detector):
         ctx_idx = starts[:, None] + np.arange(-c, 0)[None, :]
         ctx_ok = ctx_idx >= 0
         context = np.where(ctx_ok, values[np.clip(ctx_idx, 0, n - 1)], np.nan)
-        season = np.full((starts.size, c + h), np.nan)
+        season = np.full((starts.size, c + cfg.horizon), np.nan)
         if period:
             season = self._seasonal(
                 timestamps_s, values, starts=starts, ctx_idx=ctx_idx, ctx_ok=ctx_ok, step_s=step_s
             )
         x, s, loc, scale = robust_normalise(context, season)
         q = self._forward(x, s)  # (B, H, Q) normalised
-        q = q * scale[:, None, None] + loc[:, None, None]
+        q = (q * scale[:, None, None] + loc[:, None, None])[:, :h, :]
 
         pos = (starts[:, None] + np.arange(h)[None, :]).ravel()
         keep = pos < n

@@ -208,3 +208,22 @@ def test_main_train_cli(tmp_path: Path) -> None:
     argv += ["--heads", "2", "--eval-every", "1", "--quiet"]
     assert main_train(argv) == 0
     assert (tmp_path / WEIGHTS_FILE).is_file()
+
+
+def test_a_shorter_stride_keeps_causality_and_rejects_nonsense():
+    import numpy as np
+    import pytest
+
+    from plugin_backend.errors import InvalidTarget
+    from plugin_backend.scoring.registry import get_detector
+
+    rng = np.random.default_rng(2)
+    ts = 1_700_000_000 + 60.0 * np.arange(600)
+    vs = 5 + np.sin(np.arange(600) / 20) + rng.normal(0, 0.1, 600)
+    detector = get_detector("transformer", stride=4)
+    full = detector.score(ts, vs)
+    prefix = detector.score(ts[:450], vs[:450])
+    np.testing.assert_allclose(prefix.score, full.score[:450], equal_nan=True)
+    assert np.isfinite(full.expected[-100:]).all()
+    with pytest.raises(InvalidTarget, match="stride"):
+        get_detector("transformer", stride=0)
