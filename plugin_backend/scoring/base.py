@@ -144,10 +144,17 @@ class Detector(ABC):
         self.min_deviation = float(min_deviation)
 
     def score(
-        self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
     ) -> ScoredSeries:
         """Score every point; with ``needed_from`` the caller (a cache) only needs points
-        from that index on, and a detector may leave earlier ones NaN to save time."""
+        from that index on, and a detector may leave earlier ones NaN to save time.
+        ``prior_expected`` (NaN where unknown) holds expected values already computed
+        for these points, which block forecasters may reuse instead of refitting."""
         ts = np.asarray(timestamps_s, dtype=np.float64)
         vs = np.asarray(values, dtype=np.float64)
         if ts.ndim != 1 or ts.shape != vs.shape:
@@ -161,7 +168,12 @@ class Detector(ABC):
             raise InsufficientData(self.min_points, finite)
         clean = np.where(np.isfinite(vs), vs, np.nan)
         # The score calibration looks back SCORE_CAL_WINDOW points before needed_from.
-        band = self._band(ts, clean, needed_from=max(needed_from - SCORE_CAL_WINDOW, 0))
+        band = self._band(
+            ts,
+            clean,
+            needed_from=max(needed_from - SCORE_CAL_WINDOW, 0),
+            prior_expected=prior_expected,
+        )
         # Calibrate at sensitivity 1, then apply the user's sensitivity and floor, so
         # both keep their meaning on series the calibration widened.
         unit, unit_score = band_score(clean, band)
@@ -178,9 +190,17 @@ class Detector(ABC):
         return self.history_points(step_s) + SCORE_CAL_WINDOW
 
     @abstractmethod
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         """Causal expected band; ``values`` has NaN where points are missing. Points
-        before ``needed_from`` may be left NaN (their band is already known)."""
+        before ``needed_from`` may be left NaN (their band is already known), and
+        finite ``prior_expected`` values may be used as the expected values."""
 
     @abstractmethod
     def history_points(self, step_s: float) -> int:

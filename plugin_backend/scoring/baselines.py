@@ -334,6 +334,17 @@ def _season(step_s: float) -> _Season | None:
     return _Season(period, coarse, block)
 
 
+def _known_blocks(cells: IntArray, block: int, prior_expected: FloatArray | None) -> set[int]:
+    """Block starts whose every point already has a finite prior expected value."""
+    if prior_expected is None:
+        return set()
+    known: set[int] = set()
+    for lo, hi in _group_bounds(cells // block):
+        if np.isfinite(prior_expected[lo:hi]).all():
+            known.add(int(cells[lo] // block) * block)
+    return known
+
+
 def _group_bounds(keys: IntArray) -> list[tuple[int, int]]:
     """``[lo, hi)`` index ranges of equal consecutive keys."""
     if keys.size == 0:
@@ -405,7 +416,14 @@ class RobustZ(Detector):
     def history_points(self, step_s: float) -> int:
         return self.window + 1  # the floor's quantum looks at one more point
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         med, sigma = rolling_median_sigma(values, self.window, self.min_points - 1)
         half = np.maximum(BAND_K * sigma, flat_floor(values, self.window, med))
         return Band(med, med - half, med + half)
@@ -583,16 +601,28 @@ class SeasonalSTL(Detector):
             longest = max(longest, WEEKLY_HISTORY_DAYS * season.period + epoch)
         return longest + season.block + _scale_reach(self.scale_window, season)
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         step, cells = _grid(timestamps_s)
         season = _season(step)
         expected = np.full(values.shape[0], np.nan)
         finite_cells = cells[np.isfinite(values)]
         block = season.block if season is not None else SUB_BLOCK
         weekly_fits: dict[int, _Decomposition | None] = {}
+        known = _known_blocks(cells, block, prior_expected)
         for lo, hi in _group_bounds(cells // block):
             start = int(cells[lo] // block) * block
             targets = cells[lo:hi]
+            if start in known:
+                assert prior_expected is not None
+                expected[lo:hi] = prior_expected[lo:hi]
+                continue
             forecast = None
             if season is not None and self.weekly:
                 epoch = _weekly_epoch(season)
@@ -878,7 +908,14 @@ class HoltWinters(Detector):
         longest = max(self.history_periods * season.period, TREND_HISTORY)
         return longest + season.block + _scale_reach(self.scale_window, season)
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         step, cells = _grid(timestamps_s)
         season = _season(step)
         block = season.block if season is not None else _PLAIN_BLOCK
@@ -892,6 +929,9 @@ class HoltWinters(Detector):
                 seasonal_starts.append(start)
             else:
                 plain_starts.append(start)
+        known = _known_blocks(cells, block, prior_expected)
+        seasonal_starts = [s for s in seasonal_starts if s not in known]
+        plain_starts = [s for s in plain_starts if s not in known]
         forecasts: dict[int, FloatArray] = {}
         for i in range(0, len(seasonal_starts), _BLOCKS_PER_PASS):
             chunk = seasonal_starts[i : i + _BLOCKS_PER_PASS]
@@ -902,7 +942,11 @@ class HoltWinters(Detector):
             forecasts.update(_plain_pass(cells, values, block, chunk))
         for lo, hi in _group_bounds(cells // block):
             start = int(cells[lo] // block) * block
-            expected[lo:hi] = forecasts[start][cells[lo:hi] - start]
+            if start in known:
+                assert prior_expected is not None
+                expected[lo:hi] = prior_expected[lo:hi]
+            else:
+                expected[lo:hi] = forecasts[start][cells[lo:hi] - start]
         period = season.period if season is not None else 0
         return residual_band(values, expected, self.scale_window, cells=cells, period=period)
 

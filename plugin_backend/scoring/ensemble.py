@@ -43,7 +43,14 @@ class EnsembleDetector(Detector):
     def history_points(self, step_s: float) -> int:
         return max(member.history_points(step_s) for member in self.members)
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         finite = int(np.count_nonzero(np.isfinite(values)))
         bands = [
             member._band(timestamps_s, values, needed_from=needed_from)

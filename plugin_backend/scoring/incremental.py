@@ -108,6 +108,12 @@ def _extend(
         np.concatenate([ctx_ts, timestamps_s[reused:]]),
         np.concatenate([ctx_vs, values[reused:]]),
         needed_from=ctx_ts.size,
+        prior_expected=np.concatenate(
+            [
+                cached.expected[ctx_start : first + reused],
+                np.full(timestamps_s.size - reused, np.nan),
+            ]
+        ),
     )
     new = slice(ctx_ts.size, None)
     head = _slice(cached, keep)

@@ -89,7 +89,14 @@ class TransformerDetector(Detector):
         return cfg.context + self._period_points(step_s) + self.calibration_points + cfg.horizon
 
     # -- band ----------------------------------------------------------------
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         cfg = self.model.config
         c = cfg.context
         # Forecasts are made every ``h`` points and each keeps its first ``h`` steps:

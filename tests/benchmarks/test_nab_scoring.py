@@ -303,7 +303,14 @@ class LastValueDetector(Detector):
 
     name = "last_value"
 
-    def _band(self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0) -> Band:
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
         n = values.shape[0]
         expected = np.full(n, np.nan)
         expected[1:] = values[:-1]
