@@ -19,8 +19,16 @@ PURE = [
     "ports.py",
     "promql.py",
     "service.py",
+    "detection.py",
     "datasource",
+    "scoring",
 ]
+# Documented exceptions: model files are read and written through the artefact
+# adapter (atomic writes, format version), lazily, by the transformer and trainer.
+ALLOWED = {
+    "scoring/transformer.py": {"plugin_backend.adapters.artifacts"},
+    "scoring/train.py": {"plugin_backend.adapters.artifacts"},
+}
 FORBIDDEN = {
     "flask",
     "werkzeug",
@@ -60,9 +68,10 @@ def _reads_environ(path: Path) -> bool:
 
 @pytest.mark.parametrize("path", [p for e in PURE for p in _python_files(e)], ids=str)
 def test_pure_modules_import_no_io_libraries(path: Path) -> None:
+    allowed = ALLOWED.get(str(path.relative_to(PACKAGE)), set())
     bad = {
         name
-        for name in _imports(path)
+        for name in _imports(path) - allowed
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
     }
     assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
