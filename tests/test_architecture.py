@@ -22,6 +22,7 @@ PURE = [
     "detection.py",
     "datasource",
     "scoring",
+    "rca",
 ]
 # Documented exceptions: model files are read and written through the artefact
 # adapter (atomic writes, format version), lazily, by the transformer and trainer.

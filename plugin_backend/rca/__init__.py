@@ -1,0 +1,43 @@
+"""Root-cause ranking: which series most likely caused a symptom's change.
+
+Pure numbers in, value objects out (no I/O, no LLM): the caller fetches every
+candidate series over ``[at_s - window_s - baseline_s, at_s]``, converts counters
+with ``to_rates`` and calls ``rank_causes``.
+
+* ``evidence``: per-series baseline, robust deviation, onset and change events.
+* ``dependencies``: an optional service/node dependency map.
+* ``ranking``: the scoring (``rank_causes``) and the naive benchmark baseline.
+* ``counters``: counters to per-second rates.
+"""
+
+from __future__ import annotations
+
+from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
+from plugin_backend.rca.dependencies import (
+    DEFAULT_IDENTIFYING_LABELS,
+    DependencyMap,
+    load_dependency_map,
+)
+from plugin_backend.rca.evidence import (
+    DEFAULT_BASELINE_S,
+    DEFAULT_WINDOW_S,
+    Evidence,
+    compute_evidence,
+)
+from plugin_backend.rca.ranking import Cause, naive_rank, rank_causes
+
+__all__ = [
+    "DEFAULT_BASELINE_S",
+    "DEFAULT_IDENTIFYING_LABELS",
+    "DEFAULT_WINDOW_S",
+    "Cause",
+    "DependencyMap",
+    "Evidence",
+    "compute_evidence",
+    "is_counter",
+    "load_dependency_map",
+    "naive_rank",
+    "rank_causes",
+    "rates_for_counters",
+    "to_rates",
+]

@@ -1,0 +1,396 @@
+"""Rank candidate series by how likely each is the root cause of a symptom.
+
+Every candidate gets ``Evidence`` (``evidence.py``) over the same range as the
+symptom; candidates that did not change in the window come last (score 0). For
+the changed ones a raw score adds up, each part in about ``[-1, 1]``:
+
+``raw = S + 2 T + C + Q + 0.5 P + 0.3 E + M + X``
+
+``S`` strength
+    ``1 - exp(-max(z - 3, 0) / 4)`` of the robust z (change events count as 1, a
+    disappearance 0.8): a soft threshold that saturates, so an 8 sigma change
+    (0.71) is not drowned by a 50 sigma one (1.0). Size says "this changed", not
+    "this caused it".
+``T`` timing (weight 2: the strongest signal)
+    ``lead = symptom onset - candidate onset``, in steps ``u``. Leading:
+    ``1 - exp(-u / 1.5)``, fading after ``LONG_LEAD_S`` (a change long before the
+    symptom is less likely its cause). Lagging: ``-1.5 (1 - exp(u / 1.5))``: a change
+    after the symptom is a victim. Within half a step counts as simultaneous (0).
+``C`` cascade
+    ``1 - exp(-n / 2)`` with ``n`` the strength-weighted number of other changed
+    series (symptom included) whose onsets follow the candidate's within
+    ``CASCADE_GAP_S`` (simultaneous ones count half). A root cause starts a
+    cascade; an unrelated change long before it has nothing following it.
+``Q`` precedence
+    ``exp(-m / 1.5)`` with ``m`` the strength-weighted number of changed series
+    whose onsets come *before* the candidate's within ``CASCADE_GAP_S``: the
+    earliest coherent change of a co-changing group wins. With a map, only
+    earlier changes on related entities (either direction, or siblings) count.
+``P`` persistence
+    The sustained z over the peak z (capped at 1): a cause of an ongoing symptom is
+    still deviating at ``at_s``; a transient blip is not.
+``E`` shared entities
+    ``1 - exp(-n / 3)`` with ``n`` the strength-weighted number of later changed
+    series sharing an identifying label value (``service="checkout"``,
+    ``node="node-b"``) with the candidate; values that most series share (a
+    ``job`` label on everything) do not count.
+``M`` dependency map (only with one)
+    The candidate's entity relative to the symptom's: same entity +0.25; upstream
+    of it (the symptom's entity needs it) +0.5; a sibling (both needed by the same
+    entity: a cache next to its database) 0; downstream of it (it needs the
+    symptom's entity) -0.5, or +0.25 if it clearly leads (a traffic surge flows
+    from callers); unrelated -1.5; plus ``0.5 x`` the share of later-changing
+    entities downstream of the candidate ("explains many"). Series whose entity
+    the map does not know get 0.
+``X`` change event
+    +1 for a series that appeared (a new ``app_build_info{version=...}``), +0.6 for
+    one that disappeared, when not after the symptom, times its support: ``E``
+    without a map (its own service/instance changed after it), 1 or 0 with one
+    (``M >= 0``). A deploy is the classic root cause, but harmless ones happen.
+
+``Cause.score`` is ``1 / (1 + exp(-(raw - 2)))`` for changed candidates, so the
+ranked list has falling scores in ``(0, 1)``; the parts are in ``components``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from plugin_backend.errors import InvalidTarget
+from plugin_backend.rca.dependencies import (
+    DEFAULT_IDENTIFYING_LABELS,
+    NODE_LABELS,
+    DependencyMap,
+)
+from plugin_backend.rca.evidence import (
+    DEFAULT_BASELINE_S,
+    DEFAULT_WINDOW_S,
+    Evidence,
+    compute_evidence,
+    infer_step,
+)
+from plugin_backend.types import Series
+
+__all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "Cause", "naive_rank", "rank_causes"]
+
+CASCADE_GAP_S = 600.0
+LONG_LEAD_S = 900.0
+_RAW_MIDPOINT = 2.0
+_SHARED_FRACTION = 0.5  # a label value on more than this share of series identifies nothing
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One ranked candidate. ``lead_s`` > 0: it changed that long before the symptom."""
+
+    series: str
+    metric: str
+    labels: Mapping[str, str]
+    score: float
+    onset_s: float | None
+    evidence: Evidence
+    lead_s: float | None
+    entity: str | None = None
+    components: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+        object.__setattr__(self, "components", MappingProxyType(dict(self.components)))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "series": self.series,
+            "metric": self.metric,
+            "labels": dict(self.labels),
+            "score": self.score,
+            "onset_s": self.onset_s,
+            "lead_s": self.lead_s,
+            "entity": self.entity,
+            "components": dict(self.components),
+            "evidence": self.evidence.to_dict(),
+        }
+
+
+def _strength(ev: Evidence) -> float:
+    if ev.kind == "change_event":
+        return 1.0 if ev.event == "appeared" else 0.8
+    return 1.0 - math.exp(-max(ev.magnitude - 3.0, 0.0) / 4.0)
+
+
+def _timing(lead_s: float, step_s: float) -> float:
+    u = lead_s / step_s
+    if abs(u) <= 0.5:
+        return 0.0
+    if u > 0:
+        fade = math.exp(-max(0.0, lead_s - LONG_LEAD_S) / LONG_LEAD_S)
+        return (1.0 - math.exp(-u / 1.5)) * fade
+    return -1.5 * (1.0 - math.exp(u / 1.5))
+
+
+def _persistence(ev: Evidence) -> float:
+    if ev.kind == "change_event":
+        return 1.0
+    return min(max(ev.sustained / max(4.0, 0.5 * ev.magnitude), 0.0), 1.0)
+
+
+def _check(at_s: float, window_s: float, baseline_s: float) -> None:
+    if not math.isfinite(at_s):
+        raise InvalidTarget(f"at_s must be a finite time, got {at_s}")
+    for name, value in (("window_s", window_s), ("baseline_s", baseline_s)):
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidTarget(f"{name} must be a positive number of seconds, got {value}")
+
+
+def _step(symptom: Series, candidates: Sequence[Series], step_s: float | None) -> float:
+    if step_s is not None:
+        if not (math.isfinite(step_s) and step_s > 0):
+            raise InvalidTarget(f"step_s must be a positive number of seconds, got {step_s}")
+        return step_s
+    found = infer_step(symptom.timestamps_s)
+    if found is None:
+        steps = [s for c in candidates[:50] if (s := infer_step(c.timestamps_s)) is not None]
+        found = float(np.median(steps)) if steps else None
+    return found if found is not None else 60.0
+
+
+def _identity_pairs(
+    series: Sequence[Series], identifying_labels: Sequence[str]
+) -> list[frozenset[tuple[str, str]]]:
+    names = tuple(dict.fromkeys((*identifying_labels, *NODE_LABELS)))
+    pairs = [frozenset((n, s.labels[n]) for n in names if s.labels.get(n)) for s in series]
+    if len(series) >= 4:
+        counts = Counter(p for ps in pairs for p in ps)
+        common = {p for p, n in counts.items() if n > _SHARED_FRACTION * len(series)}
+        pairs = [ps - common for ps in pairs]
+    return pairs
+
+
+def _map_term(
+    dependencies: DependencyMap,
+    *,
+    entity: str | None,
+    symptom_entity: str | None,
+    later_entities: set[str],
+    lead_s: float,
+    step_s: float,
+    downstream: dict[str, frozenset[str]],
+) -> float:
+    if entity is None or symptom_entity is None:
+        return 0.0
+    down = downstream.setdefault(entity, dependencies.downstream(entity))
+    if entity == symptom_entity:
+        relation = 0.25
+    elif symptom_entity in down:
+        relation = 0.5
+    elif entity in downstream.setdefault(symptom_entity, dependencies.downstream(symptom_entity)):
+        relation = 0.25 if lead_s > 0.5 * step_s else -0.5
+    elif dependencies.dependents(entity) & dependencies.dependents(symptom_entity):
+        relation = 0.0  # siblings: a cache failure loads the database next to it
+    else:
+        relation = -1.5
+    others = later_entities - {entity}
+    explains = len(others & down) / len(others) if others else 0.0
+    return relation + 0.5 * explains
+
+
+def _may_explain(
+    dependencies: DependencyMap | None,
+    earlier: str | None,
+    entity: str | None,
+    related: dict[str, frozenset[str]],
+) -> bool:
+    """Whether a change of ``earlier`` may have caused one of ``entity`` (per the map)."""
+    if dependencies is None or earlier is None or entity is None or earlier == entity:
+        return True
+    if entity not in related:
+        related[entity] = dependencies.upstream(entity) | dependencies.downstream(entity)
+    if earlier in related[entity]:  # either direction: load flows from callers too
+        return True
+    return bool(dependencies.dependents(entity) & dependencies.dependents(earlier))
+
+
+def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
+    symptom: Series,
+    candidates: Sequence[Series],
+    *,
+    at_s: float,
+    window_s: float = DEFAULT_WINDOW_S,
+    baseline_s: float = DEFAULT_BASELINE_S,
+    dependencies: DependencyMap | None = None,
+    identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
+    step_s: float | None = None,
+    limit: int | None = None,
+) -> list[Cause]:
+    """Candidates most likely to have caused ``symptom``'s change around ``at_s`` first.
+
+    Every series covers ``[at_s - window_s - baseline_s, at_s]``; convert counters
+    first (``counters.to_rates``). The symptom (by series name) is left out;
+    unchanged candidates come last with score 0. See the module docstring.
+    """
+    _check(at_s, window_s, baseline_s)
+    step = _step(symptom, candidates, step_s)
+    kw = {"at_s": at_s, "window_s": window_s, "baseline_s": baseline_s, "step_s": step}
+    sym_ev = compute_evidence(symptom, **kw)
+    ref = sym_ev.onset_s if sym_ev.onset_s is not None else at_s
+    sym_name = symptom.name
+    pool = [c for c in candidates if c.name != sym_name]
+    evs = [compute_evidence(c, **kw) for c in pool]
+
+    n = len(pool)
+    changed = np.array([ev.changed for ev in evs] + [True], dtype=bool)
+    onsets = np.array(
+        [ev.onset_s if ev.changed and ev.onset_s is not None else np.nan for ev in evs] + [ref]
+    )
+    strength = np.array([_strength(ev) for ev in evs] + [max(_strength(sym_ev), 0.5)])
+    pairs = _identity_pairs([*pool, symptom], identifying_labels)
+    entities: list[str | None] = [None] * (n + 1)
+    sym_entity: str | None = None
+    if dependencies is not None:
+        entities = [dependencies.entity_of(s.labels, identifying_labels) for s in [*pool, symptom]]
+        sym_entity = entities[n]
+    downstream: dict[str, frozenset[str]] = {}
+    related: dict[str, frozenset[str]] = {}
+    half = 0.5 * step
+
+    causes: list[tuple[bool, float, float, Cause]] = []
+    for i, (series, ev) in enumerate(zip(pool, evs, strict=True)):
+        s = float(strength[i])
+        if not ev.changed or ev.onset_s is None:
+            cause = _cause(
+                series, ev, score=0.0, lead_s=None, entity=entities[i], components={"strength": s}
+            )
+            causes.append((False, ev.magnitude, 0.0, cause))
+            continue
+        onset = ev.onset_s
+        lead = ref - onset
+        delta = onsets - onset
+        after = changed & np.isfinite(delta) & (delta >= -half)
+        after[i] = False
+        near = after & (delta <= CASCADE_GAP_S)
+        weights = np.where(np.abs(delta) <= half, 0.5, 1.0) * strength
+        cascade = 1.0 - math.exp(-float(np.sum(weights[near])) / 2.0)
+        before = changed & np.isfinite(delta) & (delta < -half) & (delta >= -CASCADE_GAP_S)
+        before[i] = False
+        n_before = sum(
+            float(strength[j])
+            for j in np.flatnonzero(before)
+            if _may_explain(dependencies, entities[int(j)], entities[i], related)
+        )
+        shared_n = sum(
+            float(strength[j]) for j in np.flatnonzero(after) if pairs[i] & pairs[int(j)]
+        )
+        shared = 1.0 - math.exp(-shared_n / 3.0)
+        parts = {
+            "strength": s,
+            "timing": _timing(lead, step),
+            "cascade": cascade,
+            "precedence": math.exp(-n_before / 1.5),
+            "persistence": _persistence(ev),
+            "shared_entities": shared,
+            "change_event": 0.0,
+            "dependency": 0.0,
+        }
+        if dependencies is not None:
+            later = {e for j in np.flatnonzero(after) if (e := entities[int(j)]) is not None}
+            parts["dependency"] = _map_term(
+                dependencies,
+                entity=entities[i],
+                symptom_entity=sym_entity,
+                later_entities=later,
+                lead_s=lead,
+                step_s=step,
+                downstream=downstream,
+            )
+        if ev.kind == "change_event" and lead >= -half:
+            # A deploy or restart counts when its own entity changed after it (no map)
+            # or when the map relates it to the symptom.
+            support = shared if dependencies is None else float(parts["dependency"] >= 0.0)
+            parts["change_event"] = (1.0 if ev.event == "appeared" else 0.6) * support
+        raw = (
+            parts["strength"]
+            + 2.0 * parts["timing"]
+            + parts["cascade"]
+            + parts["precedence"]
+            + 0.5 * parts["persistence"]
+            + 0.3 * parts["shared_entities"]
+            + parts["dependency"]
+            + parts["change_event"]
+        )
+        parts["raw"] = raw
+        score = 1.0 / (1.0 + math.exp(-(raw - _RAW_MIDPOINT)))
+        causes.append(
+            (
+                True,
+                raw,
+                score,
+                _cause(series, ev, score=score, lead_s=lead, entity=entities[i], components=parts),
+            )
+        )
+    causes.sort(key=lambda c: (not c[0], -c[1], c[3].series))
+    ranked = [c[3] for c in causes]
+    return ranked if limit is None else ranked[: max(limit, 0)]
+
+
+def _cause(
+    series: Series,
+    ev: Evidence,
+    *,
+    score: float,
+    lead_s: float | None,
+    entity: str | None,
+    components: Mapping[str, float],
+) -> Cause:
+    return Cause(
+        series=series.name,
+        metric=series.metric,
+        labels=series.labels,
+        score=score,
+        onset_s=ev.onset_s,
+        evidence=ev,
+        lead_s=lead_s,
+        entity=entity,
+        components=components,
+    )
+
+
+def naive_rank(
+    symptom: Series,
+    candidates: Sequence[Series],
+    at_s: float,
+    window_s: float = DEFAULT_WINDOW_S,
+    baseline_s: float = DEFAULT_BASELINE_S,
+) -> list[Cause]:
+    """The benchmark baseline: largest relative jump first.
+
+    ``score = max |x - median(baseline)| / |median(baseline)|`` over the incident
+    window; a series without samples on either side scores 0.
+    """
+    _check(at_s, window_s, baseline_s)
+    split, start = at_s - window_s, at_s - window_s - baseline_s
+    sym_name = symptom.name
+    sym_ev = compute_evidence(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
+    ref = sym_ev.onset_s if sym_ev.onset_s is not None else at_s
+    out: list[Cause] = []
+    for c in candidates:
+        if c.name == sym_name:
+            continue
+        t, x = c.timestamps_s, c.values
+        ok = np.isfinite(x) & (t >= start) & (t <= at_s)
+        base, inc = x[ok & (t < split)], x[ok & (t >= split)]
+        jump = 0.0
+        if base.size and inc.size:
+            med = float(np.median(base))
+            jump = float(np.max(np.abs(inc - med))) / max(abs(med), 1e-9)
+        ev = compute_evidence(c, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
+        lead = ref - ev.onset_s if ev.onset_s is not None else None
+        out.append(
+            _cause(c, ev, score=jump, lead_s=lead, entity=None, components={"relative_jump": jump})
+        )
+    out.sort(key=lambda c: (-c.score, c.series))
+    return out
