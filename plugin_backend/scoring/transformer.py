@@ -110,13 +110,13 @@ class TransformerDetector(Detector):
         if ready.size == 0 or ready[0] + 1 >= n:
             return Band(nan, nan.copy(), nan.copy())
         first = int(ready[0]) + 1  # first block start: min_points finite values before it
-        starts = np.arange(first, n, h)
+        step_s = median_step_s(timestamps_s)
+        starts = _block_starts(timestamps_s, first, h, step_s)
         # A refresh needs the new points' blocks and, for their calibration, the
         # forecasts of the trailing calibration window before them: skip the rest.
         starts = starts[starts + h > needed_from - self.calibration_points]
         if starts.size == 0:
             return Band(nan, nan.copy(), nan.copy())
-        step_s = median_step_s(timestamps_s)
         period = self._period_points(step_s)
 
         ctx_idx = starts[:, None] + np.arange(-c, 0)[None, :]
@@ -131,8 +131,11 @@ class TransformerDetector(Detector):
         q = self._forward(x, s)  # (B, H, Q) normalised
         q = (q * scale[:, None, None] + loc[:, None, None])[:, :h, :]
 
-        pos = (starts[:, None] + np.arange(h)[None, :]).ravel()
-        keep = pos < n
+        pos_2d = starts[:, None] + np.arange(h)[None, :]
+        # Each block keeps its points up to the next block's start (and the series end).
+        next_start = np.append(starts[1:], n)
+        keep = (pos_2d < next_start[:, None]).ravel()
+        pos = pos_2d.ravel()
 
         def spread(index: int) -> FloatArray:
             out = nan.copy()
@@ -225,3 +228,26 @@ class TransformerDetector(Detector):
             q = np.nanquantile(trailing[enough], _CAL_QUANTILE, axis=1)
             factor[enough] = np.clip(q, *_CAL_CLIP)
         return factor
+
+
+def _block_starts(
+    timestamps_s: FloatArray, first: int, horizon: int, step_s: float
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Forecast block starts on the absolute time grid (every ``horizon`` steps since the
+    epoch), so a series and any tail of it share blocks and a cached refresh equals a
+    full rescore. Gaps or denser sampling never leave more than ``horizon`` points
+    between two starts."""
+    n = timestamps_s.shape[0]
+    if not step_s > 0:
+        return np.arange(first, n, horizon, dtype=np.int64)
+    grid = np.round(timestamps_s[first:] / step_s).astype(np.int64)
+    starts = [first]
+    for aligned in (np.flatnonzero(grid % horizon == 0) + first).tolist():
+        if aligned <= starts[-1]:
+            continue
+        while aligned - starts[-1] > horizon:
+            starts.append(starts[-1] + horizon)
+        starts.append(aligned)
+    while n - starts[-1] > horizon:
+        starts.append(starts[-1] + horizon)
+    return np.asarray(starts, dtype=np.int64)

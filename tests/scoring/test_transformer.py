@@ -102,7 +102,12 @@ def test_score_is_causal_prefix_consistent(tiny_model: Forecaster) -> None:
         part = det.score(ts[:n], values[:n])
         for name in ("expected", "lower", "upper", "score"):
             np.testing.assert_allclose(
-                getattr(part, name), getattr(full, name)[:n], rtol=1e-6, atol=1e-9, err_msg=name
+                # float32 inference: batch composition moves results in the 6th digit
+                getattr(part, name),
+                getattr(full, name)[:n],
+                rtol=1e-4,
+                atol=1e-6,
+                err_msg=name,
             )
 
 
