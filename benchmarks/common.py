@@ -51,7 +51,7 @@ def gunicorn_backend(prometheus_url: str, workers: int = 2) -> Iterator[str]:
             try:
                 if requests.get(url + "/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or warming up
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 stderr = proc.stderr.read().decode() if proc.stderr else ""

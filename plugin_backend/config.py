@@ -84,6 +84,10 @@ class Settings(BaseModel):
     max_promql_length: int = Field(20_000, ge=16)
     max_scored_series: int = Field(50, ge=1, description="series one anomaly target may score")
     score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
+    warm_detectors: list[str] = Field(
+        default_factory=lambda: ["transformer"],
+        description="detectors loaded in each worker at start (torch, weights), comma-separated",
+    )
 
     @field_validator("prometheus_headers", mode="before")
     @classmethod
@@ -102,6 +106,13 @@ class Settings(BaseModel):
                 raise ValueError(f"expected JSON or K=V pairs separated by commas, got {part!r}")
             headers[key.strip()] = val.strip()
         return headers
+
+    @field_validator("warm_detectors", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("prometheus_ca_file")
     @classmethod

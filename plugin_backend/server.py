@@ -54,6 +54,7 @@ class _Application(BaseApplication):  # type: ignore[misc]
             "timeout": s.worker_timeout_s,
             "graceful_timeout": 10,
             "child_exit": self._child_exit,
+            "post_worker_init": self._warm_up,
             "when_ready": self._when_ready,
             "proc_name": "plugin-backend",
             "logconfig_dict": gunicorn_log_config(s.log_level, s.log_format),
@@ -70,6 +71,13 @@ class _Application(BaseApplication):  # type: ignore[misc]
         from plugin_backend.telemetry import mark_process_dead
 
         mark_process_dead(worker.pid, self.multiproc_dir)
+
+    def _warm_up(self, _worker: Any) -> None:
+        """Load heavy detectors (torch, weights) before the worker takes requests, so
+        the first panel does not pay for the import."""
+        from plugin_backend.scoring.warmup import warm_up
+
+        warm_up(self.settings.warm_detectors)
 
     def _when_ready(self, _server: Any) -> None:
         s = self.settings

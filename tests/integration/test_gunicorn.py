@@ -52,7 +52,7 @@ def backend(prometheus_url, tmp_path_factory):
         try:
             if session.get(url + "/readyz", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or workers still warming up
             pass
         assert proc.poll() is None, log_path.read_text()
         assert time.monotonic() < deadline, log_path.read_text()

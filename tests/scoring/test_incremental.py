@@ -66,3 +66,14 @@ def test_a_transformer_refresh_only_forecasts_the_new_blocks():
         np.testing.assert_allclose(
             getattr(refreshed, field)[-10:], getattr(full, field)[-10:], rtol=1e-5
         )
+
+
+def test_warm_up_loads_detectors_and_survives_unknown_ones(caplog):
+    import logging
+
+    from plugin_backend.scoring.warmup import warm_up
+
+    with caplog.at_level(logging.INFO):
+        warm_up(["robust_z", "no_such_detector"])
+    assert "robust_z ready" in caplog.text
+    assert "no_such_detector could not be warmed up" in caplog.text
