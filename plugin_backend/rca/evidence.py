@@ -44,6 +44,12 @@ Change events
     with ``magnitude = CHANGE_EVENT_MAGNITUDE`` and the appearance (or the step
     after the last sample) as onset.
 
+Curve
+    ``deviation`` returns the evidence and the incident part's robust z curve
+    (``Deviation``, signed so that positive is away along ``direction``; ``None``
+    for change events and series without a usable baseline); the ranking compares
+    it with the symptom's.
+
 NaN and infinite samples are treated as missing, everywhere.
 """
 
@@ -63,8 +69,10 @@ __all__ = [
     "CHANGE_THRESHOLD",
     "DEFAULT_BASELINE_S",
     "DEFAULT_WINDOW_S",
+    "Deviation",
     "Evidence",
     "compute_evidence",
+    "deviation",
     "infer_step",
 ]
 
@@ -170,6 +178,15 @@ def _event(
 
 
 @dataclass(frozen=True, slots=True)
+class Deviation:
+    """The incident part's robust z curve, signed so that positive is away along
+    ``Evidence.direction``."""
+
+    timestamps_s: FloatArray
+    z: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
 class _Baseline:
     level: float  # at ``center``
     slope: float  # per second
@@ -266,7 +283,7 @@ def _check_params(at_s: float, window_s: float, baseline_s: float) -> None:
             raise InvalidTarget(f"{name} must be a positive number of seconds, got {value}")
 
 
-def compute_evidence(  # noqa: PLR0911 - one return per outcome
+def compute_evidence(
     series: Series,
     *,
     at_s: float,
@@ -276,6 +293,26 @@ def compute_evidence(  # noqa: PLR0911 - one return per outcome
     change_threshold: float = CHANGE_THRESHOLD,
 ) -> Evidence:
     """The change evidence of ``series`` for an incident at ``at_s`` (module docstring)."""
+    return deviation(
+        series,
+        at_s=at_s,
+        window_s=window_s,
+        baseline_s=baseline_s,
+        step_s=step_s,
+        change_threshold=change_threshold,
+    )[0]
+
+
+def deviation(  # noqa: PLR0911, PLR0915 - one return per outcome
+    series: Series,
+    *,
+    at_s: float,
+    window_s: float = DEFAULT_WINDOW_S,
+    baseline_s: float = DEFAULT_BASELINE_S,
+    step_s: float | None = None,
+    change_threshold: float = CHANGE_THRESHOLD,
+) -> tuple[Evidence, Deviation | None]:
+    """``compute_evidence`` plus the robust z curve of the incident part, if there is one."""
     _check_params(at_s, window_s, baseline_s)
     t_all, x_all = series.timestamps_s, series.values
     if t_all.size > 1 and np.any(np.diff(t_all) < 0):
@@ -290,30 +327,31 @@ def compute_evidence(  # noqa: PLR0911 - one return per outcome
     finite = np.isfinite(x)
     t, x = t[finite], x[finite]
     if t.size == 0:
-        return _unchanged()
+        return _unchanged(), None
     in_base = t < split
     tb, xb, ti, xi = t[in_base], x[in_base], t[~in_base], x[~in_base]
     tol = 1.5 * step
 
     if tb.size == 0 and ti.size and ti[0] > split + tol:
         tail = xi[-SUSTAINED_POINTS:]
-        return _event("appeared", float(ti[0]), math.nan, float(np.median(tail)), float(xi[0]))
+        ev = _event("appeared", float(ti[0]), math.nan, float(np.median(tail)), float(xi[0]))
+        return ev, None
     if tb.size and (ti.size == 0 or ti[-1] < at_s - max(3.0 * step, tol)):
         last_t = float(ti[-1]) if ti.size else float(tb[-1])
         if last_t < split - tol:  # gone before the window: not a change in it
-            return _unchanged()
+            return _unchanged(), None
         level = float(np.median(xb))
-        return _event("disappeared", last_t + step, level, math.nan, level)
+        return _event("disappeared", last_t + step, level, math.nan, level), None
 
     if tb.size < MIN_BASELINE_POINTS:
         if t.size < 2 * MIN_BASELINE_POINTS:
-            return _unchanged()
+            return _unchanged(), None
         k = max(MIN_BASELINE_POINTS, t.size // 4)
         tb, xb, ti, xi = t[:k], x[:k], t[k:], x[k:]
     base = _fit_baseline(tb, xb)
     level_at = float(base.at(at_s))
     if ti.size < 2:
-        return _unchanged(level_at, base.scale)
+        return _unchanged(level_at, base.scale), None
 
     z = (xi - base.at(ti)) / base.scale
     zs = _rolling_median3(z)
@@ -334,7 +372,7 @@ def compute_evidence(  # noqa: PLR0911 - one return per outcome
     sustained = sign * float(np.median(z[-k:]))
     magnitude = max(peak, 0.0)
     onset_s = float(ti[onset_i]) if onset_i is not None else None
-    return Evidence(
+    ev = Evidence(
         baseline=level_at,
         baseline_scale=base.scale,
         incident_value=incident_value,
@@ -346,3 +384,4 @@ def compute_evidence(  # noqa: PLR0911 - one return per outcome
         kind="metric",
         sustained=sustained,
     )
+    return ev, Deviation(timestamps_s=ti, z=sign * z)

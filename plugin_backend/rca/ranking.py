@@ -4,13 +4,27 @@ Every candidate gets ``Evidence`` (``evidence.py``) over the same range as the
 symptom; candidates that did not change in the window come last (score 0). For
 the changed ones a raw score adds up, each part in about ``[-1, 1]``:
 
-``raw = S + 2 T + C + Q + 0.5 P + 0.3 E + M + X``
+``raw = S + 2 T + 2 R + C + Q + 0.5 P + 0.3 E + M + X``
 
+``R`` tracking (weight 2: with ~150 candidates many change, so the symptom itself
+    must be compared): the best Pearson correlation ``r`` of the candidate's
+    robust-z curve with the symptom's, the symptom shifted ``0..TRACK_LAG_S``
+    later, over the candidate's samples from ``CASCADE_GAP_S`` before the symptom's
+    onset to ``at_s`` (both curves ``sign(z) log(1 + |z|)``, so one huge sample does
+    not decide). Where the shifted symptom runs past ``at_s`` it is held at its
+    latest state: a burst of the candidate that is over does not match a symptom
+    that is still on, and a step long before the symptom matches poorly. A change
+    event has no curve: it takes the best ``r`` of its own entity's metrics (a
+    shared identifying label value) that changed with or after it, so a deploy
+    counts only when its own service then moved with the symptom.
+    Every changed series' strength below is scaled by ``max(r, 0) ** 2`` (the share
+    of the symptom it explains), in its own ``S`` and wherever it is counted in
+    another's ``C``, ``Q`` and ``E``: unrelated changes do not fill cascades.
 ``S`` strength
     ``1 - exp(-max(z - 3, 0) / 4)`` of the robust z (change events count as 1, a
     disappearance 0.8): a soft threshold that saturates, so an 8 sigma change
-    (0.71) is not drowned by a 50 sigma one (1.0). Size says "this changed", not
-    "this caused it".
+    (0.71) is not drowned by a 50 sigma one (1.0), times ``max(r, 0) ** 2``. Size
+    says "this changed", not "this caused it".
 ``T`` timing (weight 2: the strongest signal)
     ``lead = symptom onset - candidate onset``, in steps ``u``. Leading:
     ``1 - exp(-u / 1.5)``, fading after ``LONG_LEAD_S`` (a change long before the
@@ -71,16 +85,19 @@ from plugin_backend.rca.dependencies import (
 from plugin_backend.rca.evidence import (
     DEFAULT_BASELINE_S,
     DEFAULT_WINDOW_S,
+    Deviation,
     Evidence,
     compute_evidence,
+    deviation,
     infer_step,
 )
-from plugin_backend.types import Series
+from plugin_backend.types import FloatArray, Series
 
-__all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "Cause", "naive_rank", "rank_causes"]
+__all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "TRACK_LAG_S", "Cause", "naive_rank", "rank_causes"]
 
 CASCADE_GAP_S = 600.0
 LONG_LEAD_S = 900.0
+TRACK_LAG_S = 300.0  # the longest cause-to-symptom delay the tracking term allows
 _RAW_MIDPOINT = 2.0
 _SHARED_FRACTION = 0.5  # a label value on more than this share of series identifies nothing
 
@@ -236,19 +253,32 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     _check(at_s, window_s, baseline_s)
     step = _step(symptom, candidates, step_s)
     kw = {"at_s": at_s, "window_s": window_s, "baseline_s": baseline_s, "step_s": step}
-    sym_ev = compute_evidence(symptom, **kw)
+    sym_ev, sym_dev = deviation(symptom, **kw)
     ref = sym_ev.onset_s if sym_ev.onset_s is not None else at_s
     sym_name = symptom.name
     pool = [c for c in candidates if c.name != sym_name]
-    evs = [compute_evidence(c, **kw) for c in pool]
-
+    analysed = [deviation(c, **kw) for c in pool]
+    evs = [a[0] for a in analysed]
     n = len(pool)
     changed = np.array([ev.changed for ev in evs] + [True], dtype=bool)
     onsets = np.array(
         [ev.onset_s if ev.changed and ev.onset_s is not None else np.nan for ev in evs] + [ref]
     )
-    strength = np.array([_strength(ev) for ev in evs] + [max(_strength(sym_ev), 0.5)])
     pairs = _identity_pairs([*pool, symptom], identifying_labels)
+    max_lag = max(1, round(TRACK_LAG_S / step))
+    tracks = np.array(
+        [
+            _tracking(dev, sym_dev, max_lag, ref - CASCADE_GAP_S) if ev.changed else 0.0
+            for ev, dev in analysed
+        ]
+        + [1.0]
+    )
+    _event_tracking(tracks, evs, pairs, onsets, 0.5 * step)
+    # What a change counts for (its own strength, and in others' cascade,
+    # precedence and shared entities) is scaled by r^2: the share of the
+    # symptom's deviation it explains.
+    strength = np.array([_strength(ev) for ev in evs] + [max(_strength(sym_ev), 0.5)])
+    strength = strength * np.clip(tracks, 0.0, 1.0) ** 2
     entities: list[str | None] = [None] * (n + 1)
     sym_entity: str | None = None
     if dependencies is not None:
@@ -295,6 +325,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             "shared_entities": shared,
             "change_event": 0.0,
             "dependency": 0.0,
+            "tracking": float(tracks[i]),
         }
         if dependencies is not None:
             later = {e for j in np.flatnonzero(after) if (e := entities[int(j)]) is not None}
@@ -321,6 +352,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             + 0.3 * parts["shared_entities"]
             + parts["dependency"]
             + parts["change_event"]
+            + 2.0 * parts["tracking"]
         )
         parts["raw"] = raw
         score = 1.0 / (1.0 + math.exp(-(raw - _RAW_MIDPOINT)))
@@ -335,6 +367,70 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     causes.sort(key=lambda c: (not c[0], -c[1], c[3].series))
     ranked = [c[3] for c in causes]
     return ranked if limit is None else ranked[: max(limit, 0)]
+
+
+def _squash(z: FloatArray) -> FloatArray:
+    """``sign(z) log(1 + |z|)``: keeps the shape, tames a 1000 sigma error burst."""
+    out: FloatArray = np.sign(z) * np.log1p(np.abs(z))
+    return out
+
+
+def _event_tracking(
+    tracks: FloatArray,
+    evs: Sequence[Evidence],
+    pairs: Sequence[frozenset[tuple[str, str]]],
+    onsets: FloatArray,
+    half: float,
+) -> None:
+    """A change event (a deploy, a restart) has no curve of its own: it tracks the
+    symptom as well as the best of its own entity's metrics (sharing an identifying
+    label value) that changed with or after it (within ``half`` a step). ``tracks``
+    and ``onsets`` have one more entry than ``evs``: the symptom."""
+    n = len(evs)
+    for i, ev in enumerate(evs):
+        if ev.kind != "change_event" or ev.onset_s is None:
+            continue
+        own = [
+            float(tracks[j])
+            for j in range(n + 1)
+            if j != i
+            and (j == n or evs[j].kind == "metric")
+            and bool(pairs[i] & pairs[j])
+            and onsets[j] >= ev.onset_s - half
+        ]
+        tracks[i] = max(own, default=0.0)
+
+
+def _tracking(cand: Deviation | None, sym: Deviation | None, max_lag: int, start_s: float) -> float:
+    """Best correlation of the candidate's deviation curve with the symptom's, the
+    symptom shifted ``0..max_lag`` steps later, over the candidate's samples from
+    ``start_s`` on (0 without curves).
+
+    Where the shifted symptom runs past ``at_s`` it is held at its latest state
+    (median of the last samples), so a burst of the candidate that is already
+    over does not pass for the cause of a symptom that is still on.
+    """
+    if cand is None or sym is None or sym.z.size < 8 or cand.z.size < 2:
+        return 0.0
+    keep = sym.timestamps_s >= start_s
+    if int(np.sum(keep)) < 8:
+        keep[-8:] = True
+    first = int(np.argmax(keep))
+    c = _squash(np.interp(sym.timestamps_s[first:], cand.timestamps_s, cand.z))
+    y = _squash(sym.z)
+    n = c.size
+    ext = np.concatenate((y[first:], np.full(max_lag, float(np.median(y[-5:])))))
+    cc = c - c.mean()
+    sc = float(np.sqrt(np.mean(cc * cc)))
+    if sc <= 0:
+        return 0.0
+    best = -1.0
+    for lag in range(max_lag + 1):
+        b = ext[lag : lag + n]
+        sb = float(np.std(b))
+        if sb > 0:
+            best = max(best, float(np.mean(cc * (b - b.mean()))) / (sc * sb))
+    return best if best > -1.0 else 0.0
 
 
 def _cause(

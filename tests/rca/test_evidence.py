@@ -13,6 +13,7 @@ from plugin_backend.rca.evidence import (
     CHANGE_EVENT_MAGNITUDE,
     Evidence,
     compute_evidence,
+    deviation,
     infer_step,
 )
 from plugin_backend.types import Series
@@ -231,3 +232,20 @@ def test_counter_detection_and_bulk_conversion() -> None:
     converted = rates_for_counters([c, g])
     assert converted[1] is g
     np.testing.assert_allclose(converted[0].values[1:], 2.0)
+
+
+def test_deviation_curve_matches_the_evidence() -> None:
+    x = _noise(3)
+    x[T >= AT - 600] -= 10.0  # a drop of 20 sigma, 10 min before at_s
+    ev, dev = deviation(_series(x), at_s=AT)
+    assert ev == compute_evidence(_series(x), at_s=AT)
+    assert ev.direction == "down"
+    assert dev is not None
+    assert dev.timestamps_s[0] >= AT - 1800
+    assert dev.timestamps_s[-1] == AT
+    assert dev.z.shape == dev.timestamps_s.shape
+    assert float(np.median(dev.z[-10:])) > 10  # signed: positive is away, along direction
+    assert abs(float(np.median(dev.z[:20]))) < 2
+    new = T >= AT - 600
+    _, none = deviation(_series(np.ones(int(new.sum())), t=T[new]), at_s=AT)
+    assert none is None  # a change event has no curve

@@ -259,6 +259,30 @@ def test_early_unrelated_change_does_not_beat_the_cascade_root() -> None:
         assert rank_causes(sym, estate, at_s=AT, dependencies=DEPS)[0].metric == root
 
 
+def test_finished_burst_and_harmless_deploy_do_not_track_the_symptom() -> None:
+    effects, root, symptom = SCENARIOS["slow_dependency"]
+    for seed in range(3):
+        estate = _estate(seed, effects)
+        rng = np.random.default_rng(200 + seed)
+        # A big burst on an unrelated service that started first and is over by now.
+        burst = _noise(rng, 50.0, 1.0) + 40.0 * _ramp(T0 - 60, 15) * (T < T0 + 240)
+        estate.append(Series(_labels("reporting_jobs_running", service="reporting"), T, burst))
+        # A deploy of a service none of whose metrics then moves.
+        new = T >= T0 - 30
+        labels = _labels("app_build_info", service="catalog", version="2.0")
+        estate.append(Series(labels, T[new], np.ones(int(new.sum()))))
+        estate.append(
+            Series(_labels("process_cpu_ratio", service="catalog"), T, _noise(rng, 0.3, 0.01))
+        )
+        sym = _by_name(estate, symptom)
+        ranked = rank_causes(sym, estate, at_s=AT)
+        assert ranked[0].metric == root
+        by_metric = {c.metric: c for c in ranked}
+        assert by_metric["reporting_jobs_running"].components["tracking"] < 0.5
+        assert by_metric["app_build_info"].components["tracking"] == 0.0
+        assert ranked[0].components["tracking"] > 0.8
+
+
 def test_counter_root_cause_after_rate_conversion() -> None:
     rng = np.random.default_rng(4)
     per_s = 50.0 + rng.normal(0.0, 1.0, T.size) + 60.0 * _ramp(T0, 60)
