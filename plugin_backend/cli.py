@@ -46,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--config", metavar="FILE", help="YAML: detector, sensitivity, window, ...")
     score.set_defaults(handler=_score)
 
+    explain = commands.add_parser(
+        "explain", help="rank the likely root causes of a symptom (PromQL) at a time"
+    )
+    explain.add_argument("--prometheus-url", help="default: the configured source (or the demo)")
+    explain.add_argument("--query", required=True, help="the symptom, as PromQL")
+    explain.add_argument(
+        "--at", required=True, help="when it was noticed: unix seconds or ISO-8601"
+    )
+    explain.add_argument("--window", default="30m", help="how far back the cause may lie (30m)")
+    explain.add_argument("--json", action="store_true", help="print the JSON report")
+    explain.set_defaults(handler=_explain)
+
     train = commands.add_parser(
         "train", help="train the transformer detector's weights (train --help)", add_help=False
     )
@@ -64,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.train_args = extra
     overrides = {
         key: value
-        for key in ("host", "port", "workers")
+        for key in ("host", "port", "workers", "prometheus_url")
         if (value := getattr(args, key, None)) is not None
     }
     try:
@@ -120,6 +132,35 @@ def _score(_settings: Settings, args: argparse.Namespace) -> int:
         f"{args.input}: {len(rows)} rows scored with {detector.name}; "
         f"{int(flags.sum())} alarms, {len(windows)} anomaly windows -> {args.output}"
     )
+    return 0
+
+
+def _explain(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from plugin_backend.bootstrap import build_dependencies, build_source
+    from plugin_backend.errors import BackendError
+    from plugin_backend.explain import ExplainService, render_report
+    from plugin_backend.timeparse import parse_duration_s, parse_time_s
+
+    try:
+        service = ExplainService(
+            build_source(settings),
+            dependencies=build_dependencies(settings),
+            budget=settings.rca_budget,
+        )
+        report = service.explain(
+            args.query,
+            parse_time_s(args.at, what="--at"),
+            parse_duration_s(args.window, what="--window"),
+        ).to_dict()
+    except BackendError as exc:
+        print(f"plugin-backend explain: {exc.message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_report(report))
     return 0
 
 

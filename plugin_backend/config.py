@@ -75,6 +75,10 @@ class Settings(BaseModel):
         False, description="Ask for gzip answers: worth it over slow links only (CPU cost)."
     )
     demo_seed: int = Field(7, description="Seed of the built-in demo estate.")
+    dependencies: Path | None = Field(
+        None, description="YAML dependency map (services, depends_on, runs_on) for root cause"
+    )
+    rca_budget: int = Field(300, ge=10, le=5000, description="candidate series per explanation")
 
     # --- probes and limits -------------------------------------------------
     readiness_timeout_s: float = Field(2.0, gt=0, le=60)
@@ -114,11 +118,11 @@ class Settings(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("prometheus_ca_file")
+    @field_validator("prometheus_ca_file", "dependencies")
     @classmethod
-    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"CA file {str(value)!r} does not exist")
+            raise ValueError(f"file {str(value)!r} does not exist")
         return value
 
     @model_validator(mode="after")

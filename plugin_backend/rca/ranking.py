@@ -126,7 +126,7 @@ class Cause:
             "metric": self.metric,
             "labels": dict(self.labels),
             "score": self.score,
-            "onset_s": self.onset_s,
+            "onset": self.onset_s,  # unix seconds
             "lead_s": self.lead_s,
             "entity": self.entity,
             "components": dict(self.components),

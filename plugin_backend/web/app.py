@@ -6,16 +6,18 @@ import time
 
 from flask import Flask, Response, g, request
 
-from plugin_backend.bootstrap import build_source
+from plugin_backend.bootstrap import build_dependencies, build_source
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
 from plugin_backend.detection import DetectionService
+from plugin_backend.explain import ExplainService
 from plugin_backend.ports import SeriesSource
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.service import DatasourceService
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
+from plugin_backend.web.explain_api import explain_blueprint
 from plugin_backend.web.ops import ops_blueprint
 
 __all__ = ["create_app"]
@@ -55,7 +57,11 @@ def create_app(
         max_points_per_series=settings.max_points_per_series,
         max_promql_length=settings.max_promql_length,
     )
+    app.extensions["plugin_backend.explain"] = ExplainService(
+        source, dependencies=build_dependencies(settings), budget=settings.rca_budget
+    )
     app.register_blueprint(ops_blueprint)
+    app.register_blueprint(explain_blueprint)
     app.register_blueprint(datasource_blueprint)
     register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     _instrument(app, telemetry)

@@ -318,7 +318,7 @@ def test_cause_to_dict_is_json_ready() -> None:
     data = ranked[0].to_dict()
     text = json.dumps(data)
     assert "redis_hit_ratio" in text
-    assert set(data) >= {"series", "metric", "labels", "score", "onset_s", "lead_s", "evidence"}
+    assert set(data) >= {"series", "metric", "labels", "score", "onset", "lead_s", "evidence"}
     assert "timing" in data["components"]  # type: ignore[operator]
     json.dumps(naive[0].to_dict())
 

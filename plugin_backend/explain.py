@@ -1,0 +1,188 @@
+"""The explain use case: gather candidate series around a symptom, rank the likely
+root causes, and report them with their evidence.
+
+The note is a deterministic template for now; the LLM writer joins here later
+and falls back to this template whenever it fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from plugin_backend.errors import InvalidQuery
+from plugin_backend.ports import SeriesSource
+from plugin_backend.promql import Matcher
+from plugin_backend.rca.counters import rates_for_counters
+from plugin_backend.rca.dependencies import DependencyMap
+from plugin_backend.rca.evidence import compute_evidence
+from plugin_backend.rca.ranking import Cause, rank_causes
+from plugin_backend.types import Labels, Series, TimeRange
+
+__all__ = ["ExplainService", "RootCauseReport", "render_report", "template_summary"]
+
+IDENTIFYING_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
+BASELINE_S = 3600.0
+TOP_CAUSES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RootCauseReport:
+    symptom: dict[str, Any]
+    causes: list[Cause]
+    summary: str
+    candidates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symptom": self.symptom,
+            "causes": [cause.to_dict() for cause in self.causes],
+            "summary": self.summary,
+            "candidates": self.candidates,
+            "llm": {"provider": "none", "model": None, "latency_s": 0.0, "fallback": True},
+        }
+
+
+class ExplainService:
+    def __init__(
+        self,
+        source: SeriesSource,
+        *,
+        dependencies: DependencyMap | None = None,
+        budget: int = 300,
+        identifying_labels: Sequence[str] = IDENTIFYING_LABELS,
+    ) -> None:
+        self.source = source
+        self.dependencies = dependencies
+        self.budget = budget
+        self.identifying_labels = tuple(identifying_labels)
+
+    def explain(self, query: str, at_s: float, window_s: float = 1800.0) -> RootCauseReport:
+        span = TimeRange(at_s - window_s - BASELINE_S, at_s)
+        step_s = max(15.0, round(span.duration_s / 600))
+        symptoms = self.source.query_range(query, span, step_s)
+        if not symptoms:
+            raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
+        symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s)
+        candidates = self._candidates(symptom, span, step_s)
+        causes = rank_causes(
+            symptom,
+            candidates,
+            at_s=at_s,
+            window_s=window_s,
+            baseline_s=BASELINE_S,
+            dependencies=self.dependencies,
+            identifying_labels=self.identifying_labels,
+            step_s=step_s,
+        )
+        changed = [c for c in causes if c.score > 0][:TOP_CAUSES]
+        evidence = compute_evidence(symptom, at_s=at_s, window_s=window_s, baseline_s=BASELINE_S)
+        symptom_info = {
+            "query": query,
+            "series": symptom.name,
+            "labels": dict(symptom.labels),
+            "at": at_s,
+            "window_s": window_s,
+            "evidence": evidence.to_dict(),
+        }
+        return RootCauseReport(
+            symptom_info, changed, template_summary(symptom.name, changed), len(candidates)
+        )
+
+    def _candidates(self, symptom: Series, span: TimeRange, step_s: float) -> list[Series]:
+        """Every series when the estate fits the budget; else those sharing an identifying
+        label with the symptom or belonging to an entity the dependency map relates."""
+        everything = self.source.series(['{__name__=~".+"}'], span)
+        chosen = everything if len(everything) <= self.budget else self._related(symptom, span)
+        wanted = {_key(labels) for labels in chosen[: self.budget]}
+        wanted.discard(_key(symptom.labels))
+        families = sorted({labels.get("__name__", "") for labels in chosen} - {""})
+        fetched: list[Series] = []
+        for family in families:
+            selector = "{" + str(Matcher("__name__", "=", family)) + "}"
+            fetched += [
+                s
+                for s in self.source.query_range(selector, span, step_s)
+                if _key(s.labels) in wanted
+            ]
+        return rates_for_counters(fetched)
+
+    def _related(self, symptom: Series, span: TimeRange) -> list[Labels]:
+        values: set[tuple[str, str]] = {
+            (name, symptom.labels[name])
+            for name in self.identifying_labels
+            if name in symptom.labels
+        }
+        if self.dependencies is not None:
+            entity = self.dependencies.entity_of(symptom.labels)
+            if entity is not None:
+                related = {entity, *self.dependencies.upstream(entity)}
+                values |= {(label, e) for e in related for label in ("service", "node")}
+        found: dict[tuple[tuple[str, str], ...], Labels] = {}
+        for name, value in sorted(values):
+            selector = "{" + str(Matcher(name, "=", value)) + "}"
+            for labels in self.source.series([selector], span):
+                found.setdefault(_key(labels), labels)
+        return list(found.values())
+
+
+def _key(labels: Labels) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _most_changed(series: list[Series], *, at_s: float, window_s: float) -> Series:
+    def magnitude(s: Series) -> float:
+        ev = compute_evidence(s, at_s=at_s, window_s=window_s, baseline_s=BASELINE_S)
+        return ev.magnitude if np.isfinite(ev.magnitude) else -1.0
+
+    return max(series, key=magnitude)
+
+
+def template_summary(symptom: str, causes: Sequence[Cause]) -> str:
+    """The deterministic note: the top causes with their evidence, nothing invented."""
+    if not causes:
+        return f"No candidate series changed before {symptom} moved; no likely cause found."
+    top = causes[0]
+    ev = top.evidence
+    lead = (
+        f", {top.lead_s / 60:.0f} min before the symptom"
+        if top.lead_s is not None and top.lead_s > 0
+        else ""
+    )
+    change = (
+        f"{ev.direction} from {ev.baseline:.4g} to {ev.incident_value:.4g}"
+        if ev.kind == "metric"
+        else "appeared"
+        if ev.changed
+        else "changed"
+    )
+    leaders = [c for c in causes[1:] if c.lead_s is not None and c.lead_s > 0]
+    others = ", ".join(c.series for c in leaders[:2])
+    also = f" Also changed before it: {others}." if others else ""
+    return (
+        f"Most likely cause of {symptom}: {top.series} ({change}{lead}).{also} "
+        f"First check {top.series}."
+    )
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """A readable plain-text report of ``RootCauseReport.to_dict()``."""
+    symptom = report["symptom"]
+    lines = [
+        f"Symptom: {symptom['series']}",
+        f"  query {symptom['query']!r}, window {symptom['window_s']:.0f} s",
+        "",
+        report["summary"],
+        "",
+        f"{'#':>2}  {'score':>5}  {'lead':>7}  cause",
+    ]
+    for rank, cause in enumerate(report["causes"], start=1):
+        lead = cause.get("lead_s")
+        lead_text = f"{lead / 60:+.1f}m" if isinstance(lead, int | float) else "n/a"
+        lines.append(f"{rank:>2}  {cause['score']:>5.2f}  {lead_text:>7}  {cause['series']}")
+    lines.append("")
+    lines.append(f"{report['candidates']} candidate series examined.")
+    return "\n".join(lines)
