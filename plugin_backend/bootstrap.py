@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from plugin_backend.config import Settings
 from plugin_backend.errors import ConfigError
+from plugin_backend.llm.writer import NoteWriter
 from plugin_backend.ports import SeriesSource
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.telemetry import Telemetry
 
-__all__ = ["build_dependencies", "build_source"]
+__all__ = ["LOCAL_LLM_URL", "build_dependencies", "build_note_writer", "build_source"]
+
+LOCAL_LLM_URL = "http://127.0.0.1:8091"
 
 
 def build_source(settings: Settings, telemetry: Telemetry | None = None) -> SeriesSource:
@@ -41,3 +44,21 @@ def build_dependencies(settings: Settings) -> DependencyMap | None:
         return load_dependency_map(data)
     except ConfigError as exc:
         raise ConfigError(f"PLUGIN_BACKEND_DEPENDENCIES: {exc.message}") from None
+
+
+def build_note_writer(settings: Settings, telemetry: Telemetry | None = None) -> NoteWriter:
+    """The LLM note writer for the configured provider (template-only for ``none``)."""
+    from plugin_backend.llm.writer import NoteWriter
+
+    observer = telemetry.note_observer() if telemetry is not None else None
+    if settings.llm_provider == "none":
+        return NoteWriter(None, observer=observer)
+    from plugin_backend.adapters.llm_openai import OpenAICompatibleLLM
+
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    url = str(settings.llm_url) if settings.llm_url is not None else LOCAL_LLM_URL
+    model = settings.llm_model or ("local" if settings.llm_provider == "local" else "")
+    llm = OpenAICompatibleLLM(
+        url, model, key, timeout_s=settings.llm_timeout_s, name=settings.llm_provider
+    )
+    return NoteWriter(llm, observer=observer, timeout_s=settings.llm_timeout_s)

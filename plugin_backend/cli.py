@@ -138,7 +138,7 @@ def _score(_settings: Settings, args: argparse.Namespace) -> int:
 def _explain(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from plugin_backend.bootstrap import build_dependencies, build_source
+    from plugin_backend.bootstrap import build_dependencies, build_note_writer, build_source
     from plugin_backend.errors import BackendError
     from plugin_backend.explain import ExplainService, render_report
     from plugin_backend.timeparse import parse_duration_s, parse_time_s
@@ -148,6 +148,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
             build_source(settings),
             dependencies=build_dependencies(settings),
             budget=settings.rca_budget,
+            writer=build_note_writer(settings),
         )
         report = service.explain(
             args.query,

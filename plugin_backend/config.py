@@ -80,6 +80,19 @@ class Settings(BaseModel):
     )
     rca_budget: int = Field(300, ge=10, le=5000, description="candidate series per explanation")
 
+    # --- the LLM that phrases root-cause notes -------------------------------------
+    llm_provider: Literal["local", "openai", "none"] = Field(
+        "none",
+        description="local: the packaged model behind `plugin-backend llm-serve`; openai: any "
+        "OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, hosted); none: template notes",
+    )
+    llm_url: AnyHttpUrl | None = Field(
+        None, description="OpenAI-compatible base URL (local default http://127.0.0.1:8091)"
+    )
+    llm_model: str = Field("", description="model name sent to the endpoint")
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(20.0, gt=0, le=300)
+
     # --- probes and limits -------------------------------------------------
     readiness_timeout_s: float = Field(2.0, gt=0, le=60)
     max_body_bytes: int = Field(1_048_576, ge=1024)
@@ -135,6 +148,15 @@ class Settings(BaseModel):
         if (self.prometheus_username is None) != (self.prometheus_password is None):
             raise ValueError(
                 "PLUGIN_BACKEND_PROMETHEUS_USERNAME and _PASSWORD must be set together"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _llm_endpoint(self) -> Settings:
+        if self.llm_provider == "openai" and (self.llm_url is None or not self.llm_model):
+            raise ValueError(
+                "PLUGIN_BACKEND_LLM_PROVIDER=openai needs PLUGIN_BACKEND_LLM_URL and "
+                "PLUGIN_BACKEND_LLM_MODEL"
             )
         return self
 

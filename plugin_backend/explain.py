@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from plugin_backend.errors import InvalidQuery
+from plugin_backend.llm.writer import NoteWriter
 from plugin_backend.ports import SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import rates_for_counters
@@ -35,6 +36,7 @@ class RootCauseReport:
     causes: list[Cause]
     summary: str
     candidates: int
+    llm: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,7 +44,7 @@ class RootCauseReport:
             "causes": [cause.to_dict() for cause in self.causes],
             "summary": self.summary,
             "candidates": self.candidates,
-            "llm": {"provider": "none", "model": None, "latency_s": 0.0, "fallback": True},
+            "llm": self.llm,
         }
 
 
@@ -54,8 +56,10 @@ class ExplainService:
         dependencies: DependencyMap | None = None,
         budget: int = 300,
         identifying_labels: Sequence[str] = IDENTIFYING_LABELS,
+        writer: NoteWriter | None = None,
     ) -> None:
         self.source = source
+        self.writer = writer if writer is not None else NoteWriter(None)
         self.dependencies = dependencies
         self.budget = budget
         self.identifying_labels = tuple(identifying_labels)
@@ -88,9 +92,13 @@ class ExplainService:
             "window_s": window_s,
             "evidence": evidence.to_dict(),
         }
-        return RootCauseReport(
-            symptom_info, changed, template_summary(symptom.name, changed), len(candidates)
-        )
+        draft = {
+            "symptom": symptom_info,
+            "causes": [cause.to_dict() for cause in changed],
+            "summary": template_summary(symptom.name, changed),
+        }
+        note = self.writer.write(draft)
+        return RootCauseReport(symptom_info, changed, note.text, len(candidates), note.to_dict())
 
     def _candidates(self, symptom: Series, span: TimeRange, step_s: float) -> list[Series]:
         """Every series when the estate fits the budget; else those sharing an identifying

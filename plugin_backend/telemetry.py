@@ -12,6 +12,7 @@ import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -64,6 +65,31 @@ class Telemetry:
             ["source", "operation", "code"],
             registry=self.registry,
         )
+        self.llm_calls = Counter(
+            "plugin_backend_llm_calls_total",
+            "Calls to the LLM that writes root-cause notes, by outcome (ok, failure, rejected).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.llm_latency = Histogram(
+            "plugin_backend_llm_latency_seconds",
+            "Time of LLM calls for notes.",
+            ["provider"],
+            buckets=(0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0),
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "plugin_backend_llm_tokens_total",
+            "Tokens used by note LLM calls, by kind (prompt, completion).",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self.note_fallbacks = Counter(
+            "plugin_backend_note_fallbacks_total",
+            "Notes written from the deterministic template instead of the LLM, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.build_info = Gauge(
             "plugin_backend_build_info",
             "Build information (always 1).",
@@ -78,6 +104,25 @@ class Telemetry:
             self.source_request_duration.labels(source_kind, operation).observe(duration_s)
             if error_code is not None:
                 self.source_request_failures.labels(source_kind, operation, error_code).inc()
+
+        return observe
+
+    def note_observer(self) -> Callable[[str, float, dict[str, Any]], None]:
+        """Observer for ``NoteWriter`` events (labels are bounded: provider, outcome)."""
+
+        def observe(event: str, latency_s: float, info: dict[str, Any]) -> None:
+            provider = str(info.get("provider") or "none")
+            if event == "call":
+                self.llm_calls.labels(provider, "ok").inc()
+                self.llm_latency.labels(provider).observe(latency_s)
+                for kind in ("prompt", "completion"):
+                    tokens = info.get(f"{kind}_tokens")
+                    if isinstance(tokens, int):
+                        self.llm_tokens.labels(provider, kind).inc(tokens)
+            elif event in ("failure", "rejected"):
+                self.llm_calls.labels(provider, event).inc()
+            elif event == "fallback":
+                self.note_fallbacks.labels(str(info.get("kind") or "other")).inc()
 
         return observe
 

@@ -23,6 +23,7 @@ PURE = [
     "datasource",
     "scoring",
     "rca",
+    "llm",
 ]
 # Documented exceptions: model files are read and written through the artefact
 # adapter (atomic writes, format version), lazily, by the transformer and trainer.

@@ -6,7 +6,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from plugin_backend.bootstrap import build_dependencies, build_source
+from plugin_backend.bootstrap import build_dependencies, build_note_writer, build_source
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
 from plugin_backend.detection import DetectionService
@@ -58,7 +58,10 @@ def create_app(
         max_promql_length=settings.max_promql_length,
     )
     app.extensions["plugin_backend.explain"] = ExplainService(
-        source, dependencies=build_dependencies(settings), budget=settings.rca_budget
+        source,
+        dependencies=build_dependencies(settings),
+        budget=settings.rca_budget,
+        writer=build_note_writer(settings, telemetry),
     )
     app.register_blueprint(ops_blueprint)
     app.register_blueprint(explain_blueprint)

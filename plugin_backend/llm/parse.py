@@ -1,0 +1,205 @@
+"""Strict parsing of the model's note: JSON against a schema, and every name checked
+against the evidence.
+
+A note passes only when its ``cause`` (one of the shown causes, when
+``cause_names`` is given), every ``chain`` entry and ``first_check`` are names
+from the evidence, and its text names nothing else: every ``name{...}`` mention
+must select a series of the evidence, every identifier-like token (``snake_case``
+or ``ns:metric``) and every double-quoted or backticked span must be an evidence
+name, and no ``known_names`` outside the evidence may appear. Anything else raises
+``NoteRejected`` with the precise reason; the writer then falls back to the
+template note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Set
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from plugin_backend.errors import LLMError
+
+__all__ = ["MAX_NOTE_WORDS", "MAX_SENTENCES", "Note", "NoteRejected", "parse_note"]
+
+MAX_NOTE_WORDS = 60
+MAX_SENTENCES = 3
+MAX_ANSWER_CHARS = 20_000
+_SERIES = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\{([^{}]*)\}")
+_PAIR = re.compile(r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:,|$)""")
+_IDENT = re.compile(r"(?<![\w:.\-/])[a-zA-Z_:][a-zA-Z0-9_:]*")
+_QUOTED = re.compile(r'"([^"\n]{1,200})"|`([^`\n]{1,200})`')
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class NoteRejected(LLMError):
+    """The model's answer is not a valid note for this evidence."""
+
+    code = "llm_note_rejected"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"LLM note rejected: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    cause: str
+    chain: tuple[str, ...]
+    note: str
+    first_check: str
+
+
+class _NoteModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    cause: _Name
+    chain: list[_Name] = Field(max_length=6)
+    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=600)]
+    first_check: _Name
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _first_json_object(text: str) -> dict[str, Any]:
+    if len(text) > MAX_ANSWER_CHARS:
+        raise NoteRejected(f"answer too long ({len(text)} characters)")
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise NoteRejected("no JSON object in the answer")
+
+
+def _pairs(body: str) -> frozenset[tuple[str, str]] | None:
+    """The label pairs of a selector body, or ``None`` when it is not one."""
+    pairs: set[tuple[str, str]] = set()
+    pos = 0
+    body = body.strip()
+    while pos < len(body):
+        match = _PAIR.match(body, pos)
+        if match is None or match.end() == pos:
+            return None
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        pairs.add((match.group(1), " ".join(value.split())))
+        pos = match.end()
+    return frozenset(pairs)
+
+
+class _Evidence:
+    """The allowed names, indexed for matching."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.plain: set[str] = set()
+        self.series: dict[str, list[frozenset[tuple[str, str]]]] = {}
+        self.tokens: set[str] = set()
+        for raw in names:
+            name = " ".join(raw.split())
+            if not name:
+                continue
+            self.plain.add(name.casefold())
+            match = _SERIES.fullmatch(name)
+            pairs = _pairs(match.group(2)) if match else None
+            if match is not None and pairs is not None:
+                self.series.setdefault(match.group(1) or "", []).append(pairs)
+                self.tokens.add((match.group(1) or "").casefold())
+                for key, value in pairs:
+                    self.tokens |= {key.casefold(), value.casefold()}
+
+    def allows(self, raw: str) -> bool:
+        name = " ".join(raw.split())
+        if name.casefold() in self.plain:
+            return True
+        match = _SERIES.fullmatch(name)
+        if match is None:
+            return False
+        pairs = _pairs(match.group(2))
+        if pairs is None:
+            return False
+        metric = match.group(1)
+        pools = [self.series.get(metric, [])] if metric else list(self.series.values())
+        return any(pairs <= known for pool in pools for known in pool)
+
+    def allows_token(self, token: str) -> bool:
+        return token.casefold() in self.plain or token.casefold() in self.tokens
+
+
+def _check_text(note: str, evidence: _Evidence, known_names: Set[str]) -> None:
+    for match in _SERIES.finditer(note):
+        if not evidence.allows(match.group(0)):
+            raise NoteRejected(f"note names a series not in the evidence: {_short(match[0])}")
+    prose = _SERIES.sub(" ", note)
+    for match in _QUOTED.finditer(prose):
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        if not evidence.allows(quoted):
+            raise NoteRejected(f"note quotes a name not in the evidence: {_short(quoted)}")
+    for match in _IDENT.finditer(prose):
+        token = match.group(0).rstrip(":")
+        if ("_" in token or ":" in token) and not evidence.allows_token(token):
+            raise NoteRejected(f"note names {_short(token)}, which is not in the evidence")
+    lowered = prose.casefold()
+    for known in sorted(known_names):
+        if evidence.allows(known) or not known.strip():
+            continue
+        if re.search(rf"(?<![\w-]){re.escape(known.casefold())}(?![\w-])", lowered):
+            raise NoteRejected(f"note names {_short(known)}, which is not in the evidence")
+    words = len(note.split())
+    if words > MAX_NOTE_WORDS:
+        raise NoteRejected(f"note has {words} words, at most {MAX_NOTE_WORDS} allowed")
+    sentences = [s for s in _SENTENCE_END.split(prose.strip()) if s.strip()]
+    if len(sentences) > MAX_SENTENCES:
+        raise NoteRejected(f"note has {len(sentences)} sentences, at most {MAX_SENTENCES} allowed")
+
+
+def parse_note(
+    text: str,
+    allowed_names: Set[str],
+    *,
+    cause_names: Set[str] | None = None,
+    known_names: Set[str] = frozenset(),
+) -> Note:
+    """The note in the model's answer ``text``; raise ``NoteRejected`` unless it is
+    valid and names only ``allowed_names`` (see the module docstring).
+
+    ``cause_names`` (the shown causes) narrows what ``cause`` may be;
+    ``known_names`` are names the service knows (entities of the dependency map)
+    that the note must not mention unless they are in the evidence.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise NoteRejected("empty answer")
+    data = _first_json_object(text)
+    try:
+        model = _NoteModel.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
+            for err in exc.errors()[:3]
+        )
+        raise NoteRejected(f"answer does not match the schema ({problems})") from None
+    evidence = _Evidence(allowed_names)
+    causes = _Evidence(cause_names) if cause_names is not None else evidence
+    if not causes.allows(model.cause):
+        raise NoteRejected(f"cause {_short(model.cause)} is not a cause in the evidence")
+    for entry in model.chain:
+        if not evidence.allows(entry):
+            raise NoteRejected(f"chain entry {_short(entry)} is not in the evidence")
+    if not evidence.allows(model.first_check):
+        raise NoteRejected(f"first_check {_short(model.first_check)} is not in the evidence")
+    _check_text(model.note, evidence, known_names)
+    return Note(
+        cause=" ".join(model.cause.split()),
+        chain=tuple(" ".join(c.split()) for c in model.chain),
+        note=" ".join(model.note.split()),
+        first_check=" ".join(model.first_check.split()),
+    )

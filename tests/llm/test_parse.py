@@ -1,0 +1,110 @@
+"""Strict parsing of the model's note against the evidence."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from plugin_backend.errors import LLMError
+from plugin_backend.llm.parse import Note, NoteRejected, parse_note
+
+ALLOWED = {
+    'pg_connections{service="postgres"}',
+    "pg_connections",
+    "postgres",
+    'http_latency_seconds{service="checkout"}',
+    "http_latency_seconds",
+    "checkout",
+    'node_cpu{instance="10.0.0.1:9100", node="node-b"}',
+    "node-b",
+}
+CAUSES = {'pg_connections{service="postgres"}', "pg_connections", "postgres"}
+
+
+def answer(**fields: Any) -> str:
+    base: dict[str, Any] = {
+        "cause": 'pg_connections{service="postgres"}',
+        "chain": ["postgres", "checkout"],
+        "note": "Postgres connections rose 4 minutes before checkout latency; "
+        "the database slowed the checkout service.",
+        "first_check": 'pg_connections{service="postgres"}',
+    }
+    base.update(fields)
+    return json.dumps(base)
+
+
+def test_a_good_answer_parses() -> None:
+    note = parse_note(answer(), ALLOWED, cause_names=CAUSES)
+    assert note == Note(
+        cause='pg_connections{service="postgres"}',
+        chain=("postgres", "checkout"),
+        note="Postgres connections rose 4 minutes before checkout latency; "
+        "the database slowed the checkout service.",
+        first_check='pg_connections{service="postgres"}',
+    )
+
+
+def test_answer_in_prose_and_code_fence() -> None:
+    text = f"Sure! Here is the note:\n```json\n{answer()}\n```\nHope this helps {{:}}"
+    assert parse_note(text, ALLOWED).cause == 'pg_connections{service="postgres"}'
+
+
+def test_series_mentions_in_the_note_may_use_a_label_subset() -> None:
+    note = 'node_cpu{node="node-b"} dropped after http_latency_seconds{service="checkout"} rose.'
+    assert parse_note(answer(note=note), ALLOWED).note == note
+    metric_only = "pg_connections rose before http_latency_seconds."
+    assert parse_note(answer(note=metric_only), ALLOWED).note == metric_only
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty answer"),
+        ("The cause is postgres.", "no JSON object"),
+        ('{"cause": "postgres", "chain": [', "no JSON object"),
+        ("[1, 2]", "no JSON object"),
+        (answer(chain="postgres"), "schema"),
+        (answer(cause=None), "schema"),
+        (answer(note=""), "schema"),
+        (answer(chain=["postgres"] * 7), "schema"),
+        ('{"cause": "postgres"}', "schema"),
+        (answer(cause="X"), "cause 'X' is not a cause"),
+        (answer(cause="checkout"), "cause 'checkout' is not a cause"),
+        (answer(cause='redis_memory{service="redis"}'), "is not a cause"),
+        (answer(chain=["redis", "checkout"]), "chain entry 'redis'"),
+        (answer(first_check="disk_io_seconds"), "first_check 'disk_io_seconds'"),
+        (answer(note='redis_memory{service="redis"} filled up.'), "names a series not in"),
+        (answer(note='pg_connections{service="redis"} rose.'), "names a series not in"),
+        (answer(note="kafka_consumer_lag grew first."), "'kafka_consumer_lag'"),
+        (answer(note='The "X" service failed.'), "quotes a name"),
+        (answer(note="One. Two. Three. Four."), "4 sentences"),
+        (answer(note=" ".join(["word"] * 61)), "61 words"),
+    ],
+)
+def test_rejections_name_the_reason(text: str, reason: str) -> None:
+    with pytest.raises(NoteRejected) as caught:
+        parse_note(text, ALLOWED, cause_names=CAUSES)
+    assert reason in caught.value.reason
+    assert isinstance(caught.value, LLMError)
+    assert caught.value.code == "llm_note_rejected"
+
+
+def test_known_entities_outside_the_evidence_are_rejected() -> None:
+    text = answer(note="Postgres, not redis, slowed checkout.")
+    with pytest.raises(NoteRejected, match="'redis'"):
+        parse_note(text, ALLOWED, known_names={"redis", "postgres"})
+    assert parse_note(answer(), ALLOWED, known_names={"redis", "postgres"})
+
+
+def test_extra_keys_are_ignored_and_whitespace_normalised() -> None:
+    text = answer(confidence=0.9, cause="  postgres ", first_check="pg_connections")
+    note = parse_note(text, ALLOWED)
+    assert note.cause == "postgres"
+    assert note.first_check == "pg_connections"
+
+
+def test_huge_answers_are_rejected() -> None:
+    with pytest.raises(NoteRejected, match="too long"):
+        parse_note("x" * 30_000 + answer(), ALLOWED)
