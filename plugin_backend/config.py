@@ -82,7 +82,7 @@ class Settings(BaseModel):
 
     # --- the LLM that phrases root-cause notes -------------------------------------
     llm_provider: Literal["local", "openai", "none"] = Field(
-        "none",
+        "local",
         description="local: the packaged model behind `plugin-backend llm-serve`; openai: any "
         "OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, hosted); none: template notes",
     )

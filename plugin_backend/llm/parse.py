@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -58,10 +58,11 @@ class Note:
 class _NoteModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    cause: _Name
-    chain: list[_Name] = Field(max_length=6)
+    # v1 names the cause; v2 gives the number of its evidence line (fewer tokens).
+    cause: _Name | Annotated[int, Field(ge=1, le=10)]
+    chain: list[_Name] = Field(default_factory=list, max_length=6)
     note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=600)]
-    first_check: _Name
+    first_check: _Name | None = None
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -168,13 +169,16 @@ def parse_note(
     *,
     cause_names: Set[str] | None = None,
     known_names: Set[str] = frozenset(),
+    numbered: Sequence[str] = (),
 ) -> Note:
     """The note in the model's answer ``text``; raise ``NoteRejected`` unless it is
     valid and names only ``allowed_names`` (see the module docstring).
 
     ``cause_names`` (the shown causes) narrows what ``cause`` may be;
     ``known_names`` are names the service knows (entities of the dependency map)
-    that the note must not mention unless they are in the evidence.
+    that the note must not mention unless they are in the evidence. ``numbered``
+    are the shown causes in order, for answers that give the cause's line number
+    (its series is then also the first thing to check).
     """
     if not isinstance(text, str) or not text.strip():
         raise NoteRejected("empty answer")
@@ -189,17 +193,24 @@ def parse_note(
         raise NoteRejected(f"answer does not match the schema ({problems})") from None
     evidence = _Evidence(allowed_names)
     causes = _Evidence(cause_names) if cause_names is not None else evidence
-    if not causes.allows(model.cause):
-        raise NoteRejected(f"cause {_short(model.cause)} is not a cause in the evidence")
+    if isinstance(model.cause, int):
+        if model.cause > len(numbered):
+            raise NoteRejected(f"cause {model.cause} is not a line of the evidence")
+        cause = numbered[model.cause - 1]
+    else:
+        cause = model.cause
+        if not causes.allows(cause):
+            raise NoteRejected(f"cause {_short(cause)} is not a cause in the evidence")
     for entry in model.chain:
         if not evidence.allows(entry):
             raise NoteRejected(f"chain entry {_short(entry)} is not in the evidence")
-    if not evidence.allows(model.first_check):
-        raise NoteRejected(f"first_check {_short(model.first_check)} is not in the evidence")
+    first_check = model.first_check if model.first_check is not None else cause
+    if not evidence.allows(first_check):
+        raise NoteRejected(f"first_check {_short(first_check)} is not in the evidence")
     _check_text(model.note, evidence, known_names)
     return Note(
-        cause=" ".join(model.cause.split()),
+        cause=" ".join(cause.split()),
         chain=tuple(" ".join(c.split()) for c in model.chain),
         note=" ".join(model.note.split()),
-        first_check=" ".join(model.first_check.split()),
+        first_check=" ".join(first_check.split()),
     )

@@ -36,6 +36,7 @@ __all__ = [
     "display_series",
     "estimate_tokens",
     "load_prompt",
+    "numbered_causes",
     "sanitize_label_value",
 ]
 
@@ -76,7 +77,7 @@ class Prompt:
 
 
 @functools.lru_cache(maxsize=8)
-def load_prompt(version: str = "note_v1") -> Prompt:
+def load_prompt(version: str = "note_v2") -> Prompt:
     """The prompt ``plugin_backend/llm/prompts/<version>.yaml`` (package data)."""
     if not _VERSION.fullmatch(version):
         raise ConfigError(f"invalid prompt version {version!r} (expected e.g. 'note_v1')")
@@ -235,6 +236,11 @@ def allowed_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     for cause in _causes(report, prompt.max_causes):
         names |= _shown(cause).names
     return names
+
+
+def numbered_causes(report: Mapping[str, Any], prompt: Prompt) -> list[str]:
+    """The shown causes' series, in the order of their numbered lines."""
+    return [_shown(cause).series for cause in _causes(report, prompt.max_causes)]
 
 
 def cause_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:

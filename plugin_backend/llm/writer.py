@@ -29,6 +29,7 @@ from plugin_backend.llm.prompting import (
     build_messages,
     cause_names,
     load_prompt,
+    numbered_causes,
 )
 
 __all__ = ["NoteObserver", "NoteWriter", "WrittenNote", "compose_note"]
@@ -143,6 +144,7 @@ class NoteWriter:
                 allowed_names(report, self.prompt),
                 cause_names=cause_names(report, self.prompt),
                 known_names=self.known_names,
+                numbered=numbered_causes(report, self.prompt),
             )
         except NoteRejected as exc:
             self._observe("rejected", latency, {"reason": exc.reason, **tokens})

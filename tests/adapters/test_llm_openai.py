@@ -16,6 +16,7 @@ import pytest
 from plugin_backend.adapters.llm_openai import OpenAICompatibleLLM, chat_completions_url
 from plugin_backend.errors import ConfigError, LLMError
 from plugin_backend.llm.port import LLM, Message
+from plugin_backend.llm.prompting import load_prompt
 from plugin_backend.llm.writer import NoteWriter
 
 API_KEY = "sk-test-SECRET-123"
@@ -152,7 +153,7 @@ def test_good_answer_end_to_end(endpoint: Endpoint) -> None:
     body = sent["body"]
     assert body["model"] == "qwen2.5:0.5b"
     assert body["temperature"] == 0
-    assert body["max_tokens"] == 160
+    assert body["max_tokens"] == load_prompt().max_tokens
     assert "response_format" not in body
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
 

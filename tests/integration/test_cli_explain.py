@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,11 +15,13 @@ pytestmark = pytest.mark.integration
 
 
 def _run(*args):
+    env = {**os.environ, "PLUGIN_BACKEND_LLM_PROVIDER": "none"}
     return subprocess.run(
         [sys.executable, "-m", "plugin_backend", "explain", *args],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
 
 
@@ -35,6 +38,7 @@ def test_json_report_from_a_real_prometheus(prometheus_url):
     assert set(report) >= {"symptom", "causes", "summary", "llm"}
     assert report["candidates"] > 10
     assert report["llm"]["provider"] == "none"
+    assert report["llm"]["fallback"] is True
 
 
 def test_readable_report_and_errors(prometheus_url):

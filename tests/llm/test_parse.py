@@ -108,3 +108,23 @@ def test_extra_keys_are_ignored_and_whitespace_normalised() -> None:
 def test_huge_answers_are_rejected() -> None:
     with pytest.raises(NoteRejected, match="too long"):
         parse_note("x" * 30_000 + answer(), ALLOWED)
+
+
+def test_v2_answers_give_the_cause_by_line_number() -> None:
+    from plugin_backend.llm.parse import NoteRejected, parse_note
+
+    numbered = ['pg_connections_in_use{service="postgres"}', 'redis_hit_ratio{service="redis"}']
+    allowed = {*numbered, "pg_connections_in_use", "postgres", "checkout", "redis_hit_ratio"}
+    note = parse_note(
+        '{"cause": 1, "note": "postgres ran out of connections, slowing checkout."}',
+        allowed,
+        numbered=numbered,
+    )
+    assert note.cause == numbered[0]
+    assert note.first_check == numbered[0]
+    import pytest
+
+    with pytest.raises(NoteRejected, match="not a line"):
+        parse_note('{"cause": 3, "note": "x"}', allowed, numbered=numbered)
+    with pytest.raises(NoteRejected):
+        parse_note('{"cause": 1, "note": "kafka_lag caused it"}', allowed, numbered=numbered)

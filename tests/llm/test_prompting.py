@@ -69,13 +69,21 @@ def report(causes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
 
 
 def test_load_prompt_has_schema_and_placeholders() -> None:
-    prompt = load_prompt()
+    prompt = load_prompt("note_v1")
     assert prompt.version == "note_v1"
     assert '"first_check"' in prompt.system
     assert "${schema}" not in prompt.system
     assert "${symptom}" in prompt.user_template
     assert prompt.max_causes == 5
-    assert load_prompt("note_v1") == prompt
+    assert load_prompt("note_v1") is prompt or load_prompt("note_v1") == prompt
+
+
+def test_the_default_prompt_is_v2_numbered_and_short() -> None:
+    prompt = load_prompt()
+    assert prompt.version == "note_v2"
+    assert '"cause": <line number>' in prompt.system
+    assert prompt.max_causes == 3
+    assert prompt.max_tokens <= 60
 
 
 @pytest.mark.parametrize("version", ["../secrets", "missing_v9", "NOTE"])
@@ -125,10 +133,10 @@ def test_messages_summarise_the_evidence_in_bounded_lines() -> None:
 
 def test_at_most_five_causes_are_shown() -> None:
     causes = [_cause(f"metric_{i}", {"service": f"s{i}"}) for i in range(12)]
-    user = build_messages(report(causes), load_prompt())[1]["content"]
+    user = build_messages(report(causes), load_prompt("note_v1"))[1]["content"]
     assert "metric_4" in user
     assert "metric_5" not in user
-    assert "metric_5" not in allowed_names(report(causes), load_prompt())
+    assert "metric_5" not in allowed_names(report(causes), load_prompt("note_v1"))
 
 
 def test_hostile_label_values_cannot_change_the_prompt_structure() -> None:

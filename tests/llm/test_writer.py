@@ -8,6 +8,7 @@ from typing import Any
 
 from plugin_backend.errors import LLMError
 from plugin_backend.llm.port import LLM, Completion, Message
+from plugin_backend.llm.prompting import load_prompt
 from plugin_backend.llm.writer import NoteWriter
 
 REPORT: dict[str, Any] = {
@@ -88,7 +89,7 @@ def test_a_good_note_is_used() -> None:
     assert [e for e, _ in events] == ["call"]
     assert events[0][1]["prompt_tokens"] == 120
     _messages, max_tokens, timeout_s = llm.calls[0]
-    assert (max_tokens, timeout_s) == (160, 3.0)
+    assert (max_tokens, timeout_s) == (load_prompt().max_tokens, 3.0)
     assert written.to_dict()["fallback"] is False
 
 

@@ -16,7 +16,10 @@ def telemetry() -> Telemetry:
 
 @pytest.fixture
 def demo_app(telemetry):
-    settings = load_settings({"PLUGIN_BACKEND_MAX_BODY_BYTES": "4096"})
+    # Template notes: the LLM paths have their own tests (test_explain_llm.py).
+    settings = load_settings(
+        {"PLUGIN_BACKEND_MAX_BODY_BYTES": "4096", "PLUGIN_BACKEND_LLM_PROVIDER": "none"}
+    )
     return create_app(settings, source=DemoSource(seed=7), telemetry=telemetry)
 
 
