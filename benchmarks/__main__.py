@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_detection, bench_query, bench_rca, bench_scoring
+from benchmarks import bench_detection, bench_notes, bench_query, bench_rca, bench_scoring
 
 BENCHMARKS = {
     "query": bench_query.main,
     "detection": bench_detection.main,
     "scoring": bench_scoring.main,
     "rca": bench_rca.main,
+    "notes": bench_notes.main,
 }
 
 
