@@ -69,6 +69,14 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
+# Small models often leave the quotes of a series name unescaped inside "note". For the
+# two-field v2 answer the value is still unambiguous: from the first quote after
+# "note": to the last quote before the closing brace. Its content is checked as usual.
+_V2_UNESCAPED = re.compile(
+    r'^\s*\{\s*"cause"\s*:\s*(\d+)\s*,\s*"note"\s*:\s*"(.*)"\s*\}\s*$', re.DOTALL
+)
+
+
 def _first_json_object(text: str) -> dict[str, Any]:
     if len(text) > MAX_ANSWER_CHARS:
         raise NoteRejected(f"answer too long ({len(text)} characters)")
@@ -80,6 +88,9 @@ def _first_json_object(text: str) -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             return value
+    repaired = _V2_UNESCAPED.search(text)
+    if repaired is not None:  # {"cause": 1, "note": "...unescaped "quotes"..."}
+        return {"cause": int(repaired.group(1)), "note": repaired.group(2)}
     raise NoteRejected("no JSON object in the answer")
 
 

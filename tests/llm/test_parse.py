@@ -128,3 +128,22 @@ def test_v2_answers_give_the_cause_by_line_number() -> None:
         parse_note('{"cause": 3, "note": "x"}', allowed, numbered=numbered)
     with pytest.raises(NoteRejected):
         parse_note('{"cause": 1, "note": "kafka_lag caused it"}', allowed, numbered=numbered)
+
+
+def test_v2_answer_with_unescaped_quotes_is_repaired_then_checked() -> None:
+    from plugin_backend.llm.parse import NoteRejected, parse_note
+
+    numbered = ['app_build_info{service="checkout", version="v2"}']
+    allowed = {*numbered, "app_build_info", "checkout"}
+    text = (
+        '{"cause": 1, "note": "app_build_info{service="checkout", version="v2"} '
+        'appeared before errors rose"}'
+    )
+    note = parse_note(text, allowed, numbered=numbered)
+    assert note.cause == numbered[0]
+    assert "appeared before errors rose" in note.note
+    invented = '{"cause": 1, "note": "kafka_lag{topic="x"} caused it"}'
+    import pytest
+
+    with pytest.raises(NoteRejected):
+        parse_note(invented, allowed, numbered=numbered)
