@@ -12,6 +12,7 @@ from plugin_backend.telemetry import Telemetry
 __all__ = ["LOCAL_LLM_URL", "build_dependencies", "build_note_writer", "build_source"]
 
 LOCAL_LLM_URL = "http://127.0.0.1:8091"
+LOCAL_LLM_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"  # what llm-serve serves
 
 
 def build_source(settings: Settings, telemetry: Telemetry | None = None) -> SeriesSource:
@@ -57,7 +58,7 @@ def build_note_writer(settings: Settings, telemetry: Telemetry | None = None) ->
 
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     url = str(settings.llm_url) if settings.llm_url is not None else LOCAL_LLM_URL
-    model = settings.llm_model or ("local" if settings.llm_provider == "local" else "")
+    model = settings.llm_model or (LOCAL_LLM_MODEL if settings.llm_provider == "local" else "")
     llm = OpenAICompatibleLLM(
         url, model, key, timeout_s=settings.llm_timeout_s, name=settings.llm_provider
     )
