@@ -93,7 +93,7 @@ class _Application(BaseApplication):  # type: ignore[misc]
         base = s.advertised_url()
         log.info(
             "plugin-backend %s listening on %s:%s with %d workers; source: %s; point Grafana's "
-            "simpod-json-datasource at %s/datasource; self-metrics at %s/metrics",
+            "simpod-json-datasource at %s/datasource; self-metrics at %s/metrics; notes: %s",
             __version__,
             s.host,
             s.port,
@@ -101,8 +101,18 @@ class _Application(BaseApplication):  # type: ignore[misc]
             source,
             base,
             base,
+            _llm_description(s),
             extra={"source": "demo" if s.uses_demo_source else "prometheus"},
         )
+
+
+def _llm_description(settings: Settings) -> str:
+    if settings.llm_provider == "none":
+        return "template only (PLUGIN_BACKEND_LLM_PROVIDER=none)"
+    if settings.llm_provider == "local":
+        url = str(settings.llm_url) if settings.llm_url else "http://127.0.0.1:8091"
+        return f"offline LLM at {url} (start it with `plugin-backend llm-serve`), else template"
+    return f"LLM {settings.llm_model} at {settings.llm_url}, else template"
 
 
 def gunicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
