@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests and benchmarks use:
-# prometheus (the server, and promtool for backfilling test data).
+# prometheus (the server, and promtool for backfilling test data and checking configs),
+# chromium + chromium-driver (headless browser tests of the pages we serve) and
+# docker-compose (validates docker-compose.yml with `config`; no Docker engine needed).
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
