@@ -95,6 +95,27 @@ class Settings(BaseModel):
 
     # --- probes and limits -------------------------------------------------
     readiness_timeout_s: float = Field(2.0, gt=0, le=60)
+    # Store (incidents, annotation outbox, alert intake queue) and the worker.
+    store_url: str = Field(
+        default_factory=lambda: f"sqlite:///{_default_store_path()}",
+        description="SQLAlchemy URL: an SQLite file by default, postgresql://... for PostgreSQL",
+    )
+    retention_days: float = Field(
+        30.0, gt=0, description="closed incidents and delivered annotations kept this long"
+    )
+    rules: Path | None = Field(
+        None, description="watch-rules YAML; the alert webhooks look rules up here by name"
+    )
+    grafana_url: AnyHttpUrl | None = Field(
+        None, description="Grafana base URL; annotations are only stored when unset"
+    )
+    grafana_token: SecretStr | None = Field(None, description="service-account token")
+    grafana_org_id: int | None = Field(None, ge=1, description="sent as X-Grafana-Org-Id")
+    grafana_timeout_s: float = Field(10.0, gt=0, le=300)
+    delivery_backoff_s: float = Field(
+        2.0, gt=0, le=3600, description="first retry delay of an annotation; doubles per try"
+    )
+    delivery_backoff_max_s: float = Field(300.0, gt=0, le=86_400)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_targets: int = Field(50, ge=1)
     max_points_per_series: int = Field(50_000, ge=100)
@@ -131,7 +152,7 @@ class Settings(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("prometheus_ca_file", "dependencies")
+    @field_validator("prometheus_ca_file", "dependencies", "rules")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -160,6 +181,22 @@ class Settings(BaseModel):
             )
         return self
 
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
+        return value
+
+    @model_validator(mode="after")
+    def _grafana_token(self) -> Settings:
+        if self.grafana_url is not None and self.grafana_token is None:
+            raise ValueError(
+                "PLUGIN_BACKEND_GRAFANA_URL needs PLUGIN_BACKEND_GRAFANA_TOKEN "
+                "(a service-account token that may write annotations)"
+            )
+        return self
+
     @property
     def uses_demo_source(self) -> bool:
         return self.prometheus_url is None
@@ -170,6 +207,12 @@ class Settings(BaseModel):
             return str(self.public_url).rstrip("/")
         host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         return f"http://{host}:{self.port}"
+
+
+def _default_store_path() -> Path:
+    """``$XDG_STATE_HOME/plugin-backend/plugin-backend.db`` (``~/.local/state/...``)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "plugin-backend" / "plugin-backend.db"
 
 
 def load_settings(

@@ -15,7 +15,8 @@ BackendError
 │   ├── PrometheusError              transport failure or 5xx from Prometheus
 │   │   ├── PrometheusTimeout (504)
 │   │   └── PrometheusQueryError (422) Prometheus could not execute the query
-│   ├── GrafanaError
+│   ├── GrafanaError                 Grafana's API failed (annotations: retried from the outbox)
+│   ├── StoreError (503)             the incident store (SQLite / PostgreSQL) failed
 │   └── LLMError                     never reaches Grafana: notes fall back to a template
 └── ModelError                       NotFitted, InsufficientData, ArtifactError
 ```
@@ -43,6 +44,7 @@ __all__ = [
     "PrometheusQueryError",
     "PrometheusTimeout",
     "RequestError",
+    "StoreError",
     "UpstreamError",
 ]
 
@@ -115,7 +117,31 @@ class PrometheusQueryError(PrometheusError):
 
 
 class GrafanaError(UpstreamError):
+    """Grafana's HTTP API failed. ``status``: its HTTP status (None: no answer);
+    ``in_doubt``: the request may have been applied (timeout, dropped connection);
+    ``retryable``: trying again later may succeed (5xx, 429, transport errors)."""
+
     code = "grafana_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        in_doubt: bool = False,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.in_doubt = in_doubt
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class StoreError(UpstreamError):
+    code = "store_error"
+    http_status = 503
 
 
 class LLMError(UpstreamError):

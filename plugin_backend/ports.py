@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
+from plugin_backend.incidents import OutboxRow
 from plugin_backend.types import Labels, Series, TimeRange
 
-__all__ = ["SeriesSource"]
+__all__ = ["AnnotationSink", "OutboxStore", "SeriesSource"]
 
 
 @runtime_checkable
@@ -53,3 +54,33 @@ class SeriesSource(Protocol):
     def check_ready(self, timeout_s: float) -> None:
         """Raise an ``UpstreamError`` unless the source answers a real query in time."""
         ...
+
+
+class AnnotationSink(Protocol):
+    """Grafana's annotation API. Raises ``GrafanaError`` (with ``in_doubt``/``retryable``)."""
+
+    def create_annotation(self, body: Mapping[str, Any]) -> int: ...
+
+    def patch_annotation(self, annotation_id: int, body: Mapping[str, Any]) -> None: ...
+
+    def find_annotations(
+        self, *, tags: Sequence[str] = (), dashboard_uid: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
+
+
+class OutboxStore(Protocol):
+    """The outbox half of the store, as the deliverer uses it."""
+
+    def claim_due(self, now_s: float, *, lease_s: float, limit: int = 20) -> list[OutboxRow]: ...
+
+    def mark_in_doubt(self, row_id: int, now_s: float) -> None: ...
+
+    def mark_delivered(self, row: OutboxRow, grafana_id: int, now_s: float) -> None: ...
+
+    def forget_grafana_id(self, row_id: int, now_s: float) -> None: ...
+
+    def mark_retry(
+        self, row: OutboxRow, error: str, next_attempt_s: float, now_s: float, *, in_doubt: bool
+    ) -> None: ...
+
+    def mark_failed(self, row: OutboxRow, error: str, now_s: float) -> None: ...

@@ -1,0 +1,9 @@
+"""The store: incidents, the annotation outbox and the alert intake queue.
+
+SQLAlchemy Core over an SQLite file (default) or PostgreSQL (by URL); the schema
+is versioned with Alembic migrations shipped in ``migrations/``.
+"""
+
+from plugin_backend.store.store import AlertJob, OutboxRow, Store
+
+__all__ = ["AlertJob", "OutboxRow", "Store"]

@@ -1,0 +1,98 @@
+"""Table definitions (SQLAlchemy Core). Migrations in ``migrations/versions`` create
+exactly these; a test compares them so the two never drift."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["alert_jobs", "incidents", "metadata", "outbox"]
+
+metadata = MetaData()
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key", String(512), nullable=False, unique=True),
+    Column("origin", String(16), nullable=False),
+    Column("rule", String(128), nullable=True),
+    Column("title", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("series", Text, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    Column("peak_score", Float, nullable=True),
+    Column("direction", String(8), nullable=True),
+    Column("dashboard_uid", String(128), nullable=True),
+    Column("panel_id", Integer, nullable=True),
+    Column("note", Text, nullable=False),
+    Column("cause", Text, nullable=True),
+    Column("report", JSON, nullable=True),
+    Column("created_s", Float, nullable=False),
+    Column("updated_s", Float, nullable=False),
+    Index("ix_incidents_rule_status", "rule", "status"),
+    Index("ix_incidents_start", "start_s"),
+)
+
+# One row per incident annotation: its desired state (version) and what Grafana holds
+# (delivered_version, grafana_id). ``in_doubt``: an attempt was started whose outcome is
+# unknown (timeout, crash): look the annotation up by tag before creating it again.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "incident_id",
+        String(32),
+        ForeignKey("incidents.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("dashboard_uid", String(128), nullable=True),
+    Column("panel_id", Integer, nullable=True),
+    Column("time_ms", Integer, nullable=False),
+    Column("time_end_ms", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("delivered_version", Integer, nullable=False),
+    Column("grafana_id", Integer, nullable=True),
+    Column("in_doubt", Boolean, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_s", Float, nullable=False),
+    Column("lease_until_s", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("updated_s", Float, nullable=False),
+    Index("ix_outbox_due", "state", "next_attempt_s"),
+)
+
+# Alert webhooks are answered at once and processed by the worker from here.
+alert_jobs = Table(
+    "alert_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(512), nullable=False, unique=True),
+    Column("source", String(16), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("received_s", Float, nullable=False),
+    Column("updated_s", Float, nullable=False),
+    Index("ix_alert_jobs_state", "state", "received_s"),
+)

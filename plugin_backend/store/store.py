@@ -1,0 +1,440 @@
+"""``Store``: incidents, the annotation outbox and the alert intake queue, in one
+SQL database reached through SQLAlchemy Core.
+
+Every write is one short transaction. An incident and its annotation's desired
+state are saved together, so an annotation is recorded before anything is sent.
+Outbox rows are *claimed* with a lease before delivery, so two workers never
+deliver the same row at once; a crashed worker's lease simply expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from plugin_backend.errors import ConfigError, StoreError
+from plugin_backend.incidents import AlertJob, Annotation, Incident, OutboxRow
+from plugin_backend.store.schema import alert_jobs, incidents, outbox
+
+__all__ = ["AlertJob", "OutboxRow", "Store"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+HEAD_REVISION = "0001"
+_INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = _make_engine(url, echo=echo)
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def migrate(self) -> str:
+        """Upgrade the schema to the newest revision; returns it."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self._begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return self.schema_revision() or ""
+
+    def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self._connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def check_schema(self) -> None:
+        """Raise ``ConfigError`` unless the schema is at the newest revision."""
+        revision = self.schema_revision()
+        if revision != HEAD_REVISION:
+            raise ConfigError(
+                f"the store {self!r} is at schema revision {revision or 'none'}, this version "
+                f"needs {HEAD_REVISION}: run `plugin-backend db upgrade`"
+            )
+
+    def ping(self) -> None:
+        with self._connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- incidents ----------------------------------------------------------------------
+
+    def save_incident(
+        self, incident: Incident, annotation: Annotation | None, now_s: float
+    ) -> None:
+        """Insert or update ``incident``; queue ``annotation`` when it changed."""
+        row = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+        row["labels"] = dict(incident.labels)
+        row["report"] = dict(incident.report) if incident.report is not None else None
+        row["updated_s"] = now_s
+        with self._begin() as conn:
+            existing = conn.execute(
+                sa.select(incidents.c.created_s).where(incidents.c.id == incident.id)
+            ).first()
+            if existing is None:
+                row["created_s"] = now_s
+                conn.execute(incidents.insert().values(**row))
+            else:
+                row["created_s"] = existing.created_s
+                conn.execute(incidents.update().where(incidents.c.id == incident.id).values(**row))
+            if annotation is not None:
+                _queue(conn, annotation, now_s)
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        with self._connect() as conn:
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
+        return _incident(row._mapping) if row is not None else None
+
+    def list_incidents(
+        self,
+        *,
+        rule: str | None = None,
+        status: str | None = None,
+        service: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        limit: int = 200,
+    ) -> list[Incident]:
+        """Newest first; ``since``/``until`` select incidents overlapping that range."""
+        query = sa.select(incidents).order_by(incidents.c.start_s.desc())
+        if rule is not None:
+            query = query.where(incidents.c.rule == rule)
+        if status is not None:
+            query = query.where(incidents.c.status == status)
+        if since_s is not None:
+            query = query.where(incidents.c.end_s >= since_s)
+        if until_s is not None:
+            query = query.where(incidents.c.start_s <= until_s)
+        if service is None:
+            query = query.limit(limit)
+        with self._connect() as conn:
+            found = [_incident(r._mapping) for r in conn.execute(query)]
+        if service is not None:  # labels are JSON: filter here, portable across databases
+            found = [i for i in found if i.labels.get("service") == service][:limit]
+        return found
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def claim_due(self, now_s: float, *, lease_s: float, limit: int = 20) -> list[OutboxRow]:
+        """Pending rows due now, leased to the caller for ``lease_s``."""
+        with self._begin() as conn:
+            candidates = conn.execute(
+                sa.select(outbox.c.id)
+                .where(outbox.c.state == "pending", outbox.c.next_attempt_s <= now_s)
+                .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
+                .order_by(outbox.c.next_attempt_s)
+                .limit(limit)
+            ).all()
+            claimed: list[OutboxRow] = []
+            for (row_id,) in candidates:
+                won = conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id == row_id)
+                    .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
+                    .values(lease_until_s=now_s + lease_s)
+                ).rowcount
+                if won:
+                    row = conn.execute(sa.select(outbox).where(outbox.c.id == row_id)).one()
+                    claimed.append(_outbox_row(row._mapping))
+        return claimed
+
+    def mark_in_doubt(self, row_id: int, now_s: float) -> None:
+        """Record, before sending, that an attempt is starting (its outcome may be lost)."""
+        self._update_outbox(row_id, in_doubt=True, updated_s=now_s)
+
+    def mark_delivered(self, row: OutboxRow, grafana_id: int, now_s: float) -> None:
+        """Grafana holds ``row.version``; the row stays pending if it changed meanwhile."""
+        with self._begin() as conn:
+            current = conn.execute(sa.select(outbox.c.version).where(outbox.c.id == row.id)).one()
+            done = current.version == row.version
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == row.id)
+                .values(
+                    grafana_id=grafana_id,
+                    delivered_version=row.version,
+                    in_doubt=False,
+                    state="delivered" if done else "pending",
+                    attempts=0,
+                    last_error=None,
+                    lease_until_s=None,
+                    next_attempt_s=now_s,
+                    updated_s=now_s,
+                )
+            )
+
+    def forget_grafana_id(self, row_id: int, now_s: float) -> None:
+        """The annotation was deleted in Grafana: create it afresh on the next attempt."""
+        self._update_outbox(row_id, grafana_id=None, delivered_version=0, updated_s=now_s)
+
+    def mark_retry(
+        self, row: OutboxRow, error: str, next_attempt_s: float, now_s: float, *, in_doubt: bool
+    ) -> None:
+        self._update_outbox(
+            row.id,
+            attempts=row.attempts + 1,
+            last_error=error[:2000],
+            next_attempt_s=next_attempt_s,
+            lease_until_s=None,
+            in_doubt=in_doubt,
+            updated_s=now_s,
+        )
+
+    def mark_failed(self, row: OutboxRow, error: str, now_s: float) -> None:
+        """Grafana refused the annotation itself (4xx): keep it, visibly, for an operator."""
+        self._update_outbox(
+            row.id,
+            state="failed",
+            attempts=row.attempts + 1,
+            last_error=error[:2000],
+            lease_until_s=None,
+            in_doubt=False,
+            updated_s=now_s,
+        )
+
+    def retry_failed(self, now_s: float) -> int:
+        """Put every failed row back in the queue (after the operator fixed the cause)."""
+        with self._begin() as conn:
+            result = conn.execute(
+                outbox.update()
+                .where(outbox.c.state == "failed")
+                .values(state="pending", attempts=0, next_attempt_s=now_s, updated_s=now_s)
+            )
+        return int(result.rowcount)
+
+    def outbox_rows(self, state: str | None = None, limit: int = 200) -> list[OutboxRow]:
+        query = sa.select(outbox).order_by(outbox.c.updated_s.desc()).limit(limit)
+        if state is not None:
+            query = query.where(outbox.c.state == state)
+        with self._connect() as conn:
+            return [_outbox_row(r._mapping) for r in conn.execute(query)]
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "delivered": 0, "failed": 0}
+        with self._connect() as conn:
+            for state, n in conn.execute(
+                sa.select(outbox.c.state, sa.func.count()).group_by(outbox.c.state)
+            ):
+                counts[str(state)] = int(n)
+        return counts
+
+    # -- alert intake -------------------------------------------------------------------
+
+    def enqueue_alert(
+        self, key: str, source: str, payload: Mapping[str, Any], now_s: float
+    ) -> bool:
+        """Queue one alert for the worker; ``False`` when that key was queued before."""
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    alert_jobs.insert().values(
+                        key=key,
+                        source=source,
+                        payload=dict(payload),
+                        state="pending",
+                        attempts=0,
+                        received_s=now_s,
+                        updated_s=now_s,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def pending_alerts(self, limit: int = 50) -> list[AlertJob]:
+        query = (
+            sa.select(alert_jobs)
+            .where(alert_jobs.c.state == "pending")
+            .order_by(alert_jobs.c.received_s, alert_jobs.c.id)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [
+                AlertJob(r.id, r.key, r.source, dict(r.payload), r.attempts)
+                for r in conn.execute(query)
+            ]
+
+    def finish_alert(self, job: AlertJob, now_s: float, error: str | None = None) -> None:
+        """Done, or (with ``error``) retried later; failed for good after 5 attempts."""
+        attempts = job.attempts + (1 if error else 0)
+        state = "done" if error is None else ("failed" if attempts >= 5 else "pending")
+        with self._begin() as conn:
+            conn.execute(
+                alert_jobs.update()
+                .where(alert_jobs.c.id == job.id)
+                .values(state=state, attempts=attempts, last_error=error, updated_s=now_s)
+            )
+
+    def alert_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "done": 0, "failed": 0}
+        with self._connect() as conn:
+            for state, n in conn.execute(
+                sa.select(alert_jobs.c.state, sa.func.count()).group_by(alert_jobs.c.state)
+            ):
+                counts[str(state)] = int(n)
+        return counts
+
+    # -- retention ----------------------------------------------------------------------
+
+    def purge(self, older_than_s: float) -> dict[str, int]:
+        """Delete closed incidents that ended before ``older_than_s`` and whose annotation
+        was delivered (never an undelivered one), and finished alert jobs as old."""
+        with self._begin() as conn:
+            undelivered = sa.select(outbox.c.incident_id).where(outbox.c.state != "delivered")
+            old = (
+                sa.select(incidents.c.id)
+                .where(incidents.c.status == "closed", incidents.c.end_s < older_than_s)
+                .where(incidents.c.id.not_in(undelivered))
+            )
+            ids = [r.id for r in conn.execute(old)]
+            if ids:
+                conn.execute(outbox.delete().where(outbox.c.incident_id.in_(ids)))
+                conn.execute(incidents.delete().where(incidents.c.id.in_(ids)))
+            jobs = conn.execute(
+                alert_jobs.delete().where(
+                    alert_jobs.c.state != "pending", alert_jobs.c.updated_s < older_than_s
+                )
+            ).rowcount
+        return {"incidents": len(ids), "alert_jobs": int(jobs)}
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _update_outbox(self, row_id: int, **values: Any) -> None:
+        with self._begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id).values(**values))
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _queue(conn: Connection, annotation: Annotation, now_s: float) -> None:
+    desired = {
+        "dashboard_uid": annotation.dashboard_uid,
+        "panel_id": annotation.panel_id,
+        "time_ms": annotation.time_ms,
+        "time_end_ms": annotation.time_end_ms,
+        "text": annotation.text,
+        "tags": list(annotation.tags),
+    }
+    current = conn.execute(
+        sa.select(outbox).where(outbox.c.incident_id == annotation.incident_id)
+    ).first()
+    if current is None:
+        conn.execute(
+            outbox.insert().values(
+                incident_id=annotation.incident_id,
+                **desired,
+                version=1,
+                delivered_version=0,
+                grafana_id=None,
+                in_doubt=False,
+                state="pending",
+                attempts=0,
+                next_attempt_s=now_s,
+                updated_s=now_s,
+            )
+        )
+        return
+    mapping = current._mapping
+    if all(mapping[k] == v for k, v in desired.items()):
+        return
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.id == mapping["id"])
+        .values(
+            **desired,
+            version=mapping["version"] + 1,
+            state="pending",
+            attempts=0,
+            next_attempt_s=now_s,
+            updated_s=now_s,
+        )
+    )
+
+
+def _incident(row: Mapping[Any, Any]) -> Incident:
+    values = dict(row)
+    values["labels"] = dict(values["labels"] or {})
+    return Incident(**values)
+
+
+def _outbox_row(row: Mapping[Any, Any]) -> OutboxRow:
+    values = {k: v for k, v in row.items() if k != "lease_until_s"}
+    values["tags"] = list(values["tags"] or [])
+    values["in_doubt"] = bool(values["in_doubt"])
+    return OutboxRow(**values)
+
+
+def _make_engine(url: str, *, echo: bool) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"PLUGIN_BACKEND_STORE_URL: {exc}") from None
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":  # psycopg 3 (the `postgres` extra), not psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
+        except ImportError:
+            raise ConfigError(
+                "PLUGIN_BACKEND_STORE_URL names PostgreSQL but its driver is missing: "
+                "pip install 'plugin-backend[postgres]'"
+            ) from None
+    if parsed.database and parsed.database != ":memory:":
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"PLUGIN_BACKEND_STORE_URL: cannot create its folder: {exc}"
+            ) from None
+    engine = sa.create_engine(parsed, echo=echo, future=True, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        # WAL: the API's readers never block the worker's writer; busy_timeout: concurrent
+        # writers (API intake, worker) wait instead of failing; foreign keys cascade.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

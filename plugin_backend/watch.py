@@ -1,0 +1,204 @@
+"""One watch rule's cycle: score the recent window, open / extend / close incidents,
+explain new ones. A self-contained unit of work: a rule, the time and the rule's
+known incidents in; the incidents to save (with their annotations) and the rule's
+current score out. Nothing here touches the store or Grafana, so a task queue can
+spread cycles over many machines unchanged.
+
+Replaying history (``worker --since 6h``) is one cycle over the longer window:
+scores and alarms are causal (the score at t uses data up to t only), so each
+window found in the replay is exactly what a live cycle would have found, and its
+root cause is explained at the time it was first alarmed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plugin_backend.datasource.step import align_range
+from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
+from plugin_backend.errors import BackendError, InsufficientData
+from plugin_backend.explain import ExplainService
+from plugin_backend.incidents import Annotation, Incident, annotation_for, incident_id
+from plugin_backend.rules import Rule
+from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy
+from plugin_backend.types import TimeRange, format_series_name
+
+__all__ = ["CycleResult", "RuleCycle", "incident_title"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOOKBACK_S = 3600.0
+# While an incident is open it is saved and its annotation grows at most this often.
+ANNOTATION_REFRESH_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    rule: str
+    now_s: float
+    score: float | None  # the rule's latest anomaly score (max over its series)
+    changed: list[tuple[Incident, Annotation | None]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    note: str | None = None  # why nothing could be scored, when so
+
+
+def incident_title(rule: str, series: str, direction: str | None) -> str:
+    what = {"up": "above", "down": "below"}.get(direction or "", "outside")
+    return f"{rule}: {series} {what} its expected band"
+
+
+class RuleCycle:
+    def __init__(
+        self,
+        detection: DetectionService,
+        explain: ExplainService | None,
+        *,
+        link_base: str | None = None,
+        policy: WindowPolicy | None = None,
+    ) -> None:
+        self.detection = detection
+        self.explain = explain
+        self.link_base = link_base
+        self.policy = policy or WindowPolicy()
+
+    def run(
+        self,
+        rule: Rule,
+        now_s: float,
+        known: Sequence[Incident],
+        *,
+        lookback_s: float = DEFAULT_LOOKBACK_S,
+    ) -> CycleResult:
+        span = align_range(TimeRange(now_s - lookback_s, now_s), rule.step_s)
+        options = DetectOptions(
+            detector=rule.detector,
+            direction=rule.direction,
+            sensitivity=rule.sensitivity,
+            min_deviation=rule.min_deviation,
+        )
+        try:
+            found = self.detection.detect(rule.expr, span, rule.step_s, options)
+        except InsufficientData as exc:
+            return CycleResult(rule.name, now_s, None, note=exc.message)
+        result = CycleResult(rule.name, now_s, _latest_score(found))
+        remaining = [i for i in known if i.origin == "rule" and i.rule == rule.name]
+        for anomalies in found:
+            series = format_series_name(anomalies.labels)
+            for window in anomalies.windows:
+                match = _overlapping(remaining, series, window, self.policy.max_gap_s)
+                if match is None:
+                    incident = self._open(rule, anomalies, window, now_s)
+                    result.opened.append(incident.id)
+                    self._emit(result, incident, None)
+                else:
+                    remaining.remove(match)
+                    self._emit(result, _extend(match, window), match)
+        # Open incidents no window matches any more have ended: close them where they were.
+        for incident in remaining:
+            if incident.status == "open" and incident.end_s < now_s - self.policy.max_gap_s:
+                self._emit(result, dataclasses.replace(incident, status="closed"), incident)
+        result.closed.extend(i.id for i, _ in result.changed if i.status == "closed")
+        return result
+
+    def _open(
+        self, rule: Rule, anomalies: SeriesAnomalies, window: AnomalyWindow, now_s: float
+    ) -> Incident:
+        series = format_series_name(anomalies.labels)
+        key = f"rule:{rule.name}:{series}:{window.start_s:.0f}"
+        incident = Incident(
+            id=incident_id(key),
+            key=key,
+            origin="rule",
+            title=incident_title(rule.name, series, window.direction),
+            query=rule.expr,
+            series=series,
+            start_s=window.start_s,
+            end_s=window.end_s,
+            status="open" if window.open else "closed",
+            rule=rule.name,
+            labels={**dict(anomalies.labels), **rule.labels},
+            peak_score=_finite(window.peak_score),
+            direction=window.direction,
+            dashboard_uid=rule.dashboard_uid,
+            panel_id=rule.panel_id,
+            created_s=now_s,
+            updated_s=now_s,
+        )
+        return self._explained(incident, at_s=window.confirmed_s, window_s=rule.explain_window_s)
+
+    def _explained(self, incident: Incident, *, at_s: float, window_s: float) -> Incident:
+        if self.explain is None:
+            return incident
+        try:
+            report = self.explain.explain(incident.query, at_s, window_s)
+        except BackendError as exc:
+            log.warning("root cause of %s failed: %s", incident.title, exc.message)
+            return dataclasses.replace(incident, note=f"Root cause not available: {exc.message}")
+        top = report.causes[0].series if report.causes else None
+        return dataclasses.replace(
+            incident, note=report.summary, cause=top, report=report.to_dict()
+        )
+
+    def _emit(self, result: CycleResult, incident: Incident, before: Incident | None) -> None:
+        if before is not None and not _worth_saving(before, incident):
+            return
+        # Without a dashboard the incident is only stored (and shown by the incidents kind).
+        annotation = (
+            annotation_for(incident, link_base=self.link_base) if incident.dashboard_uid else None
+        )
+        result.changed.append((incident, annotation))
+
+
+def _latest_score(found: Sequence[SeriesAnomalies]) -> float | None:
+    latest: list[float] = []
+    for anomalies in found:
+        finite = anomalies.scored.score[np.isfinite(anomalies.scored.score)]
+        if finite.size:
+            latest.append(float(finite[-1]))
+    return max(latest) if latest else None
+
+
+def _overlapping(
+    known: Sequence[Incident], series: str, window: AnomalyWindow, gap_s: float
+) -> Incident | None:
+    for incident in known:
+        if (
+            incident.series == series
+            and incident.start_s <= window.end_s + gap_s
+            and window.start_s <= incident.end_s + gap_s
+        ):
+            return incident
+    return None
+
+
+def _extend(incident: Incident, window: AnomalyWindow) -> Incident:
+    peak = max(incident.peak_score or 0.0, _finite(window.peak_score) or 0.0)
+    return dataclasses.replace(
+        incident,
+        start_s=min(incident.start_s, window.start_s),
+        end_s=max(incident.end_s, window.end_s),
+        peak_score=peak,
+        status="open" if window.open else "closed",
+    )
+
+
+def _worth_saving(before: Incident, after: Incident) -> bool:
+    """Saved (and re-annotated) on a status or start change, a much higher peak, or once
+    the open incident has grown by ``ANNOTATION_REFRESH_S``, not on every cycle."""
+    return (
+        before.status != after.status
+        or before.start_s != after.start_s
+        or after.end_s - before.end_s >= ANNOTATION_REFRESH_S
+        or (after.peak_score or 0.0) > (before.peak_score or 0.0) * 1.2
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
