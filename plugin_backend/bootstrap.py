@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from plugin_backend.config import Settings
 from plugin_backend.errors import ConfigError
 from plugin_backend.llm.writer import NoteWriter
@@ -9,7 +11,20 @@ from plugin_backend.ports import SeriesSource
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.telemetry import Telemetry
 
-__all__ = ["LOCAL_LLM_URL", "build_dependencies", "build_note_writer", "build_source"]
+if TYPE_CHECKING:
+    from plugin_backend.adapters.grafana import GrafanaClient
+    from plugin_backend.rules import RuleSet
+    from plugin_backend.store import Store
+
+__all__ = [
+    "LOCAL_LLM_URL",
+    "build_dependencies",
+    "build_grafana",
+    "build_note_writer",
+    "build_rules",
+    "build_source",
+    "build_store",
+]
 
 LOCAL_LLM_URL = "http://127.0.0.1:8091"
 LOCAL_LLM_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"  # what llm-serve serves
@@ -63,3 +78,32 @@ def build_note_writer(settings: Settings, telemetry: Telemetry | None = None) ->
         url, model, key, timeout_s=settings.llm_timeout_s, name=settings.llm_provider
     )
     return NoteWriter(llm, observer=observer, timeout_s=settings.llm_timeout_s)
+
+
+def build_store(settings: Settings) -> Store:
+    from plugin_backend.store import Store
+
+    return Store(settings.store_url)
+
+
+def build_grafana(settings: Settings) -> GrafanaClient | None:
+    """The Grafana annotations client, or ``None`` when no Grafana is configured."""
+    if settings.grafana_url is None or settings.grafana_token is None:
+        return None
+    from plugin_backend.adapters.grafana import GrafanaClient
+
+    return GrafanaClient(
+        str(settings.grafana_url),
+        settings.grafana_token.get_secret_value(),
+        org_id=settings.grafana_org_id,
+        timeout_s=settings.grafana_timeout_s,
+    )
+
+
+def build_rules(settings: Settings) -> RuleSet | None:
+    """The watch rules of ``PLUGIN_BACKEND_RULES`` (the alert webhooks look rules up)."""
+    if settings.rules is None:
+        return None
+    from plugin_backend.rules import load_rules
+
+    return load_rules(settings.rules)

@@ -82,9 +82,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     llm_serve.set_defaults(handler=_llm_serve)
 
+    _add_store_commands(commands)
+
     check = commands.add_parser("config", help="validate the configuration and print it")
     check.set_defaults(handler=_print_config)
     return parser
+
+
+def _add_store_commands(commands: Any) -> None:
+    """worker, rules, db, outbox, incidents: the commands around the store."""
+    worker = commands.add_parser(
+        "worker",
+        help="run watch rules, process alert webhooks, deliver annotations to Grafana",
+    )
+    worker.add_argument("--rules", metavar="FILE", help="watch rules YAML (PLUGIN_BACKEND_RULES)")
+    worker.add_argument("--once", action="store_true", help="run one cycle of everything, exit")
+    worker.add_argument(
+        "--since",
+        metavar="DURATION",
+        help="first replay this much history as if live (e.g. 6h), then go on",
+    )
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve the worker's /metrics here (e.g. 9466)"
+    )
+    worker.add_argument("--metrics-host", default="0.0.0.0", help="(0.0.0.0)")  # noqa: S104
+    worker.set_defaults(handler=_worker)
+
+    rules = commands.add_parser("rules", help="watch-rules files")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    rules_check = rules_commands.add_parser("check", help="validate a rules file (line-precise)")
+    rules_check.add_argument("file", metavar="FILE")
+    rules_check.set_defaults(handler=_rules_check)
+
+    db = commands.add_parser("db", help="the store (PLUGIN_BACKEND_STORE_URL)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="migrate the schema to this version").set_defaults(
+        handler=_db_upgrade
+    )
+    db_commands.add_parser("status", help="schema revision and row counts").set_defaults(
+        handler=_db_status
+    )
+
+    outbox = commands.add_parser("outbox", help="annotations waiting for (or refused by) Grafana")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    outbox_list = outbox_commands.add_parser("status", help="counts and the latest rows")
+    outbox_list.add_argument("--state", choices=("pending", "delivered", "failed"))
+    outbox_list.add_argument("--limit", type=int, default=20)
+    outbox_list.set_defaults(handler=_outbox_status)
+    outbox_commands.add_parser(
+        "retry-failed", help="queue refused annotations again (after fixing the cause)"
+    ).set_defaults(handler=_outbox_retry)
+
+    incidents = commands.add_parser("incidents", help="list stored incidents")
+    incidents.add_argument("--status", choices=("open", "closed"))
+    incidents.add_argument("--rule")
+    incidents.add_argument("--limit", type=int, default=20)
+    incidents.add_argument("--json", action="store_true")
+    incidents.set_defaults(handler=_incidents)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,9 +164,145 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
     from plugin_backend.server import run_gunicorn
 
+    try:  # once, before gunicorn forks its workers
+        store = build_store(settings)
+        store.migrate()
+        store.close()
+    except BackendError as exc:
+        print(f"plugin-backend serve: {exc.message}", file=sys.stderr)
+        return 2
     return run_gunicorn(settings)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from plugin_backend.errors import BackendError
+    from plugin_backend.worker_main import run_worker
+
+    try:
+        return run_worker(settings, args)
+    except BackendError as exc:
+        print(f"plugin-backend worker: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _rules_check(_settings: Settings, args: argparse.Namespace) -> int:
+    from plugin_backend.rules import load_rules
+
+    try:
+        rules = load_rules(args.file)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"{args.file}: {len(rules.rules)} rules OK: {', '.join(rules.names)}")
+    return 0
+
+
+def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
+
+    try:
+        store = build_store(settings)
+        revision = store.migrate()
+    except BackendError as exc:
+        print(f"plugin-backend db upgrade: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"{store!r}: schema at revision {revision}")
+    return 0
+
+
+def _db_status(settings: Settings, _args: argparse.Namespace) -> int:
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
+
+    try:
+        store = build_store(settings)
+        revision = store.schema_revision()
+        print(f"store: {store!r}\nschema revision: {revision or 'none (run db upgrade)'}")
+        if revision:
+            print(f"incidents: {len(store.list_incidents(limit=1_000_000))}")
+            print(f"outbox: {store.outbox_counts()}")
+            print(f"alert queue: {store.alert_counts()}")
+    except BackendError as exc:
+        print(f"plugin-backend db status: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _outbox_status(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
+
+    try:
+        store = build_store(settings)
+        store.check_schema()
+        counts = store.outbox_counts()
+        rows = store.outbox_rows(args.state, limit=args.limit)
+    except BackendError as exc:
+        print(f"plugin-backend outbox: {exc.message}", file=sys.stderr)
+        return 2
+    print("  ".join(f"{state}: {n}" for state, n in counts.items()))
+    for row in rows:
+        when = datetime.fromtimestamp(row.updated_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        target = f"{row.dashboard_uid}/{row.panel_id}" if row.dashboard_uid else "-"
+        error = f"  last error: {row.last_error}" if row.last_error else ""
+        print(
+            f"{when}  {row.state:<9}  incident {row.incident_id}  panel {target}  "
+            f"v{row.delivered_version}/{row.version}  attempts {row.attempts}"
+            f"  grafana id {row.grafana_id or '-'}{error}"
+        )
+    return 0
+
+
+def _outbox_retry(settings: Settings, _args: argparse.Namespace) -> int:
+    import time
+
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
+
+    try:
+        store = build_store(settings)
+        store.check_schema()
+        print(f"{store.retry_failed(time.time())} failed annotations queued again")
+    except BackendError as exc:
+        print(f"plugin-backend outbox: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _incidents(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from plugin_backend.bootstrap import build_store
+    from plugin_backend.errors import BackendError
+
+    try:
+        store = build_store(settings)
+        store.check_schema()
+        found = store.list_incidents(status=args.status, rule=args.rule, limit=args.limit)
+    except BackendError as exc:
+        print(f"plugin-backend incidents: {exc.message}", file=sys.stderr)
+        return 2
+    if args.json:
+        from dataclasses import asdict
+
+        print(orjson.dumps([asdict(i) for i in found], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for incident in found:
+        start = datetime.fromtimestamp(incident.start_s, UTC).strftime("%Y-%m-%d %H:%M")
+        minutes = (incident.end_s - incident.start_s) / 60
+        print(f"{incident.id}  {start}  {minutes:5.0f} min  {incident.status:<6}  {incident.title}")
+        if incident.cause:
+            print(f"{'':18}likely cause: {incident.cause}")
+    return 0
 
 
 def _score(_settings: Settings, args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ cached scores), trim to the asked range, and find its anomaly windows."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from plugin_backend.datasource.step import align_range, points_in
@@ -40,11 +42,13 @@ class DetectionService:
         cache: ScoreCache | None = None,
         max_history_points: int = 11_000,
         max_series: int = 50,
+        observe_scoring: Callable[[str, float], None] | None = None,
     ) -> None:
         self.source = source
         self.cache = cache if cache is not None else ScoreCache()
         self.max_history_points = max_history_points
         self.max_series = max_series
+        self.observe_scoring = observe_scoring
 
     def detect(
         self, expr: str, time_range: TimeRange, step_s: float, options: DetectOptions
@@ -72,11 +76,14 @@ class DetectionService:
         too_short: InsufficientData | None = None
         for series in found:
             key = (expr, options, step_s, tuple(sorted(series.labels.items())))
+            started = time.perf_counter()
             try:
                 scored = self.cache.score(key, detector, series.timestamps_s, series.values, step_s)
             except InsufficientData as exc:  # one short series must not blank the panel
                 too_short = exc
                 continue
+            if self.observe_scoring is not None:
+                self.observe_scoring(options.detector, time.perf_counter() - started)
             in_range = scored.timestamps_s >= time_range.start_s
             trimmed = ScoredSeries(*(getattr(scored, f)[in_range] for f in _FIELDS))
             windows = [w for w in find_windows(scored, policy) if w.end_s >= time_range.start_s]

@@ -43,3 +43,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     # urllib3 logs every retry at WARNING with the full URL; our adapter reports failures.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # Alembic narrates every migration step at INFO; the CLI reports the revision.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

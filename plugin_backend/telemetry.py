@@ -27,7 +27,7 @@ from prometheus_client import (
 from plugin_backend import __version__
 from plugin_backend.config import MULTIPROC_ENV
 
-__all__ = ["SourceObserver", "Telemetry", "mark_process_dead"]
+__all__ = ["SourceObserver", "Telemetry", "WorkerMetrics", "mark_process_dead"]
 
 SourceObserver = Callable[[str, float, str | None], None]
 
@@ -90,6 +90,13 @@ class Telemetry:
             ["reason"],
             registry=self.registry,
         )
+        self.scoring_duration = Histogram(
+            "plugin_backend_scoring_duration_seconds",
+            "Time to score one series (model inference or baseline fit), by detector.",
+            ["detector"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.build_info = Gauge(
             "plugin_backend_build_info",
             "Build information (always 1).",
@@ -126,6 +133,12 @@ class Telemetry:
 
         return observe
 
+    def scoring_observer(self) -> Callable[[str, float], None]:
+        def observe(detector: str, duration_s: float) -> None:
+            self.scoring_duration.labels(detector).observe(duration_s)
+
+        return observe
+
     def observe_request(self, endpoint: str, method: str, status: int, duration_s: float) -> None:
         self.http_requests.labels(endpoint, method, f"{status // 100}xx").inc()
         self.http_request_duration.labels(endpoint).observe(duration_s)
@@ -145,3 +158,68 @@ def mark_process_dead(pid: int, multiproc_dir: str | Path | None = None) -> None
     path = multiproc_dir or os.environ.get(MULTIPROC_ENV)
     if path:
         multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+
+
+class WorkerMetrics:
+    """The worker's metrics, served on its own ``--metrics-port`` (one process).
+
+    ``plugin_backend_anomaly_score{rule}`` is what Grafana alert rules fire on (> 1
+    means outside the expected band); rule names come from the rules file only.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.anomaly_score = Gauge(
+            "plugin_backend_anomaly_score",
+            "Latest anomaly score of each watch rule (max over its series; > 1 = anomalous).",
+            ["rule"],
+            registry=registry,
+        )
+        self.cycles = Counter(
+            "plugin_backend_worker_cycles_total",
+            "Watch-rule cycles run, by rule and outcome (ok, error).",
+            ["rule", "outcome"],
+            registry=registry,
+        )
+        self.cycle_duration = Histogram(
+            "plugin_backend_worker_cycle_duration_seconds",
+            "Time of one watch-rule cycle (fetch, score, root cause of new incidents).",
+            ["rule"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.incidents_opened = Counter(
+            "plugin_backend_incidents_opened_total",
+            "Incidents opened, by origin (rule, grafana, alertmanager).",
+            ["origin"],
+            registry=registry,
+        )
+        self.alerts_processed = Counter(
+            "plugin_backend_alerts_processed_total",
+            "Queued alert notifications processed, by source and outcome (ok, error).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.outbox_rows = Gauge(
+            "plugin_backend_outbox_rows",
+            "Annotation outbox rows by state (pending, delivered, failed).",
+            ["state"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "plugin_backend_outbox_deliveries_total",
+            "Annotation delivery attempts by outcome (created, updated, found, retry, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rules_loaded = Gauge(
+            "plugin_backend_rules_loaded",
+            "Watch rules currently loaded.",
+            registry=registry,
+        )
+        self.rules_reload_failures = Counter(
+            "plugin_backend_rules_reload_failures_total",
+            "Rules-file reloads (SIGHUP) refused because the file was invalid.",
+            registry=registry,
+        )
+        for state in ("pending", "delivered", "failed"):
+            self.outbox_rows.labels(state).set(0)

@@ -1,0 +1,246 @@
+"""The worker loop: run each watch rule every ``every``, process queued alert
+notifications, deliver the annotation outbox, apply retention.
+
+Single-threaded and restartable at any instant: everything it decides is saved in
+the store before anything is sent, so a crash (even ``kill -9``) loses nothing and
+the outbox's tag lookup keeps delivery from duplicating.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from plugin_backend.alert_handling import AlertHandler
+from plugin_backend.alerts import AlertEvent, alert_events
+from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
+from plugin_backend.errors import BackendError, ConfigError
+from plugin_backend.incidents import Incident, incident_id
+from plugin_backend.rules import Rule, RuleSet, load_rules
+from plugin_backend.store import Store
+from plugin_backend.telemetry import WorkerMetrics
+from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
+
+__all__ = ["Worker", "WorkerReport"]
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600.0
+
+
+@dataclass(slots=True)
+class WorkerReport:
+    cycles: list[CycleResult] = field(default_factory=list)
+    alerts: int = 0
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+
+    @property
+    def opened(self) -> int:
+        return sum(len(c.opened) for c in self.cycles)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rules: RuleSet,
+        rules_path: str | None,
+        cycle: RuleCycle,
+        alerts: AlertHandler,
+        deliverer: OutboxDeliverer | None,
+        metrics: WorkerMetrics | None = None,
+        retention_s: float = 30 * 86_400.0,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.rules_path = rules_path
+        self.cycle = cycle
+        self.alerts = alerts
+        self.deliverer = deliverer
+        self.metrics = metrics
+        self.retention_s = retention_s
+        self.clock = clock
+        self.poll_s = poll_s
+        self._next_due: dict[str, float] = {}
+        self._next_purge = 0.0
+        self._reload = threading.Event()
+        if metrics is not None:
+            metrics.rules_loaded.set(len(rules.rules))
+
+    # -- control ------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Reload the rules file at the next step (the SIGHUP handler calls this)."""
+        self._reload.set()
+
+    def reload_rules(self) -> bool:
+        """Swap in the rules file's current content; keep the old rules if it is invalid."""
+        self._reload.clear()
+        if self.rules_path is None:
+            return False
+        try:
+            rules = load_rules(self.rules_path)
+        except ConfigError as exc:
+            log.error("rules reload refused, keeping %d rules: %s", len(self.rules.rules), exc)
+            if self.metrics is not None:
+                self.metrics.rules_reload_failures.inc()
+            return False
+        gone = set(self.rules.names) - set(rules.names)
+        self.rules = rules
+        self._next_due = {k: v for k, v in self._next_due.items() if k in rules.names}
+        if self.metrics is not None:
+            self.metrics.rules_loaded.set(len(rules.rules))
+            for name in gone:
+                self.metrics.anomaly_score.remove(name)
+        log.info("rules reloaded: %s", ", ".join(rules.names) or "none")
+        return True
+
+    # -- one pass -----------------------------------------------------------------------
+
+    def run_once(self, *, since_s: float | None = None) -> WorkerReport:
+        """Every rule once (over ``since_s`` of history when given), then the alert queue,
+        then the outbox."""
+        report = WorkerReport()
+        for rule in self.rules.rules:
+            result = self._run_rule(rule, since_s or DEFAULT_LOOKBACK_S)
+            if result is not None:
+                report.cycles.append(result)
+        report.alerts = self.process_alerts()
+        report.delivery = self.deliver()
+        return report
+
+    def run_forever(self, stop: threading.Event, *, since_s: float | None = None) -> None:
+        """Until ``stop`` is set: replay ``since_s`` first (if given), then run live."""
+        log.info("worker running %d rules: %s", len(self.rules.rules), ", ".join(self.rules.names))
+        if since_s is not None:
+            for rule in self.rules.rules:
+                self._run_rule(rule, since_s)
+        while not stop.is_set():
+            if self._reload.is_set():
+                self.reload_rules()
+            now = self.clock()
+            for rule in self.rules.rules:
+                if stop.is_set():
+                    break
+                if self._next_due.get(rule.name, 0.0) <= now:
+                    self._run_rule(rule, DEFAULT_LOOKBACK_S)
+            self.process_alerts()
+            self.deliver()
+            self._purge()
+            stop.wait(self._sleep_s())
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _run_rule(self, rule: Rule, lookback_s: float) -> CycleResult | None:
+        now = self.clock()
+        self._next_due[rule.name] = now + rule.every_s
+        started = time.perf_counter()
+        try:
+            known = self._known(rule, now, lookback_s)
+            result = self.cycle.run(rule, now, known, lookback_s=lookback_s)
+            for incident, annotation in result.changed:
+                self.store.save_incident(incident, annotation, now_s=self.clock())
+        except BackendError as exc:
+            log.warning("rule %s: cycle failed: %s", rule.name, exc.message)
+            self._count_cycle(rule, "error", started)
+            return None
+        except Exception:  # one bad rule must not stop the others
+            log.exception("rule %s: cycle crashed", rule.name)
+            self._count_cycle(rule, "error", started)
+            return None
+        self._count_cycle(rule, "ok", started)
+        if self.metrics is not None:
+            if result.score is not None:
+                self.metrics.anomaly_score.labels(rule.name).set(result.score)
+            self.metrics.incidents_opened.labels("rule").inc(len(result.opened))
+        for incident, _ in result.changed:
+            if incident.id in result.opened:
+                log.info("incident %s opened: %s", incident.id, incident.title)
+        return result
+
+    def _known(self, rule: Rule, now: float, lookback_s: float) -> list[Incident]:
+        since = now - lookback_s - self.cycle.policy.max_gap_s
+        found = {i.id: i for i in self.store.list_incidents(rule=rule.name, since_s=since)}
+        for incident in self.store.list_incidents(rule=rule.name, status="open"):
+            found.setdefault(incident.id, incident)
+        return list(found.values())
+
+    def process_alerts(self) -> int:
+        """Handle queued alert notifications (oldest first); returns how many."""
+        done = 0
+        for job in self.store.pending_alerts():
+            now = self.clock()
+            try:
+                (event,) = alert_events(job.source, {"alerts": [job.payload]})  # type: ignore[arg-type]
+                self._handle_alert(event, now)
+            except BackendError as exc:
+                log.warning("alert %s: failed (will retry): %s", job.key, exc.message)
+                self.store.finish_alert(job, self.clock(), error=exc.message)
+                self._count_alert(job.source, "error")
+                continue
+            self.store.finish_alert(job, self.clock())
+            self._count_alert(job.source, "ok")
+            done += 1
+        return done
+
+    def _handle_alert(self, event: AlertEvent, now: float) -> None:
+        existing = self.store.get_incident(incident_id(event.incident_key))
+        outcome = self.alerts.handle(event, existing, now)
+        if outcome is None:
+            return
+        incident, annotation = outcome
+        self.store.save_incident(incident, annotation, now_s=self.clock())
+        if existing is None:
+            log.info(
+                "incident %s opened from %s alert: %s", incident.id, event.source, incident.title
+            )
+            if self.metrics is not None:
+                self.metrics.incidents_opened.labels(event.source).inc()
+
+    def deliver(self) -> DeliveryReport:
+        report = DeliveryReport()
+        if self.deliverer is not None:
+            try:
+                report = self.deliverer.deliver_due()
+            except BackendError as exc:  # the store itself failed: try again next pass
+                log.warning("outbox delivery failed: %s", exc.message)
+        if self.metrics is not None:
+            try:
+                for state, count in self.store.outbox_counts().items():
+                    self.metrics.outbox_rows.labels(state).set(count)
+            except BackendError as exc:
+                log.warning("outbox counts unavailable: %s", exc.message)
+        return report
+
+    def _purge(self) -> None:
+        now = self.clock()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY_S
+        try:
+            removed = self.store.purge(now - self.retention_s)
+        except BackendError as exc:
+            log.warning("retention purge failed: %s", exc.message)
+            return
+        if any(removed.values()):
+            log.info("retention removed %s", removed)
+
+    def _sleep_s(self) -> float:
+        now = self.clock()
+        due = min(self._next_due.values(), default=now + self.poll_s)
+        return max(0.05, min(self.poll_s, due - now))
+
+    def _count_cycle(self, rule: Rule, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.cycles.labels(rule.name, outcome).inc()
+            self.metrics.cycle_duration.labels(rule.name).observe(time.perf_counter() - started)
+
+    def _count_alert(self, source: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alerts_processed.labels(source, outcome).inc()

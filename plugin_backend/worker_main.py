@@ -1,0 +1,130 @@
+"""Composition root of the worker process: build the adapters from settings, serve
+the worker's metrics, install signal handlers, run the loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from plugin_backend.alert_handling import AlertHandler
+from plugin_backend.bootstrap import (
+    build_dependencies,
+    build_grafana,
+    build_note_writer,
+    build_source,
+    build_store,
+)
+from plugin_backend.config import Settings
+from plugin_backend.delivery import DeliveryPolicy, OutboxDeliverer
+from plugin_backend.detection import DetectionService
+from plugin_backend.errors import ConfigError
+from plugin_backend.explain import ExplainService
+from plugin_backend.rules import load_rules
+from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.telemetry import Telemetry, WorkerMetrics
+from plugin_backend.timeparse import parse_duration_s
+from plugin_backend.watch import RuleCycle
+from plugin_backend.worker import Worker
+
+__all__ = ["build_worker", "run_worker"]
+
+log = logging.getLogger("plugin_backend.worker")
+
+DELIVERY_BATCH = 5
+
+
+def build_worker(
+    settings: Settings, rules_path: str, registry: CollectorRegistry | None = None
+) -> Worker:
+    rules = load_rules(rules_path)
+    store = build_store(settings)
+    store.migrate()
+    registry = registry if registry is not None else CollectorRegistry()
+    telemetry = Telemetry(registry)
+    metrics = WorkerMetrics(registry)
+    source = build_source(settings, telemetry)
+    detection = DetectionService(
+        source,
+        cache=ScoreCache(settings.score_cache_entries),
+        max_history_points=settings.max_points_per_series,
+        max_series=settings.max_scored_series,
+        observe_scoring=telemetry.scoring_observer(),
+    )
+    explain = ExplainService(
+        source,
+        dependencies=build_dependencies(settings),
+        budget=settings.rca_budget,
+        writer=build_note_writer(settings, telemetry),
+    )
+    link = settings.advertised_url()
+    grafana = build_grafana(settings)
+    deliverer = None
+    if grafana is not None:
+        deliverer = OutboxDeliverer(
+            store,
+            grafana,
+            policy=DeliveryPolicy(
+                backoff_s=settings.delivery_backoff_s,
+                backoff_max_s=settings.delivery_backoff_max_s,
+                # a claimed batch must finish within its lease, even if every call times out
+                lease_s=DELIVERY_BATCH * 2 * settings.grafana_timeout_s + 2.0,
+                batch=DELIVERY_BATCH,
+            ),
+            clock=time.time,
+            observe=lambda outcome: metrics.deliveries.labels(outcome).inc(),
+        )
+    worker = Worker(
+        store=store,
+        rules=rules,
+        rules_path=rules_path,
+        cycle=RuleCycle(detection, explain, link_base=link),
+        # the handler reads the worker's current rules (they change on SIGHUP)
+        alerts=AlertHandler(explain, lambda: worker.rules, link_base=link),
+        deliverer=deliverer,
+        metrics=metrics,
+        retention_s=settings.retention_days * 86_400.0,
+    )
+    log.info(
+        "worker: source %s, store %r, %s, %d rules",
+        source.describe(),
+        store,
+        grafana.describe() if grafana else "no Grafana (incidents stored, not annotated)",
+        len(rules.rules),
+    )
+    return worker
+
+
+def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    rules_path = args.rules or (str(settings.rules) if settings.rules else None)
+    if not rules_path:
+        raise ConfigError("worker: give --rules FILE or set PLUGIN_BACKEND_RULES")
+    since_s = parse_duration_s(args.since, what="--since") if args.since else None
+    registry = CollectorRegistry()
+    worker = build_worker(settings, rules_path, registry)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+        log.info("worker metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
+    if args.once:
+        report = worker.run_once(since_s=since_s)
+        print(
+            f"{len(report.cycles)} rules run, {report.opened} incidents opened, "
+            f"{report.alerts} alerts processed, annotations: {report.delivery.outcomes or 'none'}"
+        )
+        return 0
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("worker: signal %d, stopping after this step", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: worker.request_reload())
+    worker.run_forever(stop, since_s=since_s)
+    return 0
