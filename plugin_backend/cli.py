@@ -164,12 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from plugin_backend.bootstrap import build_store
     from plugin_backend.errors import BackendError
     from plugin_backend.server import run_gunicorn
+    from plugin_backend.store import Store  # not bootstrap: prometheus-client must wait
 
     try:  # once, before gunicorn forks its workers
-        store = build_store(settings)
+        store = Store(settings.store_url)
         store.migrate()
         store.close()
     except BackendError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from plugin_backend.incidents import OutboxRow
+from plugin_backend.incidents import Incident, OutboxRow
 from plugin_backend.types import Labels, Series, TimeRange
 
-__all__ = ["AnnotationSink", "OutboxStore", "SeriesSource"]
+__all__ = ["AnnotationSink", "IncidentReader", "OutboxStore", "SeriesSource"]
 
 
 @runtime_checkable
@@ -84,3 +84,18 @@ class OutboxStore(Protocol):
     ) -> None: ...
 
     def mark_failed(self, row: OutboxRow, error: str, now_s: float) -> None: ...
+
+
+class IncidentReader(Protocol):
+    """Stored incidents, newest first, overlapping ``[since_s, until_s]``."""
+
+    def list_incidents(
+        self,
+        *,
+        rule: str | None = None,
+        status: str | None = None,
+        service: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        limit: int = 200,
+    ) -> list[Incident]: ...

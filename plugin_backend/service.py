@@ -18,8 +18,10 @@ from plugin_backend.datasource.catalog import (
     DIRECTION_OPTIONS,
     FORMAT_OPTIONS,
     KINDS,
+    STATUS_OPTIONS,
     AnomalyPayload,
     ExprPayload,
+    IncidentsPayload,
     MetricKind,
     validate_payload,
 )
@@ -27,7 +29,8 @@ from plugin_backend.datasource.parse import PanelQuery, TargetQuery
 from plugin_backend.datasource.variables import VariableQuery
 from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.errors import InvalidQuery, InvalidTarget
-from plugin_backend.ports import SeriesSource
+from plugin_backend.incidents import Incident
+from plugin_backend.ports import IncidentReader, SeriesSource
 from plugin_backend.promql import (
     Matcher,
     inject_matchers,
@@ -44,12 +47,14 @@ MAX_OPTIONS = 1000
 
 @dataclass(frozen=True, slots=True)
 class TargetResult:
-    """Raw series (``promql``) or scored series with their windows (anomaly kinds)."""
+    """Raw series (``promql``), scored series with their windows (anomaly kinds), or
+    stored incidents (``incidents``)."""
 
     target: TargetQuery
-    options: ExprPayload
+    options: ExprPayload | IncidentsPayload
     series: list[Series] = field(default_factory=list)
     anomalies: list[SeriesAnomalies] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +67,18 @@ class ActiveRegion:
 
 
 class DatasourceService:
-    def __init__(self, source: SeriesSource, detection: DetectionService | None = None) -> None:
+    def __init__(
+        self,
+        source: SeriesSource,
+        detection: DetectionService | None = None,
+        incidents: IncidentReader | None = None,
+        *,
+        max_incidents: int = 500,
+    ) -> None:
         self.source = source
         self.detection = detection if detection is not None else DetectionService(source)
+        self.incidents = incidents
+        self.max_incidents = max_incidents
 
     # --- query editor -------------------------------------------------------
     def metric_kinds(self) -> list[MetricKind]:
@@ -93,7 +107,11 @@ class DatasourceService:
             )
             rendered = [str(Matcher(k, "=", v)) for k, v in pairs[:MAX_OPTIONS]]
             return [(r, r) for r in rendered]
-        static = {"format": FORMAT_OPTIONS, "direction": DIRECTION_OPTIONS}
+        static = {
+            "format": FORMAT_OPTIONS,
+            "direction": DIRECTION_OPTIONS,
+            "status": STATUS_OPTIONS,
+        }
         if name in static:
             return list(static[name])
         raise InvalidTarget(f"payload field {name!r} of kind {kind!r} has no options to load")
@@ -103,7 +121,11 @@ class DatasourceService:
         results = []
         for target in query.targets:
             options = validate_payload(target.kind, target.ref_id, target.payload)
-            assert isinstance(options, ExprPayload)  # every kind's payload names an expression
+            if isinstance(options, IncidentsPayload):
+                found_incidents = self._incidents(options, query.time_range)
+                results.append(TargetResult(target, options, incidents=found_incidents))
+                continue
+            assert isinstance(options, ExprPayload)  # every other kind names an expression
             expr = inject_matchers(promql_of(options, target.ref_id), query.filters)
             if isinstance(options, AnomalyPayload):
                 detect = DetectOptions(
@@ -115,6 +137,18 @@ class DatasourceService:
                 series = self.source.query_range(expr, query.time_range, query.step_s)
                 results.append(TargetResult(target, options, series=series))
         return results
+
+    def _incidents(self, options: IncidentsPayload, time_range: TimeRange) -> list[Incident]:
+        if self.incidents is None:
+            raise InvalidTarget("the incidents kind needs the store (PLUGIN_BACKEND_STORE_URL)")
+        return self.incidents.list_incidents(
+            rule=options.rule or None,
+            service=options.service or None,
+            status=None if options.status == "all" else options.status,
+            since_s=time_range.start_s,
+            until_s=time_range.end_s,
+            limit=self.max_incidents,
+        )
 
     def annotation_regions(
         self, expr: str, time_range: TimeRange, step_s: float

@@ -11,6 +11,24 @@ import pytest
 from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
 from plugin_backend.devtools.testdata import build_test_series
 
+# --- isolation ------------------------------------------------------------------
+# The default store lives under $XDG_STATE_HOME: point it at a temp dir so no test
+# (nor a gunicorn it starts) writes into the user's home.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    state = tmp_path_factory.mktemp("state-home")
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    os.environ.pop("PLUGIN_BACKEND_STORE_URL", None)
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
 # --- real Prometheus ---------------------------------------------------------
 # One Prometheus per test session, over the deterministic dataset of
 # plugin_backend.devtools.testdata (backfilled with promtool into a temp dir).

@@ -20,10 +20,12 @@ __all__ = [
     "ANOMALY_SCORE",
     "BAND",
     "FORMAT_OPTIONS",
+    "INCIDENTS",
     "KINDS",
     "PROMQL",
     "AnomalyPayload",
     "ExprPayload",
+    "IncidentsPayload",
     "MetricKind",
     "PayloadField",
     "PromqlPayload",
@@ -152,13 +154,40 @@ ANOMALIES = MetricKind(
     description="Anomalous windows as a table (time, timeEnd, title, text, tags: annotations).",
     payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
 )
-KINDS = (PROMQL, ANOMALY_SCORE, BAND, ANOMALIES)
+STATUS_OPTIONS = (("All", "all"), ("Open", "open"), ("Closed", "closed"))
+
+
+class IncidentsPayload(_Payload):
+    """Options of ``incidents`` (README: "Metric kinds"): filters, all optional."""
+
+    rule: str = Field("", max_length=128)
+    service: str = Field("", max_length=256)
+    status: Literal["all", "open", "closed"] = "all"
+    legend: str = ""  # unused; lets every kind share the editor's legend field
+
+
+INCIDENTS = MetricKind(
+    value="incidents",
+    label="Incidents (root-cause notes)",
+    description=(
+        "Stored incidents overlapping the range, with their root-cause notes, as a table: "
+        "time, timeEnd, title, text, tags (annotations) and id, rule, series, status, "
+        "score, cause, link."
+    ),
+    payloads=(
+        PayloadField("rule", "Rule", "input", placeholder="any watch rule", width=30),
+        PayloadField("service", "Service", "input", placeholder="any service label", width=30),
+        PayloadField("status", "Status", "select", options=STATUS_OPTIONS, width=20),
+    ),
+)
+KINDS = (PROMQL, ANOMALY_SCORE, BAND, ANOMALIES, INCIDENTS)
 
 _PAYLOAD_MODELS: Mapping[str, type[_Payload]] = {
     "promql": PromqlPayload,
     "anomaly_score": AnomalyPayload,
     "band": AnomalyPayload,
     "anomalies": AnomalyPayload,
+    "incidents": IncidentsPayload,
 }
 
 

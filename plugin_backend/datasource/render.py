@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from plugin_backend.incidents import Incident
 from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.scoring.windows import AnomalyWindow
 from plugin_backend.types import Labels, Series, format_series_name
@@ -138,3 +139,45 @@ def _fmt(value: float) -> str:
 def _duration(seconds: float) -> str:
     minutes = max(round(seconds / 60), 1)
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def incidents_table(incidents: Sequence[Incident], link_base: str | None) -> dict[str, Any]:
+    """Incidents as a table: ``time``/``timeEnd``/``title``/``text``/``tags`` become
+    annotations; the rest feeds an incidents table panel (``link``: the incident page)."""
+    columns = [
+        {"text": "time", "type": "time"},
+        {"text": "timeEnd", "type": "time"},
+        {"text": "title", "type": "string"},
+        {"text": "text", "type": "string"},
+        {"text": "tags", "type": "string"},
+        {"text": "id", "type": "string"},
+        {"text": "rule", "type": "string"},
+        {"text": "series", "type": "string"},
+        {"text": "status", "type": "string"},
+        {"text": "score", "type": "number"},
+        {"text": "cause", "type": "string"},
+        {"text": "link", "type": "string"},
+    ]
+    rows = []
+    for incident in sorted(incidents, key=lambda i: i.start_s):
+        tags = ["incident", incident.status]
+        if incident.rule:
+            tags.append(incident.rule)
+        peak = incident.peak_score
+        rows.append(
+            [
+                round(incident.start_s * 1000),
+                round(max(incident.end_s, incident.start_s) * 1000),
+                incident.title,
+                incident.note or incident.title,
+                ",".join(tags),
+                incident.id,
+                incident.rule or "",
+                incident.series,
+                incident.status,
+                _json_number(round(peak, 2)) if peak is not None else None,
+                incident.cause or "",
+                f"{link_base or ''}/incidents/{incident.id}",
+            ]
+        )
+    return {"type": "table", "columns": columns, "rows": rows}

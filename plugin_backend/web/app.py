@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Flask, Response, g, request
 
-from plugin_backend.bootstrap import build_dependencies, build_note_writer, build_source
+from plugin_backend.bootstrap import (
+    build_dependencies,
+    build_note_writer,
+    build_source,
+    build_store,
+)
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
 from plugin_backend.detection import DetectionService
+from plugin_backend.errors import StoreError
 from plugin_backend.explain import ExplainService
 from plugin_backend.ports import SeriesSource
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.service import DatasourceService
+from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
+from plugin_backend.web.alerts_api import alerts_blueprint
 from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
 from plugin_backend.web.explain_api import explain_blueprint
 from plugin_backend.web.ops import ops_blueprint
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 # Metric label values must stay a small fixed set, whatever clients send.
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
@@ -31,11 +42,17 @@ def create_app(
     *,
     source: SeriesSource | None = None,
     telemetry: Telemetry | None = None,
+    store: Store | None = None,
 ) -> Flask:
-    """Build the app. Tests inject a source and a telemetry with a fresh registry."""
+    """Build the app. Tests inject a source, a store and a telemetry with a fresh registry."""
     settings = settings if settings is not None else load_settings()
     telemetry = telemetry if telemetry is not None else Telemetry()
     source = source if source is not None else build_source(settings, telemetry)
+    store = store if store is not None else build_store(settings)
+    try:  # a no-op once `serve` migrated; direct uses (tests, flask run) get a schema too
+        store.migrate()
+    except StoreError as exc:  # the datasource still works; store endpoints answer 503
+        log.error("store unavailable: %s", exc.message)
 
     app = Flask(__name__)
     app.config.update(
@@ -45,13 +62,15 @@ def create_app(
     )
     app.extensions["plugin_backend.settings"] = settings
     app.extensions["plugin_backend.telemetry"] = telemetry
+    app.extensions["plugin_backend.store"] = store
     detection = DetectionService(
         source,
         cache=ScoreCache(settings.score_cache_entries),
         max_history_points=settings.max_points_per_series,
         max_series=settings.max_scored_series,
+        observe_scoring=telemetry.scoring_observer(),
     )
-    app.extensions["plugin_backend.datasource"] = DatasourceService(source, detection)
+    app.extensions["plugin_backend.datasource"] = DatasourceService(source, detection, store)
     app.extensions["plugin_backend.limits"] = QueryLimits(
         max_targets=settings.max_targets,
         max_points_per_series=settings.max_points_per_series,
@@ -65,6 +84,7 @@ def create_app(
     )
     app.register_blueprint(ops_blueprint)
     app.register_blueprint(explain_blueprint)
+    app.register_blueprint(alerts_blueprint)
     app.register_blueprint(datasource_blueprint)
     register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     _instrument(app, telemetry)

@@ -77,6 +77,9 @@ def query() -> Response:
 
 def _render_result(result: TargetResult) -> list[dict[str, Any]]:
     kind, legend = result.target.kind, result.options.legend
+    if kind == "incidents":
+        link_base = current_app.extensions["plugin_backend.settings"].advertised_url()
+        return [render.incidents_table(result.incidents, link_base)]
     if kind == "promql":
         if isinstance(result.options, PromqlPayload) and result.options.format == "table":
             return [render.table_frame(result.series)]
