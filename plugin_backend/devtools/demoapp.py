@@ -69,6 +69,7 @@ __all__ = [
     "SERVICES",
     "DemoApp",
     "UnknownFault",
+    "build_parser",
     "main",
     "make_server",
 ]
@@ -445,7 +446,7 @@ def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> Thre
     return _Server((host, port), app)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m plugin_backend.devtools.demoapp",
         description="Demo shop exporting Prometheus metrics, with injectable faults.",
@@ -453,7 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in Docker)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--seed", type=int, help="noise seed (default: random)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise in pickers
     app = DemoApp(seed=args.seed)

@@ -1,0 +1,295 @@
+"""Fixtures of the stack tests: the repository's stack files, and real processes.
+
+* ``demo_backend``: ``plugin-backend serve`` under gunicorn over the built-in demo
+  estate (the JSON-datasource panels run against it), notes from a stub
+  OpenAI-compatible LLM (so the LLM self-metrics exist);
+* ``source_backend``: the same over ``stack_prometheus`` (Prometheus-source metrics);
+* ``demoapp``: ``python -m plugin_backend.devtools.demoapp`` (the stack's demo app);
+* ``stack_prometheus``: a real Prometheus run with ``deploy/prometheus/prometheus.yml``,
+  its targets pointed at the processes above and a 1 s scrape interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from plugin_backend.config import Settings
+from plugin_backend.devtools.promserver import find_free_port
+from tests.stack.support import (
+    API_TOKEN,
+    DEPENDENCIES_FILE,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    RULES_FILE,
+    load_yaml,
+    require_binary,
+    session,
+)
+
+# --- processes ---------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    http: requests.Session = field(default_factory=session)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.http.close()
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path, url: str, probe: str) -> Process:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    started = Process(url, proc, log)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if started.http.get(url + probe, timeout=2).status_code == 200:
+                return started
+        except requests.RequestException:
+            pass  # not listening yet
+        if proc.poll() is not None or time.monotonic() > deadline:
+            started.stop()
+            raise RuntimeError(f"{' '.join(cmd)} did not start:\n{started.log_tail()}")
+        time.sleep(0.1)
+
+
+def backend_env(port: int, workdir: Path, **settings: str) -> dict[str, str]:
+    """Environment of a test backend: ours only, plus the settings the backend knows.
+
+    Settings that land later (the API token, the store) are passed once ``Settings``
+    has them, so the same tests cover them then.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    wanted = {
+        "port": str(port),
+        "workers": "1",
+        "warm_detectors": "",
+        "log_level": "WARNING",
+        "multiproc_dir": str(workdir / "metrics"),
+        "api_token": API_TOKEN,
+        "store_url": f"sqlite:///{workdir / 'store.db'}",
+        "dependencies": str(DEPENDENCIES_FILE),
+        **settings,
+    }
+    known = Settings.model_fields
+    env.update({f"PLUGIN_BACKEND_{k.upper()}": v for k, v in wanted.items() if k in known})
+    return env
+
+
+class _StubLLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint whose notes the backend rejects (not JSON)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.dumps(
+            {
+                "id": "stub",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "no JSON here"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def llm_stub() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def demo_backend(tmp_path_factory: pytest.TempPathFactory, llm_stub: str) -> Iterator[Process]:
+    """The API over the built-in demo estate, under real gunicorn."""
+    workdir = tmp_path_factory.mktemp("demo-backend")
+    port = find_free_port()
+    env = backend_env(
+        port,
+        workdir,
+        llm_provider="openai",
+        llm_url=llm_stub,
+        llm_model="stub",
+        llm_timeout_s="5",
+    )
+    backend = _start(
+        [sys.executable, "-m", "plugin_backend", "serve"],
+        env,
+        workdir / "gunicorn.log",
+        f"http://127.0.0.1:{port}",
+        "/readyz",
+    )
+    backend.http.headers["Authorization"] = f"Bearer {API_TOKEN}"
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="session")
+def demoapp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    workdir = tmp_path_factory.mktemp("demoapp")
+    port = find_free_port()
+    app = _start(
+        [sys.executable, "-m", "plugin_backend.devtools.demoapp", "--port", str(port)],
+        dict(os.environ),
+        workdir / "demoapp.log",
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+    )
+    yield app
+    app.stop()
+
+
+def _rewrite_targets(config: dict[str, Any], targets: dict[str, list[str]]) -> dict[str, Any]:
+    """The deploy config with compose host names mapped to local processes, scraped every 1 s."""
+    config["global"] = {**config.get("global", {}), "scrape_interval": "1s", "scrape_timeout": "1s"}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            mapped = []
+            for target in static["targets"]:
+                host = target.rsplit(":", 1)[0]
+                assert host in targets, f"job {job['job_name']}: unknown host {host!r}"
+                mapped += targets[host]
+            static["targets"] = mapped
+    return config
+
+
+@dataclass
+class StackPrometheus:
+    url: str
+    http: requests.Session
+    config_path: Path
+    targets: dict[str, list[str]]
+
+    def write_config(self) -> None:
+        config = _rewrite_targets(load_yaml(PROMETHEUS_CONFIG), self.targets)
+        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def reload(self) -> None:
+        self.write_config()
+        assert self.http.post(self.url + "/-/reload", timeout=10).ok
+
+    def query_range(self, expr: str, seconds: float = 60.0) -> dict[str, Any]:
+        now = time.time()
+        response = self.http.get(
+            f"{self.url}/api/v1/query_range",
+            params={"query": expr, "start": now - seconds, "end": now, "step": "1s"},
+            timeout=10,
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_for(self, expr: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            body = self.http.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
+            if body.json()["data"]["result"]:
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"Prometheus never had {expr}")
+
+
+@pytest.fixture(scope="session")
+def stack_prometheus(
+    tmp_path_factory: pytest.TempPathFactory, demo_backend: Process, demoapp: Process
+) -> Iterator[StackPrometheus]:
+    """Prometheus with the stack's config, scraping the test processes every second.
+
+    ``source_backend`` (below) is started after it and added through a reload.
+    """
+    binary = require_binary("prometheus", "Debian package prometheus")
+    workdir = tmp_path_factory.mktemp("stack-prometheus")
+    port = find_free_port()
+    targets = {
+        "api": [demo_backend.url.removeprefix("http://")],
+        "worker": [f"127.0.0.1:{find_free_port()}"],  # no worker here: up == 0
+        "demo": [demoapp.url.removeprefix("http://")],
+        "localhost": [f"127.0.0.1:{port}"],
+    }
+    config_path = workdir / "prometheus.yml"
+    StackPrometheus("", session(), config_path, targets).write_config()
+    cmd = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--log.level=warn",
+    ]
+    log = workdir / "prometheus.log"
+    prom = _start(cmd, dict(os.environ), log, f"http://127.0.0.1:{port}", "/-/ready")
+    yield StackPrometheus(prom.url, prom.http, config_path, targets)
+    prom.stop()
+
+
+@pytest.fixture(scope="session")
+def source_backend(
+    tmp_path_factory: pytest.TempPathFactory, stack_prometheus: StackPrometheus
+) -> Iterator[Process]:
+    """The API over the stack Prometheus (as in docker compose), scraped by it too."""
+    workdir = tmp_path_factory.mktemp("source-backend")
+    port = find_free_port()
+    env = backend_env(
+        port,
+        workdir,
+        prometheus_url=stack_prometheus.url,
+        llm_provider="none",
+        rules=str(RULES_FILE),
+    )
+    backend = _start(
+        [sys.executable, "-m", "plugin_backend", "serve"],
+        env,
+        workdir / "gunicorn.log",
+        f"http://127.0.0.1:{port}",
+        "/readyz",
+    )
+    backend.http.headers["Authorization"] = f"Bearer {API_TOKEN}"
+    stack_prometheus.targets["api"].append(backend.url.removeprefix("http://"))
+    stack_prometheus.reload()
+    yield backend
+    backend.stop()
