@@ -36,7 +36,7 @@ Outcome = str  # created | updated | found | retry | failed
 class DeliveryPolicy:
     backoff_s: float = 2.0
     backoff_max_s: float = 300.0
-    lease_s: float = 120.0
+    lease_s: float = 30.0  # must cover one delivery: a lookup, then a create or a patch
     batch: int = 20
 
     def next_delay_s(self, attempts: int, retry_after_s: float | None = None) -> float:
@@ -88,12 +88,16 @@ class OutboxDeliverer:
         self.observe = observe
 
     def deliver_due(self) -> DeliveryReport:
-        """Deliver every row due now (one batch); never raises ``GrafanaError``."""
+        """Deliver up to ``batch`` rows due now; never raises ``GrafanaError``.
+
+        Rows are claimed one at a time, so a lease only has to cover one delivery
+        (a few Grafana calls), however slow the rest of the batch is."""
         report = DeliveryReport()
-        for row in self.store.claim_due(
-            self.clock(), lease_s=self.policy.lease_s, limit=self.policy.batch
-        ):
-            outcome = self._deliver(row)
+        for _ in range(self.policy.batch):
+            claimed = self.store.claim_due(self.clock(), lease_s=self.policy.lease_s, limit=1)
+            if not claimed:
+                break
+            outcome = self._deliver(claimed[0])
             report.add(outcome)
             if self.observe is not None:
                 self.observe(outcome)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,6 +35,8 @@ IncidentStatus = Literal["open", "closed"]
 
 TAG_PREFIX = "incident:"
 _MAX_TEXT_CHARS = 4000  # Grafana stores more; panels show a tooltip, keep it readable
+_MAX_TAGS_JSON_BYTES = 450  # Grafana's limit is 500
+_MAX_TAG_VALUE_CHARS = 100
 
 
 def incident_id(key: str) -> str:
@@ -110,7 +113,7 @@ def annotation_for(incident: Incident, *, link_base: str | None) -> Annotation:
         tags.append(f"rule:{incident.rule}")
     service = incident.labels.get("service")
     if service:
-        tags.append(f"service:{service}")
+        tags.append(f"service:{service[:_MAX_TAG_VALUE_CHARS]}")
     return Annotation(
         incident_id=incident.id,
         dashboard_uid=incident.dashboard_uid,
@@ -118,8 +121,18 @@ def annotation_for(incident: Incident, *, link_base: str | None) -> Annotation:
         time_ms=round(incident.start_s * 1000),
         time_end_ms=round(max(incident.end_s, incident.start_s) * 1000),
         text=text,
-        tags=tuple(dict.fromkeys(tags)),
+        tags=_within_budget(list(dict.fromkeys(tags))),
     )
+
+
+def _within_budget(tags: list[str]) -> tuple[str, ...]:
+    """Grafana refuses tags whose JSON exceeds 500 bytes: keep the first ones that fit
+    (the incident tag, which delivery looks annotations up by, is always first)."""
+    kept: list[str] = []
+    for tag in tags:
+        if len(json.dumps([*kept, tag]).encode("utf-8")) <= _MAX_TAGS_JSON_BYTES:
+            kept.append(tag)
+    return tuple(kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from plugin_backend.errors import ConfigError
+from plugin_backend.errors import BackendError, ConfigError
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
 from plugin_backend.timeparse import parse_duration_s
 
@@ -72,7 +72,10 @@ class Rule(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return parse_duration_s(value, what="duration")
+            try:
+                return parse_duration_s(value, what="duration")
+            except BackendError as exc:  # pydantic reports ValueErrors with their location
+                raise ValueError(exc.message.removeprefix("duration: ")) from None
         return value
 
     @field_validator("detector")

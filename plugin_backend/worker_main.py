@@ -36,7 +36,7 @@ __all__ = ["build_worker", "run_worker"]
 
 log = logging.getLogger("plugin_backend.worker")
 
-DELIVERY_BATCH = 5
+DELIVERY_BATCH = 20  # rows per pass; rule cycles and alerts run between passes
 
 
 def build_worker(
@@ -72,8 +72,8 @@ def build_worker(
             policy=DeliveryPolicy(
                 backoff_s=settings.delivery_backoff_s,
                 backoff_max_s=settings.delivery_backoff_max_s,
-                # a claimed batch must finish within its lease, even if every call times out
-                lease_s=DELIVERY_BATCH * 2 * settings.grafana_timeout_s + 2.0,
+                # one delivery (lookup + create or patch) fits its lease even if both time out
+                lease_s=2 * settings.grafana_timeout_s + 2.0,
                 batch=DELIVERY_BATCH,
             ),
             clock=time.time,
