@@ -65,6 +65,7 @@ from prometheus_client import (
 __all__ = [
     "FAULTS",
     "HTTP_SERVICES",
+    "NODES",
     "RAMP_S",
     "SERVICES",
     "DemoApp",

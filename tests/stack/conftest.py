@@ -29,6 +29,7 @@ import requests
 import yaml
 
 from plugin_backend.config import Settings
+from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.devtools.promserver import find_free_port
 from tests.stack.support import (
     API_TOKEN,
@@ -146,13 +147,22 @@ def llm_stub() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_backend(tmp_path_factory: pytest.TempPathFactory, llm_stub: str) -> Iterator[Process]:
+def demo_store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The store the demo backend and the demo worker share (as api and worker do)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('demo-store') / 'plugin-backend.db'}"
+
+
+@pytest.fixture(scope="session")
+def demo_backend(
+    tmp_path_factory: pytest.TempPathFactory, llm_stub: str, demo_store_url: str
+) -> Iterator[Process]:
     """The API over the built-in demo estate, under real gunicorn."""
     workdir = tmp_path_factory.mktemp("demo-backend")
     port = find_free_port()
     env = backend_env(
         port,
         workdir,
+        store_url=demo_store_url,
         llm_provider="openai",
         llm_url=llm_stub,
         llm_model="stub",
@@ -168,6 +178,63 @@ def demo_backend(tmp_path_factory: pytest.TempPathFactory, llm_stub: str) -> Ite
     backend.http.headers["Authorization"] = f"Bearer {API_TOKEN}"
     yield backend
     backend.stop()
+
+
+# The demo estate's checkout latency: every injected incident moves it (see adapters/demo.py).
+DEMO_RULES = """\
+rules:
+  - name: checkout-latency
+    expr: 'http_request_duration_seconds_p99{service="checkout"}'
+    every: 10s
+    dashboard_uid: anomaly-overview
+    panel_id: 2
+    detector: robust_z
+    direction: up
+    labels: {service: checkout}
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_grafana() -> Iterator[FakeGrafana]:
+    with FakeGrafana(token="glsa_stack_test") as grafana:
+        yield grafana
+
+
+@pytest.fixture(scope="session")
+def demo_worker(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_backend: Process,
+    demo_store_url: str,
+    fake_grafana: FakeGrafana,
+) -> Iterator[Process]:
+    """`plugin-backend worker` as compose runs it, over the demo estate, after replaying
+    6 h: incidents in the demo backend's store, annotations in a fake Grafana."""
+    workdir = tmp_path_factory.mktemp("demo-worker")
+    rules = workdir / "rules.yaml"
+    rules.write_text(DEMO_RULES, encoding="utf-8")
+    port = find_free_port()
+    env = backend_env(
+        find_free_port(),
+        workdir,
+        store_url=demo_store_url,
+        llm_provider="none",
+        grafana_url=fake_grafana.url,
+        grafana_token=fake_grafana.token,
+        grafana_org_id="1",
+        public_url=demo_backend.url,
+    )
+    cmd = [sys.executable, "-m", "plugin_backend", "worker", "--rules", str(rules),
+           "--since", "6h", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]  # fmt: skip
+    worker = _start(cmd, env, workdir / "worker.log", f"http://127.0.0.1:{port}", "/metrics")
+    deadline = time.monotonic() + 60
+    while (
+        "plugin_backend_worker_cycles_total{" not in worker.http.get(worker.url + "/metrics").text
+    ):
+        assert worker.proc.poll() is None, worker.log_tail()
+        assert time.monotonic() < deadline, f"no worker cycle after 60 s:\n{worker.log_tail()}"
+        time.sleep(0.2)
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +303,10 @@ class StackPrometheus:
 
 @pytest.fixture(scope="session")
 def stack_prometheus(
-    tmp_path_factory: pytest.TempPathFactory, demo_backend: Process, demoapp: Process
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_backend: Process,
+    demo_worker: Process,
+    demoapp: Process,
 ) -> Iterator[StackPrometheus]:
     """Prometheus with the stack's config, scraping the test processes every second.
 
@@ -247,7 +317,7 @@ def stack_prometheus(
     port = find_free_port()
     targets = {
         "api": [demo_backend.url.removeprefix("http://")],
-        "worker": [f"127.0.0.1:{find_free_port()}"],  # no worker here: up == 0
+        "worker": [demo_worker.url.removeprefix("http://")],
         "demo": [demoapp.url.removeprefix("http://")],
         "localhost": [f"127.0.0.1:{port}"],
     }
