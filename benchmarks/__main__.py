@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_detection, bench_notes, bench_query, bench_rca, bench_scoring
+from benchmarks import (
+    bench_detection,
+    bench_notes,
+    bench_query,
+    bench_rca,
+    bench_scoring,
+    bench_worker,
+)
 
 BENCHMARKS = {
     "query": bench_query.main,
@@ -12,6 +19,7 @@ BENCHMARKS = {
     "scoring": bench_scoring.main,
     "rca": bench_rca.main,
     "notes": bench_notes.main,
+    "worker": bench_worker.main,
 }
 
 

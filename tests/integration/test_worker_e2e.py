@@ -181,3 +181,144 @@ def test_anomaly_to_exactly_one_annotation_through_outage_and_kill_9(tmp_path, g
     lookups = [r for r in grafana.requests if r.method == "GET" and "tags" in r.query]
     assert lookups
     assert lookups[0].query["tags"][0].startswith("incident:")
+
+
+ALERT_RULES = """\
+rules:
+  - name: checkout-latency
+    expr: 'http_request_duration_seconds_p99{service="checkout"}'
+    every: 30s
+    dashboard_uid: from-rule
+    panel_id: 9
+"""
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "grafana-alert-webhook.json"
+FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (seed 7)
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def api(tmp_path, grafana):
+    rules = tmp_path / "alert-rules.yaml"
+    rules.write_text(ALERT_RULES)
+    port = find_free_port()
+    env = {
+        **_env(tmp_path, grafana),
+        "PLUGIN_BACKEND_PORT": str(port),
+        "PLUGIN_BACKEND_RULES": str(rules),
+        "PLUGIN_BACKEND_WORKERS": "2",
+        "PLUGIN_BACKEND_MULTIPROC_DIR": str(tmp_path / "multiproc"),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "api.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plugin_backend", "serve"], env=env, stdout=handle, stderr=handle
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(url + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait(ready, 60, "gunicorn", log)
+        yield {"url": url, "env": env, "rules": rules, "log": log}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_grafana_alert_gets_a_note_on_its_panel_and_is_closed_on_resolve(api, grafana):
+    import json
+
+    payload = json.loads(FIXTURE.read_text())
+    alert = payload["alerts"][0]
+    alert["startsAt"] = _iso(FAULT_START_S + 240)  # noticed 4 min after the fault began
+    started = time.monotonic()
+    answer = requests.post(api["url"] + "/api/v1/alerts/grafana", json=payload, timeout=10)
+    assert answer.status_code == 202
+    assert time.monotonic() - started < 2.0  # queued, not processed in the request
+    body = answer.json()
+    assert (body["queued"], body["duplicates"]) == (1, 0)
+    incident_id = body["alerts"][0]["incident"]
+    # Grafana repeats notifications: the repeat is recognised, not queued twice
+    repeat = requests.post(api["url"] + "/api/v1/alerts/grafana", json=payload, timeout=10)
+    assert (repeat.status_code, repeat.json()["duplicates"]) == (202, 1)
+
+    def run_worker_once() -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "plugin_backend",
+                "worker",
+                "--rules",
+                str(api["rules"]),
+                "--once",
+            ],
+            env=api["env"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    run_worker_once()
+    (annotation,) = grafana.annotations()
+    # the alert's own panel (from dashboardURL/panelURL), not the rule's
+    assert (annotation["dashboardUID"], annotation["panelId"]) == ("checkout-overview", 2)
+    assert f"incident:{incident_id}" in annotation["tags"]
+    assert annotation["time"] == round((FAULT_START_S + 240) * 1000)
+    assert (
+        "pg_connections_in_use{job=&quot;demo&quot;, service=&quot;postgres&quot;}"
+        in (annotation["text"])
+    )
+    assert "ongoing" in annotation["text"]
+
+    # the incidents kind shows it to panels, with its note
+    query = {
+        "range": {"from": _iso(FAULT_START_S - 3600), "to": _iso(FAULT_START_S + 7200)},
+        "intervalMs": 60_000,
+        "maxDataPoints": 500,
+        "targets": [{"refId": "A", "target": "incidents", "payload": {"status": "open"}}],
+    }
+    (table,) = requests.post(api["url"] + "/datasource/query", json=query, timeout=10).json()
+    columns = [c["text"] for c in table["columns"]]
+    (row,) = table["rows"]
+    record = dict(zip(columns, row, strict=True))
+    assert record["id"] == incident_id
+    assert record["cause"] == 'pg_connections_in_use{job="demo", service="postgres"}'
+    assert record["link"].endswith(f"/incidents/{incident_id}")
+
+    # resolved: the same annotation gets its end
+    alert.update(status="resolved", endsAt=_iso(FAULT_START_S + 1900))
+    resolved = requests.post(api["url"] + "/api/v1/alerts/grafana", json=payload, timeout=10)
+    assert (resolved.status_code, resolved.json()["queued"]) == (202, 1)
+    run_worker_once()
+    (annotation,) = grafana.annotations()
+    assert annotation["timeEnd"] == round((FAULT_START_S + 1900) * 1000)
+    assert "resolved" in annotation["text"]
+
+
+def test_bad_alert_payloads_are_400_with_the_field_named(api):
+    answer = requests.post(
+        api["url"] + "/api/v1/alerts/grafana", json={"alerts": [{"status": "firing"}]}, timeout=10
+    )
+    assert answer.status_code == 400
+    assert "alerts.0.startsAt" in answer.json()["message"]
+    answer = requests.post(
+        api["url"] + "/api/v1/alerts/alertmanager",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert "not valid JSON" in answer.json()["message"]
