@@ -39,7 +39,7 @@ PROMETHEUS_DS = {"type": "prometheus", "uid": "prometheus"}
 GRAFANA_DS = {"type": "grafana", "uid": "-- Grafana --"}
 DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "dashboards"
 SCHEMA_VERSION = 39
-DETECTORS = ("holt_winters", "robust_z", "stl", "transformer", "ensemble")
+DETECTORS = ("robust_z", "holt_winters", "stl", "transformer", "ensemble")
 RATE = "$__rate_interval"
 
 Json = dict[str, Any]
@@ -393,7 +393,9 @@ def anomaly_overview() -> Json:
             "http_request_duration_seconds_p99",
             regex="/_(p99|ratio|per_second|in_use)$/",
         ),
-        _custom_variable("detector", "Detector", DETECTORS, "holt_winters"),
+        # robust_z: what deploy/rules.yaml scores with, and needs no seasonal history (a
+        # fresh stack); holt_winters or transformer follow daily cycles once days exist.
+        _custom_variable("detector", "Detector", DETECTORS, "robust_z"),
         _custom_variable("direction", "Direction", ("both", "up", "down"), "both"),
     ]
     return _dashboard(
