@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from plugin_backend.config import load_settings
 from plugin_backend.devtools import dashboards as generator
+from plugin_backend.web import create_app
 from tests.stack.support import (
     DASHBOARDS,
     GRAFANA_BUILTIN_UIDS,
@@ -350,3 +352,26 @@ def test_the_worker_annotates_panel_2_of_the_overview(demo_worker, fake_grafana)
         assert annotation["dashboardUID"] == "anomaly-overview"
         assert annotation["panelId"] == 2
         assert "/incidents/" in annotation["text"]
+
+
+def test_incident_links_point_at_the_backends_incident_page(
+    demo_backend, demo_worker, time_range
+) -> None:
+    body = {
+        "range": time_range,
+        "intervalMs": INTERVAL_MS,
+        "maxDataPoints": MAX_DATA_POINTS,
+        "targets": [{"refId": "A", "target": "incidents", "payload": {"status": "all"}}],
+    }
+    response = demo_backend.http.post(demo_backend.url + "/datasource/query", json=body)
+    assert response.status_code == 200, response.text
+    (table,) = response.json()
+    columns = [c["text"] for c in table["columns"]]
+    row = dict(zip(columns, table["rows"][0], strict=True))
+    assert row["link"] == f"{demo_backend.url}/incidents/{row['id']}"
+    app = create_app(load_settings({"PLUGIN_BACKEND_LLM_PROVIDER": "none"}))
+    if not any(r.rule.startswith("/incidents/<") for r in app.url_map.iter_rules()):
+        pytest.skip("the incident page lands with the pages issue")
+    page = demo_backend.http.get(row["link"], timeout=30)
+    assert page.status_code == 200, page.text[:500]
+    assert row["id"] in page.text
