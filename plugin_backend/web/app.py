@@ -28,6 +28,7 @@ from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
 from plugin_backend.web.explain_api import explain_blueprint
 from plugin_backend.web.ops import ops_blueprint
+from plugin_backend.web.pages import pages_blueprint
 
 __all__ = ["create_app"]
 
@@ -86,6 +87,7 @@ def create_app(
     app.register_blueprint(explain_blueprint)
     app.register_blueprint(alerts_blueprint)
     app.register_blueprint(datasource_blueprint)
+    app.register_blueprint(pages_blueprint)
     register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     _instrument(app, telemetry)
     return app

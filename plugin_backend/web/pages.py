@@ -1,0 +1,683 @@
+"""Human pages: the landing page (links, dependency health), the incident list and
+one incident's page (symptom and causes plotted live, evidence, note, timeline).
+
+Server-rendered HTML without any script: Jinja2 escapes every value, the plots are
+inline SVG from ``plots.py``, and the responses carry a CSP that forbids scripts.
+The view models (pure: an incident and fetched series in, display values out) are
+built by the functions in the first half; the routes below them do the I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+import requests
+from flask import Blueprint, Response, current_app, render_template, request
+from markupsafe import Markup
+
+from plugin_backend import __version__
+from plugin_backend.bootstrap import LOCAL_LLM_URL, build_grafana
+from plugin_backend.config import Settings
+from plugin_backend.datasource.step import align_range
+from plugin_backend.detection import DetectOptions, SeriesAnomalies
+from plugin_backend.errors import BackendError, InvalidQuery, UpstreamError
+from plugin_backend.incidents import Incident
+from plugin_backend.promql import Matcher, is_valid_metric_name
+from plugin_backend.scoring.registry import DEFAULT_DETECTOR
+from plugin_backend.service import DatasourceService
+from plugin_backend.store import Store
+from plugin_backend.types import Series, TimeRange, format_series_name
+from plugin_backend.web.errors import error_body
+from plugin_backend.web.http import json_response
+from plugin_backend.web.plots import Band, Line, Marker, Shade, format_number, time_plot
+
+__all__ = [
+    "SECURITY_HEADERS",
+    "CauseView",
+    "Check",
+    "IncidentRow",
+    "TimelineEvent",
+    "cause_plot",
+    "cause_selector",
+    "cause_views",
+    "format_duration",
+    "format_time",
+    "grafana_link",
+    "incident_row",
+    "llm_models_url",
+    "llm_view",
+    "pages_blueprint",
+    "pick_symptom",
+    "plot_range",
+    "plot_step",
+    "symptom_plot",
+    "timeline",
+]
+
+log = logging.getLogger(__name__)
+
+pages_blueprint = Blueprint("pages", __name__, template_folder="templates")
+
+PRODUCT = "plugin-backend"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+INCIDENT_ID = re.compile(r"[0-9a-f]{16}")
+BEFORE_S = 3600.0  # plotted before the incident's start
+AFTER_S = 1800.0  # and after its end (never past now)
+TOP_CAUSES = 5
+PLOT_POINTS = 720  # about one point per plot pixel
+NONE = "\N{EN DASH}"  # shown for a missing value
+PROBE_TIMEOUT_S = 2.0
+STATUSES = ("open", "closed")
+DASHBOARDS = (
+    ("anomaly-overview", "Anomaly overview"),
+    ("incidents", "Incidents"),
+    ("plugin-backend-self", "plugin-backend self-monitoring"),
+)
+
+
+# == view models (pure) ================================================================
+
+
+def format_time(ts: float | None) -> str:
+    """``2025-11-24 21:02:15 UTC`` (a dash for none)."""
+    if ts is None or not math.isfinite(ts):
+        return NONE
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``3 min 30 s``, ``1 h 05 min``, ``2 d 3 h``."""
+    s = max(round(seconds), 0)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        minutes, rest = divmod(s, 60)
+        return f"{minutes} min" + (f" {rest} s" if rest else "")
+    if s < 86400:
+        hours, rest = divmod(s, 3600)
+        return f"{hours} h {rest // 60:02d} min"
+    days, rest = divmod(s, 86400)
+    return f"{days} d {rest // 3600} h"
+
+
+def plot_range(incident: Incident, now_s: float) -> tuple[float, float]:
+    """``[start - 1 h, end + 30 min]``, never past ``now_s``."""
+    start = incident.start_s - BEFORE_S
+    end = min(max(incident.end_s, incident.start_s) + AFTER_S, now_s)
+    return start, max(end, incident.start_s + 60.0)
+
+
+def plot_step(x_range: tuple[float, float]) -> float:
+    """A step (multiple of 15 s) giving about ``PLOT_POINTS`` points over ``x_range``."""
+    raw = (x_range[1] - x_range[0]) / PLOT_POINTS
+    return max(15.0, math.ceil(raw / 15.0) * 15.0)
+
+
+def cause_selector(cause: Mapping[str, Any]) -> str:
+    """The PromQL selector of one cause's series, from its labels (values quoted)."""
+    labels = cause.get("labels")
+    labels = labels if isinstance(labels, Mapping) else {}
+    name = str(labels.get("__name__") or cause.get("metric") or "")
+    matchers = [Matcher(str(k), "=", str(v)) for k, v in sorted(labels.items()) if k != "__name__"]
+    if is_valid_metric_name(name):
+        return f"{name}{{{', '.join(str(m) for m in matchers)}}}"
+    if name:
+        matchers.insert(0, Matcher("__name__", "=", name))
+    if not matchers:
+        raise InvalidQuery("the cause has neither a metric name nor labels")
+    return "{" + ", ".join(str(m) for m in matchers) + "}"
+
+
+def grafana_link(
+    grafana_url: str | None, incident: Incident, x_range: tuple[float, float]
+) -> str | None:
+    """The incident's panel in Grafana over the plotted range, when it has one."""
+    if not grafana_url or not incident.dashboard_uid:
+        return None
+    params: dict[str, str | int] = {}
+    if incident.panel_id is not None:
+        params["viewPanel"] = incident.panel_id
+    params["from"] = round(x_range[0] * 1000)
+    params["to"] = round(x_range[1] * 1000)
+    base = grafana_url.rstrip("/")
+    return f"{base}/d/{quote(incident.dashboard_uid, safe='')}?{urlencode(params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    at_s: float
+    what: str
+    kind: str  # cause | start | confirmed | end
+    time_text: str = ""
+    offset_text: str = ""
+
+
+def timeline(incident: Incident, causes: Sequence[Mapping[str, Any]]) -> list[TimelineEvent]:
+    """Cause onsets, the symptom's start, the alarm, the end: in time order."""
+    events: list[tuple[float, str, str]] = []
+    for rank, cause in enumerate(causes, 1):
+        onset = _as_float(cause.get("onset"))
+        if onset is not None:
+            events.append((onset, f"#{rank} {cause.get('series', '?')} changed", "cause"))
+    events.append((incident.start_s, f"symptom {incident.series} left its band", "start"))
+    report = incident.report or {}
+    symptom = report.get("symptom")
+    confirmed = _as_float(symptom.get("at")) if isinstance(symptom, Mapping) else None
+    if confirmed is not None:
+        events.append((confirmed, "alarm confirmed, root cause analysed", "confirmed"))
+    if incident.status == "closed":
+        events.append((incident.end_s, "incident ended", "end"))
+    else:
+        events.append((incident.end_s, "last anomalous point so far (ongoing)", "end"))
+    order = {"cause": 0, "start": 1, "confirmed": 2, "end": 3}
+    events.sort(key=lambda e: (e[0], order[e[2]]))
+    return [
+        TimelineEvent(at, what, kind, format_time(at), _offset(at - incident.start_s))
+        for at, what, kind in events
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class CauseView:
+    """One ranked cause as the page shows it (``svg`` or ``error`` once fetched)."""
+
+    rank: int
+    series: str
+    metric: str
+    labels: list[tuple[str, str]]
+    score_text: str
+    kind: str
+    direction: str
+    baseline_text: str
+    incident_text: str
+    peak_text: str
+    magnitude_text: str
+    onset_s: float | None
+    onset_text: str
+    lead_text: str
+    entity: str | None
+    selector: str | None
+    svg: Markup | None = None
+    error: str | None = None
+
+
+def cause_views(report: Mapping[str, Any] | None, limit: int = TOP_CAUSES) -> list[CauseView]:
+    """The top ``limit`` causes of a stored report, formatted (no plots yet)."""
+    causes = report.get("causes") if report else None
+    if not isinstance(causes, Sequence):
+        return []
+    out = []
+    for rank, cause in enumerate([c for c in causes if isinstance(c, Mapping)][:limit], 1):
+        evidence = cause.get("evidence")
+        ev: Mapping[str, Any] = evidence if isinstance(evidence, Mapping) else {}
+        labels = cause.get("labels")
+        pairs = (
+            sorted((str(k), str(v)) for k, v in labels.items())
+            if isinstance(labels, Mapping)
+            else []
+        )
+        onset = _as_float(cause.get("onset"))
+        lead = _as_float(cause.get("lead_s"))
+        try:
+            selector: str | None = cause_selector(cause)
+            error = None
+        except InvalidQuery as exc:
+            selector, error = None, f"no selector for this series: {exc.message}"
+        kind = str(ev.get("kind") or "metric")
+        if kind == "change_event" and ev.get("event"):
+            kind = f"change event ({ev.get('event')})"
+        out.append(
+            CauseView(
+                rank=rank,
+                series=str(cause.get("series") or ""),
+                metric=str(cause.get("metric") or ""),
+                labels=pairs,
+                score_text=_fixed(cause.get("score"), 2),
+                kind=kind,
+                direction=str(ev.get("direction") or NONE),
+                baseline_text=_number(ev.get("baseline")),
+                incident_text=_number(ev.get("incident_value")),
+                peak_text=_number(ev.get("peak_value")),
+                magnitude_text=_fixed(ev.get("magnitude"), 1).replace(NONE, ""),
+                onset_s=onset,
+                onset_text=format_time(onset),
+                lead_text=_lead(lead),
+                entity=str(cause["entity"]) if cause.get("entity") else None,
+                selector=selector,
+                error=error,
+            )
+        )
+    return out
+
+
+def symptom_plot(
+    anomalies: SeriesAnomalies, incident: Incident, x_range: tuple[float, float]
+) -> Markup:
+    """The symptom with its expected band (shaded), expected line (dashed) and window."""
+    scored = anomalies.scored
+    report = incident.report or {}
+    symptom = report.get("symptom")
+    confirmed = _as_float(symptom.get("at")) if isinstance(symptom, Mapping) else None
+    markers = [Marker(confirmed, "alarm confirmed")] if confirmed is not None else []
+    svg = time_plot(
+        scored.timestamps_s,
+        [Line(scored.values, incident.series), Line(scored.expected, "expected", dashed=True)],
+        x_range=x_range,
+        band=Band(scored.lower, scored.upper),
+        shades=[Shade(incident.start_s, max(incident.end_s, incident.start_s), "anomaly window")],
+        markers=markers,
+        title=f"symptom: {incident.series}",
+        height=280,
+    )
+    return Markup(svg)  # noqa: S704 - plots.py escapes every text it writes
+
+
+def cause_plot(
+    series: Series, cause: CauseView, incident: Incident, x_range: tuple[float, float]
+) -> Markup:
+    """One cause's series on the symptom's time axis, its onset marked."""
+    markers = [Marker(cause.onset_s, "onset")] if cause.onset_s is not None else []
+    svg = time_plot(
+        series.timestamps_s,
+        [Line(series.values, cause.series)],
+        x_range=x_range,
+        shades=[
+            Shade(
+                incident.start_s,
+                max(incident.end_s, incident.start_s),
+                "symptom's anomaly window",
+                css="window symptom",
+            )
+        ],
+        markers=markers,
+        title=f"cause #{cause.rank}: {cause.series}",
+        height=170,
+    )
+    return Markup(svg)  # noqa: S704 - plots.py escapes every text it writes
+
+
+def pick_symptom(found: Sequence[SeriesAnomalies], incident: Incident) -> SeriesAnomalies | None:
+    """The incident's own series among what its query returns (else the first)."""
+    for anomalies in found:
+        if format_series_name(anomalies.labels) == incident.series:
+            return anomalies
+    return found[0] if found else None
+
+
+def llm_view(report: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Provider, model, fallback and reason of the note's writer."""
+    llm = report.get("llm") if report else None
+    if not isinstance(llm, Mapping):
+        return None
+    fallback = llm.get("fallback")
+    return {
+        "provider": str(llm.get("provider") or NONE),
+        "model": str(llm.get("model") or NONE),
+        "fallback": "yes (template note)" if fallback else "no",
+        "reason": str(llm.get("reason") or ""),
+        "latency": _fixed(llm.get("latency_s"), 2) + " s" if llm.get("latency_s") else "",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    id: str
+    start_text: str
+    duration_text: str
+    status: str
+    rule: str
+    title: str
+    cause: str
+    peak_text: str
+
+
+def incident_row(incident: Incident) -> IncidentRow:
+    duration = format_duration(max(incident.end_s - incident.start_s, 0.0))
+    return IncidentRow(
+        id=incident.id,
+        start_text=format_time(incident.start_s),
+        duration_text=duration + (" (ongoing)" if incident.status == "open" else ""),
+        status=incident.status,
+        rule=incident.rule or NONE,
+        title=incident.title,
+        cause=incident.cause or NONE,
+        peak_text=_fixed(incident.peak_score, 2),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One dependency's health: ``ok``, ``error`` or ``off`` (not configured)."""
+
+    name: str
+    state: Literal["ok", "error", "off"]
+    detail: str
+    target: str = ""
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _number(value: object) -> str:
+    number = _as_float(value)
+    return format_number(number) if number is not None else NONE
+
+
+def _fixed(value: object, digits: int) -> str:
+    number = _as_float(value)
+    return f"{number:.{digits}f}" if number is not None else NONE
+
+
+def _lead(lead_s: float | None) -> str:
+    if lead_s is None:
+        return NONE
+    minutes = abs(lead_s) / 60.0
+    if abs(lead_s) < 1.0:
+        return "with the symptom"
+    return f"{minutes:.1f} min {'before' if lead_s > 0 else 'after'} the symptom"
+
+
+def _offset(delta_s: float) -> str:
+    if abs(delta_s) < 1.0:
+        return "T"
+    sign = "+" if delta_s > 0 else "-"
+    return f"T{sign}{format_duration(abs(delta_s))}"
+
+
+# == routes (I/O) ======================================================================
+
+
+@pages_blueprint.after_request
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+@pages_blueprint.errorhandler(BackendError)
+def _backend_error(exc: BackendError) -> tuple[str, int]:
+    log.warning("page failed: %s", exc.message)
+    return _error_page(exc.http_status, "The page could not be built", exc.message)
+
+
+@pages_blueprint.get("/")
+def landing() -> str:
+    """Product, links, and the health of each dependency (each check bounded in time)."""
+    settings = _settings()
+    grafana = str(settings.grafana_url).rstrip("/") if settings.grafana_url else None
+    dashboards = [(f"{grafana}/d/{uid}", title) for uid, title in DASHBOARDS] if grafana else []
+    return render_template(
+        "landing.html",
+        product=PRODUCT,
+        version=__version__,
+        checks=_health_checks(settings),
+        grafana_url=grafana,
+        dashboards=dashboards,
+        auth_enabled=bool(current_app.extensions.get("plugin_backend.auth_enabled", False)),
+        advertised_url=settings.advertised_url(),
+    )
+
+
+@pages_blueprint.get("/incidents")
+def incident_list() -> str | tuple[str, int]:
+    """Stored incidents, newest first, filtered by status, rule and service."""
+    status = request.args.get("status", "").strip() or None
+    rule = request.args.get("rule", "").strip() or None
+    service = request.args.get("service", "").strip() or None
+    if status is not None and status not in STATUSES:
+        return _error_page(400, "Bad filter", f"status must be one of {', '.join(STATUSES)}")
+    limit_text = request.args.get("limit", "200")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        return _error_page(400, "Bad filter", "limit must be a whole number from 1 to 1000")
+    limit = int(limit_text)
+    found = _store().list_incidents(rule=rule, status=status, service=service, limit=limit)
+    return render_template(
+        "incident_list.html",
+        product=PRODUCT,
+        rows=[incident_row(i) for i in found],
+        status=status or "",
+        rule=rule or "",
+        service=service or "",
+        limit=limit,
+        truncated=len(found) >= limit,
+    )
+
+
+@pages_blueprint.get("/incidents/<incident_id>.json")
+def incident_json(incident_id: str) -> Response:
+    """The stored incident as JSON, its root-cause report included."""
+    incident = _load(incident_id)
+    if incident is None:
+        return json_response(error_body("not_found", f"no incident {incident_id!r}"), 404)
+    return json_response(dataclasses.asdict(incident))
+
+
+@pages_blueprint.get("/incidents/<incident_id>")
+def incident_page(incident_id: str) -> str | tuple[str, int]:
+    """One incident: symptom and causes plotted live on one time axis, evidence, note."""
+    incident = _load(incident_id)
+    if incident is None:
+        return _error_page(
+            404, "Incident not found", f"There is no incident with the id {incident_id!r}."
+        )
+    settings = _settings()
+    service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
+    x_range = plot_range(incident, time.time())
+    step = plot_step(x_range)
+    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step)
+    causes = cause_views(incident.report)
+    causes = [
+        _with_plot(
+            service, cause, incident=incident, x_range=x_range, step=step, source_down=source_down
+        )
+        for cause in causes
+    ]
+    report = incident.report or {}
+    stored = report.get("causes")
+    raw_causes = [c for c in stored if isinstance(c, Mapping)] if isinstance(stored, list) else []
+    return render_template(
+        "incident_detail.html",
+        product=PRODUCT,
+        incident=incident,
+        row=incident_row(incident),
+        end_text=format_time(incident.end_s),
+        labels=sorted((str(k), str(v)) for k, v in incident.labels.items()),
+        symptom_svg=symptom_svg,
+        symptom_error=symptom_error,
+        causes=causes,
+        candidates=report.get("candidates"),
+        llm=llm_view(incident.report),
+        events=timeline(incident, raw_causes[:TOP_CAUSES]),
+        grafana_href=grafana_link(
+            str(settings.grafana_url) if settings.grafana_url else None, incident, x_range
+        ),
+        range_text=f"{format_time(x_range[0])} to {format_time(x_range[1])}",
+        step_text=format_duration(step),
+        source_kind=service.source.kind,
+    )
+
+
+# -- helpers that touch the app --------------------------------------------------------
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["plugin_backend.settings"]
+    return settings
+
+
+def _store() -> Store:
+    store: Store = current_app.extensions["plugin_backend.store"]
+    return store
+
+
+def _load(incident_id: str) -> Incident | None:
+    if INCIDENT_ID.fullmatch(incident_id) is None:
+        return None
+    return _store().get_incident(incident_id)
+
+
+def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
+    html = render_template(
+        "page_error.html", product=PRODUCT, status=status, title=title, message=message
+    )
+    return html, status
+
+
+def _symptom(
+    service: DatasourceService, incident: Incident, x_range: tuple[float, float], step: float
+) -> tuple[Markup | None, str | None, bool]:
+    """The symptom plot, or why there is none; ``True`` when the source itself failed."""
+    options = DetectOptions(detector=DEFAULT_DETECTOR)
+    try:
+        found = service.detection.detect(incident.query, TimeRange(*x_range), step, options)
+    except UpstreamError as exc:
+        return None, f"The series source ({service.source.kind}) failed: {exc.message}", True
+    except BackendError as exc:
+        return None, f"The symptom could not be scored: {exc.message}", False
+    except Exception as exc:
+        log.exception("symptom plot of incident %s failed", incident.id)
+        return None, f"The symptom could not be plotted ({type(exc).__name__}).", False
+    anomalies = pick_symptom(found, incident)
+    if anomalies is None:
+        return None, f"The query {incident.query} returned no series in this range.", False
+    return symptom_plot(anomalies, incident, x_range), None, False
+
+
+def _with_plot(
+    service: DatasourceService,
+    cause: CauseView,
+    *,
+    incident: Incident,
+    x_range: tuple[float, float],
+    step: float,
+    source_down: bool,
+) -> CauseView:
+    if cause.selector is None:
+        return cause
+    if source_down:  # one timeout is enough: do not wait on the source once per cause
+        return dataclasses.replace(cause, error="Not fetched: the series source failed.")
+    try:
+        found = service.source.query_range(
+            cause.selector, align_range(TimeRange(*x_range), step), step
+        )
+    except BackendError as exc:
+        return dataclasses.replace(cause, error=f"The series source failed: {exc.message}")
+    except Exception as exc:
+        log.exception("cause plot of incident %s failed", incident.id)
+        return dataclasses.replace(cause, error=f"Could not be plotted ({type(exc).__name__}).")
+    if not found:
+        return dataclasses.replace(cause, error="No data for this series in this range.")
+    series = next((s for s in found if format_series_name(s.labels) == cause.series), found[0])
+    return dataclasses.replace(cause, svg=cause_plot(series, cause, incident, x_range))
+
+
+# -- health checks -----------------------------------------------------------------------
+
+
+def _health_checks(settings: Settings) -> list[Check]:
+    """Every dependency probed at once; none may take longer than the probe timeout."""
+    service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
+    store = _store()
+    probes: list[tuple[str, Callable[[], Check]]] = [
+        ("Series source", lambda: _check_source(service, settings)),
+        ("Grafana", lambda: _check_grafana(settings)),
+        ("LLM", lambda: _check_llm(settings)),
+        ("Store", lambda: _check_store(store)),
+    ]
+    deadline_s = PROBE_TIMEOUT_S + 1.0
+    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
+    try:
+        futures = [pool.submit(_never_raises, name, probe) for name, probe in probes]
+        wait_futures(futures, timeout=deadline_s)
+        return [
+            future.result()
+            if future.done()
+            else Check(name, "error", f"no answer within {deadline_s:g} s")
+            for (name, _), future in zip(probes, futures, strict=True)
+        ]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _never_raises(name: str, probe: Callable[[], Check]) -> Check:
+    try:
+        return probe()
+    except BackendError as exc:
+        return Check(name, "error", exc.message)
+    except Exception as exc:
+        log.warning("health check %s failed", name, exc_info=True)
+        return Check(name, "error", f"{type(exc).__name__}: {exc}")
+
+
+def _check_source(service: DatasourceService, settings: Settings) -> Check:
+    service.check_ready(min(settings.readiness_timeout_s, PROBE_TIMEOUT_S))
+    return Check("Series source", "ok", "answers a query", target=service.source.describe())
+
+
+def _check_grafana(settings: Settings) -> Check:
+    if settings.grafana_url is None:
+        return Check("Grafana", "off", "not configured (PLUGIN_BACKEND_GRAFANA_URL)")
+    bounded = settings.model_copy(
+        update={"grafana_timeout_s": min(settings.grafana_timeout_s, PROBE_TIMEOUT_S)}
+    )
+    client = build_grafana(bounded)
+    target = str(settings.grafana_url).rstrip("/")
+    if client is None:
+        return Check("Grafana", "error", "configured without a token", target=target)
+    client.check_ready()
+    return Check("Grafana", "ok", "GET /api/health answers", target=target)
+
+
+def llm_models_url(base_url: str) -> str:
+    """``{base}/v1/models`` (``/v1`` not doubled)."""
+    base = base_url.strip().rstrip("/")
+    return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
+
+
+def _check_llm(settings: Settings) -> Check:
+    if settings.llm_provider == "none":
+        return Check("LLM", "off", "provider none: notes are written from a template")
+    url = llm_models_url(str(settings.llm_url) if settings.llm_url else LOCAL_LLM_URL)
+    headers = {}
+    if settings.llm_api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.llm_api_key.get_secret_value()}"
+    target = f"provider {settings.llm_provider}, {url}"
+    try:
+        response = requests.get(
+            url, headers=headers, timeout=PROBE_TIMEOUT_S, allow_redirects=False
+        )
+    except requests.Timeout:
+        return Check("LLM", "error", f"no answer within {PROBE_TIMEOUT_S:g} s", target=target)
+    except requests.ConnectionError:
+        return Check("LLM", "error", "cannot connect", target=target)
+    except requests.RequestException as exc:
+        return Check("LLM", "error", type(exc).__name__, target=target)
+    if response.status_code != 200:
+        return Check("LLM", "error", f"HTTP {response.status_code}", target=target)
+    return Check("LLM", "ok", "GET /v1/models answers", target=target)
+
+
+def _check_store(store: Store) -> Check:
+    store.ping()
+    counts = store.outbox_counts()
+    outbox = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}", target=repr(store))
