@@ -349,7 +349,7 @@ def anomaly_overview() -> Json:
             "the incident page.",
             overrides=[_incident_link_override()],
             transformations=[_organize(_INCIDENT_HIDDEN | {"rule", "series"})],
-            sort_by="time",
+            sort_by="started",
         ),
     ]
     annotations = [

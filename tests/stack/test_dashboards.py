@@ -124,6 +124,27 @@ def test_incident_links_open_the_incident_page() -> None:
                            "targetBlank": True}]]  # fmt: skip
 
 
+ANOMALIES_COLUMNS = [
+    "time", "timeEnd", "title", "text", "tags", "series", "direction", "peak_score", "open",
+]  # fmt: skip
+
+
+def test_table_sorting_and_overrides_name_real_columns() -> None:
+    columns = {"incidents": INCIDENTS_COLUMNS, "anomalies": ANOMALIES_COLUMNS}
+    for board in BOARDS.values():
+        for panel in all_panels(board):
+            if panel["type"] != "table":
+                continue
+            names = set(columns[panel["targets"][0]["target"]])
+            for transformation in panel["transformations"]:
+                renames = transformation["options"].get("renameByName", {})
+                names |= set(renames.values())
+            for sort in panel["options"].get("sortBy", []):
+                assert sort["displayName"] in names, (panel["title"], sort)
+            for override in panel["fieldConfig"]["overrides"]:
+                assert override["matcher"]["options"] in names, (panel["title"], override)
+
+
 def _queries(board: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(where, datasource, query) of every panel target, annotation and variable."""
     out = []
