@@ -6,6 +6,7 @@ import sys
 
 from benchmarks import (
     bench_detection,
+    bench_load,
     bench_notes,
     bench_query,
     bench_rca,
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "rca": bench_rca.main,
     "notes": bench_notes.main,
     "worker": bench_worker.main,
+    "load": bench_load.main,
 }
 
 

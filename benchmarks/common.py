@@ -30,6 +30,15 @@ def backfilled_prometheus() -> Iterator[PrometheusServer]:
 
 @contextmanager
 def gunicorn_backend(prometheus_url: str, workers: int = 2) -> Iterator[str]:
+    with gunicorn_server(prometheus_url, workers) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def gunicorn_server(
+    prometheus_url: str, workers: int = 2
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``plugin-backend serve``: its URL and the gunicorn master process."""
     port = find_free_port()
     env = {
         **os.environ,
@@ -57,7 +66,7 @@ def gunicorn_backend(prometheus_url: str, workers: int = 2) -> Iterator[str]:
                 stderr = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"backend did not start: {stderr[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(timeout=20)
