@@ -471,6 +471,12 @@ def incident_json(incident_id: str) -> Response:
     return json_response(dataclasses.asdict(incident))
 
 
+@pages_blueprint.get("/incidents/<path:anything>")
+def incident_not_found(anything: str) -> tuple[str, int]:
+    """Any other path under ``/incidents/``: the HTML 404, not the API's JSON one."""
+    return _error_page(404, "Incident not found", f"There is no incident at {anything!r}.")
+
+
 @pages_blueprint.get("/incidents/<incident_id>")
 def incident_page(incident_id: str) -> str | tuple[str, int]:
     """One incident: symptom and causes plotted live on one time axis, evidence, note."""
