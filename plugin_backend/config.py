@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,8 @@ ENV_PREFIX = "PLUGIN_BACKEND_"
 CONFIG_FILE_VAR = ENV_PREFIX + "CONFIG"
 # prometheus-client reads this when it is first imported: set it before that.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MIN_TOKEN_LENGTH = 16
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
 class Settings(BaseModel):
@@ -53,6 +56,23 @@ class Settings(BaseModel):
     log_format: Literal["json", "text"] = "json"
     multiproc_dir: Path | None = Field(
         None, description="prometheus-client multiprocess dir; default: a fresh temp dir"
+    )
+
+    # --- who may call the service (README "Security") --------------------------
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for every data, write, page and webhook call"
+    )
+    basic_auth_user: str | None = Field(None, description="HTTP basic auth user (with _PASSWORD)")
+    basic_auth_password: SecretStr | None = None
+    metrics_require_auth: bool = Field(False, description="GET /metrics needs credentials too")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Grafana webhook HMAC-SHA256 secret: unsigned Grafana alerts refused"
+    )
+    webhook_signature_header: str = Field(
+        "X-Grafana-Alerting-Signature", description="header holding the hex HMAC-SHA256"
+    )
+    webhook_timestamp_header: str | None = Field(
+        None, description="e.g. X-Grafana-Alerting-Timestamp: signs timestamp:body, 5 min max age"
     )
 
     # --- the series source -------------------------------------------------
@@ -194,6 +214,44 @@ class Settings(BaseModel):
             raise ValueError(
                 "PLUGIN_BACKEND_GRAFANA_URL needs PLUGIN_BACKEND_GRAFANA_TOKEN "
                 "(a service-account token that may write annotations)"
+            )
+        return self
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LENGTH} characters long "
+                "(generate one with `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("webhook_signature_header", "webhook_timestamp_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an HTTP header name")
+        return value
+
+    @model_validator(mode="after")
+    def _api_auth(self) -> Settings:
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise ValueError(
+                "PLUGIN_BACKEND_BASIC_AUTH_USER and PLUGIN_BACKEND_BASIC_AUTH_PASSWORD must be "
+                "set together"
+            )
+        if self.basic_auth_user is not None and (
+            not self.basic_auth_user or ":" in self.basic_auth_user
+        ):
+            raise ValueError("PLUGIN_BACKEND_BASIC_AUTH_USER must be non-empty, without ':'")
+        if self.basic_auth_password is not None and not self.basic_auth_password.get_secret_value():
+            raise ValueError("PLUGIN_BACKEND_BASIC_AUTH_PASSWORD must not be empty")
+        if self.webhook_secret is not None and not self.webhook_secret.get_secret_value():
+            raise ValueError("PLUGIN_BACKEND_WEBHOOK_SECRET must not be empty")
+        if self.webhook_timestamp_header is not None and self.webhook_secret is None:
+            raise ValueError(
+                "PLUGIN_BACKEND_WEBHOOK_TIMESTAMP_HEADER needs PLUGIN_BACKEND_WEBHOOK_SECRET"
             )
         return self
 

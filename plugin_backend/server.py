@@ -93,7 +93,8 @@ class _Application(BaseApplication):  # type: ignore[misc]
         base = s.advertised_url()
         log.info(
             "plugin-backend %s listening on %s:%s with %d workers; source: %s; point Grafana's "
-            "simpod-json-datasource at %s/datasource; self-metrics at %s/metrics; notes: %s",
+            "simpod-json-datasource at %s/datasource; self-metrics at %s/metrics; notes: %s; "
+            "auth: %s",
             __version__,
             s.host,
             s.port,
@@ -102,8 +103,22 @@ class _Application(BaseApplication):  # type: ignore[misc]
             base,
             base,
             _llm_description(s),
+            _auth_description(s),
             extra={"source": "demo" if s.uses_demo_source else "prometheus"},
         )
+
+
+def _auth_description(settings: Settings) -> str:
+    """Which credentials callers need (names only; each worker warns when there are none)."""
+    accepted = []
+    if settings.api_token is not None:
+        accepted.append("bearer token")
+    if settings.basic_auth_user is not None:
+        accepted.append("basic auth")
+    if not accepted:
+        return "OFF, the API is open (set PLUGIN_BACKEND_API_TOKEN)"
+    signed = ", signed Grafana webhooks" if settings.webhook_secret is not None else ""
+    return " or ".join(accepted) + signed
 
 
 def _llm_description(settings: Settings) -> str:

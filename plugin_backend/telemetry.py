@@ -105,6 +105,12 @@ class Telemetry:
             registry=self.registry,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.auth_enabled = Gauge(
+            "plugin_backend_auth_enabled",
+            "1 when callers must authenticate (token or basic auth), 0 when the API is open.",
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
 
     def source_observer(self, source_kind: str) -> SourceObserver:
         def observe(operation: str, duration_s: float, error_code: str | None) -> None:

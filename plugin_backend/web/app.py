@@ -24,9 +24,11 @@ from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.web.alerts_api import alerts_blueprint
+from plugin_backend.web.auth import install_auth
 from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
 from plugin_backend.web.explain_api import explain_blueprint
+from plugin_backend.web.openapi import openapi_blueprint
 from plugin_backend.web.ops import ops_blueprint
 from plugin_backend.web.pages import pages_blueprint
 
@@ -88,8 +90,10 @@ def create_app(
     app.register_blueprint(alerts_blueprint)
     app.register_blueprint(datasource_blueprint)
     app.register_blueprint(pages_blueprint)
+    app.register_blueprint(openapi_blueprint)
     register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     _instrument(app, telemetry)
+    install_auth(app, settings, telemetry)  # after the timer: refusals are measured too
     return app
 
 
