@@ -141,6 +141,15 @@ class Settings(BaseModel):
     max_points_per_series: int = Field(50_000, ge=100)
     max_promql_length: int = Field(20_000, ge=16)
     max_scored_series: int = Field(50, ge=1, description="series one anomaly target may score")
+    max_concurrent_heavy: int = Field(
+        2, ge=1, le=64, description="anomaly/root-cause requests at once per gunicorn worker"
+    )
+    heavy_wait_s: float = Field(
+        5.0, ge=0, le=300, description="how long a heavy request waits for a free slot"
+    )
+    request_deadline_s: float = Field(
+        50.0, gt=0, le=3600, description="time budget of one HTTP request's outbound calls"
+    )
     score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
     warm_detectors: list[str] = Field(
         default_factory=lambda: ["transformer"],

@@ -16,6 +16,7 @@ BackendError
 │   │   ├── PrometheusTimeout (504)
 │   │   └── PrometheusQueryError (422) Prometheus could not execute the query
 │   ├── GrafanaError                 Grafana's API failed (annotations: retried from the outbox)
+│   ├── DeadlineExceeded (504)       the request's time budget ran out (slow upstream)
 │   ├── StoreError (503)             the incident store (SQLite / PostgreSQL) failed
 │   └── LLMError                     never reaches Grafana: notes fall back to a template
 └── ModelError                       NotFitted, InsufficientData, ArtifactError
@@ -31,6 +32,7 @@ __all__ = [
     "ArtifactError",
     "BackendError",
     "ConfigError",
+    "DeadlineExceeded",
     "GrafanaError",
     "InsufficientData",
     "InvalidQuery",
@@ -137,6 +139,11 @@ class GrafanaError(UpstreamError):
         self.in_doubt = in_doubt
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(UpstreamError):
+    code = "deadline_exceeded"
+    http_status = 504
 
 
 class StoreError(UpstreamError):

@@ -21,6 +21,7 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from plugin_backend import __version__
+from plugin_backend.deadline import remaining_s
 from plugin_backend.errors import ConfigError, LLMError
 from plugin_backend.llm.port import Completion, Message
 
@@ -120,6 +121,9 @@ class OpenAICompatibleLLM:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         budget = min(float(timeout_s), self.timeout_s)
+        request_left = remaining_s()  # the HTTP request's own budget, when inside one
+        if request_left is not None:
+            budget = min(budget, max(request_left - 0.5, 0.0))  # leave time to answer
         deadline = time.monotonic() + budget
         attempt = 0
         while True:

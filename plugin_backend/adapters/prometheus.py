@@ -27,6 +27,7 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from plugin_backend import __version__
+from plugin_backend.deadline import bounded_timeout, remaining_s
 from plugin_backend.errors import (
     BackendError,
     ConfigError,
@@ -281,11 +282,12 @@ class PrometheusClient:
     ) -> _T:
         """One API call with retries; returns ``parse(data)`` of a success answer."""
         url = self.base_url + path
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+        base_timeout = self.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.retries if retries is None else retries)
         attempt = 0
         while True:
             attempt += 1
+            timeout = bounded_timeout(base_timeout, f"Prometheus at {self.base_url}")
             try:
                 if method == "GET":
                     resp = self._session.get(url, params=form, timeout=timeout, verify=self._verify)
@@ -299,7 +301,9 @@ class PrometheusClient:
                 if resp.status_code < 500 or attempt >= attempts or _gave_up(resp):
                     return self._decode(resp, url, attempt, parse)
                 logger.debug("Prometheus answered HTTP %s on %s; retrying", resp.status_code, url)
-            self.sleep(self.backoff_s * 2 ** (attempt - 1))
+            pause = self.backoff_s * 2 ** (attempt - 1)
+            left = remaining_s()
+            self.sleep(pause if left is None else max(0.0, min(pause, left - 0.1)))
 
     def _transport_error(
         self, exc: requests.RequestException, timeout: float

@@ -28,6 +28,7 @@ from plugin_backend.web.auth import install_auth
 from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
 from plugin_backend.web.explain_api import explain_blueprint
+from plugin_backend.web.limits import install_request_limits
 from plugin_backend.web.openapi import openapi_blueprint
 from plugin_backend.web.ops import ops_blueprint
 from plugin_backend.web.pages import pages_blueprint
@@ -92,6 +93,7 @@ def create_app(
     app.register_blueprint(pages_blueprint)
     app.register_blueprint(openapi_blueprint)
     register_error_handlers(app, max_body_bytes=settings.max_body_bytes)
+    install_request_limits(app, settings)
     _instrument(app, telemetry)
     install_auth(app, settings, telemetry)  # after the timer: refusals are measured too
     return app

@@ -28,6 +28,9 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.service import DatasourceService, TargetResult
 from plugin_backend.types import Series
 from plugin_backend.web.http import json_body, json_response
+from plugin_backend.web.limits import heavy_request
+
+HEAVY_KINDS = frozenset({"anomaly_score", "band", "anomalies"})
 
 __all__ = ["datasource_blueprint"]
 
@@ -68,7 +71,11 @@ def metric_payload_options() -> Response:
 @datasource_blueprint.post("/query")
 def query() -> Response:
     panel_query = parse_panel_query(json_body(), _limits())
-    results = _service().run_query(panel_query)
+    if any(t.kind in HEAVY_KINDS for t in panel_query.targets):
+        with heavy_request():
+            results = _service().run_query(panel_query)
+    else:
+        results = _service().run_query(panel_query)
     frames: list[dict[str, Any]] = []
     for result in results:
         frames += _render_result(result)

@@ -13,6 +13,7 @@ from plugin_backend.datasource.parse import parse_body
 from plugin_backend.explain import ExplainService
 from plugin_backend.timeparse import parse_duration_s, parse_time_s
 from plugin_backend.web.http import json_body, json_response
+from plugin_backend.web.limits import heavy_request
 
 __all__ = ["explain_blueprint"]
 
@@ -33,4 +34,6 @@ def explain() -> Response:
     at_s = parse_time_s(body.at, what="at")
     window_s = parse_duration_s(body.window, what="window")
     service: ExplainService = current_app.extensions["plugin_backend.explain"]
-    return json_response(service.explain(body.query, at_s, window_s).to_dict())
+    with heavy_request():
+        report = service.explain(body.query, at_s, window_s)
+    return json_response(report.to_dict())
