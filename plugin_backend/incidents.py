@@ -72,6 +72,10 @@ class Incident:
     report: Mapping[str, Any] | None = None
     created_s: float = 0.0
     updated_s: float = 0.0
+    # The symptom's normal range just before the incident: it stays open until the
+    # symptom is back inside (rule incidents; None when unknown).
+    normal_low: float | None = None
+    normal_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

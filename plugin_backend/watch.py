@@ -34,6 +34,13 @@ __all__ = ["CycleResult", "RuleCycle", "incident_title"]
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_S = 3600.0
+# The normal range is the band's extent over this long before an incident starts; an
+# incident closes once this many consecutive points are back inside it, or after
+# MAX_OPEN_S of a shift that never recovers.
+NORMAL_RANGE_S = 1800.0
+MIN_NORMAL_POINTS = 5
+RECOVERY_POINTS = 3
+MAX_OPEN_S = 6 * 3600.0
 # While an incident is open it is saved and its annotation grows at most this often.
 ANNOTATION_REFRESH_S = 300.0
 
@@ -88,21 +95,33 @@ class RuleCycle:
         except InsufficientData as exc:
             return CycleResult(rule.name, now_s, None, note=exc.message)
         result = CycleResult(rule.name, now_s, _latest_score(found))
+        gap = self.policy.max_gap_s
         remaining = [i for i in known if i.origin == "rule" and i.rule == rule.name]
         for anomalies in found:
             series = format_series_name(anomalies.labels)
+            # (current state, state as known before this cycle; None: opened now)
+            tracked: list[tuple[Incident, Incident | None]] = [
+                (i, i) for i in remaining if i.series == series
+            ]
+            remaining = [i for i in remaining if i.series != series]
             for window in anomalies.windows:
-                match = _overlapping(remaining, series, window, self.policy.max_gap_s)
-                if match is None:
+                at = _overlapping([t[0] for t in tracked], series, window, gap)
+                if at is None:
                     incident = self._open(rule, anomalies, window, now_s)
                     result.opened.append(incident.id)
-                    self._emit(result, incident, None)
+                    tracked.append((_follow_recovery(incident, anomalies, now_s), None))
                 else:
-                    remaining.remove(match)
-                    self._emit(result, _extend(match, window), match)
-        # Open incidents no window matches any more have ended: close them where they were.
+                    current, before = tracked[at]
+                    extended = _extend(current, window)
+                    tracked[at] = (_follow_recovery(extended, anomalies, now_s), before)
+            for state, before in tracked:
+                current = _follow_recovery(state, anomalies, now_s)
+                if current.status == "open" and current.end_s < now_s - gap:
+                    current = dataclasses.replace(current, status="closed")
+                self._emit(result, current, before)
+        # Incidents of series that returned no data: closed where they were.
         for incident in remaining:
-            if incident.status == "open" and incident.end_s < now_s - self.policy.max_gap_s:
+            if incident.status == "open" and incident.end_s < now_s - gap:
                 self._emit(result, dataclasses.replace(incident, status="closed"), incident)
         result.closed.extend(i.id for i, _ in result.changed if i.status == "closed")
         return result
@@ -131,6 +150,8 @@ class RuleCycle:
             created_s=now_s,
             updated_s=now_s,
         )
+        low, high = _normal_range(anomalies, window.start_s)
+        incident = dataclasses.replace(incident, normal_low=low, normal_high=high)
         return self._explained(incident, at_s=window.confirmed_s, window_s=rule.explain_window_s)
 
     def _explained(self, incident: Incident, *, at_s: float, window_s: float) -> Incident:
@@ -167,15 +188,63 @@ def _latest_score(found: Sequence[SeriesAnomalies]) -> float | None:
 
 def _overlapping(
     known: Sequence[Incident], series: str, window: AnomalyWindow, gap_s: float
-) -> Incident | None:
-    for incident in known:
+) -> int | None:
+    for at, incident in enumerate(known):
         if (
             incident.series == series
             and incident.start_s <= window.end_s + gap_s
             and window.start_s <= incident.end_s + gap_s
         ):
-            return incident
+            return at
     return None
+
+
+def _normal_range(anomalies: SeriesAnomalies, start_s: float) -> tuple[float | None, float | None]:
+    """The band's extent over the ``NORMAL_RANGE_S`` before ``start_s``: the range the
+    symptom must come back to before its incident closes."""
+    scored = anomalies.scored
+    before = (scored.timestamps_s >= start_s - NORMAL_RANGE_S) & (scored.timestamps_s < start_s)
+    lower, upper = scored.lower[before], scored.upper[before]
+    lower, upper = lower[np.isfinite(lower)], upper[np.isfinite(upper)]
+    if lower.size < MIN_NORMAL_POINTS or upper.size < MIN_NORMAL_POINTS:
+        return None, None
+    return float(lower.min()), float(upper.max())
+
+
+def _follow_recovery(incident: Incident, anomalies: SeriesAnomalies, now_s: float) -> Incident:
+    """Keep ``incident`` open while its symptom is outside its normal range; close it at
+    the last abnormal point once ``RECOVERY_POINTS`` consecutive points are back inside.
+
+    The detector's band adapts to a sustained shift within minutes (a level that
+    persists becomes its expectation), so its windows end long before the fault does;
+    an on-call engineer wants the incident to last until the symptom recovers. A
+    shift that never recovers is closed after ``MAX_OPEN_S`` (the new normal)."""
+    low, high = incident.normal_low, incident.normal_high
+    if low is None or high is None:
+        return incident
+    scored = anomalies.scored
+    after = (scored.timestamps_s > incident.start_s) & np.isfinite(scored.values)
+    t, v = scored.timestamps_s[after], scored.values[after]
+    if t.size == 0:
+        return incident
+    outside = (v < low) | (v > high)
+    inside_run = 0
+    last_outside = None
+    for ts, out in zip(t.tolist(), outside.tolist(), strict=True):
+        if out:
+            inside_run = 0
+            last_outside = ts
+        else:
+            inside_run += 1
+            if inside_run >= RECOVERY_POINTS and (last_outside or 0) >= incident.start_s:
+                end = max(incident.end_s, last_outside or incident.end_s)
+                return dataclasses.replace(incident, end_s=end, status="closed")
+    if last_outside is None:  # never left its normal range after the start
+        return incident
+    end = max(incident.end_s, last_outside)
+    if end - incident.start_s >= MAX_OPEN_S:
+        return dataclasses.replace(incident, end_s=end, status="closed")
+    return dataclasses.replace(incident, end_s=end, status="open")
 
 
 def _extend(incident: Incident, window: AnomalyWindow) -> Incident:

@@ -43,6 +43,8 @@ incidents = Table(
     Column("cause", Text, nullable=True),
     Column("report", JSON, nullable=True),
     Column("created_s", Float, nullable=False),
+    Column("normal_low", Float, nullable=True),
+    Column("normal_high", Float, nullable=True),
     Column("updated_s", Float, nullable=False),
     Index("ix_incidents_rule_status", "rule", "status"),
     Index("ix_incidents_start", "start_s"),

@@ -57,7 +57,7 @@ def test_an_unmigrated_store_is_refused_with_the_command_to_run(tmp_path: Path) 
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
-    assert store.migrate() == store.migrate() == "0001"
+    assert store.migrate() == store.migrate() == "0002"
 
 
 def test_incident_round_trip_and_filters(store: Store) -> None:
@@ -210,3 +210,29 @@ def test_sqlite_runs_in_wal_mode(store: Store) -> None:
 def test_repr_hides_passwords() -> None:
     store = Store("postgresql://user:s3cret@db.example:5432/pb")
     assert "s3cret" not in repr(store)
+
+
+def test_upgrading_a_0001_store_keeps_its_incidents(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from plugin_backend.store.store import MIGRATIONS
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO incidents (id, key, origin, title, query, series, labels, status,"
+                " start_s, end_s, note, created_s, updated_s) VALUES ('abc', 'k', 'rule', 't',"
+                " 'up', 'up', '{}', 'open', 1, 2, 'n', 0, 0)"
+            )
+        )
+    assert store.schema_revision() == "0001"
+    assert store.migrate() == "0002"
+    incident = store.get_incident("abc")
+    assert incident is not None
+    assert (incident.note, incident.normal_low) == ("n", None)

@@ -63,6 +63,16 @@ def test_the_injected_fault_becomes_one_explained_annotated_incident(source):
     assert len(during) == 1, [i.title for i, _ in result.changed]
     incident, annotation = next((i, a) for i, a in result.changed if i is during[0])
     assert incident.status == "closed"  # replayed an hour later: it is over
+    # it lasts as long as the symptom stays outside its normal range, not as long as the
+    # detector's band takes to adapt, and the drop back after the fault is part of it
+    assert incident.end_s - incident.start_s >= 0.8 * (fault.end_s - fault.start_s)
+    assert incident.end_s <= fault.end_s + 900
+    overlapping = [
+        i for i, _ in result.changed if i.start_s <= fault.end_s + 1800 and i.end_s >= fault.start_s
+    ]
+    assert overlapping == [incident]
+    assert incident.normal_low is not None
+    assert incident.normal_high is not None
     assert incident.direction == "up"
     assert incident.cause == fault.root_cause_series
     assert fault.root_cause_series in incident.note
