@@ -30,6 +30,7 @@ from plugin_backend.web.pages import (
     SECURITY_HEADERS,
     cause_selector,
     format_duration,
+    format_time,
     grafana_link,
     llm_models_url,
     plot_range,
@@ -75,6 +76,17 @@ def fault(found: list[Incident]) -> Incident:
     return incident
 
 
+def _other(fault: Incident) -> Incident:
+    """A second closed incident of the same rule and service, two hours earlier."""
+    return dataclasses.replace(
+        fault,
+        id=incident_id("other"),
+        key="other",
+        start_s=fault.start_s - 7200,
+        end_s=fault.end_s - 7200,
+    )
+
+
 def _hostile(fault: Incident) -> Incident:
     """An open incident whose labels, title, note and cause hold markup."""
     assert fault.report is not None
@@ -105,6 +117,7 @@ def store(tmp_path, found, fault) -> Store:
     for incident in found:
         store.save_incident(incident, None, now_s=NOW_S)
     store.save_incident(_hostile(fault), None, now_s=NOW_S)
+    store.save_incident(_other(fault), None, now_s=NOW_S)
     return store
 
 
@@ -153,11 +166,12 @@ def _text(response) -> str:
 def test_the_list_shows_every_incident_newest_first_with_its_columns(client, found, fault):
     body = _text(client.get("/incidents"))
     ids = re.findall(r'<tr class="incident" data-id="([0-9a-f]{16})"', body)
-    stored = sorted([*found, _hostile(fault)], key=lambda i: i.start_s, reverse=True)
+    stored = sorted([*found, _hostile(fault), _other(fault)], key=lambda i: i.start_s, reverse=True)
     assert ids == [i.id for i in stored]
     row = body[body.index(f'data-id="{fault.id}"') :].split("</tr>")[0]
     assert "2025-11-24 21:02:15 UTC" in row
-    assert "3 min 30 s" in row
+    assert format_duration(fault.end_s - fault.start_s) in row
+    assert fault.end_s - fault.start_s > 25 * 60  # the incident lasts as long as the fault
     assert "closed" in row
     assert "checkout-latency" in row
     assert _esc(fault.title) in row
@@ -180,7 +194,7 @@ def test_the_list_shows_every_incident_newest_first_with_its_columns(client, fou
     ],
 )
 def test_the_list_filters_by_status_rule_and_service(client, found, fault, query, expected):
-    names = {fault.id: "fault", _hostile(fault).id: "hostile"}
+    names = {fault.id: "fault", _hostile(fault).id: "hostile", _other(fault).id: "other"}
     body = _text(client.get(f"/incidents?{query}"))
     shown = {names.get(i, "other") for i in re.findall(r'data-id="([0-9a-f]{16})"', body)}
     assert shown == expected
@@ -205,8 +219,8 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     assert _esc(fault.title) in body
     assert _esc(fault.note) in body
     assert "2025-11-24 21:02:15 UTC" in body  # start
-    assert "2025-11-24 21:05:45 UTC" in body  # end
-    assert "3 min 30 s" in body
+    assert format_time(fault.end_s) in body  # end
+    assert format_duration(fault.end_s - fault.start_s) in body
     # LLM provenance: the template writer (no LLM configured in the rule cycle)
     assert '<span class="llm-provider">none</span>' in body
     assert "yes (template note)" in body
