@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +66,20 @@ def parse_body(model: type[BodyT], body: Any) -> BodyT:
 
 
 def to_time_range(body: RangeBody) -> TimeRange:
-    start_s, end_s = body.from_.timestamp(), body.to.timestamp()
+    start_s, end_s = _epoch_s(body.from_), _epoch_s(body.to)
     if end_s <= start_s:
         raise InvalidTimeRange(
             f"range.to ({body.to.isoformat()}) must be after range.from ({body.from_.isoformat()})"
         )
     return TimeRange(start_s, end_s)
+
+
+def _epoch_s(value: datetime) -> float:
+    """Unix seconds of any datetime pydantic accepts (years 1 to 9999); naive means UTC
+    (``datetime.timestamp`` would read it as server-local time, and fail near year 1)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH).total_seconds()
 
 
 def parse_panel_query(body: Any, limits: QueryLimits) -> PanelQuery:

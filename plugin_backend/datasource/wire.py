@@ -58,7 +58,8 @@ class TargetBody(_Body):
 class QueryBody(_Body):
     range: RangeBody
     targets: list[TargetBody]
-    interval_ms: float | None = Field(None, alias="intervalMs", gt=0)
+    # At most ten years: a step beyond that overflows millisecond grids (int64).
+    interval_ms: float | None = Field(None, alias="intervalMs", gt=0, le=316_224_000_000)
     max_data_points: int | None = Field(None, alias="maxDataPoints", gt=0)
     filters: list[AdhocFilterBody] | None = None
     adhoc_filters: list[AdhocFilterBody] | None = Field(None, alias="adhocFilters")

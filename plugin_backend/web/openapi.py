@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from flask import Blueprint, Flask, Response, current_app
 from pydantic import BaseModel
@@ -36,6 +36,7 @@ from plugin_backend.datasource.wire import (
     TagValuesBody,
     VariableBody,
 )
+from plugin_backend.incidents import IncidentOrigin, IncidentStatus
 from plugin_backend.web.auth import SIGNED_ENDPOINTS, requires_auth
 from plugin_backend.web.explain_api import ExplainBody
 from plugin_backend.web.http import json_response
@@ -344,13 +345,13 @@ _SCHEMAS: dict[str, Any] = {
         ("id", "key", "origin", "title", "query", "series", "start_s", "end_s", "status"),
         id=_STR,
         key=_STR,
-        origin=_STR,
+        origin={"enum": list(get_args(IncidentOrigin))},
         title=_STR,
         query=_STR,
         series=_STR,
         start_s=_NUM,
         end_s=_NUM,
-        status={"enum": ["open", "closed"]},
+        status={"enum": list(get_args(IncidentStatus))},
         rule=_STR_OR_NULL,
         labels=_LABELS,
         peak_score=_NUM_OR_NULL,
@@ -395,6 +396,11 @@ _RESPONSES: dict[str, Any] = {
     },
     "BadGateway": {"description": "The series source failed", "content": _ERROR_CONTENT},
     "StoreUnavailable": {"description": "The store failed", "content": _ERROR_CONTENT},
+    "TooManyRequests": {
+        "description": "Too many anomaly/root-cause requests at once in this worker "
+        "(PLUGIN_BACKEND_MAX_CONCURRENT_HEAVY): retry shortly",
+        "content": _ERROR_CONTENT,
+    },
     "GatewayTimeout": {
         "description": "The series source timed out, or the request's time budget ran out",
         "content": _ERROR_CONTENT,
@@ -405,11 +411,33 @@ _ERROR_NAMES = {
     404: "NotFound",
     413: "PayloadTooLarge",
     422: "Unprocessable",
+    429: "TooManyRequests",
     502: "BadGateway",
     503: "StoreUnavailable",
     504: "GatewayTimeout",
 }
 _SOURCE_ERRORS = (422, 502, 504)
+
+# Request examples over the built-in demo estate (an incident at 05:00 UTC that day).
+_EXAMPLE_RANGE = {"from": "2026-01-01T04:00:00Z", "to": "2026-01-01T08:00:00Z"}
+_EXAMPLE_QUERY = 'http_request_duration_seconds_p99{service="checkout"}'
+_EXAMPLE_ALERT = {
+    "receiver": "plugin-backend",
+    "status": "firing",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "CheckoutLatency", "service": "checkout"},
+            "annotations": {"plugin_backend_query": _EXAMPLE_QUERY},
+            "startsAt": "2026-01-01T05:02:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": "3f1c6a1b2e4d5f60",
+            "dashboardURL": "http://grafana:3000/d/anomaly-overview",
+            "panelURL": "http://grafana:3000/d/anomaly-overview?viewPanel=2",
+        }
+    ],
+    "externalURL": "http://grafana:3000/",
+}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -420,8 +448,13 @@ def _ok(description: str, schema: dict[str, Any], status: int = 200) -> dict[str
     return {str(status): {"description": description, "content": {JSON: {"schema": schema}}}}
 
 
-def _body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {JSON: {"schema": schema}}}
+def _body(
+    schema: dict[str, Any], *, required: bool = True, **examples: dict[str, Any]
+) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {"required": required, "content": {JSON: media}}
 
 
 def _html_error(description: str) -> dict[str, Any]:
@@ -462,7 +495,7 @@ def _metric_kinds(c: _Components) -> dict[str, Any]:
     kind = _object(("label", "value", "payloads"), label=_STR, value=_STR)
     kind["properties"]["payloads"] = _array(payload_field)
     return {
-        "requestBody": _body(c.model(MetricsBody), required=False),
+        "requestBody": _body(c.model(MetricsBody), required=False, plugin={"metric": ""}),
         "responses": {**_ok("The metric kinds", _array(kind)), **_errors(400, 413)},
     }
 
@@ -470,7 +503,10 @@ def _metric_kinds(c: _Components) -> dict[str, Any]:
 def _payload_options(c: _Components) -> dict[str, Any]:
     options = _array(_object(("label", "value"), label=_STR, value=_STR))
     return {
-        "requestBody": _body(c.model(MetricPayloadOptionsBody)),
+        "requestBody": _body(
+            c.model(MetricPayloadOptionsBody),
+            metric_names={"metric": "promql", "payload": {}, "name": "metric"},
+        ),
         "responses": {**_ok("Select-box options", options), **_errors(400, 413, *_SOURCE_ERRORS)},
     }
 
@@ -490,11 +526,26 @@ def _query(c: _Components) -> dict[str, Any]:
         "description": "the kind's options: an object (a JSON string from older plugins)",
     }
     frames = _array({"anyOf": [ref("TimeSeries"), ref("Table")]})
+    examples: dict[str, Any] = {
+        name: {
+            "range": _EXAMPLE_RANGE,
+            "intervalMs": 60_000,
+            "maxDataPoints": 500,
+            "targets": [{"refId": "A", "target": kind, "payload": payload}],
+        }
+        for name, kind, payload in (
+            ("promql", "promql", {"expr": _EXAMPLE_QUERY}),
+            ("table", "promql", {"expr": "pg_connections_in_use", "format": "table"}),
+            ("band", "band", {"expr": "pg_connections_in_use", "detector": "robust_z"}),
+            ("anomalies", "anomalies", {"expr": _EXAMPLE_QUERY, "detector": "robust_z"}),
+            ("incidents", "incidents", {"status": "all"}),
+        )
+    }
     return {
-        "requestBody": _body(body),
+        "requestBody": _body(body, **examples),
         "responses": {
             **_ok("Time series and tables, in target order", frames),
-            **_errors(400, 413, 503, *_SOURCE_ERRORS),
+            **_errors(400, 413, 429, 503, *_SOURCE_ERRORS),
         },
     }
 
@@ -504,7 +555,10 @@ def _variable(c: _Components) -> dict[str, Any]:
         ("__text", "__value", "text", "value"), __text=_STR, __value=_STR, text=_STR, value=_STR
     )
     return {
-        "requestBody": _body(c.model(VariableBody)),
+        "requestBody": _body(
+            c.model(VariableBody),
+            label_values={"payload": {"target": "label_values(service)"}, "range": _EXAMPLE_RANGE},
+        ),
         "responses": {
             **_ok("Variable values", _array(value)),
             **_errors(400, 413, *_SOURCE_ERRORS),
@@ -515,7 +569,7 @@ def _variable(c: _Components) -> dict[str, Any]:
 def _tag_keys(_: _Components) -> dict[str, Any]:
     keys = _array(_object(("type", "text"), type={"const": "string"}, text=_STR))
     return {
-        "requestBody": _body({"description": "ignored (any JSON)"}, required=False),
+        "requestBody": _body({"description": "ignored (any JSON)"}, required=False, plugin={}),
         "responses": {**_ok("Ad-hoc filter keys", keys), **_errors(400, 413, *_SOURCE_ERRORS)},
     }
 
@@ -523,14 +577,14 @@ def _tag_keys(_: _Components) -> dict[str, Any]:
 def _tag_values(c: _Components) -> dict[str, Any]:
     values = _array(_object(("text",), text=_STR))
     return {
-        "requestBody": _body(c.model(TagValuesBody)),
+        "requestBody": _body(c.model(TagValuesBody), service={"key": "service"}),
         "responses": {**_ok("Ad-hoc filter values", values), **_errors(400, 413, *_SOURCE_ERRORS)},
     }
 
 
 def _search(c: _Components) -> dict[str, Any]:
     return {
-        "requestBody": _body(c.model(SearchBody), required=False),
+        "requestBody": _body(c.model(SearchBody), required=False, http={"target": "http"}),
         "responses": {
             **_ok("Metric names containing target", _array(_STR)),
             **_errors(400, 413, *_SOURCE_ERRORS),
@@ -548,7 +602,13 @@ def _annotations(c: _Components) -> dict[str, Any]:
         tags=_array(_STR),
     )
     return {
-        "requestBody": _body(c.model(AnnotationQueryBody)),
+        "requestBody": _body(
+            c.model(AnnotationQueryBody),
+            builds={
+                "annotation": {"name": "builds", "query": "app_build_info"},
+                "range": _EXAMPLE_RANGE,
+            },
+        ),
         "responses": {
             **_ok("One event per run of non-zero values", _array(event)),
             **_errors(400, 413, *_SOURCE_ERRORS),
@@ -558,10 +618,13 @@ def _annotations(c: _Components) -> dict[str, Any]:
 
 def _explain(c: _Components) -> dict[str, Any]:
     return {
-        "requestBody": _body(c.model(ExplainBody)),
+        "requestBody": _body(
+            c.model(ExplainBody),
+            latency={"query": _EXAMPLE_QUERY, "at": "2026-01-01T05:10:00Z", "window": "30m"},
+        ),
         "responses": {
             **_ok("Likely root causes, best first", ref("RootCauseReport")),
-            **_errors(400, 413, *_SOURCE_ERRORS),
+            **_errors(400, 413, 429, *_SOURCE_ERRORS),
         },
     }
 
@@ -583,7 +646,7 @@ def _alert_webhook(c: _Components) -> dict[str, Any]:
         ),
     )
     return {
-        "requestBody": _body(c.model(AlertWebhookBody, "AlertWebhookBody")),
+        "requestBody": _body(c.model(AlertWebhookBody, "AlertWebhookBody"), firing=_EXAMPLE_ALERT),
         "responses": {**_ok("Queued for the worker", accepted, 202), **_errors(400, 413, 503)},
     }
 
