@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from plugin_backend.errors import InvalidTimeRange
 from plugin_backend.timeparse import parse_duration_s, parse_time_s
-from tests.fuzz.conftest import AUTH
+from tests.fuzz.support import AUTH
 
 YEAR_1_TO_9999 = {"from": "0001-01-01T00:00:00", "to": "9999-12-31T23:59:59"}
 

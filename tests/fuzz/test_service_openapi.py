@@ -20,11 +20,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from werkzeug.exceptions import default_exceptions
-from werkzeug.http import HTTP_STATUS_CODES
 
-from tests.fuzz.conftest import AUTH, SEEDED_ID
 from tests.fuzz.runner import fuzz_schema
+from tests.fuzz.support import AUTH, SEEDED_ID, header, names_the_problem
 
 CHECKS = [
     not_a_server_error,
@@ -32,34 +30,11 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-# Werkzeug's stock names and descriptions ("Bad Request", "The browser (or proxy)
-# sent a request that this server could not understand."): a catch-all, not a reason.
-GENERIC = {text.strip().lower() for text in HTTP_STATUS_CODES.values()} | {
-    str(exc.description).strip().lower() for exc in default_exceptions.values()
-}
 
 
 @pytest.fixture(scope="module")
 def service_schema(fuzz_app: Flask) -> Any:
     return schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)
-
-
-def header(response: Any, name: str) -> str:
-    """One header of a schemathesis response (its names are lower case, values lists)."""
-    values = {k.lower(): v for k, v in response.headers.items()}.get(name.lower(), [""])
-    return str(values[0]) if isinstance(values, list) else str(values)
-
-
-def names_the_problem(case: Case, response: Any) -> None:
-    content_type = header(response, "Content-Type")
-    if not (400 <= response.status_code < 500) or not content_type.startswith("application/json"):
-        return
-    body = response.json()
-    message = body.get("message") if isinstance(body, dict) else None
-    assert isinstance(message, str), body
-    assert message.strip(), body
-    assert message.strip().lower() not in GENERIC, body
-    assert body["error"]["code"], body
 
 
 def test_with_credentials_every_answer_is_documented(service_schema: Any) -> None:

@@ -23,9 +23,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.contracts.test_simpod_spec import DEVIATIONS, SPEC_PATH, response_schema
-from tests.fuzz.conftest import AUTH
 from tests.fuzz.runner import fuzz_schema
-from tests.fuzz.test_service_openapi import names_the_problem
+from tests.fuzz.support import AUTH, names_the_problem
 
 pytestmark = pytest.mark.skipif(not SPEC_PATH.is_file(), reason=f"{SPEC_PATH} not present")
 
