@@ -52,8 +52,11 @@ block spans two days (the STL detector adds a weekly period after 15 days).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -118,14 +121,16 @@ _CHUNK_CELLS = 4096 * 300
 # --------------------------------------------------------------------------- rolling
 
 
-def _trailing_chunks(x: FloatArray, window: int) -> Iterator[tuple[slice, FloatArray]]:
+def _trailing_chunks(
+    x: FloatArray, window: int, first: int = 0
+) -> Iterator[tuple[slice, FloatArray]]:
     """Row ``i`` of the yielded views is ``x[i - window : i]`` (NaN-padded on the left):
-    the trailing window *excluding* point ``i``."""
+    the trailing window *excluding* point ``i``; rows from ``first`` on."""
     n = x.shape[0]
     padded = np.concatenate((np.full(window, np.nan), x))
     view = sliding_window_view(padded, window)
     rows = max(1, min(_CHUNK, _CHUNK_CELLS // window))
-    for start in range(0, n, rows):
+    for start in range(max(first, 0), n, rows):
         stop = min(start + rows, n)
         yield slice(start, stop), view[start:stop]
 
@@ -178,10 +183,13 @@ def rolling_median(x: FloatArray, window: int, min_count: int) -> FloatArray:
     return out
 
 
-def rolling_sigma(deviations: FloatArray, window: int, min_count: int) -> FloatArray:
-    """Causal rolling robust sigma (``_row_sigma``) of absolute deviations."""
+def rolling_sigma(
+    deviations: FloatArray, window: int, min_count: int, first: int = 0
+) -> FloatArray:
+    """Causal rolling robust sigma (``_row_sigma``) of absolute deviations (NaN before
+    row ``first``)."""
     out = np.full(deviations.shape[0], np.nan)
-    for sl, rows in _trailing_chunks(deviations, window):
+    for sl, rows in _trailing_chunks(deviations, window, first):
         out[sl] = _row_sigma(rows, min_count)
     return out
 
@@ -208,12 +216,15 @@ def _finite_diffs(values: FloatArray) -> FloatArray:
     return out
 
 
-def flat_floor(values: FloatArray, window: int, magnitude: FloatArray) -> FloatArray:
-    """Lower bound of the band half-width (see the module docstring)."""
+def flat_floor(
+    values: FloatArray, window: int, magnitude: FloatArray, first: int = 0
+) -> FloatArray:
+    """Lower bound of the band half-width (see the module docstring); rows before
+    ``first`` get only the relative and absolute floors."""
     threshold = REL_FLOOR * np.abs(magnitude)
     diffs = _finite_diffs(values)
     quantum = np.zeros(values.shape[0])
-    for sl, rows in _trailing_chunks(diffs, window):
+    for sl, rows in _trailing_chunks(diffs, window, first):
         with np.errstate(invalid="ignore"):
             above = rows > threshold[sl, None]
         smallest = np.where(above, rows, np.inf).min(axis=1)
@@ -228,9 +239,12 @@ def residual_band(
     *,
     cells: IntArray | None = None,
     period: int = 0,
+    needed_from: int = 0,
 ) -> Band:
     """``expected +- max(BAND_K * sigma, floor)`` with ``sigma`` from this same
-    forecast's past residuals (NaN until ``MIN_RESIDUALS`` exist).
+    forecast's past residuals (NaN until ``MIN_RESIDUALS`` exist). Rows before
+    ``needed_from`` are left NaN (a cache already holds them): a refresh costs the
+    new rows, not the whole history.
 
     ``sigma`` comes from the trailing ``window`` residuals; with a daily ``period``
     (in cells) and two earlier days of residuals it comes instead from the
@@ -239,11 +253,11 @@ def residual_band(
     a model that misfits at a given hour get their own band width.
     """
     residuals = np.abs(values - expected)
-    sigma = rolling_sigma(residuals, window, MIN_RESIDUALS)
+    sigma = rolling_sigma(residuals, window, MIN_RESIDUALS, needed_from)
     if cells is not None and period >= MIN_PERIOD:
-        pooled = _phase_pooled_sigma(residuals, cells, period)
+        pooled = _phase_pooled_sigma(residuals, cells, period, needed_from)
         sigma = np.where(np.isfinite(pooled), pooled, sigma)
-    half = np.maximum(BAND_K * sigma, flat_floor(values, window, expected))
+    half = np.maximum(BAND_K * sigma, flat_floor(values, window, expected, needed_from))
     shown = np.where(np.isfinite(half), expected, np.nan)
     return Band(shown, shown - half, shown + half)
 
@@ -257,7 +271,9 @@ def _scale_reach(window: int, season: _Season | None) -> int:
     return reach
 
 
-def _phase_pooled_sigma(residuals: FloatArray, cells: IntArray, period: int) -> FloatArray:
+def _phase_pooled_sigma(
+    residuals: FloatArray, cells: IntArray, period: int, first: int = 0
+) -> FloatArray:
     """Robust sigma (``_row_sigma``) of the residuals at the same time of day
     (+-``period/24`` points) on each of the ``SCALE_DAYS`` previous days and of the
     last ``period/12`` points; NaN unless two earlier days contribute. Each part is
@@ -270,7 +286,7 @@ def _phase_pooled_sigma(residuals: FloatArray, cells: IntArray, period: int) -> 
     padded = np.concatenate((np.full(recent, np.nan), residuals))
     recent_rows = sliding_window_view(padded, recent)[:, ::-1][:, ::stride]
     out = np.full(n, np.nan)
-    for start in range(0, n, _CHUNK):
+    for start in range(max(first, 0), n, _CHUNK):
         stop = min(start + _CHUNK, n)
         here = np.arange(start, stop)
         parts = [recent_rows[start:stop]]
@@ -655,7 +671,14 @@ class SeasonalSTL(Detector):
                 if trend is not None:
                     expected[lo + slo : lo + shi] = trend
         period = season.period if season is not None else 0
-        return residual_band(values, expected, self.scale_window, cells=cells, period=period)
+        return residual_band(
+            values,
+            expected,
+            self.scale_window,
+            cells=cells,
+            period=period,
+            needed_from=needed_from,
+        )
 
     def _weekly_fit(
         self, cells: IntArray, values: FloatArray, finite_cells: IntArray, season: _Season, end: int
@@ -765,9 +788,66 @@ class _Lanes:
     gamma: FloatArray
 
 
+@dataclass(slots=True)
+class _LaneState:
+    """The recursion's state between two steps (one row per lane)."""
+
+    level: FloatArray
+    trend: FloatArray
+    seasonal: FloatArray | None
+    sigma: FloatArray
+    seen: IntArray
+    loss: FloatArray
+    loss_n: FloatArray
+
+    def take(self, rows: slice) -> _LaneState:
+        return _LaneState(
+            self.level[rows].copy(),
+            self.trend[rows].copy(),
+            self.seasonal[rows].copy() if self.seasonal is not None else None,
+            self.sigma[rows].copy(),
+            self.seen[rows].copy(),
+            self.loss[rows].copy(),
+            self.loss_n[rows].copy(),
+        )
+
+    @staticmethod
+    def stack(parts: list[_LaneState]) -> _LaneState:
+        seasonals = [p.seasonal for p in parts if p.seasonal is not None]
+        return _LaneState(
+            np.concatenate([p.level for p in parts]),
+            np.concatenate([p.trend for p in parts]),
+            np.concatenate(seasonals) if seasonals else None,
+            np.concatenate([p.sigma for p in parts]),
+            np.concatenate([p.seen for p in parts]),
+            np.concatenate([p.loss for p in parts]),
+            np.concatenate([p.loss_n for p in parts]),
+        )
+
+
+def _initial_state(lanes: _Lanes) -> _LaneState:
+    n_lanes = lanes.data.shape[0]
+    return _LaneState(
+        level=lanes.level.copy(),
+        trend=np.zeros(n_lanes),
+        seasonal=lanes.seasonal.copy() if lanes.seasonal is not None else None,
+        sigma=lanes.sigma.copy(),
+        seen=lanes.seen.copy(),
+        loss=np.zeros(n_lanes),
+        loss_n=np.zeros(n_lanes),
+    )
+
+
 def _hw_recursion(
-    lanes: _Lanes, *, damping: float, phase0: int, loss_from: int, loss_to: int
-) -> tuple[FloatArray, FloatArray]:
+    lanes: _Lanes,
+    *,
+    damping: float,
+    phase0: int,
+    loss_from: int,
+    loss_to: int,
+    steps: range | None = None,
+    state: _LaneState | None = None,
+) -> tuple[FloatArray, FloatArray, _LaneState]:
     """Additive damped Holt-Winters in error-correction form, one lane per row.
 
     ``yhat_t = l + phi*b + s[phase]``; with ``e = y_t - yhat_t`` clipped to
@@ -775,23 +855,22 @@ def _hw_recursion(
     ``s[phase] += gamma*e`` -- statsmodels'
     ``ExponentialSmoothing(trend="add", damped_trend=True, seasonal="add")`` when
     nothing is clipped. Missing points leave the state coasting.
-    Returns the one-step forecasts (NaN until a lane is warm) and each lane's mean
-    clipped absolute error over steps ``[loss_from, loss_to)``.
+    Runs ``steps`` (every column by default) from ``state`` (the lanes' initial
+    state by default). Returns the one-step forecasts (NaN until a lane is warm, and
+    outside ``steps``), each lane's mean clipped absolute error over steps
+    ``[loss_from, loss_to)``, and the state after the last step.
     """
     data = lanes.data
-    n_lanes, steps = data.shape
-    level = lanes.level.copy()
-    trend = np.zeros(n_lanes)
-    seasonal = lanes.seasonal.copy() if lanes.seasonal is not None else None
+    n_lanes, total = data.shape
+    steps = steps if steps is not None else range(total)
+    s = state.take(slice(None)) if state is not None else _initial_state(lanes)
+    level, trend, seasonal, sigma, seen = s.level, s.trend, s.seasonal, s.sigma, s.seen
+    loss, loss_n = s.loss, s.loss_n
     period = seasonal.shape[1] if seasonal is not None else 1
-    sigma = lanes.sigma.copy()
-    sigma0 = lanes.sigma.copy()
-    seen = lanes.seen.copy()
+    sigma0 = lanes.sigma
     alpha, beta, gamma = lanes.alpha, lanes.beta, lanes.gamma
-    forecasts = np.full((n_lanes, steps), np.nan)
-    loss = np.zeros(n_lanes)
-    loss_n = np.zeros(n_lanes)
-    for t in range(steps):
+    forecasts = np.full((n_lanes, total), np.nan)
+    for t in steps:
         y = data[:, t]
         phase = (t - phase0) % period
         season_t = seasonal[:, phase] if seasonal is not None else 0.0
@@ -822,7 +901,7 @@ def _hw_recursion(
         seen += observed
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_loss = np.where(loss_n > 0, loss / loss_n, np.inf)
-    return forecasts, mean_loss
+    return forecasts, mean_loss, _LaneState(level, trend, seasonal, sigma, seen, loss, loss_n)
 
 
 def _seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -948,7 +1027,14 @@ class HoltWinters(Detector):
             else:
                 expected[lo:hi] = forecasts[start][cells[lo:hi] - start]
         period = season.period if season is not None else 0
-        return residual_band(values, expected, self.scale_window, cells=cells, period=period)
+        return residual_band(
+            values,
+            expected,
+            self.scale_window,
+            cells=cells,
+            period=period,
+            needed_from=needed_from,
+        )
 
     def _has_seasonal_history(self, finite_cells: IntArray, season: _Season, start: int) -> bool:
         lookback = self.history_periods * season.period
@@ -1022,26 +1108,123 @@ def _run_lanes(
     run: int,
     phase0: int,
 ) -> dict[int, FloatArray]:
-    """Step every (block, candidate) lane and keep the best candidate per block."""
+    """Step every (block, candidate) lane and keep the best candidate per block.
+
+    The ``run`` warm-up steps before a block see only data before it, which a later
+    refresh of the same (still growing) block sees unchanged: the lanes' state after
+    the warm-up of each pass's latest block is kept in ``_WARM_STATES`` (keyed by
+    everything it depends on), so a refresh steps only the block itself."""
     blocks = len(starts)
     k = len(grid)
     lane_block = np.repeat(np.arange(blocks), k)
     params = np.tile(np.asarray(grid, dtype=np.float64), (blocks, 1))
-    lanes = _Lanes(
-        data=data[lane_block],
-        level=level0[lane_block],
-        seasonal=profile[lane_block] if profile is not None else None,
-        sigma=sigma[lane_block],
-        seen=seen[lane_block],
-        alpha=params[:, 0],
-        beta=params[:, 1],
-        gamma=params[:, 2],
-    )
-    forecasts, loss = _hw_recursion(
-        lanes, damping=DAMPING, phase0=phase0, loss_from=run // 4, loss_to=run
+
+    def lanes_of(rows: IntArray) -> _Lanes:
+        block_of = lane_block[rows]
+        return _Lanes(
+            data=data[block_of],
+            level=level0[block_of],
+            seasonal=profile[block_of] if profile is not None else None,
+            sigma=sigma[block_of],
+            seen=seen[block_of],
+            alpha=params[rows, 0],
+            beta=params[rows, 1],
+            gamma=params[rows, 2],
+        )
+
+    keys = [
+        _warm_key(
+            data,
+            level0=level0,
+            sigma=sigma,
+            seen=seen,
+            profile=profile,
+            row=i,
+            grid=grid,
+            run=run,
+            phase0=phase0,
+        )
+        for i in range(blocks)
+    ]
+    warm: list[_LaneState | None] = [_WARM_STATES.get(key) for key in keys]
+    missing = [i for i, state in enumerate(warm) if state is None]
+    if missing:
+        rows = np.concatenate([np.arange(i * k, (i + 1) * k) for i in missing])
+        _, _, state = _hw_recursion(
+            lanes_of(rows),
+            damping=DAMPING,
+            phase0=phase0,
+            loss_from=run // 4,
+            loss_to=run,
+            steps=range(run),
+        )
+        for j, i in enumerate(missing):
+            warm[i] = state.take(slice(j * k, (j + 1) * k))
+        latest = max(missing, key=lambda i: starts[i])
+        _WARM_STATES.put(
+            keys[latest],
+            state.take(slice(missing.index(latest) * k, (missing.index(latest) + 1) * k)),
+        )
+    forecasts, loss, _ = _hw_recursion(
+        lanes_of(np.arange(blocks * k)),
+        damping=DAMPING,
+        phase0=phase0,
+        loss_from=run // 4,
+        loss_to=run,
+        steps=range(run, data.shape[1]),
+        state=_LaneState.stack([w for w in warm if w is not None]),
     )
     loss = loss.reshape(blocks, k)
     default = k // 2
     best = np.where(np.isfinite(loss).any(axis=1), np.argmin(loss, axis=1), default)
     chosen = forecasts.reshape(blocks, k, -1)[np.arange(blocks), best, run:]
     return {start: chosen[i] for i, start in enumerate(starts)}
+
+
+def _warm_key(
+    data: FloatArray,
+    *,
+    level0: FloatArray,
+    sigma: FloatArray,
+    seen: IntArray,
+    profile: FloatArray | None,
+    row: int,
+    grid: list[tuple[float, float, float]],
+    run: int,
+    phase0: int,
+) -> bytes:
+    """Everything the warm-up of block ``row`` depends on, hashed."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(np.ascontiguousarray(data[row, :run]).tobytes())
+    head = [level0[row], sigma[row], float(seen[row]), float(run), float(phase0)]
+    digest.update(np.asarray(head, dtype=np.float64).tobytes())
+    digest.update(np.asarray(grid, dtype=np.float64).tobytes())
+    if profile is not None:
+        digest.update(np.ascontiguousarray(profile[row]).tobytes())
+    return digest.digest()
+
+
+class _StateCache:
+    """A small thread-safe LRU of warm-up states (~0.5 MB each at 15 s steps)."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[bytes, _LaneState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> _LaneState | None:
+        with self._lock:
+            state = self._items.get(key)
+            if state is not None:
+                self._items.move_to_end(key)
+            return state
+
+    def put(self, key: bytes, state: _LaneState) -> None:
+        with self._lock:
+            self._items[key] = state
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+
+_WARM_STATES = _StateCache(64)

@@ -305,7 +305,7 @@ def test_holt_winters_recursion_matches_statsmodels() -> None:
         beta=np.array([beta]),
         gamma=np.array([gamma]),
     )
-    forecasts, _ = _hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
+    forecasts, _, _ = _hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
     fit = ExponentialSmoothing(
         y,
         trend="add",
@@ -393,3 +393,59 @@ def test_importing_the_registry_imports_no_detector() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
+    m = 24
+    rng = np.random.default_rng(3)
+    y = 50 + 10 * np.sin(2 * np.pi * np.arange(5 * m) / m) + rng.normal(0, 1, 5 * m)
+    y[40] = 200.0  # an outlier the clipping must treat the same in both runs
+    y[70:73] = np.nan
+    lanes = _Lanes(
+        data=np.stack([y, y]),
+        level=np.array([50.0, 50.0]),
+        seasonal=np.stack([10 * np.sin(2 * np.pi * np.arange(m) / m)] * 2),
+        sigma=np.array([1.0, 2.0]),
+        seen=np.array([8, 8]),
+        alpha=np.array([0.15, 0.4]),
+        beta=np.array([0.0, 0.1]),
+        gamma=np.array([0.05, 0.2]),
+    )
+    whole, loss, _ = _hw_recursion(lanes, damping=DAMPING, phase0=3, loss_from=10, loss_to=60)
+    _, _, state = _hw_recursion(
+        lanes, damping=DAMPING, phase0=3, loss_from=10, loss_to=60, steps=range(60)
+    )
+    rest, loss2, _ = _hw_recursion(
+        lanes,
+        damping=DAMPING,
+        phase0=3,
+        loss_from=10,
+        loss_to=60,
+        steps=range(60, 5 * m),
+        state=state,
+    )
+    np.testing.assert_array_equal(whole[:, 60:], rest[:, 60:])
+    np.testing.assert_array_equal(loss, loss2)
+
+
+def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
+    from plugin_backend.scoring import baselines
+
+    step = 300.0
+    n = 288 * 6
+    rng = np.random.default_rng(8)
+    ts = 1_700_000_000 + step * np.arange(n)
+    vs = 100 + 20 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 2, n)
+    baselines._WARM_STATES = baselines._StateCache(64)  # cold
+    cold = HoltWinters().score(ts, vs)
+    assert len(baselines._WARM_STATES._items) >= 1
+    warm = HoltWinters().score(ts, vs)  # the latest block's warm-up now comes from cache
+    np.testing.assert_array_equal(cold.expected, warm.expected)
+    np.testing.assert_array_equal(cold.score, warm.score)
+    changed = vs.copy()
+    changed[n - 400] += 50  # data inside a warm-up changes: the cached state must not be used
+    baselines._WARM_STATES = baselines._StateCache(64)
+    fresh = HoltWinters().score(ts, changed)
+    HoltWinters().score(ts, vs)  # caches the unchanged series' states
+    again = HoltWinters().score(ts, changed)
+    np.testing.assert_array_equal(fresh.expected, again.expected)
