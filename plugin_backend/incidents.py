@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +38,8 @@ TAG_PREFIX = "incident:"
 _MAX_TEXT_CHARS = 4000  # Grafana stores more; panels show a tooltip, keep it readable
 _MAX_TAGS_JSON_BYTES = 450  # Grafana's limit is 500
 _MAX_TAG_VALUE_CHARS = 100
+# C0/C1 controls except tab and newline, and bidi overrides that can disguise text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def incident_id(key: str) -> str:
@@ -106,7 +109,7 @@ def annotation_for(incident: Incident, *, link_base: str | None) -> Annotation:
     lines = [f"{incident.title} ({status})"]
     if incident.note:
         lines.append(incident.note)
-    text = "\n".join(lines)
+    text = _CONTROL.sub("", "\n".join(lines))
     if len(text) > _MAX_TEXT_CHARS:
         text = text[: _MAX_TEXT_CHARS - 1] + "…"
     text = html.escape(text, quote=True)
