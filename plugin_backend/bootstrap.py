@@ -97,6 +97,7 @@ def build_grafana(settings: Settings) -> GrafanaClient | None:
         settings.grafana_token.get_secret_value(),
         org_id=settings.grafana_org_id,
         timeout_s=settings.grafana_timeout_s,
+        change_tags=settings.grafana_change_tags,
     )
 
 

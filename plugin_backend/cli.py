@@ -347,7 +347,12 @@ def _score(_settings: Settings, args: argparse.Namespace) -> int:
 def _explain(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from plugin_backend.bootstrap import build_dependencies, build_note_writer, build_source
+    from plugin_backend.bootstrap import (
+        build_dependencies,
+        build_grafana,
+        build_note_writer,
+        build_source,
+    )
     from plugin_backend.errors import BackendError
     from plugin_backend.explain import ExplainService, render_report
     from plugin_backend.timeparse import parse_duration_s, parse_time_s
@@ -358,6 +363,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
             dependencies=build_dependencies(settings),
             budget=settings.rca_budget,
             writer=build_note_writer(settings),
+            events=build_grafana(settings),
         )
         report = service.explain(
             args.query,

@@ -132,6 +132,10 @@ class Settings(BaseModel):
     grafana_token: SecretStr | None = Field(None, description="service-account token")
     grafana_org_id: int | None = Field(None, ge=1, description="sent as X-Grafana-Org-Id")
     grafana_timeout_s: float = Field(10.0, gt=0, le=300)
+    grafana_change_tags: list[str] = Field(
+        default_factory=lambda: ["deploy"],
+        description="annotations with any of these tags count as change events for root cause",
+    )
     delivery_backoff_s: float = Field(
         2.0, gt=0, le=3600, description="first retry delay of an annotation; doubles per try"
     )
@@ -174,7 +178,7 @@ class Settings(BaseModel):
             headers[key.strip()] = val.strip()
         return headers
 
-    @field_validator("warm_detectors", mode="before")
+    @field_validator("warm_detectors", "grafana_change_tags", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

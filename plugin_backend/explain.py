@@ -1,21 +1,22 @@
-"""The explain use case: gather candidate series around a symptom, rank the likely
-root causes, and report them with their evidence.
-
-The note is a deterministic template for now; the LLM writer joins here later
-and falls back to this template whenever it fails.
+"""The explain use case: gather candidate series around a symptom (and change events
+such as deploys annotated in Grafana), rank the likely root causes, and report them
+with their evidence and a note (the LLM writer's, or the deterministic template
+whenever it fails).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from plugin_backend.errors import InvalidQuery
+from plugin_backend.errors import InvalidQuery, UpstreamError
 from plugin_backend.llm.writer import NoteWriter
-from plugin_backend.ports import SeriesSource
+from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import rates_for_counters
 from plugin_backend.rca.dependencies import DependencyMap
@@ -25,7 +26,10 @@ from plugin_backend.types import Labels, Series, TimeRange
 
 __all__ = ["ExplainService", "RootCauseReport", "render_report", "template_summary"]
 
+log = logging.getLogger(__name__)
+
 IDENTIFYING_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
+MAX_CHANGE_EVENTS = 20
 BASELINE_S = 3600.0
 TOP_CAUSES = 10
 
@@ -57,8 +61,10 @@ class ExplainService:
         budget: int = 300,
         identifying_labels: Sequence[str] = IDENTIFYING_LABELS,
         writer: NoteWriter | None = None,
+        events: ChangeEventSource | None = None,
     ) -> None:
         self.source = source
+        self.events = events
         self.writer = writer if writer is not None else NoteWriter(None)
         self.dependencies = dependencies
         self.budget = budget
@@ -71,7 +77,7 @@ class ExplainService:
         if not symptoms:
             raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
         symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s)
-        candidates = self._candidates(symptom, span, step_s)
+        candidates = self._candidates(symptom, span, step_s) + self._event_series(span, step_s)
         causes = rank_causes(
             symptom,
             candidates,
@@ -118,6 +124,30 @@ class ExplainService:
             ]
         return rates_for_counters(fetched)
 
+    def _event_series(self, span: TimeRange, step_s: float) -> list[Series]:
+        """Change events (deploy annotations) as series that appear at their time, so
+        the ranking weighs them like a new ``*_build_info`` version."""
+        if self.events is None:
+            return []
+        try:
+            events = self.events.change_events(span)
+        except UpstreamError as exc:  # root cause goes on without them
+            log.warning("change events unavailable: %s", exc.message)
+            return []
+        grid = np.arange(span.start_s, span.end_s + step_s / 2, step_s)
+        found = []
+        for n, event in enumerate(events[:MAX_CHANGE_EVENTS]):
+            labels = {
+                "__name__": f"{_name_part(event.kind)}_event",
+                **{_name_part(k): v[:100] for k, v in event.labels.items()},
+                "text": _one_line(event.text)[:80],
+                "event": str(n),
+            }
+            values = np.where(grid >= event.time_s, 1.0, np.nan)
+            if np.isfinite(values).any():
+                found.append(Series(labels, grid, values))
+        return found
+
     def _related(self, symptom: Series, span: TimeRange) -> list[Labels]:
         values: set[tuple[str, str]] = {
             (name, symptom.labels[name])
@@ -135,6 +165,15 @@ class ExplainService:
             for labels in self.source.series([selector], span):
                 found.setdefault(_key(labels), labels)
         return list(found.values())
+
+
+def _name_part(text: str) -> str:
+    cleaned = re.sub(r"[^a-zA-Z0-9_]", "_", text)[:40] or "change"
+    return cleaned if not cleaned[0].isdigit() else f"_{cleaned}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(re.sub(r"<[^>]*>", " ", text).split())
 
 
 def _key(labels: Labels) -> tuple[tuple[str, str], ...]:

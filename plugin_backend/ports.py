@@ -6,9 +6,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from plugin_backend.incidents import Incident, OutboxRow
-from plugin_backend.types import Labels, Series, TimeRange
+from plugin_backend.types import ChangeEvent, Labels, Series, TimeRange
 
-__all__ = ["AnnotationSink", "IncidentReader", "OutboxStore", "SeriesSource"]
+__all__ = [
+    "AnnotationSink",
+    "ChangeEventSource",
+    "IncidentReader",
+    "OutboxStore",
+    "SeriesSource",
+]
 
 
 @runtime_checkable
@@ -99,3 +105,10 @@ class IncidentReader(Protocol):
         until_s: float | None = None,
         limit: int = 200,
     ) -> list[Incident]: ...
+
+
+class ChangeEventSource(Protocol):
+    """Change events (deploys, config changes) in a time range; raises only
+    ``UpstreamError`` (root cause then goes on without them)."""
+
+    def change_events(self, time_range: TimeRange) -> list[ChangeEvent]: ...

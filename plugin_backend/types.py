@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from plugin_backend.errors import InvalidTimeRange
 
-__all__ = ["FloatArray", "Labels", "Series", "TimeRange", "format_series_name"]
+__all__ = ["ChangeEvent", "FloatArray", "Labels", "Series", "TimeRange", "format_series_name"]
 
 FloatArray = npt.NDArray[np.float64]
 Labels = Mapping[str, str]
@@ -88,3 +88,14 @@ class Series:
 
     def __len__(self) -> int:
         return int(self.timestamps_s.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """Something changed at ``time_s`` (a deploy annotated in Grafana, ...): root cause
+    weighs it like a series that appeared then. ``labels`` name what changed."""
+
+    time_s: float
+    kind: str
+    text: str
+    labels: Labels = field(default_factory=dict)

@@ -56,14 +56,15 @@ def build_worker(
         max_series=settings.max_scored_series,
         observe_scoring=telemetry.scoring_observer(),
     )
+    grafana = build_grafana(settings)
     explain = ExplainService(
         source,
         dependencies=build_dependencies(settings),
         budget=settings.rca_budget,
         writer=build_note_writer(settings, telemetry),
+        events=grafana,  # deploy annotations count as change events
     )
     link = settings.advertised_url()
-    grafana = build_grafana(settings)
     deliverer = None
     if grafana is not None:
         deliverer = OutboxDeliverer(

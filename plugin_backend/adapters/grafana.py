@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from plugin_backend.errors import GrafanaError
+from plugin_backend.types import ChangeEvent, TimeRange
 
 __all__ = ["GrafanaClient"]
 
@@ -29,8 +30,10 @@ class GrafanaClient:
         org_id: int | None = None,
         timeout_s: float = 10.0,
         session: requests.Session | None = None,
+        change_tags: Sequence[str] = ("deploy",),
     ) -> None:
         self.url = url.rstrip("/")
+        self.change_tags = list(change_tags)
         self.timeout_s = timeout_s
         self._session = session or requests.Session()
         self._session.headers.update(
@@ -65,17 +68,45 @@ class GrafanaClient:
         tags: Sequence[str] = (),
         dashboard_uid: str | None = None,
         limit: int = 100,
+        match_any: bool = False,
+        time_range: TimeRange | None = None,
     ) -> list[dict[str, Any]]:
-        """``GET /api/annotations`` with every tag required (Grafana's default)."""
+        """``GET /api/annotations``: every tag required (Grafana's default) unless
+        ``match_any``; annotations overlapping ``time_range`` when given."""
         params: list[tuple[str, str | int]] = [("tags", tag) for tag in tags]
         params.append(("limit", limit))
         params.append(("type", "annotation"))
+        if match_any:
+            params.append(("matchAny", "true"))
         if dashboard_uid is not None:
             params.append(("dashboardUID", dashboard_uid))
+        if time_range is not None:
+            params.append(("from", int(time_range.start_s * 1000)))
+            params.append(("to", int(time_range.end_s * 1000)))
         answer = self._call("GET", "/api/annotations", params=params)
         if not isinstance(answer, list):
             raise GrafanaError(f"Grafana answered GET /api/annotations with {answer!r:.200}")
         return [a for a in answer if isinstance(a, dict)]
+
+    def change_events(self, time_range: TimeRange) -> list[ChangeEvent]:
+        """Annotations carrying any of ``change_tags`` in ``time_range`` (a deploy marked
+        on a dashboard, by CI or by hand), as change events for root cause."""
+        if not self.change_tags:
+            return []
+        found = self.find_annotations(
+            tags=self.change_tags, match_any=True, time_range=time_range, limit=200
+        )
+        events = []
+        for annotation in found:
+            when = annotation.get("time")
+            if not isinstance(when, int | float):
+                continue
+            tags = [t for t in annotation.get("tags") or [] if isinstance(t, str)]
+            kind = next((t for t in tags if t in self.change_tags), self.change_tags[0])
+            labels = dict(_tag_labels(tags))
+            text = str(annotation.get("text") or "")
+            events.append(ChangeEvent(when / 1000.0, kind, text, labels))
+        return events
 
     def check_ready(self) -> None:
         """``GET /api/health`` answers (Grafana and its database are up)."""
@@ -116,6 +147,16 @@ class GrafanaClient:
                 f"Grafana {what}: answer is not JSON (HTTP {response.status_code})",
                 in_doubt=writes,
             ) from None
+
+
+def _tag_labels(tags: Sequence[str]) -> list[tuple[str, str]]:
+    """``key:value`` tags (``service:checkout``) as labels; other tags are dropped."""
+    pairs = []
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        if sep and key.isidentifier() and value and key != "incident":
+            pairs.append((key, value[:100]))
+    return pairs[:8]
 
 
 def _status_error(what: str, response: requests.Response) -> GrafanaError:

@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from plugin_backend.bootstrap import (
     build_dependencies,
+    build_grafana,
     build_note_writer,
     build_source,
     build_store,
@@ -85,6 +86,7 @@ def create_app(
         dependencies=build_dependencies(settings),
         budget=settings.rca_budget,
         writer=build_note_writer(settings, telemetry),
+        events=build_grafana(settings),  # deploy annotations, when Grafana is configured
     )
     app.register_blueprint(ops_blueprint)
     app.register_blueprint(explain_blueprint)
