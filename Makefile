@@ -15,9 +15,16 @@ $(STAMP): pyproject.toml requirements.lock
 
 ## Run the service on embedded defaults (demo source unless PLUGIN_BACKEND_PROMETHEUS_URL is set),
 ## with the packaged offline LLM served once for the machine (notes fall back to a template
-## until it is ready: the first start verifies and converts the weights, ~1 min).
+## until it is ready: the first start verifies and converts the weights, ~1 min), and the
+## worker: PLUGIN_BACKEND_RULES if set, else (on the demo estate) deploy/demo-rules.yaml,
+## replaying the last 12 h so http://127.0.0.1:8080/incidents has explained incidents at once.
 run: $(STAMP)
-	$(BIN)/plugin-backend llm-serve & llm=$$!; trap 'kill $$llm 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/plugin-backend llm-serve & llm=$$!; \
+	rules="$${PLUGIN_BACKEND_RULES:-}"; since=""; \
+	if [ -z "$$rules" ] && [ -z "$${PLUGIN_BACKEND_PROMETHEUS_URL:-}" ]; then \
+	  rules=deploy/demo-rules.yaml; since="--since 12h"; fi; \
+	if [ -n "$$rules" ]; then $(BIN)/plugin-backend worker --rules "$$rules" $$since & worker=$$!; fi; \
+	trap 'kill $$llm $${worker:-} 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/plugin-backend serve
 
 ## Install the Debian packages the tests need (Prometheus + promtool). Needs root or sudo.

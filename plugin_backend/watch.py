@@ -34,13 +34,14 @@ __all__ = ["CycleResult", "RuleCycle", "incident_title"]
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_S = 3600.0
-# The normal range is the band's extent over this long before an incident starts; an
-# incident closes once this many consecutive points are back inside it, or after
-# MAX_OPEN_S of a shift that never recovers.
-NORMAL_RANGE_S = 1800.0
-MIN_NORMAL_POINTS = 5
+# The normal range comes from this long before an incident starts (``_normal_range``);
+# after the detector's last window an incident closes once RECOVERY_POINTS consecutive
+# points are back inside it, or RECOVERY_GRACE_S later at the latest.
+NORMAL_RANGE_S = 7200.0
+NORMAL_RANGE_K = 3.0
+MIN_NORMAL_POINTS = 10
 RECOVERY_POINTS = 3
-MAX_OPEN_S = 6 * 3600.0
+RECOVERY_GRACE_S = 3600.0
 # While an incident is open it is saved and its annotation grows at most this often.
 ANNOTATION_REFRESH_S = 300.0
 
@@ -99,9 +100,10 @@ class RuleCycle:
         remaining = [i for i in known if i.origin == "rule" and i.rule == rule.name]
         for anomalies in found:
             series = format_series_name(anomalies.labels)
-            # (current state, state as known before this cycle; None: opened now)
-            tracked: list[tuple[Incident, Incident | None]] = [
-                (i, i) for i in remaining if i.series == series
+            # [current state, state as known before this cycle (None: opened now),
+            #  end of the last detector window matched this cycle (None: none)]
+            tracked: list[tuple[Incident, Incident | None, float | None]] = [
+                (i, i, None) for i in remaining if i.series == series
             ]
             remaining = [i for i in remaining if i.series != series]
             for window in anomalies.windows:
@@ -109,13 +111,16 @@ class RuleCycle:
                 if at is None:
                     incident = self._open(rule, anomalies, window, now_s)
                     result.opened.append(incident.id)
-                    tracked.append((_follow_recovery(incident, anomalies, now_s), None))
+                    followed = _follow_recovery(incident, anomalies, now_s, window.end_s)
+                    tracked.append((followed, None, window.end_s))
                 else:
-                    current, before = tracked[at]
-                    extended = _extend(current, window)
-                    tracked[at] = (_follow_recovery(extended, anomalies, now_s), before)
-            for state, before in tracked:
-                current = _follow_recovery(state, anomalies, now_s)
+                    current, before, window_end = tracked[at]
+                    merged = _follow_recovery(
+                        _extend(current, window), anomalies, now_s, window.end_s
+                    )
+                    tracked[at] = (merged, before, max(window.end_s, window_end or 0.0))
+            for state, before, window_end in tracked:
+                current = _follow_recovery(state, anomalies, now_s, window_end)
                 if current.status == "open" and current.end_s < now_s - gap:
                     current = dataclasses.replace(current, status="closed")
                 self._emit(result, current, before)
@@ -200,50 +205,64 @@ def _overlapping(
 
 
 def _normal_range(anomalies: SeriesAnomalies, start_s: float) -> tuple[float | None, float | None]:
-    """The band's extent over the ``NORMAL_RANGE_S`` before ``start_s``: the range the
-    symptom must come back to before its incident closes."""
+    """The symptom's normal range before ``start_s``: the median of its values over the
+    ``NORMAL_RANGE_S`` before, +- ``NORMAL_RANGE_K`` robust spreads (the larger of the
+    values' MAD-sigma and the band's typical half-width). Robust to an earlier anomaly
+    taking up to half of that period. The incident closes once the symptom is back."""
     scored = anomalies.scored
     before = (scored.timestamps_s >= start_s - NORMAL_RANGE_S) & (scored.timestamps_s < start_s)
-    lower, upper = scored.lower[before], scored.upper[before]
-    lower, upper = lower[np.isfinite(lower)], upper[np.isfinite(upper)]
-    if lower.size < MIN_NORMAL_POINTS or upper.size < MIN_NORMAL_POINTS:
+    values = scored.values[before]
+    values = values[np.isfinite(values)]
+    half = ((scored.upper - scored.lower) / 2.0)[before]
+    half = half[np.isfinite(half)]
+    if values.size < MIN_NORMAL_POINTS:
         return None, None
-    return float(lower.min()), float(upper.max())
+    level = float(np.median(values))
+    mad_sigma = 1.4826 * float(np.median(np.abs(values - level)))
+    spread = max(mad_sigma, float(np.median(half)) if half.size else 0.0, 1e-9 * abs(level))
+    return level - NORMAL_RANGE_K * spread, level + NORMAL_RANGE_K * spread
 
 
-def _follow_recovery(incident: Incident, anomalies: SeriesAnomalies, now_s: float) -> Incident:
-    """Keep ``incident`` open while its symptom is outside its normal range; close it at
-    the last abnormal point once ``RECOVERY_POINTS`` consecutive points are back inside.
+def _follow_recovery(
+    incident: Incident, anomalies: SeriesAnomalies, now_s: float, window_end_s: float | None
+) -> Incident:
+    """After the detector's last window (ending ``window_end_s``), keep ``incident`` open
+    while its symptom stays outside its normal range, for up to ``RECOVERY_GRACE_S``;
+    it ends at its last abnormal point once ``RECOVERY_POINTS`` consecutive points are
+    back inside (or when the grace runs out: the new level is taken as normal).
 
     The detector's band adapts to a sustained shift within minutes (a level that
-    persists becomes its expectation), so its windows end long before the fault does;
-    an on-call engineer wants the incident to last until the symptom recovers. A
-    shift that never recovers is closed after ``MAX_OPEN_S`` (the new normal)."""
+    persists becomes its expectation), so its windows end long before a fault does;
+    an on-call engineer wants the incident to last until the symptom recovers. The
+    grace bounds it where "back to normal" is ill-defined (a daily cycle moves the
+    level over hours)."""
     low, high = incident.normal_low, incident.normal_high
-    if low is None or high is None:
+    if low is None or high is None or window_end_s is None:
         return incident
+    horizon = window_end_s + RECOVERY_GRACE_S
     scored = anomalies.scored
-    after = (scored.timestamps_s > incident.start_s) & np.isfinite(scored.values)
+    after = (
+        (scored.timestamps_s > window_end_s)
+        & (scored.timestamps_s <= horizon)
+        & np.isfinite(scored.values)
+    )
     t, v = scored.timestamps_s[after], scored.values[after]
-    if t.size == 0:
-        return incident
-    outside = (v < low) | (v > high)
-    inside_run = 0
     last_outside = None
-    for ts, out in zip(t.tolist(), outside.tolist(), strict=True):
+    inside_run = 0
+    for ts, out in zip(t.tolist(), ((v < low) | (v > high)).tolist(), strict=True):
         if out:
             inside_run = 0
             last_outside = ts
         else:
             inside_run += 1
-            if inside_run >= RECOVERY_POINTS and (last_outside or 0) >= incident.start_s:
+            if inside_run >= RECOVERY_POINTS:
                 end = max(incident.end_s, last_outside or incident.end_s)
                 return dataclasses.replace(incident, end_s=end, status="closed")
-    if last_outside is None:  # never left its normal range after the start
-        return incident
-    end = max(incident.end_s, last_outside)
-    if end - incident.start_s >= MAX_OPEN_S:
+    end = max(incident.end_s, last_outside or incident.end_s)
+    if horizon <= now_s:  # the grace ran out without a recovery
         return dataclasses.replace(incident, end_s=end, status="closed")
+    if last_outside is None:  # nothing abnormal after the window (yet)
+        return incident
     return dataclasses.replace(incident, end_s=end, status="open")
 
 
