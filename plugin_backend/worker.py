@@ -118,6 +118,12 @@ class Worker:
     def run_forever(self, stop: threading.Event, *, since_s: float | None = None) -> None:
         """Until ``stop`` is set: replay ``since_s`` first (if given), then run live."""
         log.info("worker running %d rules: %s", len(self.rules.rules), ", ".join(self.rules.names))
+        # Delivery runs beside the rules, so a slow cycle (an LLM note takes seconds)
+        # never holds back annotations that are ready.
+        delivery = threading.Thread(
+            target=self._deliver_until, args=(stop,), name="outbox-delivery", daemon=True
+        )
+        delivery.start()
         if since_s is not None:
             for rule in self.rules.rules:
                 self._run_rule(rule, since_s)
@@ -131,9 +137,16 @@ class Worker:
                 if self._next_due.get(rule.name, 0.0) <= now:
                     self._run_rule(rule, DEFAULT_LOOKBACK_S)
             self.process_alerts()
-            self.deliver()
             self._purge()
             stop.wait(self._sleep_s())
+        delivery.join(timeout=30)
+
+    def _deliver_until(self, stop: threading.Event) -> None:
+        batch = self.deliverer.policy.batch if self.deliverer is not None else 1
+        while not stop.is_set():
+            report = self.deliver()
+            if report.attempted < batch:  # a full batch: more may be due, go on at once
+                stop.wait(self.poll_s)
 
     # -- steps --------------------------------------------------------------------------
 
