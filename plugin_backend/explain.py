@@ -18,7 +18,7 @@ from plugin_backend.errors import InvalidQuery, UpstreamError
 from plugin_backend.llm.writer import NoteWriter
 from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
-from plugin_backend.rca.counters import rates_for_counters
+from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.evidence import compute_evidence
 from plugin_backend.rca.ranking import Cause, rank_causes
@@ -122,7 +122,22 @@ class ExplainService:
                 for s in self.source.query_range(selector, span, step_s)
                 if _key(s.labels) in wanted
             ]
+        # Counters by name (``_total``, ...) and, where the source has metadata, by the
+        # type their targets declare (a counter named without the convention).
+        typed = self._declared_counters()
+        fetched = [to_rates(s) if s.metric in typed and not is_counter(s) else s for s in fetched]
         return rates_for_counters(fetched)
+
+    def _declared_counters(self) -> set[str]:
+        metric_types = getattr(self.source, "metric_types", None)
+        if metric_types is None:
+            return set()
+        try:
+            types: dict[str, str] = metric_types()
+        except UpstreamError as exc:  # metadata is a bonus: go on by name
+            log.warning("metric metadata unavailable: %s", exc.message)
+            return set()
+        return {metric for metric, kind in types.items() if kind == "counter"}
 
     def _event_series(self, span: TimeRange, step_s: float) -> list[Series]:
         """Change events (deploy annotations) as series that appear at their time, so

@@ -229,6 +229,19 @@ class PrometheusClient:
             data = self._call("GET", path, _selection(matchers, time_range), _as_list)
             return sorted(str(value) for value in data)
 
+    def metric_types(self) -> dict[str, str]:
+        """``metric -> type`` (counter, gauge, histogram, ...) from ``/api/v1/metadata``:
+        what the scraped targets declare (empty for data that was never scraped)."""
+        with self._observed("metadata"):
+            data = self._call("GET", "/api/v1/metadata", [], _as_dict)
+        types: dict[str, str] = {}
+        for metric, entries in data.items():
+            if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+                kind = entries[0].get("type")
+                if isinstance(kind, str):
+                    types[str(metric)] = kind
+        return types
+
     def check_ready(self, timeout_s: float) -> None:
         with self._observed("ready"):
             form = [("query", "vector(1)")]
@@ -382,6 +395,14 @@ def _as_list(data: Any) -> list[Any]:
         return []
     if not isinstance(data, list):
         raise PrometheusError(f"Prometheus answered {type(data).__name__} instead of a list")
+    return data
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PrometheusError(f"Prometheus answered {type(data).__name__} instead of an object")
     return data
 
 

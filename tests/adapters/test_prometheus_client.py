@@ -565,3 +565,18 @@ def test_warnings_are_logged_at_debug(
     with caplog.at_level(logging.DEBUG, logger="plugin_backend.adapters.prometheus"):
         client(prom).labels()
     assert "results truncated" in caplog.text
+
+
+def test_metric_types_from_metadata(prom: FakePrometheus) -> None:
+    prom.on(
+        "/api/v1/metadata",
+        ok(
+            {
+                "requests_served": [{"type": "counter", "help": "h", "unit": ""}],
+                "temperature": [{"type": "gauge", "help": "", "unit": "celsius"}],
+                "odd": [],
+            }
+        ),
+    )
+    assert client(prom).metric_types() == {"requests_served": "counter", "temperature": "gauge"}
+    assert prom.seen[0].method == "GET"
