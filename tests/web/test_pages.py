@@ -26,16 +26,15 @@ from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.watch import RuleCycle
 from plugin_backend.web import create_app
-from plugin_backend.web.pages import (
-    SECURITY_HEADERS,
+from plugin_backend.web.incident_views import (
     cause_selector,
     format_duration,
     format_time,
     grafana_link,
-    llm_models_url,
     plot_range,
     plot_step,
 )
+from plugin_backend.web.pages import SECURITY_HEADERS, llm_models_url
 from plugin_backend.web.plots import Band, Line, Shade, format_number, time_plot
 
 FAULT_START_S = 1764018000.0  # pg_pool_exhaustion in the demo estate (seed 7)
