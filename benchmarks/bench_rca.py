@@ -17,13 +17,17 @@ Hits are counted at entity level: a ranked series is a hit when it *is* the true
 root-cause series, or when its ``service``/``node`` label is the root-cause
 entity. ``AC@k`` is the share of cases with a hit in the top k, ``Avg@5`` the
 mean of AC@1..AC@5; ``AC@1 ser`` counts only the exact series. Rank times exclude
-the fetch, which is timed separately. Run: ``python -m benchmarks.bench_rca``.
+the fetch, which is timed separately. Run: ``python -m benchmarks.bench_rca
+[--seed N] [--n PER_FAULT]`` or ``python -m benchmarks rca`` (then the environment
+variables ``BENCH_RCA_SEED`` and ``BENCH_RCA_N`` choose; defaults seed 1, 10 per
+fault). Tune on some seeds and confirm on others.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -222,9 +226,13 @@ class Tally:
         ]
 
 
-def main(n_per_fault: int = N_PER_FAULT) -> None:
+def main(n_per_fault: int | None = None, seed: int | None = None) -> None:
+    if n_per_fault is None:
+        n_per_fault = int(os.environ.get("BENCH_RCA_N", N_PER_FAULT))
+    if seed is None:
+        seed = int(os.environ.get("BENCH_RCA_SEED", SEED))
     started = time.perf_counter()
-    suite = scenario_suite(n_per_fault, SEED, history_s=HISTORY_S)
+    suite = scenario_suite(n_per_fault, seed, history_s=HISTORY_S)
     merged = merge_cases(suite)
     samples = sum(s.values.size for s in merged)
     sim_s = time.perf_counter() - started
@@ -273,8 +281,8 @@ def main(n_per_fault: int = N_PER_FAULT) -> None:
         for name in rankers
     ]
     print_table(
-        f"RCA ranking, {len(suite)} simulated incidents ({n_per_fault} per fault; hit = true "
-        "series or entity; 'AC@1 ser' = exact series only)",
+        f"RCA ranking, seed {seed}, {len(suite)} simulated incidents ({n_per_fault} per "
+        "fault; hit = true series or entity; 'AC@1 ser' = exact series only)",
         ["fault", "ranker", "n", "AC@1", "AC@3", "Avg@5", "AC@1 ser"],
         rows,
     )
@@ -305,5 +313,15 @@ def main(n_per_fault: int = N_PER_FAULT) -> None:
         print(f"FAILED {failure}", file=sys.stderr)
 
 
+def _cli(argv: Sequence[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="RCA ranking benchmark")
+    parser.add_argument("--seed", type=int, default=None, help=f"suite seed (default {SEED})")
+    parser.add_argument("--n", type=int, default=None, help="incidents per fault (default 10)")
+    args = parser.parse_args(argv)
+    main(args.n, args.seed)
+
+
 if __name__ == "__main__":
-    main()
+    _cli(sys.argv[1:])

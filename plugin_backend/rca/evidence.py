@@ -31,7 +31,10 @@ Onset
     reaches ``change_threshold`` (default ``CHANGE_THRESHOLD`` = 6) with 70 % of
     the next ``PERSIST_POINTS`` samples beyond half of it. The onset walks back
     from there while the raw z stays ``ONSET_LEVEL`` (1.5) above the local level
-    (median z of the ``ONSET_CONTEXT_POINTS`` samples before), so a slow drift or
+    (median z of the ``ONSET_CONTEXT_POINTS`` samples before) and ``ONSET_FRACTION``
+    of the way from it to the plateau after detection (so the noise of a series
+    with a tiny scale, a low error rate, does not drag a 1000 sigma jump's onset
+    minutes early), so a slow drift or
     an offset before the change does not drag the onset early: within about one
     step of the true start for steps and ramps. A run that starts at the very
     first incident sample is a deviation that predates the window (no onset).
@@ -46,7 +49,8 @@ Change events
 
 Curve
     ``deviation`` returns the evidence and the incident part's robust z curve
-    (``Deviation``, signed so that positive is away along ``direction``; ``None``
+    (``Deviation``, signed so that positive is away along ``direction``, with the
+    largest |z| the baseline itself reached, ``baseline_peak``; ``None``
     for change events and series without a usable baseline); the ranking compares
     it with the symptom's.
 
@@ -84,6 +88,7 @@ MIN_BASELINE_POINTS = 6
 SUSTAINED_POINTS = 5
 PERSIST_POINTS = 6
 ONSET_LEVEL = 1.5  # the onset run: samples this far (robust z) above the local level
+ONSET_FRACTION = 0.1  # ... and this share of the way to the plateau after detection
 ONSET_CONTEXT_POINTS = 20  # the local level: median z of this many samples before detection
 PERSIST_FRACTION = 0.7
 _TREND_GAIN = 0.6  # a trend must cut the residual MAD to this fraction of the flat one
@@ -184,6 +189,7 @@ class Deviation:
 
     timestamps_s: FloatArray
     z: FloatArray
+    baseline_peak: float = 0.0  # the largest |z| (3-point median) inside the baseline itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +274,10 @@ def _detect_onset(z: FloatArray, zs: FloatArray, threshold: float) -> int | None
         if float(np.mean(seg >= 0.5 * threshold)) >= PERSIST_FRACTION:
             before = z[max(0, i - ONSET_CONTEXT_POINTS) : max(0, i - 1)]
             level = float(np.median(before)) if before.size else 0.0
+            plateau = float(np.median(zs[i : min(n, i + PERSIST_POINTS)]))
+            floor = level + max(ONSET_LEVEL, ONSET_FRACTION * (plateau - level))
             j = i
-            while j > 0 and z[j - 1] > level + ONSET_LEVEL:
+            while j > 0 and z[j - 1] > floor:
                 j -= 1
             return j
     return None
@@ -384,4 +392,6 @@ def deviation(  # noqa: PLR0911, PLR0915 - one return per outcome
         kind="metric",
         sustained=sustained,
     )
-    return ev, Deviation(timestamps_s=ti, z=sign * z)
+    zb = _rolling_median3((xb - base.at(tb)) / base.scale)
+    baseline_peak = float(np.max(np.abs(zb))) if zb.size else 0.0
+    return ev, Deviation(timestamps_s=ti, z=sign * z, baseline_peak=baseline_peak)

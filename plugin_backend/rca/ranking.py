@@ -23,12 +23,18 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
 ``S`` strength
     ``1 - exp(-max(z - 3, 0) / 4)`` of the robust z (change events count as 1, a
     disappearance 0.8): a soft threshold that saturates, so an 8 sigma change
-    (0.71) is not drowned by a 50 sigma one (1.0), times ``max(r, 0) ** 2``. Size
-    says "this changed", not "this caused it".
+    (0.71) is not drowned by a 50 sigma one (1.0), times ``max(r, 0) ** 2``, times
+    its novelty: ``(z / max(b, 4) - 1)`` clipped to ``[0, 1]``, with ``b`` the largest
+    |z| the series reached inside its own baseline, so a batch job that bursts this
+    high every hour counts for nothing (here and in others' cascade and precedence).
+    Size says "this changed", not "this caused it".
 ``T`` timing (weight 2: the strongest signal)
     ``lead = symptom onset - candidate onset``, in steps ``u``. Leading:
-    ``1 - exp(-u / 1.5)``, fading after ``LONG_LEAD_S`` (a change long before the
-    symptom is less likely its cause). Lagging: ``-1.5 (1 - exp(u / 1.5))``: a change
+    ``1 - exp(-u / 0.75)``, fading with a 15 min time constant once the lead, less
+    the candidate's creep (onset to first reaching the detection threshold: minutes
+    for a slow leak, 0 for a step), exceeds ``LONG_LEAD_S`` = 5 min (a few
+    propagation hops; an unrelated change minutes before the cascade must not
+    outscore the change that starts it). Lagging: ``-1.5 (1 - exp(u / 1.5))``: a change
     after the symptom is a victim. Within half a step counts as simultaneous (0).
 ``C`` cascade
     ``1 - exp(-n / 2)`` with ``n`` the strength-weighted number of other changed
@@ -83,6 +89,7 @@ from plugin_backend.rca.dependencies import (
     DependencyMap,
 )
 from plugin_backend.rca.evidence import (
+    CHANGE_THRESHOLD,
     DEFAULT_BASELINE_S,
     DEFAULT_WINDOW_S,
     Deviation,
@@ -96,9 +103,14 @@ from plugin_backend.types import FloatArray, Series
 __all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "TRACK_LAG_S", "Cause", "naive_rank", "rank_causes"]
 
 CASCADE_GAP_S = 600.0
-LONG_LEAD_S = 900.0
+LONG_LEAD_S = 300.0  # leads up to this count in full: a few propagation hops
 TRACK_LAG_S = 300.0  # the longest cause-to-symptom delay the tracking term allows
 _RAW_MIDPOINT = 2.0
+
+_LEAD_FADE_S = 900.0  # leads beyond LONG_LEAD_S fade with this time constant
+_LEAD_RISE_STEPS = 0.75  # a lead of one step already counts for 0.74
+_NOVELTY_FLOOR = 4.0  # a quiet baseline's largest 3-point-median |z| is about 3
+_NOVELTY_SPAN = 1.0  # full novelty at (1 + span) x the baseline's own largest excursion
 _SHARED_FRACTION = 0.5  # a label value on more than this share of series identifies nothing
 
 
@@ -140,13 +152,31 @@ def _strength(ev: Evidence) -> float:
     return 1.0 - math.exp(-max(ev.magnitude - 3.0, 0.0) / 4.0)
 
 
-def _timing(lead_s: float, step_s: float) -> float:
+def _novelty(ev: Evidence, dev: Deviation | None) -> float:
+    """1 for a change well beyond anything the baseline did, falling to 0 for one no
+    larger than the baseline's own excursions (a batch job that bursts every hour)."""
+    if dev is None or ev.kind != "metric":
+        return 1.0
+    usual = max(dev.baseline_peak, _NOVELTY_FLOOR)
+    return float(min(max((ev.magnitude / usual - 1.0) / _NOVELTY_SPAN, 0.0), 1.0))
+
+
+def _creep(ev: Evidence, dev: Deviation | None) -> float:
+    """Seconds from the onset until the change first reached the detection threshold:
+    about 0 for a step, minutes for a slow leak (which takes that long to hurt)."""
+    if dev is None or ev.onset_s is None or dev.z.size == 0:
+        return 0.0
+    hits = np.flatnonzero((dev.timestamps_s >= ev.onset_s) & (dev.z >= CHANGE_THRESHOLD))
+    return float(dev.timestamps_s[hits[0]]) - ev.onset_s if hits.size else 0.0
+
+
+def _timing(lead_s: float, step_s: float, creep_s: float = 0.0) -> float:
     u = lead_s / step_s
     if abs(u) <= 0.5:
         return 0.0
     if u > 0:
-        fade = math.exp(-max(0.0, lead_s - LONG_LEAD_S) / LONG_LEAD_S)
-        return (1.0 - math.exp(-u / 1.5)) * fade
+        fade = math.exp(-max(0.0, lead_s - creep_s - LONG_LEAD_S) / _LEAD_FADE_S)
+        return (1.0 - math.exp(-u / _LEAD_RISE_STEPS)) * fade
     return -1.5 * (1.0 - math.exp(u / 1.5))
 
 
@@ -277,7 +307,9 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     # What a change counts for (its own strength, and in others' cascade,
     # precedence and shared entities) is scaled by r^2: the share of the
     # symptom's deviation it explains.
-    strength = np.array([_strength(ev) for ev in evs] + [max(_strength(sym_ev), 0.5)])
+    strength = np.array(
+        [_strength(ev) * _novelty(ev, dev) for ev, dev in analysed] + [max(_strength(sym_ev), 0.5)]
+    )
     strength = strength * np.clip(tracks, 0.0, 1.0) ** 2
     entities: list[str | None] = [None] * (n + 1)
     sym_entity: str | None = None
@@ -318,7 +350,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         shared = 1.0 - math.exp(-shared_n / 3.0)
         parts = {
             "strength": s,
-            "timing": _timing(lead, step),
+            "timing": _timing(lead, step, _creep(ev, analysed[i][1])),
             "cascade": cascade,
             "precedence": math.exp(-n_before / 1.5),
             "persistence": _persistence(ev),

@@ -249,3 +249,31 @@ def test_deviation_curve_matches_the_evidence() -> None:
     new = T >= AT - 600
     _, none = deviation(_series(np.ones(int(new.sum())), t=T[new]), at_s=AT)
     assert none is None  # a change event has no curve
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_onset_of_a_huge_step_is_not_dragged_back_by_slow_noise(seed: int) -> None:
+    # Strongly autocorrelated noise wanders a few sigma away in runs; a 100 sigma
+    # jump must not walk its onset back into such a run.
+    rng = np.random.default_rng(seed)
+    e = rng.normal(0.0, 1.0, T.size)
+    x = np.empty(T.size)
+    x[0] = e[0]
+    for i in range(1, T.size):
+        x[i] = 0.95 * x[i - 1] + e[i]
+    onset = AT - 600.0
+    x = 10.0 + 0.2 * x + np.where(onset <= T, 60.0, 0.0)
+    ev = compute_evidence(_series(x), at_s=AT)
+    assert ev.changed
+    assert ev.onset_s is not None
+    assert abs(ev.onset_s - onset) <= STEP
+
+
+def test_deviation_reports_the_baselines_own_largest_excursion() -> None:
+    quiet = deviation(_series(_noise(3)), at_s=AT)[1]
+    assert quiet is not None
+    assert quiet.baseline_peak < 5.0
+    bursty = _noise(3) + np.where((T >= START + 600) & (T < START + 900), 10.0, 0.0)
+    dev = deviation(_series(bursty), at_s=AT)[1]
+    assert dev is not None
+    assert dev.baseline_peak > 10.0  # a 20 sigma burst inside the baseline
