@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 ENTITY_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
+# The one label a compact series name keeps: the most specific entity it names.
+COMPACT_LABELS = ("service", "node", "pod", "instance", "namespace", "job")
 MAX_VALUE_CHARS = 80
 MAX_SERIES_CHARS = 120
 _VERSION = re.compile(r"[a-z0-9_]{1,40}")
@@ -74,10 +76,13 @@ class Prompt:
     output_schema: str
     max_causes: int = 5
     max_tokens: int = 160
+    # ``full``: series as metric{every label}; ``compact``: metric{its entity label}, so
+    # a small model that copies names into its note does not run out of tokens.
+    series_style: Literal["full", "compact"] = "full"
 
 
 @functools.lru_cache(maxsize=8)
-def load_prompt(version: str = "note_v2") -> Prompt:
+def load_prompt(version: str = "note_v3") -> Prompt:
     """The prompt ``plugin_backend/llm/prompts/<version>.yaml`` (package data)."""
     if not _VERSION.fullmatch(version):
         raise ConfigError(f"invalid prompt version {version!r} (expected e.g. 'note_v1')")
@@ -104,6 +109,9 @@ def load_prompt(version: str = "note_v2") -> Prompt:
         raise ConfigError(f"prompt {version!r}: max_causes must be 1..10")
     if not (isinstance(max_tokens, int) and 16 <= max_tokens <= 2048):
         raise ConfigError(f"prompt {version!r}: max_tokens must be 16..2048")
+    style = data.get("series_style", "full")
+    if style not in ("full", "compact"):
+        raise ConfigError(f"prompt {version!r}: series_style must be full or compact")
     return Prompt(
         version=str(data.get("version", version)),
         system=system.strip(),
@@ -111,6 +119,7 @@ def load_prompt(version: str = "note_v2") -> Prompt:
         output_schema=schema,
         max_causes=max_causes,
         max_tokens=max_tokens,
+        series_style=style,
     )
 
 
@@ -167,11 +176,14 @@ class _Shown:
     entity: str | None
 
 
-def _shown(item: Mapping[str, Any]) -> _Shown:
+def _shown(item: Mapping[str, Any], style: str = "full") -> _Shown:
     labels = item.get("labels")
     labels = labels if isinstance(labels, Mapping) else {}
     metric = item.get("metric") or labels.get("__name__") or ""
-    if labels or metric:
+    if style == "compact" and metric:
+        key = next((k for k in COMPACT_LABELS if labels.get(k)), None)
+        series = display_series(str(metric), {key: labels[key]} if key else {})
+    elif labels or metric:
         series = display_series(str(metric), labels)
     else:
         series = sanitize_label_value(item.get("series", "?"), MAX_SERIES_CHARS)
@@ -232,27 +244,32 @@ def _symptom(report: Mapping[str, Any]) -> Mapping[str, Any]:
 def allowed_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     """Every name the prompt for ``report`` shows: series (as shown), metric names,
     entities and identifying label values of the symptom and the shown causes."""
-    names: set[str] = set(_shown(_symptom(report)).names)
+    names: set[str] = set(_names(_symptom(report), prompt))
     for cause in _causes(report, prompt.max_causes):
-        names |= _shown(cause).names
+        names |= _names(cause, prompt)
     return names
 
 
 def numbered_causes(report: Mapping[str, Any], prompt: Prompt) -> list[str]:
-    """The shown causes' series, in the order of their numbered lines."""
-    return [_shown(cause).series for cause in _causes(report, prompt.max_causes)]
+    """The shown causes' series (in full), in the order of their numbered lines."""
+    return [_shown(c).series for c in _causes(report, prompt.max_causes)]
 
 
 def cause_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     """The names of the shown causes only (what a note's ``cause`` may be)."""
     names: set[str] = set()
     for cause in _causes(report, prompt.max_causes):
-        names |= _shown(cause).names
+        names |= _names(cause, prompt)
     return names
 
 
-def _cause_line(rank: int, cause: Mapping[str, Any]) -> str:
-    shown = _shown(cause)
+def _names(item: Mapping[str, Any], prompt: Prompt) -> frozenset[str]:
+    """The names ``item`` brings into the evidence: as shown, and in full."""
+    return _shown(item).names | _shown(item, prompt.series_style).names
+
+
+def _cause_line(rank: int, cause: Mapping[str, Any], style: str) -> str:
+    shown = _shown(cause, style)
     entity = f", entity {shown.entity}" if shown.entity else ""
     return (
         f"{rank}. {shown.series} {_change(cause.get('evidence'))}, "
@@ -263,8 +280,10 @@ def _cause_line(rank: int, cause: Mapping[str, Any]) -> str:
 def build_messages(report: Mapping[str, Any], prompt: Prompt) -> list[Message]:
     """The system and user messages for ``report`` (``RootCauseReport.to_dict()``)."""
     symptom = _symptom(report)
-    symptom_line = f"{_shown(symptom).series} {_change(symptom.get('evidence'))}"
-    lines = [_cause_line(i, c) for i, c in enumerate(_causes(report, prompt.max_causes), 1)]
+    style = prompt.series_style
+    symptom_line = f"{_shown(symptom, style).series} {_change(symptom.get('evidence'))}"
+    causes = _causes(report, prompt.max_causes)
+    lines = [_cause_line(i, c, style) for i, c in enumerate(causes, 1)]
     user = string.Template(prompt.user_template).safe_substitute(
         symptom=symptom_line, causes="\n".join(lines) if lines else "(none)"
     )

@@ -169,7 +169,7 @@ def test_hostile_labels_cannot_shape_the_prompt_or_the_answer(endpoint: Endpoint
     assert len(user.splitlines()) == 5  # symptom, header, two causes, request
     assert "<script>" not in user
     assert "ignore previous instructions" not in user.lower()
-    assert user.splitlines()[2].count('"') == 4
+    assert user.splitlines()[2].count('"') == 2  # compact series: one label, quoted once
 
 
 def test_answer_wrapped_in_prose_and_code_fence(endpoint: Endpoint) -> None:

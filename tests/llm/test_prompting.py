@@ -78,12 +78,30 @@ def test_load_prompt_has_schema_and_placeholders() -> None:
     assert load_prompt("note_v1") is prompt or load_prompt("note_v1") == prompt
 
 
-def test_the_default_prompt_is_v2_numbered_and_short() -> None:
+def test_the_default_prompt_is_v3_numbered_short_and_compact() -> None:
     prompt = load_prompt()
-    assert prompt.version == "note_v2"
+    assert prompt.version == "note_v3"
     assert '"cause": <line number>' in prompt.system
     assert prompt.max_causes == 3
     assert prompt.max_tokens <= 60
+    assert prompt.series_style == "compact"
+
+
+def test_compact_lines_keep_one_entity_label_and_the_full_names_stay_allowed() -> None:
+    from plugin_backend.llm.prompting import allowed_names, numbered_causes
+
+    compact, full = load_prompt("note_v3"), load_prompt("note_v2")
+    rep = report()
+    rep["causes"][0]["labels"] = {"service": "postgres", "instance": "pg-0:5432", "zone": "a"}
+    user = build_messages(rep, compact)[1]["content"]
+    assert '1. pg_connections{service="postgres"} up 20 -> 95' in user
+    assert "pg-0:5432" not in user  # fewer tokens for a small model to copy
+    assert 'instance="pg-0:5432"' in build_messages(rep, full)[1]["content"]
+    # the cause is reported in full, and either form may be named in the note
+    assert numbered_causes(rep, compact)[0].startswith('pg_connections{instance="pg-0:5432"')
+    names = allowed_names(rep, compact)
+    assert 'pg_connections{service="postgres"}' in names
+    assert numbered_causes(rep, compact)[0] in names
 
 
 @pytest.mark.parametrize("version", ["../secrets", "missing_v9", "NOTE"])
@@ -119,7 +137,7 @@ def test_sanitize_neutralises_instructions_and_caps_length() -> None:
 
 
 def test_messages_summarise_the_evidence_in_bounded_lines() -> None:
-    messages = build_messages(report(), load_prompt())
+    messages = build_messages(report(), load_prompt("note_v2"))
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
     assert 'http_latency_seconds{service="checkout"} up 0.12 -> 0.9' in user
@@ -139,9 +157,10 @@ def test_at_most_five_causes_are_shown() -> None:
     assert "metric_5" not in allowed_names(report(causes), load_prompt("note_v1"))
 
 
-def test_hostile_label_values_cannot_change_the_prompt_structure() -> None:
+@pytest.mark.parametrize(("version", "quotes"), [("note_v2", 4), ("note_v3", 2)])
+def test_hostile_label_values_cannot_change_the_prompt_structure(version: str, quotes: int) -> None:
     hostile = [_cause("app_build_info", {"service": "api", "version": HOSTILE})]
-    messages = build_messages(report(hostile), load_prompt())
+    messages = build_messages(report(hostile), load_prompt(version))
     user = messages[1]["content"]
     assert len(user.splitlines()) == 4  # symptom, header, one cause, request
     assert "<script>" not in user
@@ -149,10 +168,10 @@ def test_hostile_label_values_cannot_change_the_prompt_structure() -> None:
     cause_line = user.splitlines()[2]
     assert cause_line.count("{") == 1
     assert cause_line.count("}") == 1
-    assert cause_line.count('"') == 4
+    assert cause_line.count('"') == quotes  # full: service and version; compact: service
     round_trip = json.loads(json.dumps(messages))
     assert round_trip == messages
-    assert "X" not in allowed_names(report(hostile), load_prompt())
+    assert "X" not in allowed_names(report(hostile), load_prompt(version))
 
 
 def test_allowed_and_cause_names() -> None:
