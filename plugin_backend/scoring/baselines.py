@@ -59,7 +59,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -754,6 +754,8 @@ def _deseasonalised_forecast(
 
 # --------------------------------------------------------------------------- Holt-Winters
 
+_V = TypeVar("_V")
+
 #: Candidate smoothing parameters (level alpha, trend beta, seasonal gamma), chosen
 #: per block by the lowest clipped one-step error on the window before the block.
 _ALPHAS = (0.05, 0.15, 0.4)
@@ -1001,6 +1003,11 @@ class HoltWinters(Detector):
         expected = np.full(values.shape[0], np.nan)
         finite_cells = cells[np.isfinite(values)]
         starts = np.unique(cells // block) * block
+        if 0 < needed_from < cells.size:
+            # Rows before needed_from may stay NaN; the band of the rows from there looks
+            # back _scale_reach residuals, so blocks ending before that are not needed.
+            first_cell = cells[needed_from] - _scale_reach(self.scale_window, season)
+            starts = starts[starts + block > first_cell]
         seasonal_starts: list[int] = []
         plain_starts: list[int] = []
         for start in starts.tolist():
@@ -1024,7 +1031,7 @@ class HoltWinters(Detector):
             if start in known:
                 assert prior_expected is not None
                 expected[lo:hi] = prior_expected[lo:hi]
-            else:
+            elif start in forecasts:  # else: a block before what is needed (stays NaN)
                 expected[lo:hi] = forecasts[start][cells[lo:hi] - start]
         period = season.period if season is not None else 0
         return residual_band(
@@ -1062,7 +1069,7 @@ class HoltWinters(Detector):
         grid = [(a, b, g) for a in _ALPHAS for b in _BETAS for g in _GAMMAS if g <= 1 - a]
         # Phase 0 of the profile is the first history cell, ``s - days * period``;
         # recursion step 0 is ``s - run``: phase(t) = (t - run) mod period.
-        return _run_lanes(
+        return _run_blocks(
             data,
             level0=level0,
             profile=profile,
@@ -1083,7 +1090,7 @@ def _plain_pass(
     sigma = _diff_sigma(data[:, :run])
     grid = [(a, b, 0.0) for a in _ALPHAS for b in _BETAS]
     blocks = len(starts)
-    return _run_lanes(
+    return _run_blocks(
         data,
         level0=np.full(blocks, np.nan),
         profile=None,
@@ -1094,6 +1101,67 @@ def _plain_pass(
         run=run,
         phase0=0,
     )
+
+
+def _run_blocks(
+    data: FloatArray,
+    *,
+    level0: FloatArray,
+    profile: FloatArray | None,
+    sigma: FloatArray,
+    seen: IntArray,
+    grid: list[tuple[float, float, float]],
+    starts: list[int],
+    run: int,
+    phase0: int,
+) -> dict[int, FloatArray]:
+    """``_run_lanes`` for the blocks not forecast before: a block's forecast depends only
+    on its warm-up inputs and its own data, so a finished block (data unchanged) is
+    taken from ``_BLOCK_FORECASTS`` -- what lets a caller without ``prior_expected``
+    (the ensemble) refresh at the cost of the new block."""
+    keys = []
+    for i in range(len(starts)):
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(
+            _warm_key(
+                data,
+                level0=level0,
+                sigma=sigma,
+                seen=seen,
+                profile=profile,
+                row=i,
+                grid=grid,
+                run=run,
+                phase0=phase0,
+            )
+        )
+        digest.update(np.ascontiguousarray(data[i, run:]).tobytes())
+        keys.append(digest.digest())
+    out: dict[int, FloatArray] = {}
+    todo: list[int] = []
+    for i, key in enumerate(keys):
+        known = _BLOCK_FORECASTS.get(key)
+        if known is None:
+            todo.append(i)
+        else:
+            out[starts[i]] = known
+    if todo:
+        rows = np.asarray(todo)
+        fresh = _run_lanes(
+            data[rows],
+            level0=level0[rows],
+            profile=profile[rows] if profile is not None else None,
+            sigma=sigma[rows],
+            seen=seen[rows],
+            grid=grid,
+            starts=[starts[i] for i in todo],
+            run=run,
+            phase0=phase0,
+        )
+        for i in todo:
+            out[starts[i]] = fresh[starts[i]]
+            _BLOCK_FORECASTS.put(keys[i], fresh[starts[i]])
+    return out
 
 
 def _run_lanes(
@@ -1204,27 +1272,31 @@ def _warm_key(
     return digest.digest()
 
 
-class _StateCache:
-    """A small thread-safe LRU of warm-up states (~0.5 MB each at 15 s steps)."""
+class _LRU(Generic[_V]):
+    """A small thread-safe LRU."""
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
-        self._items: OrderedDict[bytes, _LaneState] = OrderedDict()
+        self._items: OrderedDict[bytes, _V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> _LaneState | None:
+    def get(self, key: bytes) -> _V | None:
         with self._lock:
             state = self._items.get(key)
             if state is not None:
                 self._items.move_to_end(key)
             return state
 
-    def put(self, key: bytes, state: _LaneState) -> None:
+    def put(self, key: bytes, value: _V) -> None:
         with self._lock:
-            self._items[key] = state
+            self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.entries:
                 self._items.popitem(last=False)
 
 
-_WARM_STATES = _StateCache(64)
+_StateCache = _LRU[_LaneState]
+#: Lanes' state after each pass's latest warm-up (~0.5 MB each at 15 s steps).
+_WARM_STATES: _LRU[_LaneState] = _LRU(64)
+#: Chosen forecast of each block (a block's cells, ~6 kB at 15 s steps).
+_BLOCK_FORECASTS: _LRU[FloatArray] = _LRU(2048)

@@ -13,7 +13,7 @@ def _series(n, seed=1):
     return ts, 10 + np.sin(np.arange(n) / 30) + rng.normal(0, 0.2, n)
 
 
-@pytest.mark.parametrize("name", ["robust_z", "holt_winters"])
+@pytest.mark.parametrize("name", ["robust_z", "stl", "holt_winters", "ensemble"])
 def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
     ts, vs = _series(3000)
     cache = ScoreCache()
