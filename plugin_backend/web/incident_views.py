@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import numpy as np
 from markupsafe import Markup
 
 from plugin_backend.detection import SeriesAnomalies
@@ -44,6 +45,7 @@ AFTER_S = 1800.0  # and after its end (never past now)
 TOP_CAUSES = 5
 PLOT_POINTS = 720  # about one point per plot pixel
 NONE = "\N{EN DASH}"  # shown for a missing value
+_NORMAL_COLOUR = "#2e7d32"
 
 
 def format_time(ts: float | None) -> str:
@@ -221,15 +223,22 @@ def cause_views(report: Mapping[str, Any] | None, limit: int = TOP_CAUSES) -> li
 def symptom_plot(
     anomalies: SeriesAnomalies, incident: Incident, x_range: tuple[float, float]
 ) -> Markup:
-    """The symptom with its expected band (shaded), expected line (dashed) and window."""
+    """The symptom with its expected band (shaded), expected line (dashed), window, and
+    the normal range it must return to (dashed, green) when the incident knows it."""
     scored = anomalies.scored
     report = incident.report or {}
     symptom = report.get("symptom")
     confirmed = _as_float(symptom.get("at")) if isinstance(symptom, Mapping) else None
     markers = [Marker(confirmed, "alarm confirmed")] if confirmed is not None else []
+    lines = [Line(scored.values, incident.series), Line(scored.expected, "expected", dashed=True)]
+    if incident.normal_low is not None and incident.normal_high is not None:
+        # the range the symptom must come back to before the incident closes
+        for edge in (incident.normal_low, incident.normal_high):
+            flat = np.full(scored.values.shape, edge)
+            lines.append(Line(flat, "normal range", dashed=True, colour=_NORMAL_COLOUR))
     svg = time_plot(
         scored.timestamps_s,
-        [Line(scored.values, incident.series), Line(scored.expected, "expected", dashed=True)],
+        lines,
         x_range=x_range,
         band=Band(scored.lower, scored.upper),
         shades=[Shade(incident.start_s, max(incident.end_s, incident.start_s), "anomaly window")],

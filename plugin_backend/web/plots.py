@@ -343,6 +343,8 @@ def _legend(
 ) -> list[str]:
     entries: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
+        if any(label == line.label for _, label in entries):
+            continue  # e.g. the two edges of one range: one legend entry
         colour = line.colour or (_EXPECTED_COLOUR if line.dashed else _PALETTE[i % len(_PALETTE)])
         dash = ' stroke-dasharray="4 3"' if line.dashed else ""
         swatch = f'<line x1="0" x2="16" y1="-4" y2="-4" stroke="{colour}" stroke-width="2"{dash}/>'

@@ -222,7 +222,7 @@ def test_from_the_landing_page_to_a_drawn_incident_page(
 
     symptom = _one(driver, "#symptom svg.plot")
     _assert_drawn(symptom)
-    assert int(symptom.get_attribute("data-series-count")) == 2
+    assert int(symptom.get_attribute("data-series-count")) == 4  # + normal range edges
     assert len(symptom.find_elements(By.CSS_SELECTOR, "path.band")) == 1
     assert symptom.find_element(By.CSS_SELECTOR, "path.band").size["height"] > 10
     assert len(symptom.find_elements(By.CSS_SELECTOR, "rect.window")) == 1

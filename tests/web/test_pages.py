@@ -229,7 +229,9 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     plots = re.findall(r'<svg [^>]*class="plot"[^>]*>', body)
     assert len(plots) == 1 + len(causes)
     symptom = body[body.index('id="symptom"') : body.index('id="root-cause"')]
-    assert 'data-series-count="2"' in symptom  # the series and its expected line
+    # the series, its expected line and the two edges of the normal range
+    assert 'data-series-count="4"' in symptom
+    assert symptom.count("<title>normal range</title>") == 2
     assert '<path class="band"' in symptom
     assert '<rect class="window"' in symptom
     assert '<path class="series expected"' in symptom
