@@ -33,7 +33,9 @@ __all__ = ["CycleResult", "RuleCycle", "incident_title"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOOKBACK_S = 3600.0
+# A live cycle looks back this far: far enough that an incident opened now sees the
+# whole NORMAL_RANGE_S before it (as a replay does), and an open one its last window.
+DEFAULT_LOOKBACK_S = 3 * 3600.0
 # The normal range comes from this long before an incident starts (``_normal_range``);
 # after the detector's last window an incident closes once RECOVERY_POINTS consecutive
 # points are back inside it, or RECOVERY_GRACE_S later at the latest.

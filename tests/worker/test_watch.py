@@ -105,7 +105,7 @@ def test_replay_finds_exactly_what_live_cycles_found(source):
     for key, live in live_by_start.items():
         assert live.id == replay_by_start[key].id  # same identity: a replay never duplicates
         assert live.status == replay_by_start[key].status == "closed"
-        assert live.end_s == pytest.approx(replay_by_start[key].end_s, abs=900)
+        assert live.end_s == pytest.approx(replay_by_start[key].end_s, abs=60)
 
 
 def test_an_open_incident_closes_and_is_saved_only_on_change(source):
