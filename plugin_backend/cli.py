@@ -1,7 +1,8 @@
 """The ``plugin-backend`` command: thin wiring over the service.
 
-``serve`` runs the API under gunicorn. Later subcommands (``worker``,
-``score``, ``explain``, ``train``) join the same parser.
+``serve`` (the API under gunicorn), ``worker``, ``score``, ``explain``, ``train``,
+``llm-serve``, and the store's ``rules``/``db``/``outbox``/``incidents`` helpers;
+each handler imports what it needs lazily, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
