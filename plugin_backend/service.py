@@ -1,7 +1,8 @@
 """Use cases behind the Grafana datasource endpoints.
 
 Receives its ports in the constructor; knows nothing of HTTP or JSON.
-Later use cases (detect, explain, annotate) join here.
+Detection (``detection.py``) and root cause (``explain.py``) are use cases of their own;
+the worker's are in ``watch.py``, ``alert_handling.py`` and ``delivery.py``.
 """
 
 from __future__ import annotations
