@@ -20,6 +20,13 @@ PURE = [
     "promql.py",
     "service.py",
     "detection.py",
+    "explain.py",
+    "incidents.py",
+    "rules.py",
+    "alerts.py",
+    "watch.py",
+    "alert_handling.py",
+    "delivery.py",
     "datasource",
     "scoring",
     "rca",
@@ -43,6 +50,8 @@ FORBIDDEN = {
     "plugin_backend.web",
     "plugin_backend.config",
     "plugin_backend.telemetry",
+    "plugin_backend.store",
+    "plugin_backend.bootstrap",
 }
 
 
