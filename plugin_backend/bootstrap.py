@@ -13,12 +13,17 @@ from plugin_backend.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from plugin_backend.adapters.grafana import GrafanaClient
+    from plugin_backend.detection import DetectionService
+    from plugin_backend.explain import ExplainService
+    from plugin_backend.ports import ChangeEventSource
     from plugin_backend.rules import RuleSet
     from plugin_backend.store import Store
 
 __all__ = [
     "LOCAL_LLM_URL",
     "build_dependencies",
+    "build_detection",
+    "build_explain",
     "build_grafana",
     "build_note_writer",
     "build_rules",
@@ -108,3 +113,38 @@ def build_rules(settings: Settings) -> RuleSet | None:
     from plugin_backend.rules import load_rules
 
     return load_rules(settings.rules)
+
+
+def build_detection(
+    settings: Settings, source: SeriesSource, telemetry: Telemetry | None = None
+) -> DetectionService:
+    """Detection over ``source`` with this process's score cache and limits."""
+    from plugin_backend.detection import DetectionService
+    from plugin_backend.scoring.incremental import ScoreCache
+
+    return DetectionService(
+        source,
+        cache=ScoreCache(settings.score_cache_entries),
+        max_history_points=settings.max_points_per_series,
+        max_series=settings.max_scored_series,
+        observe_scoring=telemetry.scoring_observer() if telemetry is not None else None,
+    )
+
+
+def build_explain(
+    settings: Settings,
+    source: SeriesSource,
+    telemetry: Telemetry | None = None,
+    events: ChangeEventSource | None = None,
+) -> ExplainService:
+    """Root cause over ``source``: the dependency map, budget, note writer and change
+    events (deploy annotations, when Grafana is configured) of ``settings``."""
+    from plugin_backend.explain import ExplainService
+
+    return ExplainService(
+        source,
+        dependencies=build_dependencies(settings),
+        budget=settings.rca_budget,
+        writer=build_note_writer(settings, telemetry),
+        events=events,
+    )

@@ -348,24 +348,13 @@ def _score(_settings: Settings, args: argparse.Namespace) -> int:
 def _explain(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from plugin_backend.bootstrap import (
-        build_dependencies,
-        build_grafana,
-        build_note_writer,
-        build_source,
-    )
+    from plugin_backend.bootstrap import build_explain, build_grafana, build_source
     from plugin_backend.errors import BackendError
-    from plugin_backend.explain import ExplainService, render_report
+    from plugin_backend.explain import render_report
     from plugin_backend.timeparse import parse_duration_s, parse_time_s
 
     try:
-        service = ExplainService(
-            build_source(settings),
-            dependencies=build_dependencies(settings),
-            budget=settings.rca_budget,
-            writer=build_note_writer(settings),
-            events=build_grafana(settings),
-        )
+        service = build_explain(settings, build_source(settings), events=build_grafana(settings))
         report = service.explain(
             args.query,
             parse_time_s(args.at, what="--at"),

@@ -14,19 +14,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.bootstrap import (
-    build_dependencies,
+    build_detection,
+    build_explain,
     build_grafana,
-    build_note_writer,
     build_source,
     build_store,
 )
 from plugin_backend.config import Settings
 from plugin_backend.delivery import DeliveryPolicy, OutboxDeliverer
-from plugin_backend.detection import DetectionService
 from plugin_backend.errors import ConfigError
-from plugin_backend.explain import ExplainService
 from plugin_backend.rules import load_rules
-from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.telemetry import Telemetry, WorkerMetrics
 from plugin_backend.timeparse import parse_duration_s
 from plugin_backend.watch import RuleCycle
@@ -49,21 +46,10 @@ def build_worker(
     telemetry = Telemetry(registry)
     metrics = WorkerMetrics(registry)
     source = build_source(settings, telemetry)
-    detection = DetectionService(
-        source,
-        cache=ScoreCache(settings.score_cache_entries),
-        max_history_points=settings.max_points_per_series,
-        max_series=settings.max_scored_series,
-        observe_scoring=telemetry.scoring_observer(),
-    )
+    detection = build_detection(settings, source, telemetry)
     grafana = build_grafana(settings)
-    explain = ExplainService(
-        source,
-        dependencies=build_dependencies(settings),
-        budget=settings.rca_budget,
-        writer=build_note_writer(settings, telemetry),
-        events=grafana,  # deploy annotations count as change events
-    )
+    # deploy annotations count as change events
+    explain = build_explain(settings, source, telemetry, events=grafana)
     link = settings.advertised_url()
     deliverer = None
     if grafana is not None:

@@ -8,19 +8,16 @@ import time
 from flask import Flask, Response, g, request
 
 from plugin_backend.bootstrap import (
-    build_dependencies,
+    build_detection,
+    build_explain,
     build_grafana,
-    build_note_writer,
     build_source,
     build_store,
 )
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
-from plugin_backend.detection import DetectionService
 from plugin_backend.errors import StoreError
-from plugin_backend.explain import ExplainService
 from plugin_backend.ports import SeriesSource
-from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
@@ -68,25 +65,16 @@ def create_app(
     app.extensions["plugin_backend.settings"] = settings
     app.extensions["plugin_backend.telemetry"] = telemetry
     app.extensions["plugin_backend.store"] = store
-    detection = DetectionService(
-        source,
-        cache=ScoreCache(settings.score_cache_entries),
-        max_history_points=settings.max_points_per_series,
-        max_series=settings.max_scored_series,
-        observe_scoring=telemetry.scoring_observer(),
-    )
+    detection = build_detection(settings, source, telemetry)
     app.extensions["plugin_backend.datasource"] = DatasourceService(source, detection, store)
     app.extensions["plugin_backend.limits"] = QueryLimits(
         max_targets=settings.max_targets,
         max_points_per_series=settings.max_points_per_series,
         max_promql_length=settings.max_promql_length,
     )
-    app.extensions["plugin_backend.explain"] = ExplainService(
-        source,
-        dependencies=build_dependencies(settings),
-        budget=settings.rca_budget,
-        writer=build_note_writer(settings, telemetry),
-        events=build_grafana(settings),  # deploy annotations, when Grafana is configured
+    # deploy annotations count as change events when Grafana is configured
+    app.extensions["plugin_backend.explain"] = build_explain(
+        settings, source, telemetry, events=build_grafana(settings)
     )
     app.register_blueprint(ops_blueprint)
     app.register_blueprint(explain_blueprint)
