@@ -233,13 +233,7 @@ class Store:
             return [_outbox_row(r._mapping) for r in conn.execute(query)]
 
     def outbox_counts(self) -> dict[str, int]:
-        counts = {"pending": 0, "delivered": 0, "failed": 0}
-        with self._connect() as conn:
-            for state, n in conn.execute(
-                sa.select(outbox.c.state, sa.func.count()).group_by(outbox.c.state)
-            ):
-                counts[str(state)] = int(n)
-        return counts
+        return self._count_states(outbox, ("pending", "delivered", "failed"))
 
     # -- alert intake -------------------------------------------------------------------
 
@@ -289,13 +283,7 @@ class Store:
             )
 
     def alert_counts(self) -> dict[str, int]:
-        counts = {"pending": 0, "done": 0, "failed": 0}
-        with self._connect() as conn:
-            for state, n in conn.execute(
-                sa.select(alert_jobs.c.state, sa.func.count()).group_by(alert_jobs.c.state)
-            ):
-                counts[str(state)] = int(n)
-        return counts
+        return self._count_states(alert_jobs, ("pending", "done", "failed"))
 
     # -- retention ----------------------------------------------------------------------
 
@@ -321,6 +309,15 @@ class Store:
         return {"incidents": len(ids), "alert_jobs": int(jobs)}
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _count_states(self, table: sa.Table, states: tuple[str, ...]) -> dict[str, int]:
+        """Rows of ``table`` per ``state`` (every one of ``states`` present, 0 if none)."""
+        counts = dict.fromkeys(states, 0)
+        with self._connect() as conn:
+            query = sa.select(table.c.state, sa.func.count()).group_by(table.c.state)
+            for state, n in conn.execute(query):
+                counts[str(state)] = int(n)
+        return counts
 
     def _update_outbox(self, row_id: int, **values: Any) -> None:
         with self._begin() as conn:
