@@ -1119,24 +1119,26 @@ def _run_blocks(
     on its warm-up inputs and its own data, so a finished block (data unchanged) is
     taken from ``_BLOCK_FORECASTS`` -- what lets a caller without ``prior_expected``
     (the ensemble) refresh at the cost of the new block."""
-    keys = []
-    for i in range(len(starts)):
-        digest = hashlib.blake2b(digest_size=20)
-        digest.update(
-            _warm_key(
-                data,
-                level0=level0,
-                sigma=sigma,
-                seen=seen,
-                profile=profile,
-                row=i,
-                grid=grid,
-                run=run,
-                phase0=phase0,
-            )
+    warm_keys = [
+        _warm_key(
+            data,
+            level0=level0,
+            sigma=sigma,
+            seen=seen,
+            profile=profile,
+            row=i,
+            grid=grid,
+            run=run,
+            phase0=phase0,
         )
-        digest.update(np.ascontiguousarray(data[i, run:]).tobytes())
-        keys.append(digest.digest())
+        for i in range(len(starts))
+    ]
+    keys = [
+        hashlib.blake2b(
+            warm + np.ascontiguousarray(data[i, run:]).tobytes(), digest_size=20
+        ).digest()
+        for i, warm in enumerate(warm_keys)
+    ]
     out: dict[int, FloatArray] = {}
     todo: list[int] = []
     for i, key in enumerate(keys):
@@ -1157,6 +1159,7 @@ def _run_blocks(
             starts=[starts[i] for i in todo],
             run=run,
             phase0=phase0,
+            warm_keys=[warm_keys[i] for i in todo],
         )
         for i in todo:
             out[starts[i]] = fresh[starts[i]]
@@ -1175,6 +1178,7 @@ def _run_lanes(
     starts: list[int],
     run: int,
     phase0: int,
+    warm_keys: list[bytes],
 ) -> dict[int, FloatArray]:
     """Step every (block, candidate) lane and keep the best candidate per block.
 
@@ -1200,20 +1204,7 @@ def _run_lanes(
             gamma=params[rows, 2],
         )
 
-    keys = [
-        _warm_key(
-            data,
-            level0=level0,
-            sigma=sigma,
-            seen=seen,
-            profile=profile,
-            row=i,
-            grid=grid,
-            run=run,
-            phase0=phase0,
-        )
-        for i in range(blocks)
-    ]
+    keys = warm_keys  # from _run_blocks: what each block's warm-up depends on
     warm: list[_LaneState | None] = [_WARM_STATES.get(key) for key in keys]
     missing = [i for i, state in enumerate(warm) if state is None]
     if missing:
