@@ -74,8 +74,14 @@ def _demo(model: str, load_s: float, writer: NoteWriter) -> None:
         ["fault", "note by", "names true cause", "latency s", "fallback reason"],
         rows,
     )
+    _summary("Summary", n, used, names_cause, ranked_first, latencies)
+
+
+def _summary(
+    title: str, n: int, used: int, names_cause: int, ranked_first: int, latencies: list[float]
+) -> None:
     print_table(
-        "Summary",
+        title,
         ["LLM note used", "note names true cause", "ranker top-1 right", "p50 s", "p95 s"],
         [
             [
@@ -136,16 +142,4 @@ def _simulated(model: str, writer: NoteWriter) -> None:
         ["fault", "note by", "names true cause", "top-1 right", "latency s", "fallback reason"],
         rows,
     )
-    print_table(
-        "Summary (simulated)",
-        ["LLM note used", "note names true cause", "ranker top-1 right", "p50 s", "p95 s"],
-        [
-            [
-                f"{used}/{n} ({used / n:.0%})",
-                f"{names_cause}/{n}",
-                f"{ranked_first}/{n}",
-                f"{percentile(latencies, 50):.1f}",
-                f"{percentile(latencies, 95):.1f}",
-            ]
-        ],
-    )
+    _summary("Summary (simulated)", n, used, names_cause, ranked_first, latencies)
