@@ -12,12 +12,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin_backend import __version__
 from plugin_backend.config import Settings, load_settings
-from plugin_backend.errors import ConfigError
+from plugin_backend.errors import BackendError, ConfigError
 from plugin_backend.logs import configure_logging
+
+if TYPE_CHECKING:
+    from plugin_backend.store import Store
 
 __all__ = ["build_parser", "main"]
 
@@ -160,34 +163,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     handler: Any = args.handler
-    result: int = handler(settings, args)
+    try:
+        result: int = handler(settings, args)
+    except BackendError as exc:  # a clear line, never a traceback
+        print(f"plugin-backend {args.command}: {exc.message}", file=sys.stderr)
+        return 2
     return result
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from plugin_backend.errors import BackendError
     from plugin_backend.server import run_gunicorn
     from plugin_backend.store import Store  # not bootstrap: prometheus-client must wait
 
-    try:  # once, before gunicorn forks its workers
-        store = Store(settings.store_url)
-        store.migrate()
-        store.close()
-    except BackendError as exc:
-        print(f"plugin-backend serve: {exc.message}", file=sys.stderr)
-        return 2
+    store = Store(settings.store_url)  # migrated once, before gunicorn forks its workers
+    store.migrate()
+    store.close()
     return run_gunicorn(settings)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from plugin_backend.errors import BackendError
     from plugin_backend.worker_main import run_worker
 
-    try:
-        return run_worker(settings, args)
-    except BackendError as exc:
-        print(f"plugin-backend worker: {exc.message}", file=sys.stderr)
-        return 2
+    return run_worker(settings, args)
 
 
 def _rules_check(_settings: Settings, args: argparse.Namespace) -> int:
@@ -202,52 +199,43 @@ def _rules_check(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_store(settings: Settings) -> Store:
+    """The configured store, refused (``ConfigError``) unless its schema is current."""
+    from plugin_backend.bootstrap import build_store
+
+    store = build_store(settings)
+    store.check_schema()
+    return store
+
+
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     from plugin_backend.bootstrap import build_store
-    from plugin_backend.errors import BackendError
 
-    try:
-        store = build_store(settings)
-        revision = store.migrate()
-    except BackendError as exc:
-        print(f"plugin-backend db upgrade: {exc.message}", file=sys.stderr)
-        return 2
+    store = build_store(settings)
+    revision = store.migrate()
     print(f"{store!r}: schema at revision {revision}")
     return 0
 
 
 def _db_status(settings: Settings, _args: argparse.Namespace) -> int:
     from plugin_backend.bootstrap import build_store
-    from plugin_backend.errors import BackendError
 
-    try:
-        store = build_store(settings)
-        revision = store.schema_revision()
-        print(f"store: {store!r}\nschema revision: {revision or 'none (run db upgrade)'}")
-        if revision:
-            print(f"incidents: {len(store.list_incidents(limit=1_000_000))}")
-            print(f"outbox: {store.outbox_counts()}")
-            print(f"alert queue: {store.alert_counts()}")
-    except BackendError as exc:
-        print(f"plugin-backend db status: {exc.message}", file=sys.stderr)
-        return 2
+    store = build_store(settings)
+    revision = store.schema_revision()
+    print(f"store: {store!r}\nschema revision: {revision or 'none (run db upgrade)'}")
+    if revision:
+        print(f"incidents: {len(store.list_incidents(limit=1_000_000))}")
+        print(f"outbox: {store.outbox_counts()}")
+        print(f"alert queue: {store.alert_counts()}")
     return 0
 
 
 def _outbox_status(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from plugin_backend.bootstrap import build_store
-    from plugin_backend.errors import BackendError
-
-    try:
-        store = build_store(settings)
-        store.check_schema()
-        counts = store.outbox_counts()
-        rows = store.outbox_rows(args.state, limit=args.limit)
-    except BackendError as exc:
-        print(f"plugin-backend outbox: {exc.message}", file=sys.stderr)
-        return 2
+    store = _checked_store(settings)
+    counts = store.outbox_counts()
+    rows = store.outbox_rows(args.state, limit=args.limit)
     print("  ".join(f"{state}: {n}" for state, n in counts.items()))
     for row in rows:
         when = datetime.fromtimestamp(row.updated_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -264,16 +252,8 @@ def _outbox_status(settings: Settings, args: argparse.Namespace) -> int:
 def _outbox_retry(settings: Settings, _args: argparse.Namespace) -> int:
     import time
 
-    from plugin_backend.bootstrap import build_store
-    from plugin_backend.errors import BackendError
-
-    try:
-        store = build_store(settings)
-        store.check_schema()
-        print(f"{store.retry_failed(time.time())} failed annotations queued again")
-    except BackendError as exc:
-        print(f"plugin-backend outbox: {exc.message}", file=sys.stderr)
-        return 2
+    count = _checked_store(settings).retry_failed(time.time())
+    print(f"{count} failed annotations queued again")
     return 0
 
 
@@ -282,16 +262,9 @@ def _incidents(settings: Settings, args: argparse.Namespace) -> int:
 
     import orjson
 
-    from plugin_backend.bootstrap import build_store
-    from plugin_backend.errors import BackendError
-
-    try:
-        store = build_store(settings)
-        store.check_schema()
-        found = store.list_incidents(status=args.status, rule=args.rule, limit=args.limit)
-    except BackendError as exc:
-        print(f"plugin-backend incidents: {exc.message}", file=sys.stderr)
-        return 2
+    found = _checked_store(settings).list_incidents(
+        status=args.status, rule=args.rule, limit=args.limit
+    )
     if args.json:
         from dataclasses import asdict
 
