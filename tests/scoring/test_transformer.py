@@ -207,6 +207,28 @@ def test_train_smoke(tmp_path: Path) -> None:
     assert meta["torch_version"] == torch.__version__
 
 
+def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    """Batch k comes from (seed, k): a run with a worker pool equals the in-process run."""
+    runs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        report = train(
+            TINY,
+            steps=3,
+            batch_size=16,
+            seed=5,
+            out_dir=out,
+            eval_every=1,
+            val_size=32,
+            progress=False,
+            workers=workers,
+        )
+        runs.append((report.curve, load_model(out)[0].state_dict()))
+    (curve_1, state_1), (curve_2, state_2) = runs
+    assert curve_1 == curve_2
+    assert all(torch.equal(state_1[key], state_2[key]) for key in state_1)
+
+
 def test_main_train_cli(tmp_path: Path) -> None:
     argv = ["--steps", "2", "--batch-size", "8", "--seed", "1", "--out", str(tmp_path)]
     argv += ["--context", "16", "--horizon", "8", "--d-model", "16", "--layers", "1"]
