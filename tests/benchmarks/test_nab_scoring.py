@@ -375,13 +375,19 @@ def test_benchmark_skips_without_data(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(bench_detection, "default_nab_root", lambda: None)
-    bench_detection.main()
-    assert "nab-dev not found" in capsys.readouterr().out
+    bench_detection.main(["robust_z"])
+    out = capsys.readouterr().out
+    assert "nab-dev not found" in out
+    assert "synthetic corpus only" in out
+    rows = [line for line in out.splitlines() if line.lstrip().startswith("robust_z")]
+    assert len(rows) == 1
+    assert "synthetic" in rows[0]
 
 
 def test_benchmark_run_on_nab_dev(nab_root: Path) -> None:
-    results = bench_detection.run({"last_value": LastValueDetector}, nab_root)
-    assert [r.corpus for r in results] == ["realTraffic", "artificialWithAnomaly"]
+    loaded = bench_detection.load_corpora(nab_root)
+    results = bench_detection.run({"last_value": LastValueDetector}, loaded)
+    assert [r.corpus for r in results] == ["realTraffic", "artificialWithAnomaly", "synthetic"]
     for r in results:
         assert math.isfinite(r.nab_standard)
         assert r.failed == ()
