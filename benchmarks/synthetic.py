@@ -8,7 +8,8 @@ of the transformer's training corpus (``plugin_backend.scoring.corpus``):
 * **Base**: a level (1 .. 10^4), a daily cycle (sine, business-hours plateau or
   two peaks; sometimes weaker on weekends), a slow trend; noise that is Gaussian,
   heavy-tailed with habitual spikes (not labelled), or Poisson counts; sampling
-  every 1 or 5 minutes with a few rows missing.
+  every 5 minutes (70%; always for a missing peak) or every minute, a few rows
+  missing.
 * **One anomaly per series**, after the first 40% of rows: a spike (1-3 points),
   a level shift, a ramp, a burst of noise, a missing daily peak, a drop to zero
   or a stuck value (the exporter froze).
@@ -73,7 +74,9 @@ def _daily_shape(rng: np.random.Generator, phase: np.ndarray) -> np.ndarray:
 
 
 def _series(rng: np.random.Generator, name: str, kind: str, n: int) -> NabFile:
-    step = float(rng.choice([60.0, 300.0]))
+    # 5 min steps give 9-14 days; 1 min steps under 3 days, too short to learn a
+    # daily cycle, so a missing daily peak is only drawn at 5 min.
+    step = 300.0 if kind == "missing_peak" else float(rng.choice([60.0, 300.0], p=[0.3, 0.7]))
     ts = _T0 + step * np.arange(n) + rng.uniform(0, 3 * _DAY_S) // step * step
     level = float(np.exp(rng.uniform(0, np.log(1e4))))
     cyclic = kind == "missing_peak" or rng.random() < 0.8
