@@ -15,7 +15,9 @@ log-normal (latency-like), Poisson counters turned into per-second rates,
 integer gauges, bounded percentages, near-constant and constant series.
 Spikes, transient dips, level shifts and NaN runs are injected mostly into the
 context and the seasonal context (robustness), rarely into the target, so the
-model learns bands for ordinary behaviour.
+model learns bands for ordinary behaviour. A shift in the context starts at least
+``FRESH_SHIFT_GAP`` points before the target, so a jump in the last points is
+always transient here and the model does not widen its band to hedge for it.
 
 Examples are generated in chunks sharing one step (vectorised); for steps where
 a day plus the window fits in ~1,600 points the day-earlier values come from the
@@ -42,6 +44,12 @@ DAY_S = 86_400
 STEPS_S: tuple[int, ...] = (15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 _STEP_WEIGHTS = np.array([0.16, 0.1, 0.16, 0.08, 0.2, 0.1, 0.08, 0.06, 0.06])
 _CONTIGUOUS_MAX = 1_600
+#: A level shift in the context starts at least this many points before the target.
+#: So a jump in the last few points is always transient in training and the model
+#: keeps forecasting the old level with its usual spread until a shift has lasted
+#: this long: what a detector needs to flag the shift's first points, instead of a
+#: band that hedges between "spike" and "new level" (measured: 2-3x wider).
+FRESH_SHIFT_GAP = 16
 _CHUNK = 32
 
 
@@ -202,7 +210,7 @@ def _chunk(rng: np.random.Generator, m: int, c: int, h: int) -> WindowBatch:  # 
     # --- level shifts (mostly before the target), transient dips ----------------
     sign = np.where(rng.random(m) < 0.5, -1.0, 1.0)
     has_shift = rng.random(m) < 0.15
-    shift_pos = rng.integers(0, ctx_end, m)
+    shift_pos = rng.integers(0, ctx_end - FRESH_SHIFT_GAP, m)
     in_target = rng.random(m) < 0.02
     shift_pos = np.where(in_target, rng.integers(ctx_end, size, m), shift_pos)
     shift_mag = sign * rng.uniform(3.0, 15.0, m) * (has_shift | in_target)
