@@ -153,9 +153,8 @@ def _inject(
         out += sign * size * ramp
     elif kind == "noise_burst":
         length = int(rng.integers(20, 80))
-        out[start : start + length] += (
-            sigma * rng.uniform(4, 8) * rng.normal(0, 1, len(out[start : start + length]))
-        )
+        burst = out[start : start + length]  # a view: the series itself changes
+        burst += sigma * rng.uniform(4, 8) * rng.normal(0, 1, burst.shape[0])
     elif kind == "missing_peak":
         # this day's busy period never comes: the series stays at its level just before
         end = start + int(np.argmax(~busy[start:])) if not busy[start:].all() else n
