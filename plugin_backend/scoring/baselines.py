@@ -323,6 +323,18 @@ def _cell_values(cells: IntArray, values: FloatArray, start: int, stop: int) -> 
     return out
 
 
+def _recent_finite(cells: IntArray, values: FloatArray, start: int, count: int) -> FloatArray:
+    """The last ``count`` finite values before cell ``start``, oldest first, NaN-padded
+    on the left: a warm-up that spans gaps instead of waiting for new points."""
+    out = np.full(count, np.nan)
+    hi = int(np.searchsorted(cells, start))
+    before = values[:hi]
+    recent = before[np.isfinite(before)][-count:] if count > 0 else before[:0]
+    if recent.size:
+        out[count - recent.size :] = recent
+    return out
+
+
 def _history_span(finite_cells: IntArray, start: int, lookback: int) -> tuple[int, int]:
     """(cells from the first finite point in ``[start - lookback, start)`` to ``start``,
     finite points in that range)."""
@@ -576,7 +588,9 @@ class SeasonalSTL(Detector):
       components a robust trend (slope over the last day, level over the last
       48 cells) of the deseasonalised history.
     * less: sub-blocks of 8 cells forecast by a robust level + trend of the last
-      64 cells (Theil-Sen-like: median-of-halves slope, median level).
+      64 cells (Theil-Sen-like: median-of-halves slope, median level); after a gap
+      that leaves fewer than 8 points there, the median of the last 64 observed
+      points (a slope across a gap is a guess).
 
     Cost: O(n / block) STL fits of O(bins * window / jump) each (~1.5 ms for a
     daily fit), O(n / max(period, 96)) MSTL fits (~5 ms), O(n) sub-block fits
@@ -668,6 +682,10 @@ class SeasonalSTL(Detector):
             for slo, shi in _group_bounds(targets // SUB_BLOCK):
                 sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
                 trend = _level_trend_forecast(cells, values, sub_start, targets[slo:shi])
+                if trend is None:  # a gap: the level of the points before it, no trend
+                    recent = _recent_finite(cells, values, sub_start, TREND_HISTORY)
+                    if np.count_nonzero(np.isfinite(recent)) >= SUB_BLOCK:
+                        trend = np.full(shi - slo, float(np.nanmedian(recent)))
                 if trend is not None:
                     expected[lo + slo : lo + shi] = trend
         period = season.period if season is not None else 0
@@ -959,8 +977,9 @@ class HoltWinters(Detector):
     error on that period forecasts the block one step ahead (updating with every
     in-block point). Errors are clipped at 3 sigma (running robust scale), so a
     spike in the history barely moves the level or the seasonal profile.
-    Without two days of history, lanes run Holt's damped trend on the 64 cells
-    before the block (no seasonality).
+    Without two days of history, lanes run Holt's damped trend warmed up on the 64
+    observed points before the block (no seasonality; points, not cells, so the
+    first points after a gap are scored too).
 
     Cost: O(n / block * candidates * (period + block)) lane-steps, done as
     ``period + block`` numpy steps per 256 blocks: ~130k points/s at 5 min
@@ -1086,7 +1105,16 @@ def _plain_pass(
     cells: IntArray, values: FloatArray, block: int, starts: list[int]
 ) -> dict[int, FloatArray]:
     run = TREND_HISTORY
-    data = np.stack([_cell_values(cells, values, s - run, s + block) for s in starts])
+    # Warm-up on the last ``run`` observed points, not cells: after a gap a lane starts
+    # from the points before it instead of leaving the block's first points unscored.
+    data = np.stack(
+        [
+            np.concatenate(
+                (_recent_finite(cells, values, s, run), _cell_values(cells, values, s, s + block))
+            )
+            for s in starts
+        ]
+    )
     sigma = _diff_sigma(data[:, :run])
     grid = [(a, b, 0.0) for a in _ALPHAS for b in _BETAS]
     blocks = len(starts)

@@ -225,6 +225,26 @@ def test_nan_gaps_score_nan_and_do_not_crash(cls: type[Detector]) -> None:
 
 
 @pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
+def test_points_right_after_long_gaps_are_scored(cls: type[Detector]) -> None:
+    # A sparse export (NAB's travel times, a flaky scrape target): bursts of 40 points
+    # 10 min apart with 12 h of silence between them, so a block's trend history
+    # (64 cells) never holds 8 points. Every point after the warm-up gets a score,
+    # including the first ones after each gap, and a spike there is found.
+    bursts, size, step, silence = 12, 40, 600.0, 12 * 3600.0
+    ts = np.concatenate(
+        [T0 + b * (size * step + silence) + step * np.arange(size) for b in range(bursts)]
+    )
+    v = 100 + np.random.default_rng(3).normal(0.0, 5.0, ts.size)
+    spike = 8 * size + 1  # the second point after the 8th gap
+    v[spike] += 200.0
+    scored = cls().score(ts, v)
+    later = scored.score[3 * size :]
+    assert np.isfinite(later).all()
+    assert scored.score[spike] > 3
+    assert np.mean(np.delete(scored.score, spike)[3 * size :] > 1) < 0.02
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.name)
 def test_too_short_raises_insufficient_data(cls: type[Detector]) -> None:
     n = cls.min_points - 1
     with pytest.raises(InsufficientData):
