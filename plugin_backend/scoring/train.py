@@ -51,6 +51,8 @@ _VAL_SEED_OFFSET = 1_000_003
 _TARGET_CLIP = 50.0
 #: Batches a worker pool may hold ready per worker (bounds memory when the model is faster).
 _PREFETCH_PER_WORKER = 4
+#: Share of a ``max_minutes`` budget the schedule plans to use (evaluations, jitter).
+_BUDGET_MARGIN = 0.9
 
 _Arrays = tuple[np.ndarray[Any, np.dtype[np.float32]], ...]
 
@@ -67,6 +69,7 @@ class TrainReport:
     weights_path: Path | None = None
     meta_path: Path | None = None
     stopped_early: bool = False
+    reproduce: str = ""
 
 
 def _normalised(batch: WindowBatch) -> _Arrays:
@@ -145,6 +148,81 @@ def _evaluate(
     }
 
 
+def scheduled_steps(
+    steps: int, at_step: int, elapsed_s: float, per_step_s: float, budget_s: float
+) -> int:
+    """How many steps a run that is at ``at_step`` after ``elapsed_s`` of its
+    ``budget_s``, at ``per_step_s`` a step, can finish: at most ``steps``, at least
+    ``at_step``, with a 10% margin for evaluations and jitter."""
+    if not (math.isfinite(budget_s) and per_step_s > 0):
+        return steps
+    more = int(max(budget_s - elapsed_s, 0.0) * _BUDGET_MARGIN / per_step_s)
+    return max(at_step, min(steps, at_step + more))
+
+
+def _reproduce_command(
+    config: ForecasterConfig,
+    *,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    eval_every: int,
+    patience: int,
+    init_from: str | Path | None,
+) -> str:
+    """The ``plugin-backend train`` command that repeats a run step for step (any
+    ``--workers``; no ``--max-minutes``: its schedule length is ``steps``)."""
+    parts = [
+        f"plugin-backend train --steps {steps} --warmup-steps {warmup}",
+        f"--batch-size {batch_size} --seed {seed} --lr {lr}",
+        f"--eval-every {eval_every} --patience {patience}",
+        f"--context {config.context} --horizon {config.horizon} --patch {config.patch}",
+        f"--d-model {config.d_model} --layers {config.layers} --heads {config.heads}",
+    ]
+    if not config.use_seasonal:
+        parts.append("--no-seasonal")
+    if init_from is not None:
+        parts.append(f"--init-from {init_from}")
+    return " ".join(parts)
+
+
+class _Schedule:
+    """Linear warm-up, then cosine to 5% over ``scheduled`` steps: ``steps``, or with a
+    time budget what the speed timed over the warm-up's last 80% allows (the pipeline
+    is full by then, and the warm-up's rate does not depend on the length). Only the
+    step, never the clock, sets the rate, so ``--steps <scheduled>`` reproduces a run."""
+
+    def __init__(self, steps: int, warmup: int, budget_s: float) -> None:
+        self.steps, self.warmup, self.budget_s = steps, warmup, budget_s
+        self.scheduled = steps
+        self.started = time.perf_counter()
+        self._probe_from = max(1, warmup // 5)
+        self._probe_started = math.nan
+
+    def lr_factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        frac = min((step - self.warmup) / max(self.scheduled - self.warmup, 1), 1.0)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def observe(self, step: int, now: float) -> bool:
+        """Note that ``step`` ended at ``now``; True when this fixed the schedule's length."""
+        if step == self._probe_from:
+            self._probe_started = now
+        if step != self.warmup or not math.isfinite(self.budget_s) or self.steps <= step:
+            return False
+        per_step = (now - self._probe_started) / max(step - self._probe_from, 1)
+        self.scheduled = scheduled_steps(
+            self.steps, step, now - self.started, per_step, self.budget_s
+        )
+        return True
+
+    def out_of_time(self, now: float) -> bool:
+        return now - self.started > self.budget_s
+
+
 def train(  # noqa: PLR0915
     config: ForecasterConfig,
     *,
@@ -187,18 +265,8 @@ def train(  # noqa: PLR0915
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = warmup_steps if warmup_steps is not None else min(200, max(steps // 20, 1))
 
-    budget_s = max_minutes * 60 if max_minutes is not None else math.inf
-    train_started = time.perf_counter()
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        by_steps = (step - warmup) / max(steps - warmup, 1)
-        by_time = (time.perf_counter() - train_started) / budget_s
-        progress_frac = min(max(by_steps, by_time), 1.0)
-        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress_frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    schedule = _Schedule(steps, warmup, max_minutes * 60 if max_minutes is not None else math.inf)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_factor)
     curve: list[tuple[int, float]] = []
     best = math.inf
     best_step = 0
@@ -206,6 +274,7 @@ def train(  # noqa: PLR0915
     best_metrics: dict[str, float] = {}
     bad_evals = 0
     stopped_early = False
+    out_of_time = False
     step = 0
     running = math.nan
     bar = tqdm(total=steps, disable=not progress, desc="train", unit="step")
@@ -224,8 +293,10 @@ def train(  # noqa: PLR0915
             value = float(loss.detach())
             running = value if math.isnan(running) else 0.98 * running + 0.02 * value
             bar.update(1)
-            out_of_time = time.perf_counter() - train_started > budget_s
-            if step % eval_every == 0 or step == steps or out_of_time:
+            if schedule.observe(step, time.perf_counter()):
+                bar.total = schedule.scheduled
+            out_of_time = schedule.out_of_time(time.perf_counter())
+            if step % eval_every == 0 or step == schedule.scheduled or out_of_time:
                 metrics = _evaluate(model, val)
                 current = metrics["val_pinball"]
                 curve.append((step, current))
@@ -240,8 +311,8 @@ def train(  # noqa: PLR0915
                 if bad_evals >= patience:
                     stopped_early = True
                     break
-            if out_of_time:
-                stopped_early = True
+            if out_of_time or step == schedule.scheduled:
+                stopped_early = step < steps
                 break
     finally:
         stream.close()
@@ -253,14 +324,27 @@ def train(  # noqa: PLR0915
         "config": config.to_dict(),
         "training": {
             "steps_requested": steps,
+            "steps_scheduled": schedule.scheduled,
             "steps_run": step,
             "best_step": best_step,
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
             "warmup_steps": warmup,
-            "schedule": "linear warm-up + cosine to 5% (over steps or max_minutes, first to end)",
+            "schedule": "linear warm-up + cosine to 5% over steps_scheduled",
             "max_minutes": max_minutes,
+            "stopped_by_clock": out_of_time,
+            "reproduce": _reproduce_command(
+                config,
+                steps=schedule.scheduled,
+                warmup=warmup,
+                batch_size=batch_size,
+                seed=seed,
+                lr=lr,
+                eval_every=eval_every,
+                patience=patience,
+                init_from=init_from,
+            ),
             "data": "batch k from default_rng([seed, k]); validation from seed + 1000003",
             "workers": workers,
             "eval_every": eval_every,
@@ -293,6 +377,7 @@ def train(  # noqa: PLR0915
         weights_path=weights_path,
         meta_path=meta_path,
         stopped_early=stopped_early,
+        reproduce=meta["training"]["reproduce"],
     )
 
 
@@ -307,6 +392,7 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS_DIR, help="output directory")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup-steps", type=int, default=None, help="default: min(200, steps / 20)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
@@ -346,6 +432,7 @@ def main_train(argv: list[str] | None) -> int:
         device=args.device,
         out_dir=args.out,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         eval_every=args.eval_every,
         patience=args.patience,
         max_minutes=args.max_minutes,
@@ -357,4 +444,6 @@ def main_train(argv: list[str] | None) -> int:
         f"trained {report.steps_run} steps in {report.elapsed_s:.0f}s; best val pinball "
         f"{report.best_val_loss:.4f} at step {report.best_step}; wrote {report.weights_path}"
     )
+    if report.reproduce:
+        print(f"to repeat this run step for step: {report.reproduce}")
     return 0

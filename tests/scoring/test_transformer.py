@@ -237,6 +237,47 @@ def test_main_train_cli(tmp_path: Path) -> None:
     assert (tmp_path / WEIGHTS_FILE).is_file()
 
 
+class _FakeClock:
+    """``time.perf_counter`` that advances ``tick`` seconds per call."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_fixes_a_schedule_that_steps_alone_reproduce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--max-minutes`` sets how many steps the cosine schedule spans (from the speed
+    over the warm-up); the recorded command, without a clock, repeats the run exactly."""
+    import plugin_backend.scoring.train as train_module
+
+    clock = _FakeClock(tick=0.25)  # two reads per step: 0.5 s a step
+    monkeypatch.setattr(train_module, "time", clock)
+    argv = ["--steps", "400", "--warmup-steps", "10", "--max-minutes", "0.25"]  # 15 s
+    argv += ["--batch-size", "8", "--seed", "3", "--context", "32", "--horizon", "8"]
+    argv += ["--d-model", "16", "--layers", "1", "--heads", "2", "--eval-every", "5"]
+    assert main_train([*argv, "--quiet", "--out", str(tmp_path / "budget")]) == 0
+    budget_model, meta = load_model(tmp_path / "budget")
+    run = meta["training"]
+    assert 10 < run["steps_scheduled"] < 400  # the budget, not --steps, ended it
+    assert run["steps_run"] == run["steps_scheduled"]
+    assert not run["stopped_by_clock"]  # the schedule ended inside the budget
+
+    monkeypatch.setattr(train_module, "time", _FakeClock(tick=1000.0))  # a slow machine
+    command = run["reproduce"].split()
+    assert command[:2] == ["plugin-backend", "train"]
+    assert "--max-minutes" not in command
+    assert main_train([*command[2:], "--quiet", "--out", str(tmp_path / "again")]) == 0
+    again_model, again = load_model(tmp_path / "again")
+    assert again["validation_curve"] == meta["validation_curve"]
+    budget_state, again_state = budget_model.state_dict(), again_model.state_dict()
+    assert all(torch.equal(budget_state[key], again_state[key]) for key in budget_state)
+
+
 def test_a_shorter_stride_keeps_causality_and_rejects_nonsense():
     import numpy as np
     import pytest
