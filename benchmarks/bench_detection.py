@@ -6,8 +6,10 @@ decisions more than nab-dev's 20 windows to stand on. Each file gets a fresh
 detector, scores stream through ``windows.alarms`` with the
 default :class:`WindowPolicy` (nothing tuned on the labels), and the alarms are
 scored with NAB's standard profile (normalised: 0 = never alarms, 100 = perfect)
-and event-level precision / recall / F1. ``score ms`` is the detector's own time
-over the corpus. Run: ``python -m benchmarks.bench_detection``.
+and event-level precision / recall / F1. ``scored`` is the share of rows after
+each file's probationary period that got a finite score (an unscored row can
+never alarm: gaps, warm-ups). ``score ms`` is the detector's own time over the
+corpus. Run: ``python -m benchmarks.bench_detection``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 
-HEADER = ["detector", "corpus", "NAB std", "precision", "recall", "F1", "alarms", "score ms"]
+HEADER = [
+    "detector", "corpus", "NAB std", "precision", "recall", "F1", "alarms", "scored", "score ms"
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class CorpusResult:
     alarms: int
     score_s: float
     failed: tuple[str, ...]
+    scored_share: float = 1.0
 
     def row(self) -> list[str]:
         failed = f" ({len(self.failed)} failed)" if self.failed else ""
@@ -58,6 +63,7 @@ class CorpusResult:
             f"{self.events.recall:.2f}",
             f"{self.events.f1:.2f}",
             str(self.alarms),
+            f"{100 * self.scored_share:.1f}%",
             f"{self.score_s * 1000:.0f}",
         ]
 
@@ -76,6 +82,7 @@ def evaluate(
     total_alarms = 0
     spent = 0.0
     failed: list[str] = []
+    rows_scored = rows_after_probation = 0
     for nab_file in files:
         detector = make_detector()
         started = time.perf_counter()
@@ -86,7 +93,9 @@ def evaluate(
             fired = np.zeros(len(nab_file), dtype=np.bool_)
         else:
             fired = alarms(scored, policy)
+            rows_scored += int(np.count_nonzero(np.isfinite(scored.score[nab_file.probation :])))
         spent += time.perf_counter() - started
+        rows_after_probation += max(len(nab_file) - nab_file.probation, 0)
         total_alarms += int(np.count_nonzero(fired))
         items.append(nab_file.scoring_input(fired))
         events = events + nab_file.events(fired)
@@ -99,6 +108,7 @@ def evaluate(
         alarms=total_alarms,
         score_s=spent,
         failed=tuple(failed),
+        scored_share=rows_scored / max(rows_after_probation, 1),
     )
 
 

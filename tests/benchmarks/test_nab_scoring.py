@@ -350,6 +350,7 @@ def test_benchmark_evaluate_with_stand_in_detector() -> None:
     assert result.events.fn == 0
     assert result.nab_standard > 0
     assert result.failed == ()
+    assert result.scored_share == 1.0  # the last value is known on every row after probation
     row = result.row()
     assert len(row) == len(bench_detection.HEADER)
 
@@ -369,6 +370,8 @@ def test_benchmark_counts_failures_as_silence() -> None:
     result = bench_detection.evaluate("last_value", LastValueDetector, "synthetic", [tiny, short])
     assert len(result.failed) == 1
     assert "tiny" in result.failed[0]
+    scored = len(short) - short.probation  # every row of short after probation, none of tiny
+    assert result.scored_share == pytest.approx(scored / (scored + len(tiny)))
 
 
 def test_benchmark_skips_without_data(
