@@ -323,15 +323,16 @@ def _cell_values(cells: IntArray, values: FloatArray, start: int, stop: int) -> 
     return out
 
 
-def _recent_finite(cells: IntArray, values: FloatArray, start: int, count: int) -> FloatArray:
-    """The last ``count`` finite values before cell ``start``, oldest first, NaN-padded
-    on the left: a warm-up that spans gaps instead of waiting for new points."""
+def _recent_finite(
+    finite_cells: IntArray, finite_values: FloatArray, start: int, count: int
+) -> FloatArray:
+    """The last ``count`` finite values before cell ``start`` (from the series' finite
+    points and their cells), oldest first, NaN-padded on the left: a warm-up that
+    spans gaps instead of waiting for new points."""
     out = np.full(count, np.nan)
-    hi = int(np.searchsorted(cells, start))
-    before = values[:hi]
-    recent = before[np.isfinite(before)][-count:] if count > 0 else before[:0]
-    if recent.size:
-        out[count - recent.size :] = recent
+    hi = int(np.searchsorted(finite_cells, start))
+    recent = finite_values[max(hi - count, 0) : hi]
+    out[count - recent.size :] = recent
     return out
 
 
@@ -642,7 +643,8 @@ class SeasonalSTL(Detector):
         step, cells = _grid(timestamps_s)
         season = _season(step)
         expected = np.full(values.shape[0], np.nan)
-        finite_cells = cells[np.isfinite(values)]
+        finite = np.isfinite(values)
+        finite_cells = cells[finite]
         block = season.block if season is not None else SUB_BLOCK
         weekly_fits: dict[int, _Decomposition | None] = {}
         known = _known_blocks(cells, block, prior_expected)
@@ -683,7 +685,7 @@ class SeasonalSTL(Detector):
                 sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
                 trend = _level_trend_forecast(cells, values, sub_start, targets[slo:shi])
                 if trend is None:  # a gap: the level of the points before it, no trend
-                    recent = _recent_finite(cells, values, sub_start, TREND_HISTORY)
+                    recent = _recent_finite(finite_cells, values[finite], sub_start, TREND_HISTORY)
                     if np.count_nonzero(np.isfinite(recent)) >= SUB_BLOCK:
                         trend = np.full(shi - slo, float(np.nanmedian(recent)))
                 if trend is not None:
@@ -1107,10 +1109,15 @@ def _plain_pass(
     run = TREND_HISTORY
     # Warm-up on the last ``run`` observed points, not cells: after a gap a lane starts
     # from the points before it instead of leaving the block's first points unscored.
+    finite = np.isfinite(values)
+    finite_cells, finite_values = cells[finite], values[finite]
     data = np.stack(
         [
             np.concatenate(
-                (_recent_finite(cells, values, s, run), _cell_values(cells, values, s, s + block))
+                (
+                    _recent_finite(finite_cells, finite_values, s, run),
+                    _cell_values(cells, values, s, s + block),
+                )
             )
             for s in starts
         ]
