@@ -26,7 +26,7 @@ from plugin_backend.adapters.artifacts import (
 from plugin_backend.errors import ArtifactError, InsufficientData
 from plugin_backend.scoring.corpus import generate_windows
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
-from plugin_backend.scoring.train import main_train, train
+from plugin_backend.scoring.train import build_train_parser, main_train, train
 from plugin_backend.scoring.transformer import TransformerDetector
 from plugin_backend.types import FloatArray
 
@@ -169,6 +169,29 @@ def test_bad_artifacts_raise_clear_errors(
         model, _meta = load_model_or_default(str(tmp_path))
     assert model is load_default_model()[0]
     assert "falling back" in caplog.text
+
+
+def test_shipped_weights_record_how_to_repeat_them_and_a_converged_curve() -> None:
+    model, meta = load_default_model()
+    run = meta["training"]
+    command = build_train_parser().parse_args(run["reproduce"].split()[2:])
+    assert run["reproduce"].startswith("plugin-backend train ")
+    assert command.max_minutes is None  # a step schedule, not the clock
+    assert command.steps == run["steps_scheduled"] == run["steps_run"]
+    assert (command.seed, command.batch_size, command.lr) == (
+        meta["seed"],
+        run["batch_size"],
+        run["lr"],
+    )
+    assert command.d_model == model.config.d_model
+    assert command.layers == model.config.layers
+    assert command.context == model.config.context
+    assert command.init_from is None  # from scratch: nothing outside the repository
+    curve = [loss for _step, loss in meta["validation_curve"]]
+    assert len(curve) >= 20
+    best = min(curve)
+    assert meta["metrics"]["val_pinball"] == pytest.approx(best, abs=1e-6)  # curve: 6 decimals
+    assert max(curve[-5:]) < best * 1.01  # flat at the end: trained to convergence
 
 
 def test_shipped_weights_flag_a_spike_on_a_daily_pattern() -> None:
