@@ -12,6 +12,7 @@ import pytest
 import benchmarks.bench_detection as bench_detection
 from benchmarks.nab import (
     PROFILES,
+    CorpusScore,
     CostMatrix,
     EventCounts,
     NabFile,
@@ -20,6 +21,7 @@ from benchmarks.nab import (
     default_nab_root,
     event_f1,
     load_nab_corpus,
+    paired_bootstrap,
     perfect_alarms,
     probation_rows,
     scaled_sigmoid,
@@ -394,3 +396,36 @@ def test_benchmark_run_on_nab_dev(nab_root: Path) -> None:
     for r in results:
         assert math.isfinite(r.nab_standard)
         assert r.failed == ()
+
+
+def _file_scores(raws: list[float]) -> list[CorpusScore]:
+    """Files with null -1 and perfect +1 (one window each) and the given raw scores."""
+    return [CorpusScore(raw=r, null=-1.0, perfect=1.0, files=1) for r in raws]
+
+
+def test_paired_bootstrap_says_when_a_gap_is_noise() -> None:
+    same = _file_scores([0.5, -1.0, 0.9, 0.2])
+    assert paired_bootstrap(same, same) == (0.0, 0.0, 0.0, 0.0)
+    better = _file_scores([0.9, 0.8, 0.95, 0.9])  # ahead on every file
+    gap, low, high, above = paired_bootstrap(better, same, draws=500)
+    assert gap == pytest.approx(100 * (3.55 + 4) / 8 - 100 * (0.6 + 4) / 8)
+    assert 0 < low <= gap <= high
+    assert above == 1.0
+    mixed = _file_scores([0.9, -1.0, 0.95, -1.0])  # ahead on two files, behind on two
+    _gap, low, high, above = paired_bootstrap(mixed, same, draws=500)
+    assert low < 0 < high
+    assert 0 < above < 1
+    assert paired_bootstrap(mixed, same, draws=500) == paired_bootstrap(mixed, same, draws=500)
+    with pytest.raises(ValueError, match="same non-empty"):
+        paired_bootstrap(mixed, same[:2])
+
+
+def test_benchmark_compares_every_detector_with_the_robust_z_score() -> None:
+    files = [synthetic_file()]
+    results = [
+        bench_detection.evaluate(name, LastValueDetector, "synthetic", files)
+        for name in ("robust_z", "last_value")
+    ]
+    (row,) = bench_detection.comparison_rows(results)
+    assert row[:3] == ["last_value", "synthetic", "+0.0"]  # the same alarms on the same file
+    assert bench_detection.comparison_rows(results[1:]) == []  # no baseline: nothing to compare
