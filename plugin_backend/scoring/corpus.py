@@ -73,15 +73,21 @@ def generate_windows(
     *,
     seed: int | None = None,
     rng: np.random.Generator | None = None,
+    clean_targets: bool = False,
 ) -> WindowBatch:
-    """``n`` windows; deterministic for a given ``seed`` (or the state of ``rng``)."""
+    """``n`` windows; deterministic for a given ``seed`` (or the state of ``rng``).
+
+    ``clean_targets``: target points hit by an injected anomaly (a level shift or a
+    spike inside the target) are NaN, so a loss skips them and the model learns the
+    band of normal behaviour instead of hedging for anomalies in its upper tail. The
+    random draws are the same either way."""
     if rng is None:
         rng = np.random.default_rng(seed)
     parts: list[WindowBatch] = []
     remaining = n
     while remaining > 0:
         m = min(_CHUNK, remaining)
-        parts.append(_chunk(rng, m, context, horizon))
+        parts.append(_chunk(rng, m, context, horizon, clean_targets))
         remaining -= m
     if not parts:
         return WindowBatch(
@@ -106,7 +112,9 @@ def _col(a: npt.NDArray[_T]) -> npt.NDArray[_T]:
     return a[:, None]
 
 
-def _chunk(rng: np.random.Generator, m: int, c: int, h: int) -> WindowBatch:  # noqa: PLR0915
+def _chunk(  # noqa: PLR0915
+    rng: np.random.Generator, m: int, c: int, h: int, clean_targets: bool = False
+) -> WindowBatch:
     step = int(rng.choice(STEPS_S, p=_STEP_WEIGHTS / _STEP_WEIGHTS.sum()))
     period = DAY_S // step
     length = c + h
@@ -215,6 +223,7 @@ def _chunk(rng: np.random.Generator, m: int, c: int, h: int) -> WindowBatch:  # 
     shift_pos = np.where(in_target, rng.integers(ctx_end, size, m), shift_pos)
     shift_mag = sign * rng.uniform(3.0, 15.0, m) * (has_shift | in_target)
     y += _col(shift_mag) * (k >= _col(shift_pos))
+    injected = _col(in_target) & (k >= _col(shift_pos))  # anomalies inside the target
     has_dip = rng.random(m) < 0.08
     dip_start = rng.integers(0, ctx_end, m)
     dip_len = rng.integers(3, 40, m)
@@ -233,6 +242,8 @@ def _chunk(rng: np.random.Generator, m: int, c: int, h: int) -> WindowBatch:  # 
             mag = np.where(rng.random(m) < 0.7, 1.0, -1.0) * _loguniform(rng, 4.0, 40.0, m)
             region = (k >= _col(start)) & (k < _col(np.minimum(start + width, hi)))
             y += _col(mag * hit) * region
+            if lo == ctx_end:
+                injected |= region & _col(hit)
             prob *= 0.5
 
     # --- value types ----------------------------------------------------------
@@ -273,9 +284,12 @@ def _chunk(rng: np.random.Generator, m: int, c: int, h: int) -> WindowBatch:  # 
     no_season = rng.random(m) < 0.3
     season = values[:, seas]
     season = np.where(_col(no_season), np.nan, season)
+    target = values[:, cur[c:]]
+    if clean_targets:
+        target = np.where(injected[:, cur[c:]], np.nan, target)
     return WindowBatch(
         context=values[:, cur[:c]],
         season=season,
-        target=values[:, cur[c:]],
+        target=target,
         step_s=np.full(m, float(step)),
     )

@@ -86,18 +86,25 @@ def _tensors(
     return x, s, target
 
 
-def _make_batch(task: tuple[int, int, int, int, int]) -> _Arrays:
+def _make_batch(task: tuple[int, int, int, int, int, bool]) -> _Arrays:
     """Training batch ``index`` of run ``seed`` (module level: a pool worker calls it)."""
-    seed, index, size, context, horizon = task
+    seed, index, size, context, horizon, clean = task
     rng = np.random.default_rng([seed, index])
-    return _normalised(generate_windows(size, context, horizon, rng=rng))
+    return _normalised(generate_windows(size, context, horizon, rng=rng, clean_targets=clean))
 
 
 def _batches(
-    seed: int, size: int, context: int, horizon: int, *, steps: int, workers: int
+    seed: int,
+    size: int,
+    context: int,
+    horizon: int,
+    *,
+    steps: int,
+    workers: int,
+    clean_targets: bool = False,
 ) -> Generator[_Arrays, None, None]:
     """Batches 1..steps in order, made here or by ``workers`` spawned processes."""
-    tasks = ((seed, index, size, context, horizon) for index in range(1, steps + 1))
+    tasks = ((seed, index, size, context, horizon, clean_targets) for index in range(1, steps + 1))
     if workers <= 1:
         yield from map(_make_batch, tasks)
         return
@@ -171,6 +178,7 @@ def _reproduce_command(
     eval_every: int,
     patience: int,
     init_from: str | Path | None,
+    clean_targets: bool = False,
 ) -> str:
     """The ``plugin-backend train`` command that repeats a run step for step (any
     ``--workers``; no ``--max-minutes``: its schedule length is ``steps``)."""
@@ -183,6 +191,8 @@ def _reproduce_command(
     ]
     if not config.use_seasonal:
         parts.append("--no-seasonal")
+    if clean_targets:
+        parts.append("--clean-targets")
     if init_from is not None:
         parts.append(f"--init-from {init_from}")
     return " ".join(parts)
@@ -242,6 +252,7 @@ def train(  # noqa: PLR0915
     progress: bool = True,
     init_from: str | Path | None = None,
     workers: int = 1,
+    clean_targets: bool = False,
 ) -> TrainReport:
     """Train ``config`` for up to ``steps`` steps and write the best weights to ``out_dir``."""
     if steps <= 0 or batch_size <= 0 or workers <= 0:
@@ -260,7 +271,9 @@ def train(  # noqa: PLR0915
     model = model.to(dev)
     model.train()
     val_seed = seed + _VAL_SEED_OFFSET
-    val_batch = generate_windows(val_size, config.context, config.horizon, seed=val_seed)
+    val_batch = generate_windows(
+        val_size, config.context, config.horizon, seed=val_seed, clean_targets=clean_targets
+    )
     val = _tensors(_normalised(val_batch), dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = warmup_steps if warmup_steps is not None else min(200, max(steps // 20, 1))
@@ -279,7 +292,13 @@ def train(  # noqa: PLR0915
     running = math.nan
     bar = tqdm(total=steps, disable=not progress, desc="train", unit="step")
     stream = _batches(
-        seed, batch_size, config.context, config.horizon, steps=steps, workers=workers
+        seed,
+        batch_size,
+        config.context,
+        config.horizon,
+        steps=steps,
+        workers=workers,
+        clean_targets=clean_targets,
     )
     try:
         for step, arrays in enumerate(stream, start=1):
@@ -344,6 +363,7 @@ def train(  # noqa: PLR0915
                 eval_every=eval_every,
                 patience=patience,
                 init_from=init_from,
+                clean_targets=clean_targets,
             ),
             "data": "batch k from default_rng([seed, k]); validation from seed + 1000003",
             "workers": workers,
@@ -355,6 +375,7 @@ def train(  # noqa: PLR0915
             "device": str(dev),
             "elapsed_s": round(elapsed, 1),
             "corpus": "plugin_backend.scoring.corpus (synthetic only)",
+            "clean_targets": clean_targets,
             "init_from": str(init_from) if init_from is not None else None,
         },
         "seed": seed,
@@ -408,6 +429,11 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     p.add_argument(
         "--workers", type=int, default=1, help="processes that generate batches (same result)"
     )
+    p.add_argument(
+        "--clean-targets",
+        action="store_true",
+        help="leave target points hit by an injected anomaly out of the loss",
+    )
     return p
 
 
@@ -439,6 +465,7 @@ def main_train(argv: list[str] | None) -> int:
         progress=not args.quiet,
         init_from=args.init_from,
         workers=args.workers,
+        clean_targets=args.clean_targets,
     )
     print(
         f"trained {report.steps_run} steps in {report.elapsed_s:.0f}s; best val pinball "

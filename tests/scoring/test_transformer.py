@@ -92,6 +92,23 @@ def test_corpus_is_deterministic_per_seed() -> None:
     assert np.isfinite(a.context).mean() > 0.9
 
 
+def test_clean_targets_leave_injected_target_anomalies_out_and_nothing_else() -> None:
+    kept = generate_windows(3000, 32, 8, seed=9)
+    clean = generate_windows(3000, 32, 8, seed=9, clean_targets=True)
+    np.testing.assert_array_equal(kept.context, clean.context)  # the same draws
+    np.testing.assert_array_equal(kept.season, clean.season)
+    masked = np.isfinite(kept.target) & np.isnan(clean.target)
+    assert 0.002 < masked.mean() < 0.05  # in-target shifts (2%) and spikes (~1%)
+    assert np.isnan(clean.target[np.isnan(kept.target)]).all()
+    same = ~masked & np.isfinite(kept.target)
+    np.testing.assert_array_equal(kept.target[same], clean.target[same])
+    # A masked point sits far from its window's context: it was an anomaly.
+    loc = np.nanmedian(kept.context, axis=1, keepdims=True)
+    spread = np.nanmedian(np.abs(kept.context - loc), axis=1, keepdims=True) + 1e-12
+    far = np.abs(kept.target - loc) / spread
+    assert np.median(far[masked]) > 2 * np.median(far[same])
+
+
 def test_score_is_causal_prefix_consistent(tiny_model: Forecaster) -> None:
     ts, values = _series(700, step_s=600.0)  # one day = 144 points: seasonal blocks included
     values[200:215] = np.nan
