@@ -105,7 +105,13 @@ def evaluate(
         total_alarms += int(np.count_nonzero(fired))
         items.append(nab_file.scoring_input(fired))
         events = events + nab_file.events(fired)
-    score = corpus_score(items, STANDARD)
+    per_file = tuple(corpus_score([item], STANDARD) for item in items)
+    score = CorpusScore(
+        raw=sum(f.raw for f in per_file),
+        null=sum(f.null for f in per_file),
+        perfect=sum(f.perfect for f in per_file),
+        files=len(per_file),
+    )
     return CorpusResult(
         detector=name,
         corpus=corpus,
@@ -115,7 +121,7 @@ def evaluate(
         score_s=spent,
         failed=tuple(failed),
         scored_share=rows_scored / max(rows_after_probation, 1),
-        per_file=tuple(corpus_score([item], STANDARD) for item in items),
+        per_file=per_file,
     )
 
 

@@ -644,7 +644,7 @@ class SeasonalSTL(Detector):
         season = _season(step)
         expected = np.full(values.shape[0], np.nan)
         finite = np.isfinite(values)
-        finite_cells = cells[finite]
+        finite_cells, finite_values = cells[finite], values[finite]
         block = season.block if season is not None else SUB_BLOCK
         weekly_fits: dict[int, _Decomposition | None] = {}
         known = _known_blocks(cells, block, prior_expected)
@@ -685,7 +685,7 @@ class SeasonalSTL(Detector):
                 sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
                 trend = _level_trend_forecast(cells, values, sub_start, targets[slo:shi])
                 if trend is None:  # a gap: the level of the points before it, no trend
-                    recent = _recent_finite(finite_cells, values[finite], sub_start, TREND_HISTORY)
+                    recent = _recent_finite(finite_cells, finite_values, sub_start, TREND_HISTORY)
                     if np.count_nonzero(np.isfinite(recent)) >= SUB_BLOCK:
                         trend = np.full(shi - slo, float(np.nanmedian(recent)))
                 if trend is not None:

@@ -51,6 +51,8 @@ _VAL_SEED_OFFSET = 1_000_003
 _TARGET_CLIP = 50.0
 #: Batches a worker pool may hold ready per worker (bounds memory when the model is faster).
 _PREFETCH_PER_WORKER = 4
+#: Defaults of the knobs the CLI does not expose.
+_WEIGHT_DECAY, _VAL_SIZE, _MIN_IMPROVEMENT = 0.01, 4096, 0.002
 #: Share of a ``max_minutes`` budget the schedule plans to use (evaluations, jitter).
 _BUDGET_MARGIN = 0.9
 
@@ -242,12 +244,12 @@ def train(  # noqa: PLR0915
     device: str | None = None,
     out_dir: str | Path = DEFAULT_WEIGHTS_DIR,
     lr: float = 2e-3,
-    weight_decay: float = 0.01,
+    weight_decay: float = _WEIGHT_DECAY,
     warmup_steps: int | None = None,
     eval_every: int = 250,
-    val_size: int = 4096,
+    val_size: int = _VAL_SIZE,
     patience: int = 10,
-    min_improvement: float = 0.002,
+    min_improvement: float = _MIN_IMPROVEMENT,
     max_minutes: float | None = None,
     progress: bool = True,
     init_from: str | Path | None = None,
@@ -278,6 +280,12 @@ def train(  # noqa: PLR0915
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = warmup_steps if warmup_steps is not None else min(200, max(steps // 20, 1))
 
+    # The CLI sets every knob but these; with others the run has no command to repeat it.
+    cli_defaults = (weight_decay, val_size, min_improvement) == (
+        _WEIGHT_DECAY,
+        _VAL_SIZE,
+        _MIN_IMPROVEMENT,
+    )
     schedule = _Schedule(steps, warmup, max_minutes * 60 if max_minutes is not None else math.inf)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_factor)
     curve: list[tuple[int, float]] = []
@@ -353,7 +361,9 @@ def train(  # noqa: PLR0915
             "schedule": "linear warm-up + cosine to 5% over steps_scheduled",
             "max_minutes": max_minutes,
             "stopped_by_clock": out_of_time,
-            "reproduce": _reproduce_command(
+            "reproduce": ""
+            if not cli_defaults
+            else _reproduce_command(
                 config,
                 steps=schedule.scheduled,
                 warmup=warmup,

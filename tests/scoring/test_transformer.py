@@ -245,6 +245,7 @@ def test_train_smoke(tmp_path: Path) -> None:
     assert meta["seed"] == 0
     assert len(meta["validation_curve"]) == 2
     assert meta["torch_version"] == torch.__version__
+    assert meta["training"]["reproduce"] == ""  # val_size=32: no CLI command repeats it
 
 
 def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
