@@ -12,6 +12,11 @@ Conventions every detector keeps:
 * **Score**: ``0`` on the expected value, ``1`` on the band edge, ``> 1`` outside
   (alert rules stay ``> 1``). NaN where the value or the band is unknown
   (missing points, warm-up).
+* **Views**: a detector may judge each point against several bands (``_views``,
+  e.g. the transformer's forecast from the latest points and the one made a block
+  earlier). The score is the largest against any of them, each calibrated on its
+  own, and the band reported is their overlap, so ``score <= 1`` still means
+  inside the band shown.
 * **Calibrated to the series' habits**: if more than 1% of a series' last
   ``SCORE_CAL_WINDOW`` scores would page at once (``>= SCORE_CAL_EXCESS``, the
   window policy's instant threshold), its band is habitually too narrow — spikes
@@ -39,6 +44,7 @@ __all__ = [
     "Detector",
     "ScoredSeries",
     "band_score",
+    "intersect_bands",
     "median_step_s",
     "score_divisor",
 ]
@@ -86,6 +92,28 @@ def band_score(
     with np.errstate(invalid="ignore"):
         score = np.where(deviation >= 0, deviation / above, -deviation / below)
     return Band(expected, expected - below, expected + above), score
+
+
+def intersect_bands(bands: list[Band]) -> Band:
+    """Where every band agrees: the highest lower and the lowest upper edge, so a
+    point scores <= 1 against all of them exactly when it lies inside. Expected is the
+    first band's, clipped into the intersection; where the bands do not overlap
+    (just after a level shift, when a slower view still expects the old level),
+    both edges collapse onto it."""
+    expected = bands[0].expected
+    lower = np.stack([b.lower for b in bands])
+    upper = np.stack([b.upper for b in bands])
+    known = np.isfinite(lower) & np.isfinite(upper)
+    # A view without a band yet (warm-up) does not narrow the others.
+    lo = np.max(np.where(known, lower, -np.inf), axis=0)
+    hi = np.min(np.where(known, upper, np.inf), axis=0)
+    any_known = known.any(axis=0)
+    lo = np.where(any_known, lo, np.nan)
+    hi = np.where(any_known, hi, np.nan)
+    expected = np.where(np.isfinite(expected), expected, (lo + hi) / 2)
+    overlap = lo <= hi
+    centre = np.where(overlap, np.clip(expected, lo, hi), expected)
+    return Band(centre, np.where(overlap, lo, centre), np.where(overlap, hi, centre))
 
 
 def score_divisor(
@@ -168,26 +196,48 @@ class Detector(ABC):
             raise InsufficientData(self.min_points, finite)
         clean = np.where(np.isfinite(vs), vs, np.nan)
         # The score calibration looks back SCORE_CAL_WINDOW points before needed_from.
-        band = self._band(
+        views = self._views(
             ts,
             clean,
             needed_from=max(needed_from - SCORE_CAL_WINDOW, 0),
             prior_expected=prior_expected,
         )
-        # Calibrate at sensitivity 1, then apply the user's sensitivity and floor, so
-        # both keep their meaning on series the calibration widened.
-        unit, unit_score = band_score(clean, band)
-        divisor = score_divisor(unit_score)
-        e = unit.expected
-        widened = Band(e, e - (e - unit.lower) * divisor, e + (unit.upper - e) * divisor)
-        final, score = band_score(
-            clean, widened, sensitivity=self.sensitivity, min_deviation=self.min_deviation
-        )
-        return ScoredSeries(ts, clean, final.expected, final.lower, final.upper, score)
+        finals: list[Band] = []
+        score = np.full(clean.shape[0], np.nan)
+        for band in views:
+            # Calibrate at sensitivity 1, then apply the user's sensitivity and floor,
+            # so both keep their meaning on series the calibration widened.
+            unit, unit_score = band_score(clean, band)
+            divisor = score_divisor(unit_score)
+            e = unit.expected
+            widened = Band(e, e - (e - unit.lower) * divisor, e + (unit.upper - e) * divisor)
+            final, view_score = band_score(
+                clean, widened, sensitivity=self.sensitivity, min_deviation=self.min_deviation
+            )
+            finals.append(final)
+            score = np.fmax(score, view_score)
+        shown = finals[0] if len(finals) == 1 else intersect_bands(finals)
+        return ScoredSeries(ts, clean, shown.expected, shown.lower, shown.upper, score)
 
     def context_points(self, step_s: float) -> int:
         """Earlier points that influence one point's score: band history + calibration."""
         return self.history_points(step_s) + SCORE_CAL_WINDOW
+
+    def _views(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> list[Band]:
+        """The bands each point is judged against (the first is the primary one).
+        A point is out of band when it is outside any of them: its score is the
+        largest of its scores against each, each calibrated on its own. Default:
+        the one band of ``_band``."""
+        return [
+            self._band(timestamps_s, values, needed_from=needed_from, prior_expected=prior_expected)
+        ]
 
     @abstractmethod
     def _band(

@@ -76,6 +76,9 @@ __all__ = [
     "HoltWinters",
     "RobustZ",
     "SeasonalSTL",
+    "flat_floor",
+    "row_order_stat",
+    "sorted_rows",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -135,7 +138,7 @@ def _trailing_chunks(
         yield slice(start, stop), view[start:stop]
 
 
-def _row_order_stat(srt: FloatArray, count: IntArray, q: float) -> FloatArray:
+def row_order_stat(srt: FloatArray, count: IntArray, q: float) -> FloatArray:
     """The ``q`` quantile (linear interpolation) of each sorted, NaN-last row."""
     pos = q * np.maximum(count - 1, 0)
     lo = np.floor(pos).astype(np.int64)
@@ -146,7 +149,7 @@ def _row_order_stat(srt: FloatArray, count: IntArray, q: float) -> FloatArray:
     return out
 
 
-def _sorted_rows(rows: FloatArray) -> tuple[FloatArray, IntArray]:
+def sorted_rows(rows: FloatArray) -> tuple[FloatArray, IntArray]:
     """Rows sorted with NaN last (numpy's SIMD sort beats ``np.partition`` with
     two kth values by ~7x here) and their finite counts."""
     count: IntArray = (rows.shape[1] - np.count_nonzero(np.isnan(rows), axis=1)).astype(np.int64)
@@ -155,8 +158,8 @@ def _sorted_rows(rows: FloatArray) -> tuple[FloatArray, IntArray]:
 
 def _row_nanmedian(rows: FloatArray, min_count: int = 1) -> FloatArray:
     """Median of each row ignoring NaN (NaN where fewer than ``min_count`` are finite)."""
-    srt, count = _sorted_rows(rows)
-    med = _row_order_stat(srt, count, 0.5)
+    srt, count = sorted_rows(rows)
+    med = row_order_stat(srt, count, 0.5)
     med[count < max(min_count, 1)] = np.nan
     return med
 
@@ -166,10 +169,10 @@ def _row_sigma(deviations: FloatArray, min_count: int) -> FloatArray:
     ``max(1.4826 * median, q75 / 1.150)``, both equal to sigma for Gaussian noise.
     The 75% quantile keeps the band open when over half the deviations are exactly
     zero (quantised or mostly idle series) yet still ignores up to 25% outliers."""
-    srt, count = _sorted_rows(deviations)
+    srt, count = sorted_rows(deviations)
     sigma = np.maximum(
-        MAD_TO_SIGMA * _row_order_stat(srt, count, 0.5),
-        _row_order_stat(srt, count, 0.75) / Q75_TO_SIGMA,
+        MAD_TO_SIGMA * row_order_stat(srt, count, 0.5),
+        row_order_stat(srt, count, 0.75) / Q75_TO_SIGMA,
     )
     sigma[count < max(min_count, 1)] = np.nan
     return sigma

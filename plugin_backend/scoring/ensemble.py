@@ -51,23 +51,43 @@ class EnsembleDetector(Detector):
         needed_from: int = 0,
         prior_expected: FloatArray | None = None,
     ) -> Band:
+        return self._views(timestamps_s, values, needed_from=needed_from)[0]
+
+    def _views(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> list[Band]:
+        """View ``k`` averages the members' view ``k``; a member with fewer views
+        (a baseline has one) lends its primary band to each."""
         finite = int(np.count_nonzero(np.isfinite(values)))
-        bands = [
-            member._band(timestamps_s, values, needed_from=needed_from)
+        member_views = [
+            member._views(timestamps_s, values, needed_from=needed_from)
             for member in self.members
             if finite >= member.min_points
         ]
-        if not bands:
+        if not member_views:
             raise InsufficientData(min(m.min_points for m in self.members), finite)
-        stacked = {
-            part: np.stack([getattr(band, part) for band in bands])
-            for part in ("expected", "lower", "upper")
-        }
-        # nanmean warns on all-NaN columns (warm-up); those rightly stay NaN.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return Band(
-                np.nanmean(stacked["expected"], axis=0),
-                np.nanmean(stacked["lower"], axis=0),
-                np.nanmean(stacked["upper"], axis=0),
-            )
+        count = max(len(views) for views in member_views)
+        return [
+            _mean_band([views[k] if k < len(views) else views[0] for views in member_views])
+            for k in range(count)
+        ]
+
+
+def _mean_band(bands: list[Band]) -> Band:
+    stacked = {
+        part: np.stack([getattr(band, part) for band in bands])
+        for part in ("expected", "lower", "upper")
+    }
+    # nanmean warns on all-NaN columns (warm-up); those rightly stay NaN.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Band(
+            np.nanmean(stacked["expected"], axis=0),
+            np.nanmean(stacked["lower"], axis=0),
+            np.nanmean(stacked["upper"], axis=0),
+        )

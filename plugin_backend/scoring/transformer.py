@@ -31,6 +31,23 @@ float noise), so an idle series that sits at one value with regular one-quantum
 jumps (e.g. 0 -> 20) scores 2 on a jump instead of thousands (NAB artificial
 corpus: 15.0 -> 33.1; the ``ensemble``, which averages this band, 72.6 -> 81.7).
 
+**Two views.** A forecast from the latest points follows a metric that leaves
+its level a little at a time: each step is small, so a ramp of half a standard
+deviation per point to a new level never leaves the band (on NAB's realTraffic,
+occupancy climbing from 4 to 12.6 over ten points, where the per-hour profile of
+``holt_winters`` still expected 5). So every block is also forecast from the same
+context with its last ``delayed_view`` points (default: the horizon, i.e. the
+forecast made one block earlier) masked as missing, a case the model is trained
+on (missing runs). Each view gets its own calibrated band; a point's score is the
+larger of its two scores, and the band shown is where both views agree (see
+``base.intersect_bands``). Both views go through the model in one batched pass.
+Measured with ``python -m benchmarks detection`` against the single view: NAB
+realTraffic 60.7 -> 76.1, synthetic 46.1 / 45.1 / 45.5 -> 50.3 / 44.2 / 59.2,
+artificial 33.6 -> 20.7 (more alarms on ``art_load_balancer_spikes``). Other
+delays gave the same picture (4-16 points: realTraffic 62-76, synthetic mean
++3.6 to +5.6, artificial 12-21); the horizon is the natural choice, not the
+best one picked.
+
 Causality: the band of a block depends on values before the block start and on
 timestamps up to it (horizon timestamps are the block start plus multiples of
 the typical step), so ``score(ts[:n], v[:n])`` equals the prefix of
@@ -47,7 +64,7 @@ import torch
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
-from plugin_backend.scoring.baselines import flat_floor
+from plugin_backend.scoring.baselines import flat_floor, row_order_stat, sorted_rows
 from plugin_backend.scoring.model import Forecaster, robust_normalise
 from plugin_backend.types import FloatArray
 
@@ -81,8 +98,12 @@ class TransformerDetector(Detector):
         model: Forecaster | None = None,
         calibration_points: int = 512,
         stride: int | None = None,
+        delayed_view: int | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
+        if delayed_view is not None and delayed_view < 0:
+            raise InvalidTarget(f"delayed_view must be >= 0, got {delayed_view}")
+        self.delayed_view = delayed_view
         self.model_path = model_path
         self.calibration_points = int(calibration_points)
         if stride is not None and stride < 1:
@@ -112,6 +133,10 @@ class TransformerDetector(Detector):
         return cfg.context + self._period_points(step_s) + self.calibration_points + cfg.horizon
 
     # -- band ----------------------------------------------------------------
+    def _hidden_points(self) -> int:
+        """Latest context points the delayed view does not see (0: no such view)."""
+        return self.model.config.horizon if self.delayed_view is None else self.delayed_view
+
     def _band(
         self,
         timestamps_s: FloatArray,
@@ -120,6 +145,30 @@ class TransformerDetector(Detector):
         needed_from: int = 0,
         prior_expected: FloatArray | None = None,
     ) -> Band:
+        return self._forecast_bands(timestamps_s, values, needed_from, hide=(0,))[0]
+
+    def _views(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> list[Band]:
+        hidden = self._hidden_points()
+        hide = (0, hidden) if hidden else (0,)
+        return self._forecast_bands(timestamps_s, values, needed_from, hide=hide)
+
+    def _forecast_bands(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        needed_from: int,
+        *,
+        hide: tuple[int, ...],
+    ) -> list[Band]:
+        """One band per entry of ``hide``: forecasts from contexts whose last
+        ``hide[k]`` points are masked as missing (one batched forward pass)."""
         cfg = self.model.config
         c = cfg.context
         # Forecasts are made every ``h`` points and each keeps its first ``h`` steps:
@@ -131,7 +180,7 @@ class TransformerDetector(Detector):
         seen = np.cumsum(finite)  # seen[i-1] = finite points in values[:i]
         ready = np.flatnonzero(seen >= self.min_points)
         if ready.size == 0 or ready[0] + 1 >= n:
-            return Band(nan, nan.copy(), nan.copy())
+            return [Band(nan, nan.copy(), nan.copy()) for _ in hide]
         first = int(ready[0]) + 1  # first block start: min_points finite values before it
         step_s = median_step_s(timestamps_s)
         starts = _block_starts(timestamps_s, first, h, step_s)
@@ -139,7 +188,7 @@ class TransformerDetector(Detector):
         # forecasts of the trailing calibration window before them: skip the rest.
         starts = starts[starts + h > needed_from - self.calibration_points]
         if starts.size == 0:
-            return Band(nan, nan.copy(), nan.copy())
+            return [Band(nan, nan.copy(), nan.copy()) for _ in hide]
         period = self._period_points(step_s)
 
         ctx_idx = starts[:, None] + np.arange(-c, 0)[None, :]
@@ -150,15 +199,43 @@ class TransformerDetector(Detector):
             season = self._seasonal(
                 timestamps_s, values, starts=starts, ctx_idx=ctx_idx, ctx_ok=ctx_ok, step_s=step_s
             )
-        x, s, loc, scale = robust_normalise(context, season)
-        q = self._forward(x, s)  # (B, H, Q) normalised
-        q = (q * scale[:, None, None] + loc[:, None, None])[:, :h, :]
+        contexts = []
+        for hidden in hide:
+            view = context.copy()
+            if hidden:
+                view[:, -min(hidden, c) :] = np.nan
+            contexts.append(view)
+        x, s, loc, scale = robust_normalise(
+            np.concatenate(contexts), np.concatenate([season] * len(hide))
+        )
+        q_all = self._forward(x, s)  # (views * B, H, Q) normalised
+        q_all = (q_all * scale[:, None, None] + loc[:, None, None])[:, :h, :]
 
         pos_2d = starts[:, None] + np.arange(h)[None, :]
         # Each block keeps its points up to the next block's start (and the series end).
         next_start = np.append(starts[1:], n)
         keep = (pos_2d < next_start[:, None]).ravel()
         pos = pos_2d.ravel()
+
+        return [
+            self._view_band(values, q, starts, pos=pos, keep=keep, needed_from=needed_from)
+            for q in np.split(q_all, len(hide))
+        ]
+
+    def _view_band(
+        self,
+        values: FloatArray,
+        q: FloatArray,
+        starts: np.ndarray[Any, np.dtype[np.int64]],
+        *,
+        pos: np.ndarray[Any, np.dtype[np.int64]],
+        keep: np.ndarray[Any, np.dtype[np.bool_]],
+        needed_from: int,
+    ) -> Band:
+        """Calibrated, floored band of one view from its block quantiles ``q``."""
+        cfg = self.model.config
+        n, h = values.shape[0], q.shape[1]
+        nan = np.full(n, np.nan)
 
         def spread(index: int) -> FloatArray:
             out = nan.copy()
@@ -256,7 +333,8 @@ class TransformerDetector(Detector):
         factor = np.ones(starts.size)
         enough = counts >= _CAL_MIN_POINTS
         if enough.any():
-            med, q75 = np.nanquantile(trailing[enough], (0.5, 0.75), axis=1)
+            srt, count = sorted_rows(trailing[enough])  # ~10x faster than nanquantile
+            med, q75 = row_order_stat(srt, count, 0.5), row_order_stat(srt, count, 0.75)
             sigma = np.maximum(_MAD_TO_SIGMA * med, q75 / _Q75_TO_SIGMA)
             factor[enough] = np.clip(BAND_K / _Z_OUTER * sigma, *_CAL_CLIP)
         return factor

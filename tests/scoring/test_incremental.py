@@ -23,9 +23,11 @@ def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
     refreshed = cache.score("k", detector, ts[200:], vs[200:], STEP)
     assert cache.hits == 1
     full = detector.score(ts, vs)
+    # The ensemble's transformer runs in float32, whose sums vary with batch size.
+    rtol = 1e-5 if name == "ensemble" else 1e-7
     for field in ("expected", "lower", "upper", "score"):
         np.testing.assert_allclose(
-            getattr(refreshed, field), getattr(full, field)[200:], equal_nan=True
+            getattr(refreshed, field), getattr(full, field)[200:], rtol=rtol, equal_nan=True
         )
 
 

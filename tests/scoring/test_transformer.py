@@ -23,11 +23,12 @@ from plugin_backend.adapters.artifacts import (
     load_model_or_default,
     save_model,
 )
-from plugin_backend.errors import ArtifactError, InsufficientData
+from plugin_backend.errors import ArtifactError, InsufficientData, InvalidTarget
 from plugin_backend.scoring.corpus import generate_windows
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
 from plugin_backend.scoring.train import build_train_parser, main_train, train
 from plugin_backend.scoring.transformer import TransformerDetector
+from plugin_backend.scoring.windows import WindowPolicy, alarms
 from plugin_backend.types import FloatArray
 
 TINY = ForecasterConfig(context=32, horizon=8, patch=8, d_model=16, layers=1, heads=2, ff=32)
@@ -224,6 +225,39 @@ def test_shipped_weights_flag_a_spike_on_a_daily_pattern() -> None:
     clean = np.r_[400:spike, spike + 10 : n]
     assert np.nanmean(scored.score[clean] <= 1) > 0.95
     assert np.isfinite(scored.score[clean]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shipped_weights_page_a_ramp_that_the_block_forecast_alone_follows(seed: int) -> None:
+    # A metric leaves its level by half a standard deviation per point, up to 8: each
+    # step is small, so a forecast from the latest points follows it; the delayed view,
+    # blind to the last block, still expects the old level and pages during the ramp.
+    rng = np.random.default_rng(seed)
+    n = 2400
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    values = rng.normal(0.0, 1.0, n)
+    values[2000:] += np.minimum(0.5 * np.arange(n - 2000), 8.0)
+    paged = np.flatnonzero(alarms(TransformerDetector().score(ts, values), WindowPolicy()))
+    assert np.any((paged >= 2000) & (paged < 2020))
+    assert not np.any(paged[(paged >= 600) & (paged < 2000)])  # no false page before it
+    fast_only = TransformerDetector(delayed_view=0).score(ts, values)
+    assert np.sum(fast_only.score[2000:2040] > 1) < 5  # what the second view is for
+
+
+def test_the_shown_band_is_where_both_views_agree(tiny_model: Forecaster) -> None:
+    rng = np.random.default_rng(3)
+    ts = 1_700_000_000.0 + 60.0 * np.arange(600)
+    values = rng.normal(0.0, 1.0, 600)
+    values[400:] += 6.0  # a level shift: the views disagree for a while
+    detector = TransformerDetector(model=tiny_model)
+    scored = detector.score(ts, values)
+    inside = (values >= scored.lower) & (values <= scored.upper) & (scored.lower < scored.upper)
+    assert np.all(scored.score[inside] <= 1 + 1e-9)
+    assert np.all(scored.score[np.isfinite(scored.score) & ~inside] > 1 - 1e-9)
+    one_view = TransformerDetector(model=tiny_model, delayed_view=0).score(ts, values)
+    assert np.all(np.nan_to_num(scored.score) >= np.nan_to_num(one_view.score) - 1e-9)
+    with pytest.raises(InvalidTarget, match="delayed_view"):
+        TransformerDetector(model=tiny_model, delayed_view=-1)
 
 
 def test_train_smoke(tmp_path: Path) -> None:
