@@ -182,7 +182,8 @@ class Detector(ABC):
         """Score every point; with ``needed_from`` the caller (a cache) only needs points
         from that index on, and a detector may leave earlier ones NaN to save time.
         ``prior_expected`` (NaN where unknown) holds expected values already computed
-        for these points, which block forecasters may reuse instead of refitting."""
+        for these points, which block forecasters may reuse instead of refitting (with
+        several views, the shown ones: only single-view detectors may rely on it)."""
         ts = np.asarray(timestamps_s, dtype=np.float64)
         vs = np.asarray(values, dtype=np.float64)
         if ts.ndim != 1 or ts.shape != vs.shape:
