@@ -14,9 +14,9 @@ Conventions every detector keeps:
   (missing points, warm-up).
 * **Views**: a detector may judge each point against several bands (``_views``,
   e.g. the transformer's forecast from the latest points and the one made a block
-  earlier). The score is the largest against any of them, each calibrated on its
-  own, and the band reported is their overlap, so ``score <= 1`` still means
-  inside the band shown.
+  earlier). The score is the largest against any of them, and the band reported
+  is their overlap, so ``score <= 1`` still means inside the band shown. The
+  calibration below widens all views by one factor, set on that combined score.
 * **Calibrated to the series' habits**: if more than 1% of a series' last
   ``SCORE_CAL_WINDOW`` scores would page at once (``>= SCORE_CAL_EXCESS``, the
   window policy's instant threshold), its band is habitually too narrow — spikes
@@ -203,13 +203,17 @@ class Detector(ABC):
             needed_from=max(needed_from - SCORE_CAL_WINDOW, 0),
             prior_expected=prior_expected,
         )
+        # Calibrate at sensitivity 1 on the combined score (so at most ~1% of points
+        # page at once however many views), then apply the user's sensitivity and
+        # floor, so both keep their meaning on series the calibration widened.
+        units = [band_score(clean, band) for band in views]
+        unit_score = units[0][1]
+        for _, other in units[1:]:
+            unit_score = np.fmax(unit_score, other)
+        divisor = score_divisor(unit_score)
         finals: list[Band] = []
         score = np.full(clean.shape[0], np.nan)
-        for band in views:
-            # Calibrate at sensitivity 1, then apply the user's sensitivity and floor,
-            # so both keep their meaning on series the calibration widened.
-            unit, unit_score = band_score(clean, band)
-            divisor = score_divisor(unit_score)
+        for unit, _ in units:
             e = unit.expected
             widened = Band(e, e - (e - unit.lower) * divisor, e + (unit.upper - e) * divisor)
             final, view_score = band_score(
@@ -234,8 +238,7 @@ class Detector(ABC):
     ) -> list[Band]:
         """The bands each point is judged against (the first is the primary one).
         A point is out of band when it is outside any of them: its score is the
-        largest of its scores against each, each calibrated on its own. Default:
-        the one band of ``_band``."""
+        largest of its scores against each. Default: the one band of ``_band``."""
         return [
             self._band(timestamps_s, values, needed_from=needed_from, prior_expected=prior_expected)
         ]

@@ -56,3 +56,34 @@ def test_intersect_bands_clips_expected_collapses_disjoint_and_skips_unknown() -
     none = intersect_bands([_band(np.nan, 1.0, n), _band(np.nan, 1.0, n)])
     assert np.isnan(none.lower).all()
     assert np.isnan(none.upper).all()
+
+
+class _HalfBlind(Detector):
+    """Two views, each narrow on every other row: each sees half of a series' spikes."""
+
+    name = "half_blind"
+
+    def history_points(self, step_s: float) -> int:
+        return 0
+
+    def _band(self, timestamps_s: FloatArray, values: FloatArray, **_: object) -> Band:
+        return self._views(timestamps_s, values)[0]
+
+    def _views(self, timestamps_s: FloatArray, values: FloatArray, **_: object) -> list[Band]:
+        n = values.shape[0]
+        even = np.arange(n) % 2 == 0
+        zero = np.zeros(n)
+        half_even, half_odd = np.where(even, 1.0, 20.0), np.where(even, 20.0, 1.0)
+        return [Band(zero, -half_even, half_even), Band(zero, -half_odd, half_odd)]
+
+
+def test_habitual_spikes_page_at_most_about_one_percent_of_points_across_views() -> None:
+    # 4% of points spike; the calibration widens the bands until ~1% would page at
+    # once. Calibrating each view alone would let each page its own 1% (2.2% here).
+    rng = np.random.default_rng(0)
+    n = 6000
+    values = rng.normal(0.0, 0.3, n)
+    spikes = rng.random(n) < 0.04
+    values[spikes] += rng.uniform(4.0, 12.0, int(spikes.sum()))
+    scored = _HalfBlind().score(np.arange(n, dtype=np.float64), values)
+    assert np.mean(scored.score[2000:] >= 3.0) <= 0.0125
