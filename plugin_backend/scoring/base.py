@@ -243,6 +243,13 @@ class Detector(ABC):
             self._band(timestamps_s, values, needed_from=needed_from, prior_expected=prior_expected)
         ]
 
+    def _slowest_view(
+        self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0
+    ) -> Band:
+        """The view that follows the latest points least (the last of ``_views``);
+        what a detector lends an ensemble."""
+        return self._views(timestamps_s, values, needed_from=needed_from)[-1]
+
     @abstractmethod
     def _band(
         self,

@@ -160,6 +160,12 @@ class TransformerDetector(Detector):
         hide = (0, hidden) if hidden else (0,)
         return self._forecast_bands(timestamps_s, values, needed_from, hide=hide)
 
+    def _slowest_view(
+        self, timestamps_s: FloatArray, values: FloatArray, *, needed_from: int = 0
+    ) -> Band:
+        hide = (self._hidden_points(),)  # the delayed view alone (or the only one)
+        return self._forecast_bands(timestamps_s, values, needed_from, hide=hide)[0]
+
     def _forecast_bands(
         self,
         timestamps_s: FloatArray,
