@@ -29,7 +29,7 @@ Finally each half-width is at least the baselines' ``flat_floor``: half the
 smallest move between consecutive points over the calibration window (above
 float noise), so an idle series that sits at one value with regular one-quantum
 jumps (e.g. 0 -> 20) scores 2 on a jump instead of thousands (NAB artificial
-corpus: 15.0 -> 33.1; the ``ensemble``, which averages this band, 72.6 -> 81.7).
+corpus: 15.0 -> 33.1; the ``ensemble``, which then averaged this band, 72.6 -> 81.7).
 
 **Two views.** A forecast from the latest points follows a metric that leaves
 its level a little at a time: each step is small, so a ramp of half a standard
@@ -41,13 +41,13 @@ forecast made one block earlier) masked as missing, a case the model is trained
 on (missing runs). Each view gets its own band, calibrated and floored as above;
 a point's score is the larger of its two scores (the base class widens both bands
 by one habitual-spike factor, set on that score), and the band shown is where
-both agree (see ``base.intersect_bands``). Both views go through
-the model in one batched pass. Measured with ``python -m benchmarks detection``
-against the single view: NAB realTraffic 60.7 -> 75.8, artificial 33.6 -> 36.3,
-synthetic 46.1 / 45.1 / 45.5 -> 50.5 / 44.8 / 59.6. Other delays gave the same
-picture on realTraffic and synthetic (4-16 points: realTraffic 62-76, synthetic
-mean +3.6 to +5.6, measured before the joint score calibration); the horizon is
-the natural choice, not the best one picked.
+both agree (see ``base.intersect_bands``). Both views go through the model in
+one batched pass; the ``ensemble`` borrows the delayed view alone. Measured
+with ``python -m benchmarks detection`` against the single view: NAB
+realTraffic 60.7 -> 75.8, artificial 33.6 -> 36.3, synthetic 46.1 / 45.1 / 45.5
+-> 50.5 / 44.8 / 59.6. Other delays gave the same picture on realTraffic and
+synthetic (4-16 points: realTraffic 62-76, synthetic mean +3.6 to +5.6, measured
+before the joint score calibration); the horizon is the natural choice, not the best one picked.
 
 Causality: the band of a block depends on values before the block start and on
 timestamps up to it (horizon timestamps are the block start plus multiples of
