@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from benchmarks.common import print_table
+from plugin_backend.scoring.baselines import clear_caches
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
 
@@ -46,6 +47,7 @@ def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int]:
     ts, vs = _series(panel + history + REFRESHES * 4, step_s)
     first_n = panel + history
     cache = ScoreCache()
+    clear_caches()  # nothing cached: not even the blocks an earlier detector's run left
     started = time.perf_counter()
     cache.score("k", detector, ts[:first_n], vs[:first_n], step_s)
     first_s = time.perf_counter() - started

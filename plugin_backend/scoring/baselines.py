@@ -76,6 +76,7 @@ __all__ = [
     "HoltWinters",
     "RobustZ",
     "SeasonalSTL",
+    "clear_caches",
     "flat_floor",
     "row_order_stat",
     "sorted_rows",
@@ -1316,6 +1317,10 @@ class _LRU(Generic[_V]):
                 self._items.move_to_end(key)
             return state
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def put(self, key: bytes, value: _V) -> None:
         with self._lock:
             self._items[key] = value
@@ -1324,8 +1329,13 @@ class _LRU(Generic[_V]):
                 self._items.popitem(last=False)
 
 
-_StateCache = _LRU[_LaneState]
 #: Lanes' state after each pass's latest warm-up (~0.5 MB each at 15 s steps).
 _WARM_STATES: _LRU[_LaneState] = _LRU(64)
 #: Chosen forecast of each block (a block's cells, ~6 kB at 15 s steps).
 _BLOCK_FORECASTS: _LRU[FloatArray] = _LRU(2048)
+
+
+def clear_caches() -> None:
+    """Forget Holt-Winters' warm-up states and block forecasts (a cold start)."""
+    _WARM_STATES.clear()
+    _BLOCK_FORECASTS.clear()

@@ -456,8 +456,7 @@ def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
     rng = np.random.default_rng(8)
     ts = 1_700_000_000 + step * np.arange(n)
     vs = 100 + 20 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 2, n)
-    baselines._WARM_STATES = baselines._StateCache(64)  # cold
-    baselines._BLOCK_FORECASTS = baselines._LRU(2048)
+    baselines.clear_caches()  # cold
     cold = HoltWinters().score(ts, vs)
     assert len(baselines._WARM_STATES._items) >= 1
     warm = HoltWinters().score(ts, vs)  # the latest block's warm-up now comes from cache
@@ -465,8 +464,7 @@ def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
     np.testing.assert_array_equal(cold.score, warm.score)
     changed = vs.copy()
     changed[n - 400] += 50  # data inside a warm-up changes: the cached state must not be used
-    baselines._WARM_STATES = baselines._StateCache(64)
-    baselines._BLOCK_FORECASTS = baselines._LRU(2048)
+    baselines.clear_caches()
     fresh = HoltWinters().score(ts, changed)
     HoltWinters().score(ts, vs)  # caches the unchanged series' states
     again = HoltWinters().score(ts, changed)
