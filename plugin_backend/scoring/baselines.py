@@ -652,9 +652,18 @@ class SeasonalSTL(Detector):
         block = season.block if season is not None else SUB_BLOCK
         weekly_fits: dict[int, _Decomposition | None] = {}
         known = _known_blocks(cells, block, prior_expected)
+        # Rows before needed_from may stay NaN; the band of the rows from there looks
+        # back _scale_reach residuals, so blocks ending before that are not needed.
+        first_cell = (
+            cells[needed_from] - _scale_reach(self.scale_window, season)
+            if 0 < needed_from < cells.size
+            else None
+        )
         for lo, hi in _group_bounds(cells // block):
             start = int(cells[lo] // block) * block
             targets = cells[lo:hi]
+            if first_cell is not None and start + block <= first_cell:
+                continue
             if start in known:
                 assert prior_expected is not None
                 expected[lo:hi] = prior_expected[lo:hi]

@@ -31,6 +31,50 @@ def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
         )
 
 
+@pytest.mark.parametrize("members", [("stl",), ("holt_winters",), ("stl", "robust_z")])
+def test_a_refresh_of_a_long_history_skips_blocks_before_the_context_and_still_matches(
+    members, monkeypatch
+):
+    # Hourly points for ~7 months: the context is a small part of the series, so
+    # the refresh rescores only its tail and leaves the blocks before it alone.
+    step = 3600.0
+    rng = np.random.default_rng(4)
+    n = 6000
+    ts = 1_700_000_000 + step * np.arange(n)
+    vs = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
+    cache = ScoreCache()
+    # An ensemble passes its members no earlier expected values: what they skip, they
+    # skip by the context alone.
+    detector = get_detector("ensemble", members=members)
+    assert detector.context_points(step) < n // 2
+    cache.score("k", detector, ts[:5900], vs[:5900], step)
+    fits = _count_stl_fits(monkeypatch)
+    refreshed = cache.score("k", detector, ts[50:], vs[50:], step)
+    refresh_fits = fits[0]
+    full = detector.score(ts, vs)
+    if "stl" in members:  # the refresh fits the context's blocks, not the whole series'
+        assert 0 < refresh_fits < (fits[0] - refresh_fits) / 2
+    assert np.isfinite(refreshed.score[-100:]).all()
+    for field in ("expected", "lower", "upper", "score"):
+        np.testing.assert_allclose(
+            getattr(refreshed, field), getattr(full, field)[50:], rtol=1e-7, equal_nan=True
+        )
+
+
+def _count_stl_fits(monkeypatch):
+    from plugin_backend.scoring import baselines
+
+    calls = [0]
+    decompose = baselines._decompose
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return decompose(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "_decompose", counted)
+    return calls
+
+
 def test_changed_values_are_rescored_from_the_first_difference():
     ts, vs = _series(1000)
     cache = ScoreCache()
