@@ -280,12 +280,15 @@ def _extend(incident: Incident, window: AnomalyWindow) -> Incident:
 
 
 def _worth_saving(before: Incident, after: Incident) -> bool:
-    """Saved (and re-annotated) on a status or start change, a much higher peak, or once
-    the open incident has grown by ``ANNOTATION_REFRESH_S``, not on every cycle."""
+    """Saved (and re-annotated) on a status or start change, a much higher peak, once
+    the open incident has grown by ``ANNOTATION_REFRESH_S`` (not on every cycle), or
+    when a closed incident's end moves (a detector window that flickers again within
+    its gap after the recovery: the record keeps the end a replay would find)."""
     return (
         before.status != after.status
         or before.start_s != after.start_s
         or after.end_s - before.end_s >= ANNOTATION_REFRESH_S
+        or (after.status == "closed" and after.end_s != before.end_s)
         or (after.peak_score or 0.0) > (before.peak_score or 0.0) * 1.2
     )
 

@@ -163,3 +163,27 @@ def test_too_little_data_is_reported_not_raised():
     assert result.changed == []
     assert result.score is None
     assert result.note
+
+
+def test_a_closed_incident_whose_end_moves_is_saved_but_an_open_one_waits_to_grow():
+    from plugin_backend.watch import ANNOTATION_REFRESH_S, _worth_saving
+
+    closed = Incident(
+        id="i1",
+        key="k",
+        origin="rule",
+        title="t",
+        query="q",
+        series="s",
+        start_s=0.0,
+        end_s=1000.0,
+        status="closed",
+    )
+    # A detector window that flickers again within its gap after the recovery: the
+    # record takes the end a replay of the same data would give.
+    assert _worth_saving(closed, dataclasses.replace(closed, end_s=1135.0))
+    assert not _worth_saving(closed, closed)
+    still_open = dataclasses.replace(closed, status="open")
+    assert not _worth_saving(still_open, dataclasses.replace(still_open, end_s=1135.0))
+    grown = dataclasses.replace(still_open, end_s=1000.0 + ANNOTATION_REFRESH_S)
+    assert _worth_saving(still_open, grown)
