@@ -429,3 +429,5 @@ def test_benchmark_compares_every_detector_with_the_robust_z_score() -> None:
     (row,) = bench_detection.comparison_rows(results)
     assert row[:3] == ["last_value", "synthetic", "+0.0"]  # the same alarms on the same file
     assert bench_detection.comparison_rows(results[1:]) == []  # no baseline: nothing to compare
+    (row,) = bench_detection.comparison_rows(results, "last_value")
+    assert row[:3] == ["robust_z", "synthetic", "+0.0"]
