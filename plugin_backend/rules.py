@@ -9,7 +9,7 @@ rules:
     panel_id: 2                          #   without them incidents are only stored)
     # optional, with defaults:
     step: 15s                            # resolution scored
-    detector: holt_winters               # any detector name (plugin-backend score --help)
+    detector: ensemble                   # any detector name (plugin-backend score --help)
     direction: both                      # both | up | down
     sensitivity: 1                       # 2 = half as wide a band
     min_deviation: 0                     # ignore deviations smaller than this (series units)

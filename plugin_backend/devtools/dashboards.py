@@ -394,7 +394,7 @@ def anomaly_overview() -> Json:
             regex="/_(p99|ratio|per_second|in_use)$/",
         ),
         # robust_z: what deploy/rules.yaml scores with, and needs no seasonal history (a
-        # fresh stack); holt_winters or transformer follow daily cycles once days exist.
+        # fresh stack); the ensemble (the default) follows daily cycles once days exist.
         _custom_variable("detector", "Detector", DETECTORS, "robust_z"),
         _custom_variable("direction", "Direction", ("both", "up", "down"), "both"),
     ]

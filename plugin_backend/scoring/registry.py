@@ -16,9 +16,10 @@ from plugin_backend.scoring.base import Detector
 
 __all__ = ["DEFAULT_DETECTOR", "available", "detector_class", "get_detector"]
 
-#: Used when a request or config names no detector: a baseline, so the default
-#: works without model weights (robust to history anomalies, ~130k points/s).
-DEFAULT_DETECTOR = "holt_winters"
+#: Used when a request or config names no detector: STL with the transformer's delayed
+#: view (weights ship in the package), the best measured across the dev corpora
+#: (README, ``python -m benchmarks detection``).
+DEFAULT_DETECTOR = "ensemble"
 
 _DETECTORS: dict[str, str] = {
     "robust_z": "plugin_backend.scoring.baselines:RobustZ",

@@ -9,6 +9,7 @@ import pytest
 
 from plugin_backend.errors import ConfigError
 from plugin_backend.rules import load_rules, parse_rules
+from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 
 GOOD = """\
 rules:
@@ -38,7 +39,7 @@ def test_a_valid_file_with_defaults_and_durations():
         15.0,
         2,
     )
-    assert first.detector == "holt_winters"
+    assert first.detector == DEFAULT_DETECTOR
     assert (second.every_s, second.step_s, second.explain_window_s) == (120.0, 60.0, 3600.0)
     assert (second.direction, second.sensitivity, second.labels) == (
         "up",
