@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 def warm_up(names: Sequence[str]) -> None:
     """Score a small synthetic series with each detector; failures are logged, never
     raised (a detector that cannot load reports its error when a panel asks for it)."""
-    timestamps = np.asarray(1_700_000_000 + 60.0 * np.arange(256), dtype=np.float64)
-    values = np.asarray(np.sin(np.arange(256) / 10.0), dtype=np.float64)
+    # Three days at 5 min: long enough for the seasonal paths (STL imports statsmodels'
+    # decomposition on its first daily fit, ~0.5 s a panel would otherwise wait for).
+    n = 3 * 288
+    timestamps = np.asarray(1_700_000_000 + 300.0 * np.arange(n), dtype=np.float64)
+    values = np.asarray(np.sin(2 * np.pi * np.arange(n) / 288), dtype=np.float64)
     for name in names:
         started = time.perf_counter()
         try:

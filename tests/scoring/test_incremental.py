@@ -123,3 +123,18 @@ def test_warm_up_loads_detectors_and_survives_unknown_ones(caplog):
         warm_up(["robust_z", "no_such_detector"])
     assert "robust_z ready" in caplog.text
     assert "no_such_detector could not be warmed up" in caplog.text
+
+
+def test_warm_up_runs_the_seasonal_fits_so_the_first_panel_does_not_import_them():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from plugin_backend.scoring.warmup import warm_up\n"
+        "assert 'statsmodels.tsa.seasonal' not in sys.modules\n"
+        "warm_up(['stl'])\n"
+        "print('statsmodels.tsa.seasonal' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "True"
