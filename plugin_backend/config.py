@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from plugin_backend.errors import ConfigError
+from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 
 __all__ = ["ENV_PREFIX", "MULTIPROC_ENV", "Settings", "load_settings"]
 
@@ -156,8 +157,8 @@ class Settings(BaseModel):
     )
     score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
     warm_detectors: list[str] = Field(
-        default_factory=lambda: ["transformer"],
-        description="detectors loaded in each worker at start (torch, weights), comma-separated",
+        default_factory=lambda: [DEFAULT_DETECTOR],
+        description="detectors loaded in each worker at start (imports, weights), comma-separated",
     )
 
     @field_validator("prometheus_headers", mode="before")

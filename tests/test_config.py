@@ -94,3 +94,12 @@ def test_missing_or_malformed_yaml_file_is_a_config_error(tmp_path):
 def test_cli_overrides_win_over_environment():
     settings = load_settings({"PLUGIN_BACKEND_PORT": "9000"}, overrides={"port": 9001})
     assert settings.port == 9001
+
+
+def test_each_worker_warms_up_the_default_detector_unless_told_otherwise():
+    from plugin_backend.scoring.registry import DEFAULT_DETECTOR
+
+    assert load_settings({}).warm_detectors == [DEFAULT_DETECTOR]
+    assert load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": ""}).warm_detectors == []
+    told = load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": "stl,transformer"})
+    assert told.warm_detectors == ["stl", "transformer"]
