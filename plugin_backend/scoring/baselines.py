@@ -78,6 +78,7 @@ __all__ = [
     "SeasonalSTL",
     "clear_caches",
     "flat_floor",
+    "phase_correction",
     "row_order_stat",
     "sorted_rows",
 ]
@@ -115,6 +116,8 @@ _MIN_EPOCH = 96
 WEEKLY_LEVEL_HISTORY = 48
 #: Days of same-time-of-day residuals behind the band width (with a daily period).
 SCALE_DAYS = 4
+#: Days whose residuals at the same phase must agree before STL corrects a phase.
+PHASE_DAYS = 4
 #: Residuals taken from each day (and from the recent past) for the pooled band width.
 _POOL_PART = 25
 #: Rows, and cells, per chunk in the sliding-window passes (~10 MB per temporary).
@@ -264,6 +267,26 @@ def residual_band(
     half = np.maximum(BAND_K * sigma, flat_floor(values, window, expected, needed_from))
     shown = np.where(np.isfinite(half), expected, np.nan)
     return Band(shown, shown - half, shown + half)
+
+
+def phase_correction(
+    cells: IntArray, values: FloatArray, expected: FloatArray, period: int, days: int = PHASE_DAYS
+) -> FloatArray:
+    """What a forecast keeps missing at the same time of day: where the residuals at
+    this exact phase on each of the last ``days`` days (all present) share one sign, the
+    smallest of them (signed); 0 elsewhere. Causal (earlier days only). A sharp daily
+    step (a cron job, a batch window) that a smooth seasonal shape cuts across gets its
+    misfit back; noise rarely agrees in sign on every day, and then by little."""
+    residuals = values - expected
+    stacked = np.full((days, cells.shape[0]), np.nan)
+    for day in range(1, days + 1):
+        earlier = cells - day * period
+        idx = np.minimum(np.searchsorted(cells, earlier), cells.shape[0] - 1)
+        stacked[day - 1] = np.where(cells[idx] == earlier, residuals[idx], np.nan)
+    complete = np.isfinite(stacked).all(axis=0)
+    same_sign = complete & ((stacked > 0).all(axis=0) | (stacked < 0).all(axis=0))
+    smallest = np.min(np.abs(np.where(complete, stacked, 0.0)), axis=0)
+    return np.where(same_sign, np.sign(stacked[0]) * smallest, 0.0)
 
 
 def _scale_reach(window: int, season: _Season | None) -> int:
@@ -596,6 +619,20 @@ class SeasonalSTL(Detector):
       64 cells (Theil-Sen-like: median-of-halves slope, median level); after a gap
       that leaves fewer than 8 points there, the median of the last 64 observed
       points (a slope across a gap is a guess).
+    * then, with a daily period, each forecast gets back what it kept missing at
+      that exact time of day (``phase_correction``: the residuals at the same phase
+      on each of the last ``phase_days`` days agree in sign; ``phase_days=0`` turns
+      it off). Bins smooth a sharp daily step (a cron job, a batch window) over half
+      an hour, which paged every day at the step's edge; on the NAB artificial
+      corpus this lifted stl from 80.3 to 88.7 (realTraffic 69.0 -> 68.6, synthetic
+      seeds 1-3 60.4, 57.8, 59.6 -> 59.5, 57.8, 59.5).
+
+    Expected values with the correction are not the forecasts it is computed from,
+    so they cannot be reused from ``prior_expected``; instead each block's forecast
+    is kept in ``_STL_BLOCKS`` under a digest of what it reads (``_block_key``), so
+    a refresh (or an ensemble, which has no ``prior_expected``) refits only new
+    blocks: ``python -m benchmarks scoring`` refresh p50 at 24 h x 15 s 11.6 ms for
+    stl, 26.4 ms for the default ensemble (67 ms before the cache).
 
     Cost: O(n / block) STL fits of O(bins * window / jump) each (~1.5 ms for a
     daily fit), O(n / max(period, 96)) MSTL fits (~5 ms), O(n) sub-block fits
@@ -616,6 +653,7 @@ class SeasonalSTL(Detector):
         history_periods: int = 4,
         weekly: bool = True,
         scale_window: int = 288,
+        phase_days: int = PHASE_DAYS,
         sensitivity: float = 1.0,
         min_deviation: float = 0.0,
     ) -> None:
@@ -625,6 +663,7 @@ class SeasonalSTL(Detector):
             raise InvalidTarget(f"weekly must be true or false, got {weekly!r}")
         self.weekly = weekly
         self.scale_window = _check_int("scale_window", scale_window, MIN_RESIDUALS, 100_000)
+        self.phase_days = _check_int("phase_days", phase_days, 0, 8)
 
     def history_points(self, step_s: float) -> int:
         season = _season(step_s)
@@ -634,7 +673,13 @@ class SeasonalSTL(Detector):
         if self.weekly:
             epoch = _weekly_epoch(season)
             longest = max(longest, WEEKLY_HISTORY_DAYS * season.period + epoch)
-        return longest + season.block + _scale_reach(self.scale_window, season)
+        return longest + season.block + self._expected_reach(season)
+
+    def _expected_reach(self, season: _Season | None) -> int:
+        """How far back a band reads forecasts: the scale window, each of its residuals
+        corrected from ``phase_days`` days before it."""
+        phase = self.phase_days * season.period if season is not None else 0
+        return _scale_reach(self.scale_window, season) + phase
 
     def _band(
         self,
@@ -651,14 +696,19 @@ class SeasonalSTL(Detector):
         finite_cells, finite_values = cells[finite], values[finite]
         block = season.block if season is not None else SUB_BLOCK
         weekly_fits: dict[int, _Decomposition | None] = {}
-        known = _known_blocks(cells, block, prior_expected)
+        correct = season is not None and self.phase_days > 0
+        # Shown expected values include the phase correction, so they cannot stand in
+        # for the forecasts it is computed from (those come from _STL_BLOCKS).
+        known = set() if correct else _known_blocks(cells, block, prior_expected)
         # Rows before needed_from may stay NaN; the band of the rows from there looks
-        # back _scale_reach residuals, so blocks ending before that are not needed.
+        # back _scale_reach residuals (each corrected from phase_days days before it),
+        # so blocks ending before that are not needed.
         first_cell = (
-            cells[needed_from] - _scale_reach(self.scale_window, season)
+            cells[needed_from] - self._expected_reach(season)
             if 0 < needed_from < cells.size
             else None
         )
+        digests = _BlockDigests(cells, values, block)
         for lo, hi in _group_bounds(cells // block):
             start = int(cells[lo] // block) * block
             targets = cells[lo:hi]
@@ -668,42 +718,24 @@ class SeasonalSTL(Detector):
                 assert prior_expected is not None
                 expected[lo:hi] = prior_expected[lo:hi]
                 continue
-            forecast = None
-            if season is not None and self.weekly:
-                epoch = _weekly_epoch(season)
-                fit_end = start - start % epoch
-                if fit_end not in weekly_fits:
-                    weekly_fits[fit_end] = self._weekly_fit(
-                        cells, values, finite_cells, season, fit_end
-                    )
-                fit = weekly_fits[fit_end]
-                if fit is not None:
-                    forecast = _deseasonalised_forecast(
-                        cells,
-                        values,
-                        fit,
-                        start,
-                        targets,
-                        history=season.period,
-                        level_history=WEEKLY_LEVEL_HISTORY,
-                    )
-            if forecast is None and season is not None:
-                forecast = self._daily_forecast(
-                    cells, values, finite_cells, season, start=start, targets=targets
+            key = self._block_key(finite_cells, season, start, digests)
+            forecast = _STL_BLOCKS.get(key)
+            if forecast is None:
+                forecast = self._block_forecast(
+                    cells,
+                    values,
+                    finite_cells,
+                    finite_values,
+                    season,
+                    start=start,
+                    targets=targets,
+                    weekly_fits=weekly_fits,
                 )
-            if forecast is not None:
-                expected[lo:hi] = forecast
-                continue
-            for slo, shi in _group_bounds(targets // SUB_BLOCK):
-                sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
-                trend = _level_trend_forecast(cells, values, sub_start, targets[slo:shi])
-                if trend is None:  # a gap: the level of the points before it, no trend
-                    recent = _recent_finite(finite_cells, finite_values, sub_start, TREND_HISTORY)
-                    if np.count_nonzero(np.isfinite(recent)) >= SUB_BLOCK:
-                        trend = np.full(shi - slo, float(np.nanmedian(recent)))
-                if trend is not None:
-                    expected[lo + slo : lo + shi] = trend
+                _STL_BLOCKS.put(key, forecast)
+            expected[lo:hi] = forecast
         period = season.period if season is not None else 0
+        if correct:
+            expected = expected + phase_correction(cells, values, expected, period, self.phase_days)
         return residual_band(
             values,
             expected,
@@ -713,15 +745,96 @@ class SeasonalSTL(Detector):
             needed_from=needed_from,
         )
 
+    def _block_forecast(
+        self,
+        cells: IntArray,
+        values: FloatArray,
+        finite_cells: IntArray,
+        finite_values: FloatArray,
+        season: _Season | None,
+        *,
+        start: int,
+        targets: IntArray,
+        weekly_fits: dict[int, _Decomposition | None],
+    ) -> FloatArray:
+        """The block's forecast (NaN where none): from the weekly fit (refitted once an
+        epoch, kept in ``weekly_fits``), else a daily fit, else a robust level + trend
+        per sub-block."""
+        if season is not None and self.weekly:
+            fit_end = _weekly_fit_end(start, season)
+            if fit_end not in weekly_fits:
+                weekly_fits[fit_end] = self._weekly_fit(
+                    cells, values, finite_cells, season, fit_end
+                )
+            fit = weekly_fits[fit_end]
+            if fit is not None:
+                forecast = _deseasonalised_forecast(
+                    cells,
+                    values,
+                    fit,
+                    start,
+                    targets,
+                    history=season.period,
+                    level_history=WEEKLY_LEVEL_HISTORY,
+                )
+                if forecast is not None:
+                    return forecast
+        if season is not None:
+            forecast = self._daily_forecast(
+                cells, values, finite_cells, season, start=start, targets=targets
+            )
+            if forecast is not None:
+                return forecast
+        out = np.full(targets.shape[0], np.nan)
+        for slo, shi in _group_bounds(targets // SUB_BLOCK):
+            sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
+            trend = _level_trend_forecast(cells, values, sub_start, targets[slo:shi])
+            if trend is None:  # a gap: the level of the points before it, no trend
+                recent = _recent_finite(finite_cells, finite_values, sub_start, TREND_HISTORY)
+                if np.count_nonzero(np.isfinite(recent)) >= SUB_BLOCK:
+                    trend = np.full(shi - slo, float(np.nanmedian(recent)))
+            if trend is not None:
+                out[slo:shi] = trend
+        return out
+
+    def _block_key(
+        self, finite_cells: IntArray, season: _Season | None, start: int, digests: _BlockDigests
+    ) -> bytes:
+        """What the block's forecast depends on: which forecast it gets (the history
+        checks of ``_block_forecast``), the first cell any of them reads, and the data
+        from there to the block's end. A refresh that only appends points and drops old
+        ones finds every finished block's forecast in ``_STL_BLOCKS``."""
+        recent = int(np.searchsorted(finite_cells, start)) - TREND_HISTORY
+        reads = start - TREND_HISTORY
+        if finite_cells.size:  # the level after a gap: the last 64 finite points
+            reads = min(reads, int(finite_cells[max(recent, 0)]))
+        kind = 0  # a level + trend per sub-block
+        if season is not None:
+            period = season.period
+            span, count = _history_span(finite_cells, start, self.history_periods * period)
+            days = min(self.history_periods, span // period)
+            daily_from = start - days * max(2, round(period / season.coarse)) * season.coarse
+            if self.weekly and _weekly_history(
+                finite_cells, season, _weekly_fit_end(start, season)
+            ):
+                kind = 1  # the weekly fit (or a daily one, within its history)
+                weekly_from = _weekly_fit_end(start, season) - WEEKLY_HISTORY_DAYS * period
+                reads = min(reads, weekly_from, _weekly_origin(start, season), daily_from)
+            elif days >= 2 and count >= days * period // 2:
+                kind = 2  # a daily fit on ``days`` days
+                reads = min(reads, daily_from, start - days * period)
+        head = np.asarray(
+            [kind, reads, start, self.history_periods, int(self.weekly), *_season_tuple(season)],
+            dtype=np.int64,
+        )
+        return digests.key(head.tobytes(), reads, start)
+
     def _weekly_fit(
         self, cells: IntArray, values: FloatArray, finite_cells: IntArray, season: _Season, end: int
     ) -> _Decomposition | None:
-        lookback = WEEKLY_HISTORY_DAYS * season.period
-        span, count = _history_span(finite_cells, end, lookback)
-        if span < lookback - season.block or count < lookback // 2:
+        if not _weekly_history(finite_cells, season, end):
             return None
-        coarse = 2 * season.coarse
-        per_day = max(2, round(season.period / coarse))
+        coarse, per_day = _weekly_bins(season)
         return _decompose(
             cells,
             values,
@@ -753,6 +866,65 @@ class SeasonalSTL(Detector):
         if fit is None:
             return None
         return fit.trend_at(targets) + fit.seasonal_at(targets)
+
+
+def _weekly_history(finite_cells: IntArray, season: _Season, end: int) -> bool:
+    """Whether the ``WEEKLY_HISTORY_DAYS`` before cell ``end`` hold enough for MSTL."""
+    lookback = WEEKLY_HISTORY_DAYS * season.period
+    span, count = _history_span(finite_cells, end, lookback)
+    return span >= lookback - season.block and count >= lookback // 2
+
+
+def _weekly_bins(season: _Season) -> tuple[int, int]:
+    """The weekly fit's (cells per bin, bins per day)."""
+    coarse = 2 * season.coarse
+    return coarse, max(2, round(season.period / coarse))
+
+
+def _weekly_fit_end(start: int, season: _Season) -> int:
+    """The end of the weekly fit a block starting at cell ``start`` uses."""
+    return start - start % _weekly_epoch(season)
+
+
+def _weekly_origin(start: int, season: _Season) -> int:
+    """The first cell the weekly fit of a block starting at ``start`` bins."""
+    coarse, per_day = _weekly_bins(season)
+    return _weekly_fit_end(start, season) - WEEKLY_HISTORY_DAYS * per_day * coarse
+
+
+def _season_tuple(season: _Season | None) -> tuple[int, int, int]:
+    return (season.period, season.coarse, season.block) if season is not None else (0, 0, 0)
+
+
+class _BlockDigests:
+    """A digest of each block's cells and values, so a key over a long range of
+    blocks costs one hash of their digests."""
+
+    def __init__(self, cells: IntArray, values: FloatArray, block: int) -> None:
+        self.cells, self.values, self.block = cells, values, block
+        self.first = int(cells[0] // block) if cells.size else 0
+        count = int(cells[-1] // block) - self.first + 1 if cells.size else 0
+        table = bytearray(20 * count)
+        for lo, hi in _group_bounds(cells // block):
+            digest = hashlib.blake2b(cells[lo:hi].tobytes(), digest_size=20)
+            digest.update(values[lo:hi].tobytes())
+            at = 20 * (int(cells[lo] // block) - self.first)
+            table[at : at + 20] = digest.digest()
+        self.table = bytes(table)
+
+    def key(self, head: bytes, reads: int, start: int) -> bytes:
+        """``head`` plus the data on cells ``[reads, start + block)``: the partial block
+        at ``reads`` exactly, the whole blocks after it by their digests."""
+        digest = hashlib.blake2b(head, digest_size=20)
+        whole = -(-reads // self.block) * self.block
+        lo, hi = np.searchsorted(self.cells, (reads, min(whole, start + self.block)))
+        digest.update(self.cells[lo:hi].tobytes())
+        digest.update(self.values[lo:hi].tobytes())
+        first = max(whole // self.block - self.first, 0)
+        last = start // self.block - self.first + 1
+        if last > first:
+            digest.update(self.table[20 * first : 20 * last])
+        return digest.digest()
 
 
 def _weekly_epoch(season: _Season) -> int:
@@ -1342,9 +1514,13 @@ class _LRU(Generic[_V]):
 _WARM_STATES: _LRU[_LaneState] = _LRU(64)
 #: Chosen forecast of each block (a block's cells, ~6 kB at 15 s steps).
 _BLOCK_FORECASTS: _LRU[FloatArray] = _LRU(2048)
+#: STL's forecast of each block before the phase correction (~6 kB at 15 s steps).
+_STL_BLOCKS: _LRU[FloatArray] = _LRU(4096)
 
 
 def clear_caches() -> None:
-    """Forget Holt-Winters' warm-up states and block forecasts (a cold start)."""
+    """Forget Holt-Winters' warm-up states and block forecasts and STL's block
+    forecasts (a cold start)."""
     _WARM_STATES.clear()
     _BLOCK_FORECASTS.clear()
+    _STL_BLOCKS.clear()

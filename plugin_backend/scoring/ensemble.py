@@ -10,7 +10,8 @@ shown is where they agree. Where one member has no band yet (warm-up), the
 others judge alone.
 
 Measured with ``python -m benchmarks detection`` (realTraffic / artificial /
-synthetic seeds 1-3): STL + transformer 77.8 / 76.7 / 61.1, 56.8, 64.8;
+synthetic seeds 1-3): STL + transformer 77.0 / 84.6 / 60.2, 56.7, 64.7. Before
+STL's phase correction: STL + transformer 77.8 / 76.7 / 61.1, 56.8, 64.8;
 Holt-Winters + transformer 72.3 / 88.4 / 50.6, 46.4, 59.1 (Holt-Winters follows
 a slow ramp point by point, STL's slower trend does not); Holt-Winters + STL +
 transformer 71.7 / 81.2 / 58.7, 54.7, 63.5; the members' bands averaged (the

@@ -18,7 +18,9 @@ from plugin_backend.scoring.baselines import (
     SeasonalSTL,
     _hw_recursion,
     _Lanes,
+    phase_correction,
 )
+from plugin_backend.scoring.windows import WindowPolicy, alarms
 from plugin_backend.types import FloatArray
 
 STEP = 300.0
@@ -191,7 +193,7 @@ def test_band_excludes_the_point_itself(cls: type[Detector]) -> None:
 )
 def test_bounded_memory(detector: Detector) -> None:
     """Rescoring a tail with ``history_points`` of context reproduces the scores."""
-    n = 8 * DAY
+    n = 12 * DAY
     ts, v = _timestamps(n), _base(n=n)
     v[3 * DAY + 10] += 50.0
     start = n - 40 - detector.history_points(STEP)
@@ -346,11 +348,50 @@ def test_holt_winters_recursion_matches_statsmodels() -> None:
     np.testing.assert_allclose(forecasts[0], fit.fittedvalues, rtol=1e-10)
 
 
+def _cron_steps(days: int, seed: int = 3) -> FloatArray:
+    """A daily square wave (a batch window 06:00-12:00 at 5x the load) with noise."""
+    phase = np.arange(days * DAY) % DAY
+    busy = (phase >= DAY // 4) & (phase < DAY // 2)
+    return np.where(busy, 100.0, 20.0) + np.random.default_rng(seed).normal(0, 2, days * DAY)
+
+
+def test_phase_correction_returns_a_misfit_every_day_repeats_and_leaves_noise_alone() -> None:
+    cells = np.arange(6 * DAY)
+    rng = np.random.default_rng(0)
+    expected = np.zeros(cells.size)
+    values = rng.normal(0, 1, cells.size)
+    values[cells % DAY == 100] += 30.0  # a forecast that misses one phase by ~30 a day
+    correction = phase_correction(cells, values, expected, DAY, days=4)
+    assert correction[: 4 * DAY].max() == 0  # four earlier days needed
+    at_phase = correction[4 * DAY :][cells[4 * DAY :] % DAY == 100]
+    assert np.all(at_phase > 25)
+    elsewhere = correction[4 * DAY :][cells[4 * DAY :] % DAY != 100]
+    assert np.mean(elsewhere != 0) < 0.2
+    assert np.abs(elsewhere).max() < 1.5
+
+
+def test_stl_does_not_page_every_day_at_a_sharp_daily_step_but_still_pages_a_spike() -> None:
+    days = 9
+    values = _cron_steps(days)
+    spike = 8 * DAY + DAY // 3  # inside the busy window
+    values[spike] += 40.0
+    ts = _timestamps(days * DAY)
+    corrected = SeasonalSTL().score(ts, values)
+    fired = np.flatnonzero(alarms(corrected, WindowPolicy()))
+    assert spike in fired
+    assert np.all(fired[fired >= 6 * DAY] == spike)  # the edges stay quiet once learnt
+    plain = SeasonalSTL(phase_days=0).score(ts, values)
+    fired_plain = np.flatnonzero(alarms(plain, WindowPolicy()))
+    assert np.count_nonzero((fired_plain >= 6 * DAY) & (fired_plain != spike)) >= 2
+
+
 def test_detector_options_are_validated() -> None:
     with pytest.raises(InvalidTarget):
         RobustZ(window=3)
     with pytest.raises(InvalidTarget):
         SeasonalSTL(history_periods=1)
+    with pytest.raises(InvalidTarget):
+        SeasonalSTL(phase_days=-1)
     with pytest.raises(InvalidTarget):
         HoltWinters(scale_window=2.5)  # type: ignore[arg-type]
     assert RobustZ(window=48).history_points(STEP) == 49
@@ -474,3 +515,33 @@ def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
     HoltWinters().score(ts, vs)  # caches the unchanged series' states
     again = HoltWinters().score(ts, changed)
     np.testing.assert_array_equal(fresh.expected, again.expected)
+
+
+@pytest.mark.parametrize(
+    ("step", "days"),
+    [(15.0, 3.5), (60.0, 4.5), (3600.0, 40)],
+    ids=["sub-block and daily fits", "daily fits", "weekly fits"],
+)
+def test_stl_forecasts_reused_from_an_earlier_window_equal_a_cold_fit(
+    step: float, days: float
+) -> None:
+    from plugin_backend.scoring.baselines import clear_caches
+
+    n = int(days * 86_400 / step)
+    rng = np.random.default_rng(11)
+    ts = T0 + step * np.arange(n)
+    phase = 2 * np.pi * ts / 86_400
+    values = 50 + 10 * np.sin(phase) + rng.normal(0, 1, n)
+    values[n // 3 : n // 3 + n // 50] = np.nan  # a scrape outage
+    values[2 * n // 3 :] += 15  # a level shift
+    detector = SeasonalSTL()
+    clear_caches()
+    detector.score(ts[: n - n // 10], values[: n - n // 10])
+    # A later window: it starts later (old points dropped) and has new points.
+    later = slice(n // 20, None)
+    reused = detector.score(ts[later], values[later])
+    clear_caches()
+    cold = detector.score(ts[later], values[later])
+    for field in ("expected", "lower", "upper", "score"):
+        np.testing.assert_array_equal(getattr(reused, field), getattr(cold, field), err_msg=field)
+    assert np.isfinite(cold.score[-100:]).all()
