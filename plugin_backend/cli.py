@@ -18,6 +18,7 @@ from plugin_backend import __version__
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.errors import BackendError, ConfigError
 from plugin_backend.logs import configure_logging
+from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
 
 if TYPE_CHECKING:
     from plugin_backend.store import Store
@@ -47,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("input", metavar="INPUT.csv")
     score.add_argument("--output", "-o", required=True, metavar="OUT.csv")
-    score.add_argument("--detector", help="detector name (default from --config, else the default)")
+    score.add_argument(
+        "--detector",
+        help=f"one of {', '.join(available())} (default: from --config, else {DEFAULT_DETECTOR})",
+    )
     score.add_argument("--config", metavar="FILE", help="YAML: detector, sensitivity, window, ...")
     score.set_defaults(handler=_score)
 
