@@ -44,6 +44,7 @@ __all__ = [
     "Detector",
     "ScoredSeries",
     "band_score",
+    "calibrated_score",
     "intersect_bands",
     "median_step_s",
     "score_divisor",
@@ -114,6 +115,21 @@ def intersect_bands(bands: list[Band]) -> Band:
     overlap = lo <= hi
     centre = np.where(overlap, np.clip(expected, lo, hi), expected)
     return Band(centre, np.where(overlap, lo, centre), np.where(overlap, hi, centre))
+
+
+def calibrated_score(values: FloatArray, bands: list[Band]) -> FloatArray:
+    """The score at sensitivity 1 against several views, after the habitual-spike
+    calibration: what ``Detector.score`` gives with default options."""
+    unit_score = _combined_score(values, bands)
+    return unit_score / score_divisor(unit_score)
+
+
+def _combined_score(values: FloatArray, bands: list[Band]) -> FloatArray:
+    """The largest of a point's scores against each band (NaN where none knows)."""
+    score = band_score(values, bands[0])[1]
+    for band in bands[1:]:
+        score = np.fmax(score, band_score(values, band)[1])
+    return score
 
 
 def score_divisor(
@@ -206,14 +222,11 @@ class Detector(ABC):
         # Calibrate at sensitivity 1 on the combined score (so at most ~1% of points
         # page at once however many views), then apply the user's sensitivity and
         # floor, so both keep their meaning on series the calibration widened.
-        units = [band_score(clean, band) for band in views]
-        unit_score = units[0][1]
-        for _, other in units[1:]:
-            unit_score = np.fmax(unit_score, other)
-        divisor = score_divisor(unit_score)
+        divisor = score_divisor(_combined_score(clean, views))
         finals: list[Band] = []
         score = np.full(clean.shape[0], np.nan)
-        for unit, _ in units:
+        for view in views:
+            unit = band_score(clean, view)[0]
             e = unit.expected
             widened = Band(e, e - (e - unit.lower) * divisor, e + (unit.upper - e) * divisor)
             final, view_score = band_score(
@@ -249,6 +262,14 @@ class Detector(ABC):
         """The view that follows the latest points least (the last of ``_views``);
         what a detector lends an ensemble."""
         return self._views(timestamps_s, values, needed_from=needed_from)[-1]
+
+    def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
+        """The earlier-day values the band copies as a pattern: their times relative to
+        the scored point's, ``(first, last)`` in seconds (both before it). ``None``
+        when the band copies no single earlier day (a robust seasonal fit does not: one
+        anomalous day barely moves it). An ensemble mutes such a member where that day
+        held an anomaly, which it would otherwise expect again."""
+        return None
 
     @abstractmethod
     def _band(
