@@ -80,6 +80,7 @@ __all__ = [
     "flat_floor",
     "phase_correction",
     "row_order_stat",
+    "sigma_before",
     "sorted_rows",
 ]
 
@@ -180,6 +181,16 @@ def _row_sigma(deviations: FloatArray, min_count: int) -> FloatArray:
     )
     sigma[count < max(min_count, 1)] = np.nan
     return sigma
+
+
+def sigma_before(
+    deviations: FloatArray, ends: npt.NDArray[np.int64], window: int, min_count: int
+) -> FloatArray:
+    """Robust sigma (``_row_sigma``) of ``deviations[e - window : e]`` for each ``e`` in
+    ``ends``: ``rolling_sigma`` at chosen points only."""
+    padded = np.concatenate((np.full(window, np.nan), deviations))
+    rows = sliding_window_view(padded, window)[np.asarray(ends, dtype=np.int64)]
+    return _row_sigma(rows, min_count) if rows.shape[0] else np.empty(0)
 
 
 def rolling_median(x: FloatArray, window: int, min_count: int) -> FloatArray:
@@ -632,7 +643,8 @@ class SeasonalSTL(Detector):
     is kept in ``_STL_BLOCKS`` under a digest of what it reads (``_block_key``), so
     a refresh (or an ensemble, which has no ``prior_expected``) refits only new
     blocks: ``python -m benchmarks scoring`` refresh p50 at 24 h x 15 s 11.6 ms for
-    stl, 26.4 ms for the default ensemble (67 ms before the cache).
+    stl, 26.4 ms for the default ensemble (67 ms before the cache; 65 ms since the
+    ensemble also judges a day back and adds a sustained view, see ``ensemble``).
 
     Cost: O(n / block) STL fits of O(bins * window / jump) each (~1.5 ms for a
     daily fit), O(n / max(period, 96)) MSTL fits (~5 ms), O(n) sub-block fits

@@ -36,11 +36,12 @@ def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
 def test_a_refresh_of_a_long_history_skips_blocks_before_the_context_and_still_matches(
     members, monkeypatch
 ):
-    # Hourly points for ~7 months: the context is a small part of the series, so
-    # the refresh rescores only its tail and leaves the blocks before it alone.
+    # Hourly points for ~14 months: the context (with the sustained view's window)
+    # is a small part of the series, so the refresh rescores only its tail and leaves
+    # the blocks before it alone.
     step = 3600.0
     rng = np.random.default_rng(4)
-    n = 6000
+    n = 10_000
     ts = 1_700_000_000 + step * np.arange(n)
     vs = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
     cache = ScoreCache()
@@ -48,7 +49,7 @@ def test_a_refresh_of_a_long_history_skips_blocks_before_the_context_and_still_m
     # skip by the context alone.
     detector = get_detector("ensemble", members=members)
     assert detector.context_points(step) < n // 2
-    cache.score("k", detector, ts[:5900], vs[:5900], step)
+    cache.score("k", detector, ts[: n - 100], vs[: n - 100], step)
     fits = _count_stl_fits(monkeypatch)
     refreshed = cache.score("k", detector, ts[50:], vs[50:], step)
     refresh_fits = fits[0]
