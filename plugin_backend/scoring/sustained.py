@@ -65,7 +65,8 @@ def sustained_band(
     previous_sum = sums[index] - sums[start]
     previous_count = counts[index] - counts[start]
     run_count = counts[index + 1] - counts[start]
-    enough = run_count >= points - int(_MISSING_SHARE * points)
+    least = points - int(_MISSING_SHARE * points)  # residuals a judged run needs
+    enough = run_count >= least
     with np.errstate(invalid="ignore", divide="ignore"):
         run_mean = np.where(enough & known, (sums[index + 1] - sums[start]) / run_count, np.nan)
     # The spreads are measured at the start of each block of SPREAD_BLOCK points on the
@@ -80,7 +81,7 @@ def sustained_band(
     with np.errstate(invalid="ignore", divide="ignore"):
         shrink = np.clip(means / single, 1.0 / np.sqrt(points), 1.0)
     averaged = previous_count + 1
-    judged = (previous_count + 1 >= points - int(_MISSING_SHARE * points)) & np.isfinite(shrink)
+    judged = (averaged >= least) & np.isfinite(shrink)
     centre = base.expected - previous_sum
     widen = averaged * shrink * ONE_SHOT
     above = widen * (base.upper - base.expected)
