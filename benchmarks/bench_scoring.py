@@ -49,7 +49,10 @@ def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int]:
     ts, vs = _series(panel + history + REFRESHES * 4, step_s)
     first_n = panel + history
     cache = ScoreCache()
+    from plugin_backend.scoring.transformer import clear_forecast_cache  # torch: not at import
+
     clear_caches()  # nothing cached: not even the blocks an earlier detector's run left
+    clear_forecast_cache()
     started = time.perf_counter()
     cache.score("k", detector, ts[:first_n], vs[:first_n], step_s)
     first_s = time.perf_counter() - started

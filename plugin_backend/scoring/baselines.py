@@ -72,6 +72,8 @@ from plugin_backend.types import FloatArray
 __all__ = [
     "ABS_FLOOR",
     "BAND_K",
+    "LRU",
+    "PHASE_DAYS",
     "REL_FLOOR",
     "HoltWinters",
     "RobustZ",
@@ -1495,7 +1497,7 @@ def _warm_key(
     return digest.digest()
 
 
-class _LRU(Generic[_V]):
+class LRU(Generic[_V]):
     """A small thread-safe LRU."""
 
     def __init__(self, entries: int) -> None:
@@ -1523,11 +1525,11 @@ class _LRU(Generic[_V]):
 
 
 #: Lanes' state after each pass's latest warm-up (~0.5 MB each at 15 s steps).
-_WARM_STATES: _LRU[_LaneState] = _LRU(64)
+_WARM_STATES: LRU[_LaneState] = LRU(64)
 #: Chosen forecast of each block (a block's cells, ~6 kB at 15 s steps).
-_BLOCK_FORECASTS: _LRU[FloatArray] = _LRU(2048)
+_BLOCK_FORECASTS: LRU[FloatArray] = LRU(2048)
 #: STL's forecast of each block before the phase correction (~6 kB at 15 s steps).
-_STL_BLOCKS: _LRU[FloatArray] = _LRU(4096)
+_STL_BLOCKS: LRU[FloatArray] = LRU(4096)
 
 
 def clear_caches() -> None:

@@ -34,7 +34,10 @@ row out of band. ``sustained_points: 0`` turns it off. Measured: 77.4 / 86.9 /
 61.3, 57.7, 65.0 without, 77.1 / 88.7 / 63.7, 58.6, 66.3 with (synthetic
 seeds 4-6: 60.8, 59.9, 59.9 -> 61.0, 61.1, 60.8). Without the 1.5 (a mean band as
 tight as the point bands) the synthetic corpus gained more (68.1, 61.5, 67.6), but
-plain Gaussian noise paged about once per 2,000 points.
+plain Gaussian noise paged about once per 2,000 points. Since the transformer's
+phase correction: 77.4 / 88.2 / 61.9, 58.1, 64.9 without the sustained view and
+77.1 / 90.0 / 64.4, 59.0, 66.5 with (seeds 4-6: 64.1, 62.6, 64.3; `stl` alone
+56.4, 63.2, 60.9).
 
 Before muting: STL + transformer 77.0 / 84.6 / 60.2, 56.7, 64.7. Before
 STL's phase correction: STL + transformer 77.8 / 76.7 / 61.1, 56.8, 64.8;

@@ -27,7 +27,7 @@ from plugin_backend.errors import ArtifactError, InsufficientData, InvalidTarget
 from plugin_backend.scoring.corpus import generate_windows
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
 from plugin_backend.scoring.train import build_train_parser, main_train, train
-from plugin_backend.scoring.transformer import TransformerDetector
+from plugin_backend.scoring.transformer import TransformerDetector, clear_forecast_cache
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 from plugin_backend.types import FloatArray
 
@@ -148,8 +148,36 @@ def test_insufficient_data(tiny_model: Forecaster) -> None:
 
 def test_history_points(tiny_model: Forecaster) -> None:
     det = TransformerDetector(model=tiny_model, calibration_points=100)
-    assert det.history_points(300.0) == 32 + 288 + 100 + 8
+    # context + one day for the seasonal channel and four for the phase correction
+    assert det.history_points(300.0) == 32 + 5 * 288 + 100 + 8
     assert det.history_points(86_400.0) == 32 + 100 + 8  # no usable daily period
+    plain = TransformerDetector(model=tiny_model, calibration_points=100, phase_days=0)
+    assert plain.history_points(300.0) == 32 + 288 + 100 + 8
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidTarget, match="phase_days"):
+            TransformerDetector(model=tiny_model, phase_days=bad)
+
+
+def test_the_phase_correction_learns_a_sharp_daily_step_and_leaves_the_rest() -> None:
+    """A batch window 06:00-12:00 at 5x the load: a forecast from the latest points
+    (or from them a block earlier) misses each edge by most of the step, every day.
+    The misfit repeats at the same time of day, so after four days it is added back;
+    elsewhere the forecast is left as it was. (Shipped weights.)"""
+    day, days = 288, 9
+    phase = np.arange(days * day) % day
+    busy = (phase >= day // 4) & (phase < day // 2)
+    values = np.where(busy, 100.0, 20.0) + np.random.default_rng(3).normal(0, 2, days * day)
+    ts = 1_700_000_000.0 + 300.0 * np.arange(days * day)
+    late = np.arange(days * day) >= 6 * day
+    edges = late & np.isin(phase, [72, 73, 74, 144, 145, 146])
+    quiet = late & ~np.isin(phase, np.r_[66:80, 138:152])
+    corrected = TransformerDetector()._views(ts, values)
+    plain = TransformerDetector(phase_days=0)._views(ts, values)
+    for fixed, raw in zip(corrected, plain, strict=True):
+        miss_fixed = np.abs(values - fixed.expected)
+        miss_raw = np.abs(values - raw.expected)
+        assert np.nanmean(miss_fixed[edges]) < np.nanmean(miss_raw[edges]) / 4
+        assert np.nanmean(miss_fixed[quiet]) < np.nanmean(miss_raw[quiet]) + 0.5
 
 
 def test_artifact_round_trip_gives_identical_scores(tiny_model: Forecaster, tmp_path: Path) -> None:
@@ -370,3 +398,26 @@ def test_a_shorter_stride_keeps_causality_and_rejects_nonsense():
     assert np.isfinite(full.expected[-100:]).all()
     with pytest.raises(InvalidTarget, match="stride"):
         get_detector("transformer", stride=0)
+
+
+def test_cached_block_forecasts_equal_fresh_ones_and_belong_to_their_model(
+    tiny_model: Forecaster,
+) -> None:
+    """A refresh reuses block forecasts (keyed by the model and the block's inputs):
+    they match a cold run, and another model's forecasts are never taken for them."""
+    ts, values = _series(1200)
+    clear_forecast_cache()
+    cold = TransformerDetector(model=tiny_model).score(ts, values)
+    warm = TransformerDetector(model=tiny_model).score(ts, values)  # every block cached
+    for field in ("expected", "lower", "upper", "score"):
+        np.testing.assert_allclose(
+            getattr(warm, field), getattr(cold, field), rtol=1e-5, equal_nan=True
+        )
+    torch.manual_seed(1)
+    other = Forecaster(TINY)
+    other.eval()
+    elsewhere = TransformerDetector(model=other).score(ts, values)
+    clear_forecast_cache()
+    alone = TransformerDetector(model=other).score(ts, values)
+    np.testing.assert_allclose(elsewhere.expected, alone.expected, rtol=1e-5, equal_nan=True)
+    assert not np.allclose(elsewhere.expected[300:], cold.expected[300:])
