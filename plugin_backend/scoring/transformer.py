@@ -437,7 +437,7 @@ class TransformerDetector(Detector):
 
 
 #: Each block's forecast (``H x Q`` floats, ~0.5 kB), keyed by the model and the
-#: block's inputs: 65,536 blocks are ~3 days at 15 s for 8 series (~40 MB).
+#: block's inputs: 65,536 blocks are ~3 days at 15 s for 8 series (~50 MB).
 _BLOCK_FORECASTS: LRU[FloatArray] = LRU(65_536)
 _MODEL_TOKENS: weakref.WeakKeyDictionary[Forecaster, bytes] = weakref.WeakKeyDictionary()
 _TOKENS_LOCK = threading.Lock()
