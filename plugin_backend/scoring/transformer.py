@@ -382,8 +382,9 @@ class TransformerDetector(Detector):
             x, s, loc, scale = robust_normalise(context[missing], season[missing])
             fresh = self._forward(x, s) * scale[:, None, None] + loc[:, None, None]
             for i, forecast in zip(missing, fresh, strict=True):
-                _BLOCK_FORECASTS.put(keys[i], forecast)
-                cached[i] = forecast
+                kept = forecast.copy()  # a view would keep the whole batch alive
+                _BLOCK_FORECASTS.put(keys[i], kept)
+                cached[i] = kept
         return np.stack([hit for hit in cached if hit is not None])
 
     def _forward(self, x: FloatArray, s: FloatArray) -> FloatArray:
