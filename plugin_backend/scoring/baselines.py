@@ -1471,7 +1471,8 @@ def _run_lanes(
     default = k // 2
     best = np.where(np.isfinite(loss).any(axis=1), np.argmin(loss, axis=1), default)
     chosen = forecasts.reshape(blocks, k, -1)[np.arange(blocks), best, run:]
-    return {start: chosen[i] for i, start in enumerate(starts)}
+    # Copies: a cached row that is a view would keep the whole pass's array alive.
+    return {start: chosen[i].copy() for i, start in enumerate(starts)}
 
 
 def _warm_key(
