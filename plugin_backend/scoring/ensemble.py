@@ -37,7 +37,9 @@ tight as the point bands) the synthetic corpus gained more (68.1, 61.5, 67.6), b
 plain Gaussian noise paged about once per 2,000 points. Since the transformer's
 phase correction: 77.4 / 88.2 / 61.9, 58.1, 64.9 without the sustained view and
 77.1 / 90.0 / 64.4, 59.0, 66.5 with (seeds 4-6: 64.1, 62.6, 64.3; `stl` alone
-56.4, 63.2, 60.9).
+56.4, 63.2, 60.9). Since the transformer's calibration stopped narrowing its
+bands: 77.4 / 88.2 / 62.6, 60.8, 66.0 without, 77.1 / 90.0 / 65.1, 61.7, 67.6
+with (seeds 4-6: 63.9, 66.5, 66.5).
 
 Before muting: STL + transformer 77.0 / 84.6 / 60.2, 56.7, 64.7. Before
 STL's phase correction: STL + transformer 77.8 / 76.7 / 61.1, 56.8, 64.8;
