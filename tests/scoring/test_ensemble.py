@@ -180,3 +180,18 @@ def test_sustained_points_are_validated() -> None:
     for bad in (-1, 1, 2.5, True, "8"):
         with pytest.raises(InvalidTarget, match="sustained_points"):
             get_detector("ensemble", sustained_points=bad)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_day_after_a_missing_peak_the_returning_peak_is_not_paged(seed: int) -> None:
+    """Yesterday's missing peak is an anomaly only the sustained view confirms; the
+    transformer, reading yesterday as the pattern, would expect no peak today and
+    page the normal one. The sustained view judges with STL, so it is muted there."""
+    ts, values, peak_hours = _missing_peak(seed)
+    next_day = slice(peak_hours.start + DAY - 24, peak_hours.stop + DAY + 30)
+
+    def paged(**options: bool) -> np.ndarray:
+        return alarms(get_detector("ensemble", **options).score(ts, values), WindowPolicy())
+
+    assert paged(mute_echoes=False)[next_day].any()  # the echo
+    assert not paged()[next_day].any()
