@@ -72,7 +72,7 @@ def sustained_band(
     # The spreads are measured at the start of each block of SPREAD_BLOCK points on the
     # absolute time grid, from the window before it (a point never sees its own block),
     # so a series and any tail of it with enough context get the same band.
-    block_start = _block_starts(timestamps_s)
+    block_start = _spread_block_firsts(timestamps_s)
     starts = np.flatnonzero(block_start)
     single = sigma_before(np.abs(residual), starts, window, _MIN_SPREAD_POINTS)
     means = sigma_before(np.abs(run_mean), starts, window, _MIN_SPREAD_POINTS)
@@ -91,7 +91,7 @@ def sustained_band(
     return Band(np.where(judged, centre, np.nan), lower, upper)
 
 
-def _block_starts(timestamps_s: FloatArray) -> npt.NDArray[np.bool_]:
+def _spread_block_firsts(timestamps_s: FloatArray) -> npt.NDArray[np.bool_]:
     """True at the first point of each block of ``SPREAD_BLOCK`` steps of the time grid
     (and at the first point)."""
     step_s = median_step_s(timestamps_s)
