@@ -12,7 +12,10 @@ never alarm: gaps, warm-ups). ``score ms`` is the detector's own time over the
 corpus. Two more tables give each detector's gap to the robust z-score and to
 the STL baseline on the same files with a 95% interval from resampling the
 files: on a corpus of seven files one alarm moves the score by several points,
-and those tables say which gaps are noise. Run: ``python -m benchmarks.bench_detection``.
+and those tables say which gaps are noise. A last table counts false alarms on
+series with nothing to find (``load_quiet_corpus``, NAB's no-anomaly kinds), which
+NAB's normalised score cannot show: a corpus without windows has no range.
+Run: ``python -m benchmarks.bench_detection``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ from benchmarks.nab import (
     load_nab_corpus,
     paired_bootstrap,
 )
-from benchmarks.synthetic import SYNTHETIC_CORPUS, load_synthetic_corpus
+from benchmarks.synthetic import (
+    QUIET_KINDS,
+    SYNTHETIC_CORPUS,
+    load_quiet_corpus,
+    load_synthetic_corpus,
+)
 from plugin_backend.errors import BackendError
 from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector
@@ -147,6 +155,33 @@ def run(
     ]
 
 
+#: Seed of the quiet corpus (series without anomalies, so every alarm is a false one).
+QUIET_SEED = 0
+
+
+def quiet_rows(
+    detectors: dict[str, Callable[[], Detector]],
+    files: Sequence[NabFile],
+    policy: WindowPolicy | None = None,
+) -> list[list[str]]:
+    """Per detector: its alarms after the probationary period on each kind of quiet
+    series, then in all (a detector that fails on a file is silent there)."""
+    policy = policy or WindowPolicy()
+    rows = []
+    for name, make in detectors.items():
+        counts = dict.fromkeys(QUIET_KINDS, 0)
+        for quiet in files:
+            try:
+                scored = make().score(quiet.timestamps_s, quiet.values)
+            except BackendError:
+                continue
+            fired = alarms(scored, policy)[quiet.probation :]
+            kind = next(k for k in QUIET_KINDS if quiet.name.endswith(k))
+            counts[kind] += int(np.count_nonzero(fired))
+        rows.append([name, *map(str, counts.values()), str(sum(counts.values()))])
+    return rows
+
+
 def _registered(names: Sequence[str] | None = None) -> dict[str, Callable[[], Detector]]:
     def factory(name: str) -> Callable[[], Detector]:
         return lambda: registry.get_detector(name)
@@ -181,6 +216,13 @@ def main(names: Sequence[str] | None = None) -> None:
                 ["detector", "corpus", "NAB std - baseline", "95% interval", "P(higher)"],
                 rows,
             )
+    quiet = load_quiet_corpus(QUIET_SEED)
+    print_table(
+        f"False alarms on {len(quiet)} series without anomalies (seed {QUIET_SEED}, "
+        f"{len(quiet) // len(QUIET_KINDS)} per kind, after the probationary period)",
+        ["detector", *QUIET_KINDS, "all"],
+        quiet_rows(detectors, quiet),
+    )
     print(f"\nThe default detector is {registry.DEFAULT_DETECTOR}.")
 
 

@@ -27,7 +27,14 @@ import numpy as np
 
 from benchmarks.nab import NabFile, probation_rows
 
-__all__ = ["ANOMALY_KINDS", "SYNTHETIC_CORPUS", "load_synthetic_corpus"]
+__all__ = [
+    "ANOMALY_KINDS",
+    "QUIET_CORPUS",
+    "QUIET_KINDS",
+    "SYNTHETIC_CORPUS",
+    "load_quiet_corpus",
+    "load_synthetic_corpus",
+]
 
 SYNTHETIC_CORPUS = "synthetic"
 ANOMALY_KINDS = (
@@ -38,6 +45,15 @@ ANOMALY_KINDS = (
     "missing_peak",
     "drop_to_zero",
     "stuck",
+)
+#: Series without anomalies, as NAB's artificialNoAnomaly corpus has them.
+QUIET_CORPUS = "quiet"
+QUIET_KINDS = (
+    "daily_no_noise",
+    "daily_perfect_square_wave",
+    "daily_small_noise",
+    "flatline",
+    "noisy",
 )
 _DAY_S = 86_400.0
 _T0 = 1_700_000_000.0 - (1_700_000_000.0 % _DAY_S)
@@ -54,6 +70,47 @@ def load_synthetic_corpus(
         kind = ANOMALY_KINDS[index % len(ANOMALY_KINDS)]
         n = int(rng.integers(rows[0], rows[1] + 1))
         files.append(_series(rng, f"{SYNTHETIC_CORPUS}/{index:03d}_{kind}", kind, n))
+    return files
+
+
+def load_quiet_corpus(seed: int = 0, per_kind: int = 3, days: int = 14) -> list[NabFile]:
+    """Series with nothing to find, one per kind of NAB's artificialNoAnomaly corpus
+    (a noiseless daily cycle, a perfect daily square wave, a daily cycle with small
+    noise, a flat line, plain noise) and ``per_kind`` draws of level, amplitude,
+    phase and noise each: 14 days at 5 minutes, as NAB's files. Every alarm after
+    the probationary period is a false one."""
+    rng = np.random.default_rng(seed)
+    n = int(days * _DAY_S // 300)
+    ts = _T0 + 300.0 * np.arange(n)
+    files: list[NabFile] = []
+    for index in range(per_kind * len(QUIET_KINDS)):
+        kind = QUIET_KINDS[index % len(QUIET_KINDS)]
+        level = float(np.exp(rng.uniform(np.log(10), np.log(1e3))))
+        amplitude = level * rng.uniform(0.2, 0.8)
+        phase = (ts / _DAY_S - rng.uniform(0, 1)) % 1.0
+        if kind == "daily_perfect_square_wave":
+            start = rng.uniform(0.1, 0.5)
+            values = np.where((phase >= start) & (phase < start + 0.25), level + amplitude, level)
+        elif kind in ("daily_no_noise", "daily_small_noise"):
+            values = level + amplitude * np.sin(2 * np.pi * phase)
+            if kind == "daily_small_noise":
+                values = values + rng.normal(0, 0.02 * amplitude, n)
+        elif kind == "flatline":
+            values = np.full(n, level)
+        else:
+            values = level + rng.normal(0, 0.1 * level, n)
+        files.append(
+            NabFile(
+                name=f"{QUIET_CORPUS}/{index:03d}_{kind}",
+                timestamps_s=ts,
+                values=values,
+                windows=(),
+                probation=probation_rows(n),
+                raw_rows=n,
+                raw_index=np.arange(n, dtype=np.int64),
+                raw_windows=(),
+            )
+        )
     return files
 
 

@@ -27,6 +27,7 @@ from benchmarks.nab import (
     scaled_sigmoid,
     score_alarms,
 )
+from benchmarks.synthetic import QUIET_KINDS, load_quiet_corpus
 from plugin_backend.scoring.base import Band, Detector
 from plugin_backend.types import FloatArray
 
@@ -385,8 +386,9 @@ def test_benchmark_skips_without_data(
     assert "nab-dev not found" in out
     assert "synthetic corpus only" in out
     rows = [line for line in out.splitlines() if line.lstrip().startswith("robust_z")]
-    assert len(rows) == 1
+    assert len(rows) == 2  # its synthetic score, and its false alarms on quiet series
     assert "synthetic" in rows[0]
+    assert "without anomalies" in out
 
 
 def test_benchmark_run_on_nab_dev(nab_root: Path) -> None:
@@ -431,3 +433,34 @@ def test_benchmark_compares_every_detector_with_the_robust_z_score() -> None:
     assert bench_detection.comparison_rows(results[1:]) == []  # no baseline: nothing to compare
     (row,) = bench_detection.comparison_rows(results, "last_value")
     assert row[:3] == ["robust_z", "synthetic", "+0.0"]
+
+
+class AlarmsOnceDetector(Detector):
+    """Expects each value exactly, except one row far after the probationary period."""
+
+    name = "once"
+
+    def _band(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> Band:
+        expected = np.where(np.arange(values.shape[0]) == 3000, values + 1e6, values)
+        return Band(expected, expected - 1.0, expected + 1.0)
+
+    def history_points(self, step_s: float) -> int:
+        return 0
+
+
+def test_the_quiet_corpus_has_nothing_to_find_and_counts_every_alarm_as_false() -> None:
+    files = load_quiet_corpus(0)
+    assert len(files) == 3 * len(QUIET_KINDS)
+    assert all(f.windows == () and len(f) == 14 * 288 for f in files)
+    np.testing.assert_array_equal(files[4].values, load_quiet_corpus(0)[4].values)  # seeded
+    flat = next(f for f in files if f.name.endswith("flatline"))
+    assert np.ptp(flat.values) == 0
+    (row,) = bench_detection.quiet_rows({"once": AlarmsOnceDetector}, files)
+    assert row == ["once", "3", "3", "3", "3", "3", "15"]  # one alarm per series
