@@ -121,6 +121,8 @@ WEEKLY_LEVEL_HISTORY = 48
 SCALE_DAYS = 4
 #: Days whose residuals at the same phase must agree before STL corrects a phase.
 PHASE_DAYS = 4
+#: Fewest recent days whose misses beyond a forecast's band correct it (see phase_correction).
+EARLY_PHASE_DAYS = 2
 #: Residuals taken from each day (and from the recent past) for the pooled band width.
 _POOL_PART = 25
 #: Rows, and cells, per chunk in the sliding-window passes (~10 MB per temporary).
@@ -283,23 +285,57 @@ def residual_band(
 
 
 def phase_correction(
-    cells: IntArray, values: FloatArray, expected: FloatArray, period: int, days: int = PHASE_DAYS
+    cells: IntArray,
+    values: FloatArray,
+    expected: FloatArray,
+    period: int,
+    days: int = PHASE_DAYS,
+    *,
+    band: tuple[FloatArray, FloatArray] | None = None,
 ) -> FloatArray:
     """What a forecast keeps missing at the same time of day: where the residuals at
     this exact phase on each of the last ``days`` days (all present) share one sign, the
     smallest of them (signed); 0 elsewhere. Causal (earlier days only). A sharp daily
     step (a cron job, a batch window) that a smooth seasonal shape cuts across gets its
-    misfit back; noise rarely agrees in sign on every day, and then by little."""
+    misfit back; noise rarely agrees in sign on every day, and then by little.
+
+    With the forecast's ``band`` (lower, upper), a point that has only the last
+    ``EARLY_PHASE_DAYS`` to ``days - 1`` days (a young series, or one after a gap) is
+    corrected too where on each of those days the value was outside that band on the
+    same side: too few days for agreeing signs to mean much, but a miss beyond the
+    band on each of them is no noise."""
     residuals = values - expected
+    stacked = _same_phase(cells, residuals, period, days)
+    complete = np.isfinite(stacked).all(axis=0)
+    same_sign = complete & ((stacked > 0).all(axis=0) | (stacked < 0).all(axis=0))
+    smallest = np.min(np.abs(np.where(complete, stacked, 0.0)), axis=0)
+    correction = np.where(same_sign, np.sign(stacked[0]) * smallest, 0.0)
+    if band is None or days <= EARLY_PHASE_DAYS:
+        return correction
+    lower, upper = band
+    margin = _same_phase(
+        cells, np.where(residuals >= 0, upper - expected, expected - lower), period, days
+    )
+    # The days read: the run of present days just before this one.
+    recent = np.cumprod(np.isfinite(stacked), axis=0).sum(axis=0)
+    read = np.arange(days)[:, None] < recent[None, :]
+    with np.errstate(invalid="ignore"):
+        beyond = np.where(read, np.abs(stacked) > margin, True).all(axis=0)
+        above = np.where(read, stacked > 0, True).all(axis=0)
+        below = np.where(read, stacked < 0, True).all(axis=0)
+    early = ~complete & (recent >= EARLY_PHASE_DAYS) & beyond & (above | below)
+    nearest = np.min(np.where(read, np.abs(stacked), np.inf), axis=0)
+    return np.where(early, np.where(above, nearest, -nearest), correction)
+
+
+def _same_phase(cells: IntArray, series: FloatArray, period: int, days: int) -> FloatArray:
+    """Row ``d - 1``: ``series`` at this exact cell ``d`` periods earlier (NaN if absent)."""
     stacked = np.full((days, cells.shape[0]), np.nan)
     for day in range(1, days + 1):
         earlier = cells - day * period
         idx = np.minimum(np.searchsorted(cells, earlier), cells.shape[0] - 1)
-        stacked[day - 1] = np.where(cells[idx] == earlier, residuals[idx], np.nan)
-    complete = np.isfinite(stacked).all(axis=0)
-    same_sign = complete & ((stacked > 0).all(axis=0) | (stacked < 0).all(axis=0))
-    smallest = np.min(np.abs(np.where(complete, stacked, 0.0)), axis=0)
-    return np.where(same_sign, np.sign(stacked[0]) * smallest, 0.0)
+        stacked[day - 1] = np.where(cells[idx] == earlier, series[idx], np.nan)
+    return stacked
 
 
 def _scale_reach(window: int, season: _Season | None) -> int:

@@ -370,6 +370,24 @@ def test_phase_correction_returns_a_misfit_every_day_repeats_and_leaves_noise_al
     assert np.abs(elsewhere).max() < 1.5
 
 
+def test_phase_correction_with_a_band_learns_a_miss_beyond_it_from_two_days() -> None:
+    cells = np.arange(6 * DAY)
+    rng = np.random.default_rng(1)
+    expected = np.zeros(cells.size)
+    values = rng.normal(0, 1, cells.size)
+    values[cells % DAY == 100] += 30.0  # missed far beyond the band, every day
+    values[cells % DAY == 200] += 2.5  # missed on one side, but inside the band
+    band = (expected - 4.0, expected + 4.0)
+    early = phase_correction(cells, values, expected, DAY, days=4, band=band)
+    plain = phase_correction(cells, values, expected, DAY, days=4)
+    young = (cells >= 2 * DAY) & (cells < 4 * DAY)
+    assert np.all(early[young & (cells % DAY == 100)] > 25)  # from the third day
+    assert np.all(plain[young] == 0)
+    assert np.all(early[cells < 2 * DAY] == 0)  # one day is not enough
+    assert np.all(early[young & (cells % DAY != 100)] == 0)  # noise and small misses stay
+    np.testing.assert_array_equal(early[4 * DAY :], plain[4 * DAY :])  # four days: as before
+
+
 def test_stl_does_not_page_every_day_at_a_sharp_daily_step_but_still_pages_a_spike() -> None:
     days = 9
     values = _cron_steps(days)

@@ -180,6 +180,20 @@ def test_the_phase_correction_learns_a_sharp_daily_step_and_leaves_the_rest() ->
         assert np.nanmean(miss_fixed[quiet]) < np.nanmean(miss_raw[quiet]) + 0.5
 
 
+def test_a_perfectly_regular_batch_window_is_learnt_from_its_third_day() -> None:
+    """Before four days are in, the correction still applies where the forecast missed
+    the edge beyond its own band on the last two days: a noiseless daily step pages on
+    its first two days at most. (Shipped weights; without that early rule the edge paged
+    on days 2 and 3 as well.)"""
+    day, days = 288, 6
+    phase = np.arange(days * day) % day
+    values = np.where((phase >= 72) & (phase < 144), 80.0, 20.0)
+    ts = 1_700_000_000.0 + 300.0 * np.arange(days * day)
+    paged = np.flatnonzero(alarms(TransformerDetector().score(ts, values), WindowPolicy()))
+    assert paged.size  # the first edges are news
+    assert np.all(paged < 2 * day)
+
+
 def test_artifact_round_trip_gives_identical_scores(tiny_model: Forecaster, tmp_path: Path) -> None:
     save_model(tiny_model.state_dict(), {"config": TINY.to_dict(), "note": "x"}, tmp_path)
     loaded, meta = load_model(tmp_path)
