@@ -312,27 +312,36 @@ def phase_correction(
     correction = np.where(same_sign, np.sign(stacked[0]) * smallest, 0.0)
     if band is None or days <= EARLY_PHASE_DAYS:
         return correction
-    lower, upper = band
-    margin = _same_phase(
-        cells, np.where(residuals >= 0, upper - expected, expected - lower), period, days
-    )
-    # The days read: the run of present days just before this one.
+    # The days read: the run of present days just before this one; only points that
+    # have two or three (and a forecast) are looked at.
     recent = np.cumprod(np.isfinite(stacked), axis=0).sum(axis=0)
-    read = np.arange(days)[:, None] < recent[None, :]
+    cols = np.flatnonzero(~complete & (recent >= EARLY_PHASE_DAYS) & np.isfinite(expected))
+    if cols.size == 0:
+        return correction
+    lower, upper = band
+    margins = np.where(residuals >= 0, upper - expected, expected - lower)
+    margin = _same_phase(cells, margins, period, days, at=cols)
+    misses = stacked[:, cols]
+    read = np.arange(days)[:, None] < recent[cols][None, :]
     with np.errstate(invalid="ignore"):
-        beyond = np.where(read, np.abs(stacked) > margin, True).all(axis=0)
-        above = np.where(read, stacked > 0, True).all(axis=0)
-        below = np.where(read, stacked < 0, True).all(axis=0)
-    early = ~complete & (recent >= EARLY_PHASE_DAYS) & beyond & (above | below)
-    nearest = np.min(np.where(read, np.abs(stacked), np.inf), axis=0)
-    return np.where(early, np.where(above, nearest, -nearest), correction)
+        beyond = np.where(read, np.abs(misses) > margin, True).all(axis=0)
+        above = np.where(read, misses > 0, True).all(axis=0)
+        below = np.where(read, misses < 0, True).all(axis=0)
+    nearest = np.min(np.where(read, np.abs(misses), np.inf), axis=0)
+    early = beyond & (above | below)
+    correction[cols[early]] = np.where(above, nearest, -nearest)[early]
+    return correction
 
 
-def _same_phase(cells: IntArray, series: FloatArray, period: int, days: int) -> FloatArray:
-    """Row ``d - 1``: ``series`` at this exact cell ``d`` periods earlier (NaN if absent)."""
-    stacked = np.full((days, cells.shape[0]), np.nan)
+def _same_phase(
+    cells: IntArray, series: FloatArray, period: int, days: int, at: IntArray | None = None
+) -> FloatArray:
+    """Row ``d - 1``: ``series`` at this exact cell ``d`` periods earlier (NaN if absent),
+    for every point or for the points ``at``."""
+    targets = cells if at is None else cells[at]
+    stacked = np.full((days, targets.shape[0]), np.nan)
     for day in range(1, days + 1):
-        earlier = cells - day * period
+        earlier = targets - day * period
         idx = np.minimum(np.searchsorted(cells, earlier), cells.shape[0] - 1)
         stacked[day - 1] = np.where(cells[idx] == earlier, series[idx], np.nan)
     return stacked
