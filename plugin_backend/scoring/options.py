@@ -22,6 +22,9 @@ class WindowOptions(BaseModel):
     instant_threshold: float | None = Field(None, gt=0)
     max_gap_s: float | None = Field(None, ge=0)
     realert_s: float | None = Field(None, ge=0)
+    flapping_windows: int | None = Field(None, ge=0)
+    flapping_lookback: int | None = Field(None, ge=1)
+    flapping_min_points: int | None = Field(None, ge=1)
 
 
 class ScoreConfig(BaseModel):

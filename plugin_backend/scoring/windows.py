@@ -15,10 +15,18 @@ The confirming row raises an *alarm*; while the window stays open, an anomalous
 row at least ``realert_s`` after the window's previous alarm raises another one
 (a pager's repeat interval). Runs that are never confirmed are no windows.
 
+A series that flaps needs more evidence: where the rule above opened at least
+``flapping_windows`` windows in the previous ``flapping_lookback`` rows, a run is
+confirmed only once it holds ``flapping_min_points`` anomalous points (a point
+``instant_threshold`` out still pages at once). Out-of-band points cluster on such
+a series, so two in a row say little there; on a series whose band fits, two in a
+row are rare and still page.
+
 Everything is causal: whether row ``i`` is an alarm depends only on rows ``<= i``
 (run membership looks back at the previous anomalous point, confirmation counts
-points up to ``i``, re-alerts look at earlier alarms), so alarms computed on a
-prefix of a series are the prefix of the alarms on the whole series.
+points up to ``i`` and windows opened before it, re-alerts look at earlier
+alarms), so alarms computed on a prefix of a series are the prefix of the alarms
+on the whole series.
 """
 
 from __future__ import annotations
@@ -56,6 +64,11 @@ class WindowPolicy:
     * ``realert_s=4 h``: Alertmanager's default ``repeat_interval``; an incident that
       is still going re-pages at the cadence on-call people already know.
       ``math.inf`` disables re-alerts.
+    * ``flapping_windows=5`` in ``flapping_lookback=2000`` rows (the score
+      calibration's window: about a week at 5 min, 8 hours at 15 s): a series that
+      opened that many windows is flapping, and a run there needs
+      ``flapping_min_points=3`` points, one more than usual. ``flapping_windows=0``
+      turns this off.
     """
 
     threshold: float = 1.0
@@ -65,6 +78,9 @@ class WindowPolicy:
     instant_threshold: float = 3.0
     max_gap_s: float = 900.0
     realert_s: float = 4 * 3600.0
+    flapping_windows: int = 5
+    flapping_lookback: int = 2000
+    flapping_min_points: int = 3
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and self.threshold >= 0):
@@ -99,6 +115,16 @@ class WindowPolicy:
             raise InvalidTarget(
                 f"WindowPolicy.realert_s must be > 0 (inf disables re-alerts), got {self.realert_s}"
             )
+        for name, low in (
+            ("flapping_windows", 0),
+            ("flapping_lookback", 1),
+            ("flapping_min_points", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise InvalidTarget(
+                    f"WindowPolicy.{name} must be an integer >= {low}, got {value!r}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +182,24 @@ def _analyse(
     run_start = np.repeat(starts, lengths)
     count_so_far = np.arange(m) - run_start + 1
 
-    confirms = (
-        (count_so_far >= policy.min_points) & (t - t[run_start] >= policy.min_duration_s)
-    ) | (s >= policy.instant_threshold)
-    confirm_pos = np.flatnonzero(confirms)
-    confirm_run = run_id[confirm_pos]  # non-decreasing: keep each run's first
-    first = np.ones(confirm_pos.shape[0], dtype=np.bool_)
-    first[1:] = confirm_run[1:] != confirm_run[:-1]
-    confirmed_runs, first_confirm = confirm_run[first], confirm_pos[first]
+    lasted = t - t[run_start] >= policy.min_duration_s
+    instant = s >= policy.instant_threshold
+    confirmed_runs, first_confirm = _first_confirmations(
+        ((count_so_far >= policy.min_points) & lasted) | instant, run_id
+    )
+    if policy.flapping_windows:
+        # Windows the usual rule opened in the lookback before each anomalous point.
+        opened = idx[first_confirm]
+        since = np.searchsorted(opened, idx - policy.flapping_lookback)
+        recent = np.searchsorted(opened, idx) - since
+        needed = np.where(
+            recent >= policy.flapping_windows,
+            max(policy.flapping_min_points, policy.min_points),
+            policy.min_points,
+        )
+        confirmed_runs, first_confirm = _first_confirmations(
+            ((count_so_far >= needed) & lasted) | instant, run_id
+        )
 
     fired[idx[first_confirm]] = True
     run_end = ends[confirmed_runs]
@@ -205,6 +241,18 @@ def _analyse(
         )
     ]
     return windows, fired
+
+
+def _first_confirmations(
+    confirms: BoolArray, run_id: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The runs with a confirming point, and each one's first such point (positions
+    among the anomalous points)."""
+    confirm_pos = np.flatnonzero(confirms)
+    confirm_run = run_id[confirm_pos]  # non-decreasing: keep each run's first
+    first = np.ones(confirm_pos.shape[0], dtype=np.bool_)
+    first[1:] = confirm_run[1:] != confirm_run[:-1]
+    return confirm_run[first], confirm_pos[first]
 
 
 def _anomalous(

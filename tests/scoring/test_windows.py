@@ -11,6 +11,7 @@ import pytest
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.scoring.baselines import RobustZ
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, alarms, find_windows
 from plugin_backend.types import FloatArray
 
@@ -205,7 +206,7 @@ def test_alarms_are_causal(seed: int) -> None:
     score[rng.integers(0, n, 30)] = np.nan
     sign = np.where(rng.uniform(size=n) < 0.3, -1.0, 1.0)
     full = scored_from(score, sign)
-    policy = WindowPolicy(realert_s=15 * STEP, max_gap_s=3 * STEP)
+    policy = WindowPolicy(realert_s=15 * STEP, max_gap_s=3 * STEP, flapping_lookback=150)
     expected = alarms(full, policy)
     assert expected.any()
     for length in range(1, n + 1):
@@ -218,6 +219,38 @@ def test_alarms_are_causal(seed: int) -> None:
             full.score[:length],
         )
         assert np.array_equal(alarms(prefix, policy), expected[:length]), length
+
+
+def test_a_flapping_series_needs_more_points_but_still_pages_a_spike() -> None:
+    score = quiet(3000)
+    for start in (200, 400, 600, 800, 1000, 1200, 2900):
+        score[start : start + 2] = 1.5  # two points out: a window by the usual rule
+    score[1400:1403] = 1.5
+    score[1800] = 5.0  # far out
+    scored = scored_from(score)
+    policy = WindowPolicy(flapping_lookback=1000)
+    fired = np.flatnonzero(alarms(scored, policy)).tolist()
+    # Five windows in the last 1000 rows: from the sixth blip on a run needs three
+    # points; the spike pages at once; a thousand quiet rows later two points do again.
+    assert fired == [201, 401, 601, 801, 1001, 1402, 1800, 2901]
+    assert [w.confirmed_s for w in find_windows(scored, policy)] == [
+        scored.timestamps_s[i] for i in fired
+    ]
+    usual = np.flatnonzero(alarms(scored, WindowPolicy(flapping_windows=0))).tolist()
+    assert usual == [201, 401, 601, 801, 1001, 1201, 1401, 1800, 2901]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_heavy_tailed_noise_pages_less_and_a_level_shift_still_pages_at_once(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    values = 100 + 5 * rng.standard_t(2, n)  # out-of-band points come in clusters
+    values[2500:2600] += 60
+    scored = RobustZ().score(1_700_000_000.0 + 300.0 * np.arange(n), values)
+    paged = np.flatnonzero(alarms(scored, WindowPolicy()))
+    usual = np.flatnonzero(alarms(scored, WindowPolicy(flapping_windows=0)))
+    assert np.count_nonzero(paged < 2500) < np.count_nonzero(usual < 2500)
+    assert 2500 <= paged[paged >= 2500][0] <= 2503
 
 
 def test_empty_and_all_quiet() -> None:
@@ -239,6 +272,10 @@ def test_empty_and_all_quiet() -> None:
         ("max_gap_s", {"max_gap_s": -5.0}),
         ("max_gap_s", {"max_gap_s": math.inf}),
         ("realert_s", {"realert_s": 0.0}),
+        ("flapping_windows", {"flapping_windows": -1}),
+        ("flapping_windows", {"flapping_windows": 2.5}),
+        ("flapping_lookback", {"flapping_lookback": 0}),
+        ("flapping_min_points", {"flapping_min_points": 0}),
     ],
 )
 def test_policy_validation_names_the_field(field: str, kwargs: dict[str, object]) -> None:
