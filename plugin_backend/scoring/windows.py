@@ -17,10 +17,10 @@ row at least ``realert_s`` after the window's previous alarm raises another one
 
 A series that flaps needs more evidence: where the rule above opened at least
 ``flapping_windows`` windows in the previous ``flapping_lookback`` rows, a run is
-confirmed only once it holds ``flapping_min_points`` anomalous points (a point
-``instant_threshold`` out still pages at once). Out-of-band points cluster on such
-a series, so two in a row say little there; on a series whose band fits, two in a
-row are rare and still page.
+confirmed only once it holds ``flapping_min_points`` anomalous points, and never
+fewer than ``min_points`` (a point ``instant_threshold`` out still pages at once).
+Out-of-band points cluster on such a series, so two in a row say little there; on
+a series whose band fits, two in a row are rare and still page.
 
 Everything is causal: whether row ``i`` is an alarm depends only on rows ``<= i``
 (run membership looks back at the previous anomalous point, confirmation counts
