@@ -26,7 +26,7 @@ import requests
 from plugin_backend.adapters import llm_weights
 from plugin_backend.adapters.llm_weights import WeightPart, join_parts, locate_parts
 from plugin_backend.errors import ConfigError, LLMError
-from plugin_backend.llm.port import LLM, Completion, Message
+from plugin_backend.llm.port import Completion, Message
 from plugin_backend.llm_server import make_server
 
 # --- weights -----------------------------------------------------------------
@@ -249,10 +249,6 @@ def fake_server() -> Iterator[tuple[str, FakeLLM]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def test_fake_fits_the_llm_port() -> None:
-    assert isinstance(FakeLLM(), LLM)
 
 
 def test_chat_completion_has_the_openai_shape(fake_server: tuple[str, FakeLLM]) -> None:
