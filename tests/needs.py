@@ -1,8 +1,8 @@
 """What a test needs from outside the repository, and what happens when it is missing.
 
-Locally a missing binary or a missing ``../shared`` (the contracts and the nab-dev
+Locally a missing binary, Python extra or ``../shared`` (the contracts and the nab-dev
 data set beside the clone) skips the test with the reason. In CI (``CI`` set) a
-missing binary fails it: CI installs them. ``../shared`` is not part of the
+missing binary or extra fails it: CI installs them. ``../shared`` is not part of the
 repository, so CI fails for it only where it says the material is there
 (``PLUGIN_BACKEND_EXPECT_SHARED=1``, which ``.ci/run`` exports when ``../shared``
 exists): then a missing file is a regression, never a skip.
@@ -17,7 +17,14 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["EXPECT_SHARED", "missing_shared", "require_binary", "require_shared", "shared_path"]
+__all__ = [
+    "EXPECT_SHARED",
+    "missing_shared",
+    "require_binary",
+    "require_installed",
+    "require_shared",
+    "shared_path",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECT_SHARED = "PLUGIN_BACKEND_EXPECT_SHARED"
@@ -50,6 +57,14 @@ def require_shared(*parts: str) -> Path:
     if not path.exists():
         missing_shared("/".join(parts))
     return path
+
+
+def require_installed(what: str, reason: str) -> NoReturn:
+    """Skip for lack of ``what`` (a Python extra), except in CI, which installs it."""
+    message = f"{what} is not installed ({reason}; `make test` installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {message}", pytrace=False)
+    pytest.skip(message)
 
 
 def require_binary(name: str, hint: str) -> str:
