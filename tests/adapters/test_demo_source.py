@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -74,13 +72,15 @@ def test_range_timestamps_follow_the_step_grid_from_start(src):
 def test_overlapping_ranges_agree_point_for_point(src):
     a = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 3600, T0 + 4 * 3600), 15))
     b = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 2 * 3600, T0 + 6 * 3600), 15))
+    assert a.keys() == b.keys()
+    assert len(a) > 40
+    compared = 0
     for name, sa in a.items():
-        if name not in b:
-            continue
         sb = b[name]
         common, ia, ib = np.intersect1d(sa.timestamps_s, sb.timestamps_s, return_indices=True)
-        assert common.size > 0
         np.testing.assert_array_equal(sa.values[ia], sb.values[ib], err_msg=name)
+        compared += common.size
+    assert compared == len(a) * (2 * 3600 // 15 + 1)  # every point of the shared 2 h
 
 
 def test_same_timestamp_same_value_whatever_the_range_step_or_instance(src):
@@ -392,13 +392,7 @@ def test_long_ranges_are_answered_up_to_a_sanity_cap(src):
             src.query_range("up", TimeRange(T0, T0 + 60), step)
 
 
-def test_a_day_of_one_metric_is_fast(src):
-    tr = TimeRange(T0, T0 + DAY)
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        found = src.query_range("process_cpu_usage_ratio", tr, 15)
-        timings.append(time.perf_counter() - started)
+def test_a_day_of_one_metric_has_every_point(src):
+    found = src.query_range("process_cpu_usage_ratio", TimeRange(T0, T0 + DAY), 15)
     assert len(found) == 7
-    assert len(found[0]) == 5761
-    assert min(timings) < 0.05
+    assert all(len(series) == 5761 for series in found)

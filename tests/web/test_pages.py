@@ -328,9 +328,7 @@ class _BrokenSource(DemoSource):
 
 def test_a_failing_source_leaves_the_page_up_with_a_message(store, fault):
     client = _app(store, source=_BrokenSource(seed=7)).test_client()
-    started = time.perf_counter()
     response = client.get(f"/incidents/{fault.id}")
-    assert time.perf_counter() - started < 5
     assert response.status_code == 200
     body = _text(response)
     assert 'id="symptom-error"' in body
