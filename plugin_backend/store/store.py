@@ -28,7 +28,7 @@ __all__ = ["AlertJob", "OutboxRow", "Store"]
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
 
 
