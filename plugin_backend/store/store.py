@@ -242,7 +242,7 @@ class Store:
     ) -> bool:
         """Queue one alert for the worker; ``False`` when that key was queued before."""
         try:
-            with self._begin() as conn:
+            with self._begin(conflict_ok=True) as conn:
                 conn.execute(
                     alert_jobs.insert().values(
                         key=key,
@@ -324,12 +324,16 @@ class Store:
             conn.execute(outbox.update().where(outbox.c.id == row_id).values(**values))
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self, *, conflict_ok: bool = False) -> Iterator[Connection]:
+        """One transaction; a database error is a ``StoreError`` (``conflict_ok``: a
+        constraint violation is the caller's to handle, raised as ``IntegrityError``)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
+        except IntegrityError as exc:
+            if conflict_ok:
+                raise
+            raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
 
