@@ -139,25 +139,28 @@ class Store:
     # -- outbox -------------------------------------------------------------------------
 
     def claim_due(self, now_s: float, *, lease_s: float, limit: int = 20) -> list[OutboxRow]:
-        """Pending rows due now, leased to the caller for ``lease_s``."""
+        """Pending rows due now, leased to the caller for ``lease_s``.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so any number of workers claim at once,
+        each getting rows no other is claiming, without waiting for each other. SQLite
+        has one writer at a time; there the conditional update decides."""
+        free = sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s)
         with self._begin() as conn:
             candidates = conn.execute(
-                sa.select(outbox.c.id)
-                .where(outbox.c.state == "pending", outbox.c.next_attempt_s <= now_s)
-                .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
-                .order_by(outbox.c.next_attempt_s)
+                sa.select(outbox)
+                .where(outbox.c.state == "pending", outbox.c.next_attempt_s <= now_s, free)
+                .order_by(outbox.c.next_attempt_s, outbox.c.id)
                 .limit(limit)
+                .with_for_update(skip_locked=True)
             ).all()
             claimed: list[OutboxRow] = []
-            for (row_id,) in candidates:
+            for row in candidates:
                 won = conn.execute(
                     outbox.update()
-                    .where(outbox.c.id == row_id)
-                    .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
+                    .where(outbox.c.id == row.id, free)
                     .values(lease_until_s=now_s + lease_s)
                 ).rowcount
                 if won:
-                    row = conn.execute(sa.select(outbox).where(outbox.c.id == row_id)).one()
                     claimed.append(_outbox_row(row._mapping))
         return claimed
 
