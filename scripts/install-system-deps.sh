@@ -2,7 +2,9 @@
 # Installs the Debian packages that the integration tests and benchmarks use:
 # prometheus (the server, and promtool for backfilling test data and checking configs),
 # chromium + chromium-driver (headless browser tests of the pages we serve) and
-# docker-compose (validates docker-compose.yml with `config`; no Docker engine needed).
+# docker-compose (validates docker-compose.yml with `config`; no Docker engine needed),
+# postgresql (the store's tests start a throw-away cluster with its initdb/pg_ctl) and
+# redis-server (the broker of the scale-out tests).
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -10,6 +12,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# initdb and pg_ctl are not on PATH on Debian: they live in /usr/lib/postgresql/<major>/bin
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
