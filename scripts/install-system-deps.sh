@@ -2,7 +2,8 @@
 # Installs the Debian packages that the integration tests and benchmarks use:
 # prometheus (the server, and promtool for backfilling test data and checking configs),
 # chromium + chromium-driver (headless browser tests of the pages we serve) and
-# docker-compose (validates docker-compose.yml with `config`; no Docker engine needed).
+# docker-compose (validates docker-compose.yml with `config`; no Docker engine needed) and
+# nodejs + npm (the real-client tier runs the Grafana plugin's own sources in Node).
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -10,6 +11,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
