@@ -151,11 +151,40 @@ def start_backend(workdir: Path, env: dict[str, str], port: int) -> Backend:
         time.sleep(0.2)
 
 
+# One watch rule over the demo estate's checkout latency, which every injected fault moves.
+WORKER_RULES = """\
+rules:
+  - name: checkout-latency
+    expr: 'http_request_duration_seconds_p99{service="checkout"}'
+    every: 30s
+    dashboard_uid: anomaly-overview
+    panel_id: 2
+    detector: robust_z
+    direction: up
+    labels: {service: checkout}
+"""
+
+
+def replay_worker(workdir: Path, env: dict[str, str], since: str = "12h") -> None:
+    """``plugin-backend worker --once --since``: incidents in the store the API reads."""
+    rules = workdir / "rules.yaml"
+    rules.write_text(WORKER_RULES, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "plugin_backend", "worker", "--rules", str(rules), "--once",
+         "--since", since],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.fixture(scope="session")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """The API over the demo estate, its store holding what the worker found in 12 h."""
     workdir = tmp_path_factory.mktemp("client-backend")
     port = find_free_port()
-    started = start_backend(workdir, backend_env(port, workdir), port)
+    env = backend_env(port, workdir)
+    replay_worker(workdir, env)
+    started = start_backend(workdir, env, port)
     yield started
     started.stop()
 
