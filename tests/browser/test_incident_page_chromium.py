@@ -106,7 +106,7 @@ def backend(seeded, tmp_path_factory) -> Iterator[dict[str, Any]]:
         "PLUGIN_BACKEND_PORT": str(port),
         "PLUGIN_BACKEND_MULTIPROC_DIR": str(tmp_path_factory.mktemp("multiproc")),
         "PLUGIN_BACKEND_LLM_PROVIDER": "none",
-        "PLUGIN_BACKEND_WARM_DETECTORS": "",
+        "PLUGIN_BACKEND_WARM_DETECTORS": "none",
         "PLUGIN_BACKEND_GRAFANA_URL": grafana,
         "PLUGIN_BACKEND_GRAFANA_TOKEN": "browser-test",
     }

@@ -127,7 +127,7 @@ def test_incident_links_open_the_incident_page() -> None:
 
 
 ANOMALIES_COLUMNS = [
-    "time", "timeEnd", "title", "text", "tags", "series", "direction", "peak_score", "open",
+    "time", "timeEnd", "title", "text", "tags", "series", "direction", "peak_score", "status",
 ]  # fmt: skip
 
 
