@@ -22,27 +22,27 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from plugin_backend.config import Settings
 from plugin_backend.devtools.promserver import find_free_port
 from tests.client.support import (
-    API_TOKEN,
-    BASIC_PASSWORD,
-    BASIC_USER,
     CLIENT_DIR,
     LOCK_STAMP,
     NODE_MODULES,
     PLUGIN_SRC,
     ROOT,
     Backend,
+    backend_env,
+    start_backend,
 )
+
+# Whichever plugin test runs first pays for `npm ci` (1-3 min from an empty cache) in its
+# setup, which pytest-timeout counts: give those tests room beyond the suite's 300 s.
+NPM_CI_TIMEOUT_S = 600
 
 
 def _in_ci() -> bool:
@@ -88,7 +88,7 @@ def node_modules() -> Path:
         cwd=CLIENT_DIR,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=NPM_CI_TIMEOUT_S,
         check=False,
     )
     if done.returncode != 0:
@@ -102,53 +102,6 @@ def node_modules() -> Path:
 
 
 # --- the backend ---------------------------------------------------------------------------
-
-
-def backend_env(port: int, workdir: Path, **settings: str) -> dict[str, str]:
-    """Our environment without any PLUGIN_BACKEND_* of the caller, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    wanted = {
-        "port": str(port),
-        "workers": "2",
-        "log_level": "WARNING",
-        "multiproc_dir": str(workdir / "metrics"),
-        "store_url": f"sqlite:///{workdir / 'store.db'}",
-        "api_token": API_TOKEN,
-        "basic_auth_user": BASIC_USER,
-        "basic_auth_password": BASIC_PASSWORD,
-        "llm_provider": "none",
-        **settings,
-    }
-    unknown = set(wanted) - set(Settings.model_fields)
-    assert not unknown, f"not settings of the backend: {unknown}"
-    env.update({f"PLUGIN_BACKEND_{k.upper()}": v for k, v in wanted.items()})
-    return env
-
-
-def start_backend(workdir: Path, env: dict[str, str], port: int) -> Backend:
-    """``plugin-backend serve`` (gunicorn), waited for until /readyz answers 200."""
-    log = workdir / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "plugin_backend", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    backend = Backend(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if backend.http.get(backend.url + "/readyz", timeout=2).status_code == 200:
-                return backend
-        except requests.RequestException:
-            pass  # not listening yet
-        if proc.poll() is not None or time.monotonic() > deadline:
-            backend.stop()
-            raise RuntimeError(f"plugin-backend serve did not start:\n{backend.log_tail()}")
-        time.sleep(0.2)
 
 
 # One watch rule over the demo estate's checkout latency, which every injected fault moves.
@@ -248,8 +201,14 @@ def plugin(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     harness.close()
 
 
-@pytest.fixture(autouse=True)
-def _plugin_sources_first(request: pytest.FixtureRequest) -> None:
-    """Skip (or fail) on missing ../shared before paying for npm ci or gunicorn."""
-    if "plugin" in request.fixturenames:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(CLIENT_DIR) and "plugin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(NPM_CI_TIMEOUT_S + 300))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip (or fail) on missing ../shared before any fixture pays for npm ci or gunicorn."""
+    if "plugin" in getattr(item, "fixturenames", ()):
         require_plugin_src()

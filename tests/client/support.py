@@ -1,16 +1,21 @@
-"""Steps for the plugin harness, built from the project's dashboards and Grafana's habits."""
+"""The tier's backend (``plugin-backend serve``) and the steps for the plugin harness,
+built from the project's dashboards and Grafana's habits."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from plugin_backend.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = Path(__file__).resolve().parent
@@ -57,6 +62,53 @@ class Backend:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.http.close()
+
+
+def backend_env(port: int, workdir: Path, **settings: str) -> dict[str, str]:
+    """Our environment without any PLUGIN_BACKEND_* of the caller, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    wanted = {
+        "port": str(port),
+        "workers": "2",
+        "log_level": "WARNING",
+        "multiproc_dir": str(workdir / "metrics"),
+        "store_url": f"sqlite:///{workdir / 'store.db'}",
+        "api_token": API_TOKEN,
+        "basic_auth_user": BASIC_USER,
+        "basic_auth_password": BASIC_PASSWORD,
+        "llm_provider": "none",
+        **settings,
+    }
+    unknown = set(wanted) - set(Settings.model_fields)
+    assert not unknown, f"not settings of the backend: {unknown}"
+    env.update({f"PLUGIN_BACKEND_{k.upper()}": v for k, v in wanted.items()})
+    return env
+
+
+def start_backend(workdir: Path, env: dict[str, str], port: int) -> Backend:
+    """``plugin-backend serve`` (gunicorn), waited for until /readyz answers 200."""
+    log = workdir / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plugin_backend", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    backend = Backend(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if backend.http.get(backend.url + "/readyz", timeout=2).status_code == 200:
+                return backend
+        except requests.RequestException:
+            pass  # not listening yet
+        if proc.poll() is not None or time.monotonic() > deadline:
+            backend.stop()
+            raise RuntimeError(f"plugin-backend serve did not start:\n{backend.log_tail()}")
+        time.sleep(0.2)
 
 
 def dashboard(name: str) -> dict[str, Any]:

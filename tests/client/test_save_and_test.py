@@ -13,8 +13,18 @@ import re
 import pytest
 
 from plugin_backend.devtools.promserver import find_free_port
-from tests.client.conftest import backend_env, start_backend
-from tests.client.support import API_TOKEN, BASIC_PASSWORD, BASIC_USER, ds, redirects
+from tests.client.support import (
+    API_TOKEN,
+    BASIC_PASSWORD,
+    BASIC_USER,
+    backend_env,
+    dashboard,
+    ds,
+    json_targets,
+    query_step,
+    redirects,
+    start_backend,
+)
 
 pytestmark = pytest.mark.client
 
@@ -105,3 +115,23 @@ def test_a_set_but_empty_prometheus_url_serves_the_demo_estate(plugin, tmp_path)
         assert "demo" in str(source.json().get("source", "")).lower(), source.text
     finally:
         empty_url.stop()
+
+
+def test_save_and_test_at_the_root_url_passes_only_if_panels_work_there(plugin, backend):
+    # A common slip: the backend's address without the /datasource suffix of README step 2.
+    # Save & test must not say "working" where every panel then fails, and a panel's error
+    # must say which URL to use.
+    root = backend.url
+    saved = plugin.run({"op": "testDatasource", "ds": ds(backend, url=root)})["result"]
+    board = dashboard("anomaly-overview.json")
+    (_, target), *_ = json_targets(board)
+    panel = plugin.run(query_step(backend, [target], board=board, url=root))
+    if saved["status"] == "success":
+        assert "error" not in panel, (
+            f"Save & test said {saved['message']!r} at {root}, "
+            f"then the panel showed: {panel['error']['message']!r}"
+        )
+    else:
+        assert "/datasource" in saved["message"], saved
+    if "error" in panel:
+        assert "/datasource" in panel["error"]["message"], panel["error"]
