@@ -27,7 +27,6 @@ from plugin_backend import __version__
 from plugin_backend.bootstrap import LOCAL_LLM_URL, build_grafana
 from plugin_backend.config import Settings
 from plugin_backend.datasource.step import align_range
-from plugin_backend.detection import DetectOptions
 from plugin_backend.errors import BackendError, UpstreamError
 from plugin_backend.incidents import Incident
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
@@ -39,6 +38,7 @@ from plugin_backend.web.http import json_response
 from plugin_backend.web.incident_views import (
     TOP_CAUSES,
     CauseView,
+    SymptomScoring,
     cause_plot,
     cause_views,
     format_duration,
@@ -50,6 +50,7 @@ from plugin_backend.web.incident_views import (
     plot_range,
     plot_step,
     symptom_plot,
+    symptom_scoring,
     timeline,
 )
 
@@ -68,6 +69,7 @@ SECURITY_HEADERS = {
 }
 INCIDENT_ID = re.compile(r"[0-9a-f]{16}")
 PROBE_TIMEOUT_S = 2.0
+MAX_RULE_STEPS = 5_000  # plot on the rule's own step up to this many points
 STATUSES = ("open", "closed")
 DASHBOARDS = (
     ("anomaly-overview", "Anomaly overview"),
@@ -171,8 +173,11 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
     settings = _settings()
     service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
     x_range = plot_range(incident, time.time())
+    scoring = symptom_scoring(incident, DEFAULT_DETECTOR)
     step = plot_step(x_range)
-    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step)
+    if scoring.step_s is not None and (x_range[1] - x_range[0]) / scoring.step_s <= MAX_RULE_STEPS:
+        step = scoring.step_s  # the rule's own grid: the windows the worker found
+    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step, scoring)
     causes = cause_views(incident.report)
     causes = [
         _with_plot(
@@ -201,6 +206,7 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
         ),
         range_text=f"{format_time(x_range[0])} to {format_time(x_range[1])}",
         step_text=format_duration(step),
+        scoring_text=scoring.describe(),
         source_kind=service.source.kind,
     )
 
@@ -232,12 +238,15 @@ def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
 
 
 def _symptom(
-    service: DatasourceService, incident: Incident, x_range: tuple[float, float], step: float
+    service: DatasourceService,
+    incident: Incident,
+    x_range: tuple[float, float],
+    step: float,
+    scoring: SymptomScoring,
 ) -> tuple[Markup | None, str | None, bool]:
     """The symptom plot, or why there is none; ``True`` when the source itself failed."""
-    options = DetectOptions(detector=DEFAULT_DETECTOR)
     try:
-        found = service.detection.detect(incident.query, TimeRange(*x_range), step, options)
+        found = service.detection.detect(incident.query, TimeRange(*x_range), step, scoring.options)
     except UpstreamError as exc:
         return None, f"The series source ({service.source.kind}) failed: {exc.message}", True
     except BackendError as exc:

@@ -250,7 +250,7 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     assert f"{before} &rarr; {during}" in top
     lead_s = causes[0]["lead_s"]
     assert lead_s > 0  # the pool filled up before checkout slowed down
-    assert f"{lead_s / 60:.1f} min before the symptom" in top
+    assert f"{format_duration(lead_s)} before the symptom" in top  # one way, everywhere
     assert format_time(causes[0]["onset"]) in top
     assert f"{causes[0]['score']:.2f}" in top
     # every plot on the same time axis: [start - 1 h, end + 30 min]
@@ -262,6 +262,41 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     timeline = body[body.index('id="timeline"') :]
     order = [timeline.index(k) for k in ("kind-cause", "kind-start", "kind-confirmed", "kind-end")]
     assert order == sorted(order)
+    assert re.search(r"\d+ (s|min)( \d+ s)? before its start", timeline)
+    assert "T-" not in timeline
+    assert "T+" not in timeline
+
+
+def test_the_symptom_is_scored_as_its_rule_scored_it_and_says_so(client, fault):
+    # The rule (no detector given) used the default detector on its 15 s grid; the page
+    # says so, and plots the windows the worker found, not a detector of its own.
+    assert fault.report["detection"] == {
+        "detector": "ensemble",
+        "direction": "both",
+        "sensitivity": 1.0,
+        "min_deviation": 0.0,
+        "step_s": 15.0,
+    }
+    body = _text(client.get(f"/incidents/{fault.id}"))
+    scoring = html.unescape(body[body.index('id="scoring"') :].split("</p>")[0])
+    assert "one point every 15 s" in scoring
+    assert "the ensemble detector (direction both, sensitivity 1), as its rule scored it" in (
+        " ".join(scoring.split())
+    )
+    assert "holt_winters" not in scoring
+
+
+def test_an_incident_without_recorded_options_names_the_default_detector(store, fault):
+    bare = dataclasses.replace(
+        fault,
+        id="00000000000000aa",
+        key="alert:bare",
+        report={k: v for k, v in fault.report.items() if k != "detection"},
+    )
+    store.save_incident(bare, None, now_s=NOW_S)
+    body = _text(_app(store).test_client().get(f"/incidents/{bare.id}"))
+    scoring = " ".join(html.unescape(body[body.index('id="scoring"') :].split("</p>")[0]).split())
+    assert "the ensemble detector (direction both, sensitivity 1): the default" in scoring
 
 
 def test_the_grafana_link_opens_the_incident_panel_over_the_plotted_range(
