@@ -70,8 +70,10 @@ def test_range_timestamps_follow_the_step_grid_from_start(src):
 
 
 def test_overlapping_ranges_agree_point_for_point(src):
-    a = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 3600, T0 + 4 * 3600), 15))
-    b = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 2 * 3600, T0 + 6 * 3600), 15))
+    # 03:00-06:00 and 04:00-08:00: no checkout deploy between (01:32 and 17:30, seed 7),
+    # so both ranges hold the same series
+    a = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 3 * 3600, T0 + 6 * 3600), 15))
+    b = _by_name(src.query_range('{job="demo"}', TimeRange(T0 + 4 * 3600, T0 + 8 * 3600), 15))
     assert a.keys() == b.keys()
     assert len(a) > 40
     compared = 0
