@@ -33,7 +33,7 @@ from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
 from plugin_backend.types import TimeRange, format_series_name
-from plugin_backend.web.errors import error_body
+from plugin_backend.web.errors import error_body, wrong_url_message
 from plugin_backend.web.http import json_response
 from plugin_backend.web.incident_views import (
     TOP_CAUSES,
@@ -105,9 +105,17 @@ def _backend_error(exc: BackendError) -> tuple[str, int]:
 
 
 @pages_blueprint.get("/")
-def landing() -> str:
-    """Product, links, and the health of each dependency (each check bounded in time)."""
+def landing() -> str | Response:
+    """Product, links, and the health of each dependency (each check bounded in time).
+
+    A client that prefers JSON to HTML at the root is the Grafana plugin's *Save & test*
+    with the datasource URL missing its ``/datasource``: it gets a 404 naming the right
+    URL, not a 200 that would pass the test while every panel fails.
+    """
     settings = _settings()
+    named = {value for value, _quality in request.accept_mimetypes}
+    if "application/json" in named and "text/html" not in named:
+        return json_response(error_body("wrong_datasource_url", wrong_url_message()), 404)
     grafana = str(settings.grafana_url).rstrip("/") if settings.grafana_url else None
     dashboards = [(f"{grafana}/d/{uid}", title) for uid, title in DASHBOARDS] if grafana else []
     return render_template(

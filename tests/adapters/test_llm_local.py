@@ -27,7 +27,7 @@ from plugin_backend.adapters import llm_weights
 from plugin_backend.adapters.llm_weights import WeightPart, join_parts, locate_parts
 from plugin_backend.errors import ConfigError, LLMError
 from plugin_backend.llm.port import Completion, Message
-from plugin_backend.llm_server import make_server
+from plugin_backend.llm_server import make_server, running_model, serve_llm
 from tests.needs import require_installed
 
 # --- weights -----------------------------------------------------------------
@@ -250,6 +250,33 @@ def fake_server() -> Iterator[tuple[str, FakeLLM]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_llm_serve_reuses_the_running_one_without_loading(
+    fake_server: tuple[str, FakeLLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make run` twice: the second llm-serve finds the first and loads nothing.
+    import plugin_backend.adapters.llm_weights as weights
+
+    def must_not_load(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a second model was prepared")
+
+    monkeypatch.setattr(weights, "ensure_local_model", must_not_load)
+    host, port = fake_server[0].removeprefix("http://").split(":")
+    assert running_model(host, int(port)) == "fake-model"
+    assert serve_llm(host, int(port)) == 0
+
+
+def test_a_port_held_by_something_else_is_named() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=f"port {port} .* not llm-serve; stop it or pass --port"
+        ):
+            running_model("127.0.0.1", port, timeout_s=0.5)
+    assert running_model("127.0.0.1", port) is None  # closed: free to bind
 
 
 def test_chat_completion_has_the_openai_shape(fake_server: tuple[str, FakeLLM]) -> None:

@@ -269,6 +269,18 @@ def test_every_route_answers_with_and_without_trailing_slash_and_never_redirects
     assert client.get("/datasource").get_json()["status"] == "ok"
 
 
+def test_a_datasource_url_without_its_suffix_fails_save_and_test_naming_it(client):
+    # The plugin's GET <URL> prefers JSON; a 200 from the landing page would pass
+    # Save & test while every panel then fails.
+    plugin = {"Accept": "application/json, text/plain, */*"}
+    _assert_error(client.get("/", headers=plugin), 404, "/datasource")
+    for path in ("/query", "/metrics", "/variable", "/tag-keys", "/metric-payload-options"):
+        _assert_error(client.post(path, json={}, headers=plugin), 404, "/datasource")
+    assert client.get("/").status_code == 200  # browsers and curl still get the page
+    assert "text/html" in client.get("/", headers={"Accept": "text/html"}).content_type
+    assert client.get("/metrics").status_code == 200  # Prometheus' scrape is untouched
+
+
 def test_unknown_path_and_wrong_method_answer_json(client):
     _assert_error(client.get("/datasource/nope"), 404)
     _assert_error(client.get("/datasource/query"), 405)
