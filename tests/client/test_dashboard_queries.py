@@ -162,6 +162,6 @@ def test_the_incidents_table_lists_what_the_worker_found(plugin, backend):
     answer = plugin.run(query_step(backend, [target], board=board, span="now-24h"))
     assert "error" not in answer, answer
     (table,) = answer["frames"]
-    assert table["length"] >= 1, "the worker's 12 h replay stored no incident"
+    assert table["length"] >= 1, "the worker's 18 h replay stored no incident"
     assert set(column(table, "rule")) == {"checkout-latency"}
     assert all(link.startswith("http") for link in column(table, "link"))
