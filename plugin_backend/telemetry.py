@@ -227,5 +227,15 @@ class WorkerMetrics:
             "Rules-file reloads (SIGHUP) refused because the file was invalid.",
             registry=registry,
         )
+        self.step_failures = Counter(
+            "plugin_backend_worker_cycle_failures_total",
+            "Worker steps that failed and will run again, by step (rule, alert, delivery) and "
+            "cause (store, upstream, error, crash); each is also logged at ERROR.",
+            ["step", "cause"],
+            registry=registry,
+        )
         for state in ("pending", "delivered", "failed"):
             self.outbox_rows.labels(state).set(0)
+        for step in ("rule", "alert", "delivery"):
+            for cause in ("store", "upstream", "error", "crash"):
+                self.step_failures.labels(step, cause)

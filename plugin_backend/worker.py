@@ -17,18 +17,36 @@ from dataclasses import dataclass, field
 from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.alerts import AlertEvent, alert_events
 from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
-from plugin_backend.errors import BackendError, ConfigError
+from plugin_backend.errors import BackendError, ConfigError, StoreError, UpstreamError
 from plugin_backend.incidents import Incident, incident_id
 from plugin_backend.rules import Rule, RuleSet, load_rules
 from plugin_backend.store import Store
 from plugin_backend.telemetry import WorkerMetrics
 from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
 
-__all__ = ["Worker", "WorkerReport"]
+__all__ = ["FAILURE_CAUSES", "FAILURE_STEPS", "StepFailure", "Worker", "WorkerReport"]
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+FAILURE_STEPS = ("rule", "alert", "delivery")
+# store: the database; upstream: Prometheus or another service; error: any other error
+# raised on purpose (bad query, model); crash: a bug (logged with its traceback)
+FAILURE_CAUSES = ("store", "upstream", "error", "crash")
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """One step that did not complete: nothing of it was saved, it runs again later."""
+
+    step: str  # one of FAILURE_STEPS
+    subject: str  # the rule name, the alert's key, or "" for delivery
+    cause: str  # one of FAILURE_CAUSES
+    message: str
+
+    def __str__(self) -> str:
+        subject = f" {self.subject}" if self.subject else ""
+        return f"{self.step}{subject} failed ({self.cause}): {self.message}"
 
 
 @dataclass(slots=True)
@@ -36,6 +54,7 @@ class WorkerReport:
     cycles: list[CycleResult] = field(default_factory=list)
     alerts: int = 0
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
+    failures: list[StepFailure] = field(default_factory=list)
 
     @property
     def opened(self) -> int:
@@ -70,6 +89,7 @@ class Worker:
         self._next_due: dict[str, float] = {}
         self._next_purge = 0.0
         self._reload = threading.Event()
+        self._failures: list[StepFailure] | None = None  # collected during run_once only
         if metrics is not None:
             metrics.rules_loaded.set(len(rules.rules))
 
@@ -107,12 +127,16 @@ class Worker:
         """Every rule once (over ``since_s`` of history when given), then the alert queue,
         then the outbox."""
         report = WorkerReport()
-        for rule in self.rules.rules:
-            result = self._run_rule(rule, since_s or DEFAULT_LOOKBACK_S)
-            if result is not None:
-                report.cycles.append(result)
-        report.alerts = self.process_alerts()
-        report.delivery = self.deliver()
+        self._failures = report.failures
+        try:
+            for rule in self.rules.rules:
+                result = self._run_rule(rule, since_s or DEFAULT_LOOKBACK_S)
+                if result is not None:
+                    report.cycles.append(result)
+            report.alerts = self.process_alerts()
+            report.delivery = self.deliver()
+        finally:
+            self._failures = None
         return report
 
     def run_forever(self, stop: threading.Event, *, since_s: float | None = None) -> None:
@@ -159,12 +183,8 @@ class Worker:
             result = self.cycle.run(rule, now, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
                 self.store.save_incident(incident, annotation, now_s=self.clock())
-        except BackendError as exc:
-            log.warning("rule %s: cycle failed: %s", rule.name, exc.message)
-            self._count_cycle(rule, "error", started)
-            return None
-        except Exception:  # one bad rule must not stop the others
-            log.exception("rule %s: cycle crashed", rule.name)
+        except Exception as exc:  # one bad rule must not stop the others
+            self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
             return None
         self._count_cycle(rule, "ok", started)
@@ -187,19 +207,22 @@ class Worker:
     def process_alerts(self) -> int:
         """Handle queued alert notifications (oldest first); returns how many."""
         done = 0
-        for job in self.store.pending_alerts():
-            now = self.clock()
-            try:
-                (event,) = alert_events(job.source, {"alerts": [job.payload]})  # type: ignore[arg-type]
-                self._handle_alert(event, now)
-            except BackendError as exc:
-                log.warning("alert %s: failed (will retry): %s", job.key, exc.message)
-                self.store.finish_alert(job, self.clock(), error=exc.message)
-                self._count_alert(job.source, "error")
-                continue
-            self.store.finish_alert(job, self.clock())
-            self._count_alert(job.source, "ok")
-            done += 1
+        try:
+            for job in self.store.pending_alerts():
+                now = self.clock()
+                try:
+                    (event,) = alert_events(job.source, {"alerts": [job.payload]})  # type: ignore[arg-type]
+                    self._handle_alert(event, now)
+                except Exception as exc:
+                    failure = self._failed("alert", job.key, exc)
+                    self.store.finish_alert(job, self.clock(), error=failure.message)
+                    self._count_alert(job.source, "error")
+                    continue
+                self.store.finish_alert(job, self.clock())
+                self._count_alert(job.source, "ok")
+                done += 1
+        except StoreError as exc:  # the queue itself is unreachable: try again next pass
+            self._failed("alert", "", exc)
         return done
 
     def _handle_alert(self, event: AlertEvent, now: float) -> None:
@@ -222,7 +245,7 @@ class Worker:
             try:
                 report = self.deliverer.deliver_due()
             except BackendError as exc:  # the store itself failed: try again next pass
-                log.warning("outbox delivery failed: %s", exc.message)
+                self._failed("delivery", "", exc)
         if self.metrics is not None:
             try:
                 for state, count in self.store.outbox_counts().items():
@@ -249,6 +272,18 @@ class Worker:
         due = min(self._next_due.values(), default=now + self.poll_s)
         return max(0.05, min(self.poll_s, due - now))
 
+    def _failed(self, step: str, subject: str, exc: Exception) -> StepFailure:
+        """Log (ERROR, with the cause), count and collect a step that failed."""
+        cause = _cause(exc)
+        message = exc.message if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+        failure = StepFailure(step, subject, cause, message)
+        log.error("%s", failure, exc_info=exc if cause == "crash" else None)
+        if self.metrics is not None:
+            self.metrics.step_failures.labels(step, cause).inc()
+        if self._failures is not None:
+            self._failures.append(failure)
+        return failure
+
     def _count_cycle(self, rule: Rule, outcome: str, started: float) -> None:
         if self.metrics is not None:
             self.metrics.cycles.labels(rule.name, outcome).inc()
@@ -257,3 +292,11 @@ class Worker:
     def _count_alert(self, source: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.alerts_processed.labels(source, outcome).inc()
+
+
+def _cause(exc: Exception) -> str:
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, UpstreamError):
+        return "upstream"
+    return "error" if isinstance(exc, BackendError) else "crash"

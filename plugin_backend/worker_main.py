@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -102,8 +103,11 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"{len(report.cycles)} rules run, {report.opened} incidents opened, "
             f"{report.alerts} alerts processed, annotations: {report.delivery.outcomes or 'none'}"
+            f", {len(report.failures)} steps failed"
         )
-        return 0
+        for failure in report.failures:
+            print(f"plugin-backend worker: {failure}", file=sys.stderr)
+        return 1 if report.failures else 0
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -1,15 +1,18 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. What a test needs from outside the repository (binaries,
+../shared) and when its absence skips or fails: tests/needs.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from plugin_backend.devtools.pgserver import PostgresServer, find_postgres_bin
 from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
 from plugin_backend.devtools.testdata import build_test_series
+from tests.needs import require_binary
 
 # --- isolation ------------------------------------------------------------------
 # The default store lives under $XDG_STATE_HOME: point it at a temp dir so no test
@@ -34,23 +37,11 @@ def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 # plugin_backend.devtools.testdata (backfilled with promtool into a temp dir).
 
 
-def _require_prometheus_binaries() -> None:
-    missing = [name for name in ("prometheus", "promtool") if shutil.which(name) is None]
-    if not missing:
-        return
-    message = (
-        f"{' and '.join(missing)} not found on PATH; install the Debian package "
-        "'prometheus': run `make system-deps`"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide a real Prometheus: {message}", pytrace=False)
-    pytest.skip(f"no real Prometheus: {message}")
-
-
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A started Prometheus over the test dataset (backfill + start once per session)."""
-    _require_prometheus_binaries()
+    for binary in ("prometheus", "promtool"):
+        require_binary(binary, "Debian package prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
     server = start_backfilled(build_test_series(), workdir)
     try:
@@ -63,3 +54,46 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 def prometheus_url(prometheus: PrometheusServer) -> str:
     """Base URL of the session Prometheus, e.g. ``http://127.0.0.1:41234``."""
     return prometheus.url
+
+
+# --- real PostgreSQL ---------------------------------------------------------
+# One throw-away cluster per test session (initdb in a temp dir, a free port on
+# 127.0.0.1); every test that asks for ``postgres_url`` gets a fresh empty database.
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    if find_postgres_bin() is None:
+        message = (
+            "PostgreSQL's initdb not found: install the Debian package 'postgresql' "
+            "(`make system-deps`)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide a real PostgreSQL: {message}", pytrace=False)
+        pytest.skip(f"no real PostgreSQL: {message}")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """SQLAlchemy URL of a new, empty database on the session's PostgreSQL."""
+    name = f"test_{next(_database_numbers)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty store database: an SQLite file, then a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

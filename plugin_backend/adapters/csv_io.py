@@ -63,9 +63,7 @@ class CsvSeries:
     row_timestamp_text: list[str] = field(default_factory=list)
     row_values: FloatArray = field(default_factory=lambda: np.empty(0))
     row_index: npt.NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
-    row_kept: npt.NDArray[np.bool_] = field(
-        default_factory=lambda: np.empty(0, dtype=np.bool_)
-    )
+    row_kept: npt.NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, dtype=np.bool_))
 
     def per_input_row(
         self, scored: ScoredSeries, is_anomaly: npt.ArrayLike
@@ -196,8 +194,7 @@ def _time_ordered(rows: Sequence[tuple[float, str, float, int]]) -> CsvSeries:
     ]
     if duplicates:
         warnings.append(
-            f"{len(duplicates)} duplicate timestamp(s), keeping the later row: "
-            f"{_named(duplicates)}"
+            f"{len(duplicates)} duplicate timestamp(s), keeping the later row: {_named(duplicates)}"
         )
     kept = [rows[i] for i in kept_positions.tolist()]
     return CsvSeries(

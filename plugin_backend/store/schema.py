@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -25,7 +26,8 @@ incidents = Table(
     "incidents",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("key", String(512), nullable=False, unique=True),
+    # the series name is part of the key: no length limit (SQLite ignores the 512)
+    Column("key", Text().with_variant(String(512), "sqlite"), nullable=False, unique=True),
     Column("origin", String(16), nullable=False),
     Column("rule", String(128), nullable=True),
     Column("title", Text, nullable=False),
@@ -66,13 +68,14 @@ outbox = Table(
     ),
     Column("dashboard_uid", String(128), nullable=True),
     Column("panel_id", Integer, nullable=True),
-    Column("time_ms", Integer, nullable=False),
-    Column("time_end_ms", Integer, nullable=False),
+    # epoch milliseconds need 41 bits; Grafana's annotation ids are 64-bit
+    Column("time_ms", BigInteger, nullable=False),
+    Column("time_end_ms", BigInteger, nullable=False),
     Column("text", Text, nullable=False),
     Column("tags", JSON, nullable=False),
     Column("version", Integer, nullable=False),
     Column("delivered_version", Integer, nullable=False),
-    Column("grafana_id", Integer, nullable=True),
+    Column("grafana_id", BigInteger, nullable=True),
     Column("in_doubt", Boolean, nullable=False),
     Column("state", String(12), nullable=False),
     Column("attempts", Integer, nullable=False),

@@ -28,7 +28,7 @@ __all__ = ["AlertJob", "OutboxRow", "Store"]
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
 
 
@@ -139,25 +139,28 @@ class Store:
     # -- outbox -------------------------------------------------------------------------
 
     def claim_due(self, now_s: float, *, lease_s: float, limit: int = 20) -> list[OutboxRow]:
-        """Pending rows due now, leased to the caller for ``lease_s``."""
+        """Pending rows due now, leased to the caller for ``lease_s``.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so any number of workers claim at once,
+        each getting rows no other is claiming, without waiting for each other. SQLite
+        has one writer at a time; there the conditional update decides."""
+        free = sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s)
         with self._begin() as conn:
             candidates = conn.execute(
-                sa.select(outbox.c.id)
-                .where(outbox.c.state == "pending", outbox.c.next_attempt_s <= now_s)
-                .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
-                .order_by(outbox.c.next_attempt_s)
+                sa.select(outbox)
+                .where(outbox.c.state == "pending", outbox.c.next_attempt_s <= now_s, free)
+                .order_by(outbox.c.next_attempt_s, outbox.c.id)
                 .limit(limit)
+                .with_for_update(skip_locked=True)
             ).all()
             claimed: list[OutboxRow] = []
-            for (row_id,) in candidates:
+            for row in candidates:
                 won = conn.execute(
                     outbox.update()
-                    .where(outbox.c.id == row_id)
-                    .where(sa.or_(outbox.c.lease_until_s.is_(None), outbox.c.lease_until_s < now_s))
+                    .where(outbox.c.id == row.id, free)
                     .values(lease_until_s=now_s + lease_s)
                 ).rowcount
                 if won:
-                    row = conn.execute(sa.select(outbox).where(outbox.c.id == row_id)).one()
                     claimed.append(_outbox_row(row._mapping))
         return claimed
 
@@ -242,7 +245,7 @@ class Store:
     ) -> bool:
         """Queue one alert for the worker; ``False`` when that key was queued before."""
         try:
-            with self._begin() as conn:
+            with self._begin(conflict_ok=True) as conn:
                 conn.execute(
                     alert_jobs.insert().values(
                         key=key,
@@ -324,12 +327,16 @@ class Store:
             conn.execute(outbox.update().where(outbox.c.id == row_id).values(**values))
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self, *, conflict_ok: bool = False) -> Iterator[Connection]:
+        """One transaction; a database error is a ``StoreError`` (``conflict_ok``: a
+        constraint violation is the caller's to handle, raised as ``IntegrityError``)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
+        except IntegrityError as exc:
+            if conflict_ok:
+                raise
+            raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
 

@@ -26,6 +26,7 @@ from plugin_backend.incidents import Incident, incident_id
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.watch import RuleCycle
+from tests.demo_faults import demo_fault_start
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "test-artifacts" / "incident-page.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FAULT_START_S = 1764018000.0  # pg_pool_exhaustion in the demo estate (seed 7)
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 NOW_S = FAULT_START_S + 3600
 RULE = parse_rules(
     """

@@ -1,5 +1,6 @@
 """Outbox -> fake Grafana (written to the annotations contract): delivered once,
-updated in place, retried through failures, never duplicated."""
+updated in place, retried through failures, never duplicated; on an SQLite file and
+on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from plugin_backend.store import Store
 TOKEN = "glsa_test_token"
 
 
+T0 = 1_780_000_000.0  # a real epoch time: its milliseconds need 41 bits
+
+
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_000_000.0
+        self.now = T0
 
     def __call__(self) -> float:
         return self.now
@@ -32,10 +36,11 @@ def grafana():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+def store(store_url):
+    s = Store(store_url)
     s.migrate()
-    return s
+    yield s
+    s.close()
 
 
 def _incident(n: int = 0, **changes) -> Incident:
@@ -47,8 +52,8 @@ def _incident(n: int = 0, **changes) -> Incident:
         title=f"r: incident {n}",
         query="up",
         series="up",
-        start_s=1000.0 + n,
-        end_s=1060.0 + n,
+        start_s=T0 + n,
+        end_s=T0 + 60.0 + n,
         rule="r",
         labels={"service": "checkout"},
         dashboard_uid="dash",
@@ -95,7 +100,7 @@ def test_created_once_on_the_right_panel_with_auth_and_org(store, grafana):
     assert _deliverer(store, grafana, clock).deliver_due().outcomes == {"created": 1}
     (stored,) = grafana.annotations()
     assert (stored["dashboardUID"], stored["panelId"]) == ("dash", 2)
-    assert (stored["time"], stored["timeEnd"]) == (1_000_000, 1_060_000)
+    assert (stored["time"], stored["timeEnd"]) == (1_780_000_000_000, 1_780_000_060_000)
     assert f"incident:{incident.id}" in stored["tags"]
     assert f'href="http://pb/incidents/{incident.id}"' in stored["text"]
     posts = [r for r in grafana.requests if r.method == "POST"]
@@ -115,11 +120,11 @@ def test_a_grown_incident_updates_the_same_annotation(store, grafana):
     _queue(store, incident)
     deliverer = _deliverer(store, grafana, clock)
     deliverer.deliver_due()
-    closed = dataclasses.replace(incident, status="closed", end_s=4000.0, note="cause: disk")
+    closed = dataclasses.replace(incident, status="closed", end_s=T0 + 3000, note="cause: disk")
     _queue(store, closed, now=clock.now)
     assert deliverer.deliver_due().outcomes == {"updated": 1}
     (stored,) = grafana.annotations()
-    assert stored["timeEnd"] == 4_000_000
+    assert stored["timeEnd"] == 1_780_003_000_000
     assert "cause: disk" in stored["text"]
     assert "resolved" in stored["text"]
     assert [r.method for r in grafana.requests] == ["POST", "PATCH"]

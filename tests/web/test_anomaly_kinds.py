@@ -9,10 +9,12 @@ import pytest
 from plugin_backend.adapters.demo import incidents_between
 
 DAY_START = 1_767_225_600  # 2026-01-01T00:00:00Z
+# The first pool exhaustion at night, when the pool otherwise idles (at the daily peak the
+# pool is busy anyway and the exhaustion is a smaller step).
 POOL_INCIDENT = next(
     i
-    for i in incidents_between(DAY_START, DAY_START + 86_400, seed=7)
-    if i.fault == "pg_pool_exhaustion"
+    for i in incidents_between(DAY_START, DAY_START + 3 * 86_400, seed=7)
+    if i.fault == "pg_pool_exhaustion" and (i.start_s % 86_400) < 8 * 3600
 )
 EXPR = 'pg_connections_in_use{service="postgres"}'
 
