@@ -104,7 +104,8 @@ def node_modules() -> Path:
 # --- the backend ---------------------------------------------------------------------------
 
 
-# One watch rule over the demo estate's checkout latency, which every injected fault moves.
+# One watch rule over the demo estate's checkout latency, which every injected fault moves;
+# 18 h replayed, as tests/stack do: a full turn of the demo's faults always moves it.
 WORKER_RULES = """\
 rules:
   - name: checkout-latency
@@ -118,7 +119,7 @@ rules:
 """
 
 
-def replay_worker(workdir: Path, env: dict[str, str], since: str = "12h") -> None:
+def replay_worker(workdir: Path, env: dict[str, str], since: str = "18h") -> None:
     """``plugin-backend worker --once --since``: incidents in the store the API reads."""
     rules = workdir / "rules.yaml"
     rules.write_text(WORKER_RULES, encoding="utf-8")
@@ -132,7 +133,7 @@ def replay_worker(workdir: Path, env: dict[str, str], since: str = "12h") -> Non
 
 @pytest.fixture(scope="session")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    """The API over the demo estate, its store holding what the worker found in 12 h."""
+    """The API over the demo estate, its store holding what the worker found in 18 h."""
     workdir = tmp_path_factory.mktemp("client-backend")
     port = find_free_port()
     env = backend_env(port, workdir)

@@ -162,6 +162,43 @@ def test_the_incidents_table_lists_what_the_worker_found(plugin, backend):
     answer = plugin.run(query_step(backend, [target], board=board, span="now-24h"))
     assert "error" not in answer, answer
     (table,) = answer["frames"]
-    assert table["length"] >= 1, "the worker's 12 h replay stored no incident"
+    assert table["length"] >= 1, "the worker's 18 h replay stored no incident"
     assert set(column(table, "rule")) == {"checkout-latency"}
     assert all(link.startswith("http") for link in column(table, "link"))
+
+
+def test_the_query_builders_fields_as_the_editor_fills_them(plugin, backend):
+    # The builder sends every value through the template service as a string, lists too.
+    target = {
+        "refId": "A",
+        "editorMode": "builder",
+        "target": "anomaly_score",
+        "payload": {
+            "metric": "http_request_duration_seconds_p99",
+            "matchers": ['service="checkout"'],
+            "sensitivity": 2,
+            "min_deviation": 0.01,
+            "direction": "up",
+            "detector": "robust_z",
+            "legend": "{{service}}",
+        },
+    }
+    answer = plugin.run(query_step(backend, [target]))
+    assert "error" not in answer, answer
+    assert [f["name"] for f in answer["frames"]] == ["checkout"]
+
+
+def test_promql_as_a_table(plugin, backend):
+    target = {
+        "refId": "A",
+        "editorMode": "builder",
+        "target": "promql",
+        "payload": {"expr": 'http_request_duration_seconds_p99{service="checkout"}'},
+    }
+    target["payload"]["format"] = "table"
+    answer = plugin.run(query_step(backend, [target]))
+    assert "error" not in answer, answer
+    (table,) = answer["frames"]
+    assert table["length"] > 10
+    assert set(column(table, "service")) == {"checkout"}
+    assert {"Time", "Value"} <= set(field_names(table))
