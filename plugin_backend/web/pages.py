@@ -307,7 +307,7 @@ def _health_checks(settings: Settings) -> list[Check]:
         ("Series source", lambda: _check_source(service, settings)),
         ("Grafana", lambda: _check_grafana(settings)),
         ("LLM", lambda: _check_llm(settings)),
-        ("Store", lambda: _check_store(store)),
+        ("Store", lambda: _check_store(store, settings)),
     ]
     deadline_s = PROBE_TIMEOUT_S + 1.0
     pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
@@ -382,8 +382,15 @@ def _check_llm(settings: Settings) -> Check:
     return Check("LLM", "ok", "GET /v1/models answers", target=target)
 
 
-def _check_store(store: Store) -> Check:
+def _check_store(store: Store, settings: Settings) -> Check:
     store.ping()
     counts = store.outbox_counts()
     outbox = ", ".join(f"{n} {state}" for state, n in counts.items())
-    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}", target=repr(store))
+    why = ""
+    if counts.get("pending") and settings.grafana_url is None:
+        why = (
+            " (no Grafana is configured, PLUGIN_BACKEND_GRAFANA_URL: pending annotations "
+            "wait for it, and retention drops them after "
+            f"{settings.retention_days:g} days)"
+        )
+    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}{why}", target=repr(store))

@@ -206,7 +206,12 @@ def test_from_the_landing_page_to_a_drawn_incident_page(
     url = backend["url"]
     driver.get(url + "/")
     assert "plugin-backend" in driver.title
-    assert _one(driver, "#auth-status").text == "Authentication: not configured"
+    # open mode is loud: a red alert box, not grey text
+    warning = _one(driver, "#auth-status")
+    assert warning.text.startswith("Authentication: not configured. This service is OPEN:")
+    assert warning.get_attribute("role") == "alert"
+    assert warning.value_of_css_property("background-color") == "rgba(253, 226, 225, 1)"
+    assert warning.value_of_css_property("border-top-color") == "rgba(164, 22, 26, 1)"
     health = {
         row.find_element(By.CSS_SELECTOR, "td").text: row.get_attribute("data-state")
         for row in _by_css(driver, "#health tr.check")

@@ -142,7 +142,7 @@ def test_the_worker_command(services: dict[str, dict[str, Any]]) -> None:
     command = services["worker"]["command"]
     assert command == [
         "plugin-backend", "worker", "--rules", "/etc/plugin-backend/rules.yaml",
-        "--metrics-port", "9466",
+        "--metrics-port", "9466", "--metrics-host", "0.0.0.0",
     ]  # fmt: skip
     rules = _container_path(services["worker"], command[3])
     assert rules is not None

@@ -20,7 +20,7 @@ from plugin_backend.detection import DetectionService
 from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.errors import StoreError, UpstreamError
 from plugin_backend.explain import ExplainService
-from plugin_backend.incidents import Incident, incident_id
+from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
@@ -446,10 +446,12 @@ def test_the_landing_page_links_and_reports_unreachable_dependencies_fast(store,
     assert f"{url}/v1/models" in body
     assert health["Store"][0] == "ok"
     assert "annotation outbox: 0 pending, 0 delivered, 0 failed" in health["Store"][1]
-    assert re.search(r'id="auth-status">\s*<p>Authentication: not configured</p>', body)
+    assert re.search(r'class="card alarm" id="auth-status" role="alert">', body)
+    assert "Authentication: not configured. This service is OPEN:" in body
 
 
-def test_the_landing_page_without_grafana_or_llm_says_not_configured(store):
+def test_the_landing_page_without_grafana_or_llm_says_not_configured(store, fault):
+    store.save_incident(fault, annotation_for(fault, link_base=None), now_s=NOW_S)
     app = _app(store)
     app.extensions["plugin_backend.auth_enabled"] = True
     body = _text(app.test_client().get("/"))
@@ -458,6 +460,10 @@ def test_the_landing_page_without_grafana_or_llm_says_not_configured(store):
     assert health["LLM"][0] == "off"
     assert "No Grafana configured" in body
     assert "Authentication: enabled" in body
+    # the incidents' annotations wait in the outbox: the page says why
+    assert health["Store"][1].startswith("reachable; annotation outbox: 1 pending")
+    assert "no Grafana is configured, PLUGIN_BACKEND_GRAFANA_URL" in health["Store"][1]
+    assert "retention drops them after 30 days" in health["Store"][1]
 
 
 def test_a_broken_store_shows_in_the_health_table(store, monkeypatch):
