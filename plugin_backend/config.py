@@ -47,58 +47,97 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # --- serving ---------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Address gunicorn binds to.")
-    port: int = Field(8080, ge=1, le=65535)
-    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes")
-    worker_timeout_s: int = Field(60, ge=5, description="gunicorn worker timeout")
-    public_url: AnyHttpUrl | None = Field(
-        None, description="URL users and Grafana reach the service at (links, start-up log)."
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0 in containers)")
+    port: int = Field(8080, ge=1, le=65535, description="port the API listens on")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes (4 threads each)")
+    worker_timeout_s: int = Field(
+        60,
+        ge=5,
+        description="gunicorn worker timeout: a request running longer is killed and its "
+        "worker restarted",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="URL users and Grafana reach the service at (links, start-up log); "
+        "default: built from host and port",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json (one object per line) or text"
+    )
     multiproc_dir: Path | None = Field(
-        None, description="prometheus-client multiprocess dir; default: a fresh temp dir"
+        None,
+        description="prometheus-client multiprocess directory (wiped at start); default: a fresh "
+        "temp dir",
     )
 
     # --- who may call the service (README "Security") --------------------------
     api_token: SecretStr | None = Field(
-        None, description="bearer token for every data, write, page and webhook call"
+        None,
+        description="bearer token callers must send for every data, write, page and webhook "
+        "call, at least 16 characters (docs/security.md)",
     )
-    basic_auth_user: str | None = Field(None, description="HTTP basic auth user (with _PASSWORD)")
-    basic_auth_password: SecretStr | None = None
+    basic_auth_user: str | None = Field(
+        None,
+        description="HTTP basic auth user, set with _PASSWORD (also accepted when a token is set)",
+    )
+    basic_auth_password: SecretStr | None = Field(
+        None, description="HTTP basic auth password, set with _USER"
+    )
     metrics_require_auth: bool = Field(False, description="GET /metrics needs credentials too")
     webhook_secret: SecretStr | None = Field(
-        None, description="Grafana webhook HMAC-SHA256 secret: unsigned Grafana alerts refused"
+        None,
+        description="Grafana webhook HMAC-SHA256 secret: unsigned calls to "
+        "/api/v1/alerts/grafana are refused",
     )
     webhook_signature_header: str = Field(
-        "X-Grafana-Alerting-Signature", description="header holding the hex HMAC-SHA256"
+        "X-Grafana-Alerting-Signature",
+        description="header holding the hex HMAC-SHA256 signature of Grafana's webhook",
     )
     webhook_timestamp_header: str | None = Field(
-        None, description="e.g. X-Grafana-Alerting-Timestamp: signs timestamp:body, 5 min max age"
+        None,
+        description="header of the signature's Unix timestamp (replay protection), e.g. "
+        "X-Grafana-Alerting-Timestamp: Grafana then signs timestamp:body; older than 5 min "
+        "is refused",
     )
 
     # --- the series source -------------------------------------------------
     prometheus_url: AnyHttpUrl | None = Field(
-        None, description="Prometheus-compatible API base URL; unset = built-in demo estate."
+        None,
+        description="base URL of a Prometheus-compatible API, path prefix allowed "
+        "(http://mimir/prometheus); unset: the built-in demo estate",
     )
-    prometheus_timeout_s: float = Field(30.0, gt=0, le=600)
-    prometheus_retries: int = Field(2, ge=0, le=10)
-    prometheus_backoff_s: float = Field(0.25, ge=0, le=60)
-    prometheus_bearer_token: SecretStr | None = None
-    prometheus_username: str | None = None
-    prometheus_password: SecretStr | None = None
+    prometheus_timeout_s: float = Field(30.0, gt=0, le=600, description="per request")
+    prometheus_retries: int = Field(
+        2, ge=0, le=10, description="retries on connection errors and 5xx (never 4xx)"
+    )
+    prometheus_backoff_s: float = Field(
+        0.25, ge=0, le=60, description="first retry delay; exponential backoff"
+    )
+    prometheus_bearer_token: SecretStr | None = Field(
+        None, description="sent as Authorization: Bearer"
+    )
+    prometheus_username: str | None = Field(None, description="basic auth user, with _PASSWORD")
+    prometheus_password: SecretStr | None = Field(
+        None, description="basic auth password, with _USERNAME"
+    )
     prometheus_headers: dict[str, str] = Field(
         default_factory=dict,
-        description='Extra headers, e.g. {"X-Scope-OrgID": "tenant-1"} (JSON or K=V,K=V).',
+        description='extra headers: JSON {"X-Scope-OrgID": "tenant-1"} or '
+        "X-Scope-OrgID=tenant-1,K=V (Mimir/Cortex/Thanos tenants)",
     )
-    prometheus_tls_verify: bool = True
-    prometheus_ca_file: Path | None = None
+    prometheus_tls_verify: bool = Field(True, description="verify TLS certificates")
+    prometheus_ca_file: Path | None = Field(None, description="CA bundle for a private CA")
     prometheus_accept_gzip: bool = Field(
-        False, description="Ask for gzip answers: worth it over slow links only (CPU cost)."
+        False,
+        description="ask Prometheus for gzip answers; Prometheus spends ~90 ms of CPU "
+        "compressing a day of 10 series at 15 s, so enable it only over slow links",
     )
-    demo_seed: int = Field(7, description="Seed of the built-in demo estate.")
+    demo_seed: int = Field(7, description="seed of the built-in demo estate")
     dependencies: Path | None = Field(
-        None, description="YAML dependency map (services, depends_on, runs_on) for root cause"
+        None,
+        description="YAML dependency map (services, depends_on, runs_on) for root cause "
+        "(docs/root-cause.md)",
     )
     rca_budget: int = Field(300, ge=10, le=5000, description="candidate series per explanation")
 
@@ -112,28 +151,38 @@ class Settings(BaseModel):
         None, description="OpenAI-compatible base URL (local default http://127.0.0.1:8091)"
     )
     llm_model: str = Field("", description="model name sent to the endpoint")
-    llm_api_key: SecretStr | None = None
-    llm_timeout_s: float = Field(20.0, gt=0, le=300)
+    llm_api_key: SecretStr | None = Field(None, description="API key of the endpoint")
+    llm_timeout_s: float = Field(20.0, gt=0, le=300, description="per LLM call")
 
     # --- probes and limits -------------------------------------------------
-    readiness_timeout_s: float = Field(2.0, gt=0, le=60)
+    readiness_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="/readyz and Save & test query timeout"
+    )
     # Store (incidents, annotation outbox, alert intake queue) and the worker.
     store_url: str = Field(
         default_factory=lambda: f"sqlite:///{_default_store_path()}",
-        description="SQLAlchemy URL: an SQLite file by default, postgresql://... for PostgreSQL",
+        description="incidents, annotation outbox, alert queue: sqlite:///PATH or postgresql://...",
     )
     retention_days: float = Field(
-        30.0, gt=0, description="closed incidents and delivered annotations kept this long"
+        30.0,
+        gt=0,
+        description="closed incidents whose annotation was delivered (or can never be) are "
+        "kept this long, in days",
     )
     rules: Path | None = Field(
-        None, description="watch-rules YAML; the alert webhooks look rules up here by name"
+        None,
+        description="watch-rules file; the alert webhooks look rules up here by name "
+        "(worker --rules overrides)",
     )
     grafana_url: AnyHttpUrl | None = Field(
-        None, description="Grafana base URL; annotations are only stored when unset"
+        None,
+        description="Grafana base URL for annotations; unset: annotations are only stored",
     )
-    grafana_token: SecretStr | None = Field(None, description="service-account token")
+    grafana_token: SecretStr | None = Field(
+        None, description="service-account token that may write annotations"
+    )
     grafana_org_id: int | None = Field(None, ge=1, description="sent as X-Grafana-Org-Id")
-    grafana_timeout_s: float = Field(10.0, gt=0, le=300)
+    grafana_timeout_s: float = Field(10.0, gt=0, le=300, description="per Grafana API call")
     grafana_change_tags: list[str] = Field(
         default_factory=lambda: ["deploy"],
         description=(
@@ -144,27 +193,52 @@ class Settings(BaseModel):
     delivery_backoff_s: float = Field(
         2.0, gt=0, le=3600, description="first retry delay of an annotation; doubles per try"
     )
-    delivery_backoff_max_s: float = Field(300.0, gt=0, le=86_400)
-    max_body_bytes: int = Field(1_048_576, ge=1024)
-    max_targets: int = Field(50, ge=1)
-    max_points_per_series: int = Field(50_000, ge=100)
-    max_promql_length: int = Field(20_000, ge=16)
-    max_scored_series: int = Field(50, ge=1, description="series one anomaly target may score")
+    delivery_backoff_max_s: float = Field(
+        300.0, gt=0, le=86_400, description="longest annotation retry delay"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="request body limit")
+    max_targets: int = Field(50, ge=1, description="targets per /query")
+    max_points_per_series: int = Field(
+        50_000, ge=100, description="resolution x range limit of one series"
+    )
+    max_promql_length: int = Field(20_000, ge=16, description="characters per expression")
+    max_scored_series: int = Field(
+        50,
+        ge=1,
+        description="series one anomaly target may score (aggregate or filter wider expressions)",
+    )
     max_concurrent_heavy: int = Field(
-        2, ge=1, le=64, description="anomaly/root-cause requests at once per gunicorn worker"
+        2,
+        ge=1,
+        le=64,
+        description="anomaly and root-cause requests running at once per gunicorn worker "
+        "(light panel queries are never held back)",
     )
     heavy_wait_s: float = Field(
-        5.0, ge=0, le=300, description="how long a heavy request waits for a free slot"
+        5.0,
+        ge=0,
+        le=300,
+        description="how long another heavy request waits for a slot before a 429 limit_exceeded",
     )
     request_deadline_s: float = Field(
-        50.0, gt=0, le=3600, description="time budget of one HTTP request's outbound calls"
+        50.0,
+        gt=0,
+        le=3600,
+        description="time budget of one HTTP request: every Prometheus and LLM call draws "
+        "its timeout from what is left (504 deadline_exceeded; the LLM note falls back to "
+        "the template)",
     )
-    score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
+    score_cache_entries: int = Field(
+        256,
+        ge=0,
+        description="scored series kept in memory per worker, so panel refreshes score "
+        "only new points",
+    )
     warm_detectors: list[str] = Field(
         default_factory=lambda: [DEFAULT_DETECTOR],
         description=(
-            "detectors loaded in each worker at start (imports, weights), comma-separated; "
-            "none: load on first use"
+            "detectors each worker loads at start: imports, model weights, a first fit "
+            "(comma-separated; none: load on first use)"
         ),
     )
 
