@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench system-deps lock clean
+.PHONY: run test test-fast docs check lint typecheck bench system-deps lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ system-deps:
 ## The whole test suite (what CI runs through .ci/run).
 test: $(STAMP) system-deps
 	$(BIN)/pytest
+
+## The edit loop: no Prometheus, gunicorn, PostgreSQL, browser, stack, LLM or Node
+## (tiers: tests/README.md). Not a substitute for `make test`.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not processes and not browser and not stack and not llm and not client"
+
+## Regenerate docs/configuration.md from the Settings field descriptions.
+docs: $(STAMP)
+	$(BIN)/python -m plugin_backend.config_doc > docs/configuration.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugin_backend tests benchmarks

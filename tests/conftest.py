@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,38 @@ from plugin_backend.devtools.pgserver import PostgresServer, find_postgres_bin
 from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
 from plugin_backend.devtools.testdata import build_test_series
 from tests.needs import require_binary
+
+# --- tiers (tests/README.md) -----------------------------------------------------
+# Marked here by directory and by the fixtures a test uses, so a new test lands in its
+# tier without a decorator. A module that starts processes by itself says so with
+# `pytestmark = pytest.mark.processes`; `integration` (a real Prometheus) implies it.
+
+TESTS = Path(__file__).resolve().parent
+DIRECTORY_TIERS = {
+    "integration": ("processes",),
+    "browser": ("browser", "processes"),
+    "stack": ("stack", "processes"),
+    "client": ("client", "processes"),
+}
+PROCESS_FIXTURES = {"prometheus", "prometheus_url", "postgres", "postgres_url"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tiers: set[str] = set()
+        path = Path(str(item.path)).resolve()
+        if path.is_relative_to(TESTS):
+            top = path.relative_to(TESTS).parts[0]
+            tiers.update(DIRECTORY_TIERS.get(top, ()))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        uses_postgres = callspec is not None and callspec.params.get("store_url") == "postgresql"
+        if fixtures & PROCESS_FIXTURES or uses_postgres or item.get_closest_marker("integration"):
+            tiers.add("processes")
+        for tier in sorted(tiers):
+            if item.get_closest_marker(tier) is None:
+                item.add_marker(getattr(pytest.mark, tier))
+
 
 # --- isolation ------------------------------------------------------------------
 # The default store lives under $XDG_STATE_HOME: point it at a temp dir so no test

@@ -368,6 +368,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.llm
+@pytest.mark.processes
 @pytest.mark.timeout(900)
 def test_real_model_writes_a_json_note_through_the_server() -> None:
     """Converts once into the user cache (PLUGIN_BACKEND_LLM_CACHE overrides), then ~10 s."""

@@ -21,6 +21,9 @@ import sqlalchemy as sa
 from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.store import Store
 
+# Runs `plugin-backend worker` as a subprocess, as operators do.
+pytestmark = pytest.mark.processes
+
 # the demo estate injects a fault every 4 h, so 6 h of replay always open an incident
 RULES = """\
 rules:
