@@ -9,8 +9,11 @@ the outbox's tag lookup keeps delivery from duplicating.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,28 +23,27 @@ from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
 from plugin_backend.errors import BackendError, ConfigError, StoreError, UpstreamError
 from plugin_backend.incidents import Incident, incident_id
 from plugin_backend.rules import Rule, RuleSet, load_rules
-from plugin_backend.store import Store
+from plugin_backend.store import LeaseLost, Store
 from plugin_backend.telemetry import WorkerMetrics
 from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
 
-__all__ = ["FAILURE_CAUSES", "FAILURE_STEPS", "StepFailure", "Worker", "WorkerReport"]
+__all__ = ["StepFailure", "Worker", "WorkerReport"]
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
-FAILURE_STEPS = ("rule", "alert", "delivery")
-# store: the database; upstream: Prometheus or another service; error: any other error
-# raised on purpose (bad query, model); crash: a bug (logged with its traceback)
-FAILURE_CAUSES = ("store", "upstream", "error", "crash")
+# A rule's lease outlives any sane cycle; a crashed worker's rules resume elsewhere after
+# it. A cycle that overran it writes nothing (LeaseLost), so it is never unsafe.
+RULE_LEASE_MIN_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
 class StepFailure:
     """One step that did not complete: nothing of it was saved, it runs again later."""
 
-    step: str  # one of FAILURE_STEPS
+    step: str  # one of telemetry.FAILURE_STEPS
     subject: str  # the rule name, the alert's key, or "" for delivery
-    cause: str  # one of FAILURE_CAUSES
+    cause: str  # one of telemetry.FAILURE_CAUSES
     message: str
 
     def __str__(self) -> str:
@@ -75,6 +77,7 @@ class Worker:
         retention_s: float = 30 * 86_400.0,
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
+        holder: str | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -86,6 +89,8 @@ class Worker:
         self.retention_s = retention_s
         self.clock = clock
         self.poll_s = poll_s
+        # who holds a rule's lease: unique per worker process, readable in the store
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._next_due: dict[str, float] = {}
         self._next_purge = 0.0
         self._reload = threading.Event()
@@ -178,15 +183,30 @@ class Worker:
         now = self.clock()
         self._next_due[rule.name] = now + rule.every_s
         started = time.perf_counter()
+        lease_s = max(RULE_LEASE_MIN_S, 2 * rule.every_s)
         try:
+            if not self.store.acquire_rule(rule.name, self.holder, now, lease_s=lease_s):
+                log.info("rule %s: another worker is running it, skipped", rule.name)
+                self._count_cycle(rule, "skipped", started)
+                return None
+        except BackendError as exc:
+            self._failed("rule", rule.name, exc)
+            self._count_cycle(rule, "error", started)
+            return None
+        try:
+            # read after the lease: whatever the previous holder wrote is known here
             known = self._known(rule, now, lookback_s)
             result = self.cycle.run(rule, now, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
-                self.store.save_incident(incident, annotation, now_s=self.clock())
+                self.store.save_incident(
+                    incident, annotation, now_s=self.clock(), holder=self.holder
+                )
         except Exception as exc:  # one bad rule must not stop the others
             self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
             return None
+        finally:
+            self._release(rule)
         self._count_cycle(rule, "ok", started)
         if self.metrics is not None:
             if result.score is not None:
@@ -196,6 +216,12 @@ class Worker:
             if incident.id in result.opened:
                 log.info("incident %s opened: %s", incident.id, incident.title)
         return result
+
+    def _release(self, rule: Rule) -> None:
+        try:
+            self.store.release_rule(rule.name, self.holder)
+        except BackendError as exc:  # the lease then expires by itself
+            log.warning("rule %s: lease not released: %s", rule.name, exc.message)
 
     def _known(self, rule: Rule, now: float, lookback_s: float) -> list[Incident]:
         since = now - lookback_s - self.cycle.policy.max_gap_s
@@ -295,6 +321,8 @@ class Worker:
 
 
 def _cause(exc: Exception) -> str:
+    if isinstance(exc, LeaseLost):
+        return "lease"
     if isinstance(exc, StoreError):
         return "store"
     if isinstance(exc, UpstreamError):

@@ -21,15 +21,21 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plugin_backend.errors import ConfigError, StoreError
 from plugin_backend.incidents import AlertJob, Annotation, Incident, OutboxRow
-from plugin_backend.store.schema import alert_jobs, incidents, outbox
+from plugin_backend.store.schema import alert_jobs, incidents, outbox, rule_leases
 
-__all__ = ["AlertJob", "OutboxRow", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "Store"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
+
+
+class LeaseLost(StoreError):
+    """Another worker took the rule's lease over: this worker's cycle must not write."""
+
+    code = "lease_lost"
 
 
 class Store:
@@ -83,14 +89,25 @@ class Store:
     # -- incidents ----------------------------------------------------------------------
 
     def save_incident(
-        self, incident: Incident, annotation: Annotation | None, now_s: float
+        self,
+        incident: Incident,
+        annotation: Annotation | None,
+        now_s: float,
+        *,
+        holder: str | None = None,
     ) -> None:
-        """Insert or update ``incident``; queue ``annotation`` when it changed."""
+        """Insert or update ``incident``; queue ``annotation`` when it changed.
+
+        With ``holder``: only while ``holder`` holds the lease of ``incident.rule``, else
+        ``LeaseLost`` and nothing is written (the lease row stays locked until commit,
+        so no other worker takes the rule over in between)."""
         row = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
         row["labels"] = dict(incident.labels)
         row["report"] = dict(incident.report) if incident.report is not None else None
         row["updated_s"] = now_s
         with self._begin() as conn:
+            if holder is not None and incident.rule is not None:
+                _check_lease(conn, incident.rule, holder)
             existing = conn.execute(
                 sa.select(incidents.c.created_s).where(incidents.c.id == incident.id)
             ).first()
@@ -135,6 +152,41 @@ class Store:
         if service is not None:  # labels are JSON: filter here, portable across databases
             found = [i for i in found if i.labels.get("service") == service][:limit]
         return found
+
+    # -- rule leases --------------------------------------------------------------------
+
+    def acquire_rule(self, rule: str, holder: str, now_s: float, *, lease_s: float) -> bool:
+        """Lease ``rule``'s cycle to ``holder`` for ``lease_s``; ``False`` while another
+        holder's lease runs. A crashed worker's lease simply expires."""
+        values = {"holder": holder, "until_s": now_s + lease_s}
+        try:
+            with self._begin(conflict_ok=True) as conn:
+                taken = conn.execute(
+                    rule_leases.update()
+                    .where(rule_leases.c.rule == rule)
+                    .where(sa.or_(rule_leases.c.holder == holder, rule_leases.c.until_s < now_s))
+                    .values(**values)
+                ).rowcount
+                if taken:
+                    return True
+                exists = conn.execute(
+                    sa.select(rule_leases.c.rule).where(rule_leases.c.rule == rule)
+                ).first()
+                if exists is not None:
+                    return False
+                conn.execute(rule_leases.insert().values(rule=rule, **values))
+        except IntegrityError:  # another worker created it at the same instant
+            return False
+        return True
+
+    def release_rule(self, rule: str, holder: str) -> None:
+        """End ``holder``'s lease of ``rule`` now (no-op if it was taken over)."""
+        with self._begin() as conn:
+            conn.execute(
+                rule_leases.update()
+                .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
+                .values(until_s=0.0)
+            )
 
     # -- outbox -------------------------------------------------------------------------
 
@@ -347,6 +399,16 @@ class Store:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _check_lease(conn: Connection, rule: str, holder: str) -> None:
+    held = conn.execute(
+        sa.select(rule_leases.c.rule)
+        .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
+        .with_for_update()
+    ).first()
+    if held is None:
+        raise LeaseLost(f"rule {rule}: another worker took its lease over; nothing written")
 
 
 def _queue(conn: Connection, annotation: Annotation, now_s: float) -> None:
