@@ -99,6 +99,7 @@ alert_jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("received_s", Float, nullable=False),
     Column("updated_s", Float, nullable=False),
+    Column("lease_until_s", Float, nullable=True),  # claimed by a worker until then
     Index("ix_alert_jobs_state", "state", "received_s"),
 )
 

@@ -10,7 +10,7 @@ deliver the same row at once; a crashed worker's lease simply expires.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -326,6 +326,31 @@ class Store:
                 for r in conn.execute(query)
             ]
 
+    def claim_alerts(
+        self, now_s: float, *, lease_s: float, limit: int = 10, skip: Collection[int] = ()
+    ) -> list[AlertJob]:
+        """Pending alerts (oldest first, not in ``skip``) leased to the caller for
+        ``lease_s``, as ``claim_due`` does for the outbox (``FOR UPDATE SKIP LOCKED``)."""
+        free = sa.or_(alert_jobs.c.lease_until_s.is_(None), alert_jobs.c.lease_until_s < now_s)
+        with self._begin() as conn:
+            candidates = conn.execute(
+                sa.select(alert_jobs)
+                .where(alert_jobs.c.state == "pending", free, alert_jobs.c.id.not_in(list(skip)))
+                .order_by(alert_jobs.c.received_s, alert_jobs.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            claimed: list[AlertJob] = []
+            for r in candidates:
+                won = conn.execute(
+                    alert_jobs.update()
+                    .where(alert_jobs.c.id == r.id, free)
+                    .values(lease_until_s=now_s + lease_s)
+                ).rowcount
+                if won:
+                    claimed.append(AlertJob(r.id, r.key, r.source, dict(r.payload), r.attempts))
+        return claimed
+
     def finish_alert(self, job: AlertJob, now_s: float, error: str | None = None) -> None:
         """Done, or (with ``error``) retried later; failed for good after 5 attempts."""
         attempts = job.attempts + (1 if error else 0)
@@ -334,7 +359,13 @@ class Store:
             conn.execute(
                 alert_jobs.update()
                 .where(alert_jobs.c.id == job.id)
-                .values(state=state, attempts=attempts, last_error=error, updated_s=now_s)
+                .values(
+                    state=state,
+                    attempts=attempts,
+                    last_error=error,
+                    lease_until_s=None,
+                    updated_s=now_s,
+                )
             )
 
     def alert_counts(self) -> dict[str, int]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 
+from plugin_backend import worker as worker_module
 from plugin_backend.adapters.demo import DemoSource
 from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.detection import DetectionService
@@ -16,6 +18,7 @@ from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Incident
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
+from plugin_backend.types import Series, TimeRange
 from plugin_backend.watch import RuleCycle
 from plugin_backend.worker import Worker, WorkerReport
 
@@ -30,9 +33,21 @@ RULES = parse_rules(
 REPLAY_S = 2 * 3600.0
 
 
-def _worker(url: str, now_s: float, name: str) -> Worker:
+class SlowDemoSource(DemoSource):
+    """The demo estate behind a slow network: each range query takes ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(seed=7)
+        self.delay_s = delay_s
+
+    def query_range(self, expr: str, time_range: TimeRange, step_s: float) -> list[Series]:
+        time.sleep(self.delay_s)
+        return super().query_range(expr, time_range, step_s)
+
+
+def _worker(url: str, now_s: float | None, name: str, source: DemoSource | None = None) -> Worker:
     store = Store(url)
-    source = DemoSource(seed=7)
+    source = source or DemoSource(seed=7)
     explain = ExplainService(source)
     return Worker(
         store=store,
@@ -41,7 +56,7 @@ def _worker(url: str, now_s: float, name: str) -> Worker:
         cycle=RuleCycle(DetectionService(source), explain),
         alerts=AlertHandler(explain, lambda: RULES, link_base=None),
         deliverer=None,
-        clock=lambda: now_s,
+        clock=time.time if now_s is None else lambda: now_s,
         holder=name,
     )
 
@@ -101,3 +116,26 @@ def test_the_next_tick_on_another_worker_continues_the_incident(url: str) -> Non
     assert len(incidents) == first.opened
     _no_overlap(incidents)
     second_worker.store.close()
+
+
+def test_a_slow_cycle_keeps_its_lease_and_a_finished_one_hands_it_on(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "RULE_LEASE_S", 1.0)
+    monkeypatch.setattr(worker_module, "RULE_LEASE_RENEW_S", 0.2)
+    slow = _worker(url, None, "slow", SlowDemoSource(delay_s=2.5))  # a cycle > its lease
+    other = Store(url)
+    reports: list[WorkerReport] = []
+    runner = threading.Thread(target=lambda: reports.append(slow.run_once(since_s=REPLAY_S)))
+    runner.start()
+    try:
+        time.sleep(1.8)  # past the lease it took: it has renewed it since
+        assert runner.is_alive()
+        assert not other.acquire_rule("checkout-latency", "other", time.time(), lease_s=1.0)
+    finally:
+        runner.join(timeout=120)
+    (report,) = reports
+    assert report.failures == []  # never lost its lease: its writes were kept
+    assert other.acquire_rule("checkout-latency", "other", time.time(), lease_s=1.0)
+    other.close()
+    slow.store.close()

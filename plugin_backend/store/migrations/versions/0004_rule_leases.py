@@ -1,4 +1,5 @@
-"""Rule leases: one worker at a time runs a rule's cycle and writes its incidents.
+"""Leases for many workers: one worker at a time runs a rule's cycle and writes its
+incidents (``rule_leases``), and handles a queued alert (``alert_jobs.lease_until_s``).
 
 Revision ID: 0004
 Revises: 0003
@@ -23,7 +24,11 @@ def upgrade() -> None:
         sa.Column("holder", sa.String(128), nullable=False),
         sa.Column("until_s", sa.Float, nullable=False),
     )
+    with op.batch_alter_table("alert_jobs") as batch:
+        batch.add_column(sa.Column("lease_until_s", sa.Float, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("alert_jobs") as batch:
+        batch.drop_column("lease_until_s")
     op.drop_table("rule_leases")
