@@ -143,9 +143,13 @@ def test_anomaly_to_exactly_one_annotation_through_outage_and_kill_9(tmp_path, g
 
         # its metrics: the per-rule anomaly score and the outbox state
         metrics_url = f"http://127.0.0.1:{port}/metrics"
+        # (the killed worker's lease of the rule, taken mid-cycle, expires within 20 s)
         _wait(
-            lambda: "checkout-latency" in requests.get(metrics_url, timeout=2).text,
-            30,
+            lambda: (
+                'plugin_backend_anomaly_score{rule="checkout-latency"}'
+                in requests.get(metrics_url, timeout=2).text
+            ),
+            60,
             "the rule's score",
             log,
         )
