@@ -166,6 +166,13 @@ def mark_process_dead(pid: int, multiproc_dir: str | Path | None = None) -> None
         multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
+FAILURE_STEPS = ("rule", "alert", "delivery")
+# store: the database; lease: another worker took the rule over mid-cycle; upstream:
+# Prometheus or another service; error: any other error raised on purpose (bad query,
+# model); crash: a bug (logged with its traceback)
+FAILURE_CAUSES = ("store", "lease", "upstream", "error", "crash")
+
+
 class WorkerMetrics:
     """The worker's metrics, served on its own ``--metrics-port`` (one process).
 
@@ -182,7 +189,7 @@ class WorkerMetrics:
         )
         self.cycles = Counter(
             "plugin_backend_worker_cycles_total",
-            "Watch-rule cycles run, by rule and outcome (ok, error).",
+            "Watch-rule cycles, by rule and outcome (ok, error, skipped: another worker ran it).",
             ["rule", "outcome"],
             registry=registry,
         )
@@ -230,12 +237,12 @@ class WorkerMetrics:
         self.step_failures = Counter(
             "plugin_backend_worker_cycle_failures_total",
             "Worker steps that failed and will run again, by step (rule, alert, delivery) and "
-            "cause (store, upstream, error, crash); each is also logged at ERROR.",
+            "cause (store, lease, upstream, error, crash); each is also logged at ERROR.",
             ["step", "cause"],
             registry=registry,
         )
         for state in ("pending", "delivered", "failed"):
             self.outbox_rows.labels(state).set(0)
-        for step in ("rule", "alert", "delivery"):
-            for cause in ("store", "upstream", "error", "crash"):
+        for step in FAILURE_STEPS:
+            for cause in FAILURE_CAUSES:
                 self.step_failures.labels(step, cause)

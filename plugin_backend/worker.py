@@ -9,8 +9,11 @@ the outbox's tag lookup keeps delivery from duplicating.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,30 +21,34 @@ from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.alerts import AlertEvent, alert_events
 from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
 from plugin_backend.errors import BackendError, ConfigError, StoreError, UpstreamError
-from plugin_backend.incidents import Incident, incident_id
+from plugin_backend.incidents import AlertJob, Incident, incident_id
 from plugin_backend.rules import Rule, RuleSet, load_rules
-from plugin_backend.store import Store
+from plugin_backend.store import LeaseLost, Store
 from plugin_backend.telemetry import WorkerMetrics
 from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
 
-__all__ = ["FAILURE_CAUSES", "FAILURE_STEPS", "StepFailure", "Worker", "WorkerReport"]
+__all__ = ["StepFailure", "Worker", "WorkerReport"]
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
-FAILURE_STEPS = ("rule", "alert", "delivery")
-# store: the database; upstream: Prometheus or another service; error: any other error
-# raised on purpose (bad query, model); crash: a bug (logged with its traceback)
-FAILURE_CAUSES = ("store", "upstream", "error", "crash")
+# A rule's lease is renewed every RULE_LEASE_RENEW_S while its cycle runs, so a slow
+# cycle keeps it and a crashed worker's rules resume elsewhere within RULE_LEASE_S. A
+# cycle that lost it anyway (renewals failed) writes nothing (LeaseLost).
+RULE_LEASE_S = 20.0
+RULE_LEASE_RENEW_S = 5.0
+ALERT_BATCH = 10  # alerts claimed at a time: a batch's notes fit well inside its lease
+ALERT_LEASE_S = 300.0
+ALERT_PASS_MAX = 50  # alerts per pass, so rule cycles are never starved
 
 
 @dataclass(frozen=True, slots=True)
 class StepFailure:
     """One step that did not complete: nothing of it was saved, it runs again later."""
 
-    step: str  # one of FAILURE_STEPS
+    step: str  # one of telemetry.FAILURE_STEPS
     subject: str  # the rule name, the alert's key, or "" for delivery
-    cause: str  # one of FAILURE_CAUSES
+    cause: str  # one of telemetry.FAILURE_CAUSES
     message: str
 
     def __str__(self) -> str:
@@ -75,6 +82,7 @@ class Worker:
         retention_s: float = 30 * 86_400.0,
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
+        holder: str | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -86,6 +94,8 @@ class Worker:
         self.retention_s = retention_s
         self.clock = clock
         self.poll_s = poll_s
+        # who holds a rule's lease: unique per worker process, readable in the store
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._next_due: dict[str, float] = {}
         self._next_purge = 0.0
         self._reload = threading.Event()
@@ -179,14 +189,35 @@ class Worker:
         self._next_due[rule.name] = now + rule.every_s
         started = time.perf_counter()
         try:
+            if not self.store.acquire_rule(rule.name, self.holder, now, lease_s=RULE_LEASE_S):
+                log.info("rule %s: another worker is running it, skipped", rule.name)
+                self._count_cycle(rule, "skipped", started)
+                return None
+        except BackendError as exc:
+            self._failed("rule", rule.name, exc)
+            self._count_cycle(rule, "error", started)
+            return None
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew_lease, args=(rule, done), name=f"lease-{rule.name}", daemon=True
+        )
+        renewer.start()
+        try:
+            # read after the lease: whatever the previous holder wrote is known here
             known = self._known(rule, now, lookback_s)
             result = self.cycle.run(rule, now, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
-                self.store.save_incident(incident, annotation, now_s=self.clock())
+                self.store.save_incident(
+                    incident, annotation, now_s=self.clock(), holder=self.holder
+                )
         except Exception as exc:  # one bad rule must not stop the others
             self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
             return None
+        finally:
+            done.set()
+            renewer.join()
+            self._release(rule)
         self._count_cycle(rule, "ok", started)
         if self.metrics is not None:
             if result.score is not None:
@@ -196,6 +227,23 @@ class Worker:
             if incident.id in result.opened:
                 log.info("incident %s opened: %s", incident.id, incident.title)
         return result
+
+    def _renew_lease(self, rule: Rule, done: threading.Event) -> None:
+        while not done.wait(RULE_LEASE_RENEW_S):
+            try:
+                if not self.store.acquire_rule(
+                    rule.name, self.holder, self.clock(), lease_s=RULE_LEASE_S
+                ):
+                    log.warning("rule %s: another worker took its lease over", rule.name)
+                    return
+            except BackendError as exc:  # try again; past the lease the cycle writes nothing
+                log.warning("rule %s: lease not renewed: %s", rule.name, exc.message)
+
+    def _release(self, rule: Rule) -> None:
+        try:
+            self.store.release_rule(rule.name, self.holder)
+        except BackendError as exc:  # the lease then expires by itself
+            log.warning("rule %s: lease not released: %s", rule.name, exc.message)
 
     def _known(self, rule: Rule, now: float, lookback_s: float) -> list[Incident]:
         since = now - lookback_s - self.cycle.policy.max_gap_s
@@ -207,23 +255,33 @@ class Worker:
     def process_alerts(self) -> int:
         """Handle queued alert notifications (oldest first); returns how many."""
         done = 0
+        seen: set[int] = set()  # a failed job is retried next pass, not in this one
         try:
-            for job in self.store.pending_alerts():
-                now = self.clock()
-                try:
-                    (event,) = alert_events(job.source, {"alerts": [job.payload]})  # type: ignore[arg-type]
-                    self._handle_alert(event, now)
-                except Exception as exc:
-                    failure = self._failed("alert", job.key, exc)
-                    self.store.finish_alert(job, self.clock(), error=failure.message)
-                    self._count_alert(job.source, "error")
-                    continue
-                self.store.finish_alert(job, self.clock())
-                self._count_alert(job.source, "ok")
-                done += 1
+            while len(seen) < ALERT_PASS_MAX:
+                jobs = self.store.claim_alerts(
+                    self.clock(), lease_s=ALERT_LEASE_S, limit=ALERT_BATCH, skip=seen
+                )
+                if not jobs:
+                    break
+                for job in jobs:
+                    seen.add(job.id)
+                    done += self._process_alert(job)
         except StoreError as exc:  # the queue itself is unreachable: try again next pass
             self._failed("alert", "", exc)
         return done
+
+    def _process_alert(self, job: AlertJob) -> int:
+        try:
+            (event,) = alert_events(job.source, {"alerts": [job.payload]})  # type: ignore[arg-type]
+            self._handle_alert(event, self.clock())
+        except Exception as exc:
+            failure = self._failed("alert", job.key, exc)
+            self.store.finish_alert(job, self.clock(), error=failure.message)
+            self._count_alert(job.source, "error")
+            return 0
+        self.store.finish_alert(job, self.clock())
+        self._count_alert(job.source, "ok")
+        return 1
 
     def _handle_alert(self, event: AlertEvent, now: float) -> None:
         existing = self.store.get_incident(incident_id(event.incident_key))
@@ -296,6 +354,8 @@ class Worker:
 
 
 def _cause(exc: Exception) -> str:
+    if isinstance(exc, LeaseLost):
+        return "lease"
     if isinstance(exc, StoreError):
         return "store"
     if isinstance(exc, UpstreamError):

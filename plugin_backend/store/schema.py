@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["alert_jobs", "incidents", "metadata", "outbox"]
+__all__ = ["alert_jobs", "incidents", "metadata", "outbox", "rule_leases"]
 
 metadata = MetaData()
 
@@ -99,5 +99,17 @@ alert_jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("received_s", Float, nullable=False),
     Column("updated_s", Float, nullable=False),
+    Column("lease_until_s", Float, nullable=True),  # claimed by a worker until then
     Index("ix_alert_jobs_state", "state", "received_s"),
+)
+
+# A worker runs a rule's cycle only while it holds the rule's lease, and writes the
+# rule's incidents only if no other worker took the lease over meanwhile: two workers
+# scoring neighbouring ticks of one rule never both open its incident.
+rule_leases = Table(
+    "rule_leases",
+    metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("until_s", Float, nullable=False),
 )

@@ -10,7 +10,7 @@ deliver the same row at once; a crashed worker's lease simply expires.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,21 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plugin_backend.errors import ConfigError, StoreError
 from plugin_backend.incidents import AlertJob, Annotation, Incident, OutboxRow
-from plugin_backend.store.schema import alert_jobs, incidents, outbox
+from plugin_backend.store.schema import alert_jobs, incidents, outbox, rule_leases
 
-__all__ = ["AlertJob", "OutboxRow", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "Store"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
+
+
+class LeaseLost(StoreError):
+    """Another worker took the rule's lease over: this worker's cycle must not write."""
+
+    code = "lease_lost"
 
 
 class Store:
@@ -83,14 +89,25 @@ class Store:
     # -- incidents ----------------------------------------------------------------------
 
     def save_incident(
-        self, incident: Incident, annotation: Annotation | None, now_s: float
+        self,
+        incident: Incident,
+        annotation: Annotation | None,
+        now_s: float,
+        *,
+        holder: str | None = None,
     ) -> None:
-        """Insert or update ``incident``; queue ``annotation`` when it changed."""
+        """Insert or update ``incident``; queue ``annotation`` when it changed.
+
+        With ``holder``: only while ``holder`` holds the lease of ``incident.rule``, else
+        ``LeaseLost`` and nothing is written (the lease row stays locked until commit,
+        so no other worker takes the rule over in between)."""
         row = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
         row["labels"] = dict(incident.labels)
         row["report"] = dict(incident.report) if incident.report is not None else None
         row["updated_s"] = now_s
         with self._begin() as conn:
+            if holder is not None and incident.rule is not None:
+                _check_lease(conn, incident.rule, holder)
             existing = conn.execute(
                 sa.select(incidents.c.created_s).where(incidents.c.id == incident.id)
             ).first()
@@ -135,6 +152,41 @@ class Store:
         if service is not None:  # labels are JSON: filter here, portable across databases
             found = [i for i in found if i.labels.get("service") == service][:limit]
         return found
+
+    # -- rule leases --------------------------------------------------------------------
+
+    def acquire_rule(self, rule: str, holder: str, now_s: float, *, lease_s: float) -> bool:
+        """Lease ``rule``'s cycle to ``holder`` for ``lease_s``; ``False`` while another
+        holder's lease runs. A crashed worker's lease simply expires."""
+        values = {"holder": holder, "until_s": now_s + lease_s}
+        try:
+            with self._begin(conflict_ok=True) as conn:
+                taken = conn.execute(
+                    rule_leases.update()
+                    .where(rule_leases.c.rule == rule)
+                    .where(sa.or_(rule_leases.c.holder == holder, rule_leases.c.until_s < now_s))
+                    .values(**values)
+                ).rowcount
+                if taken:
+                    return True
+                exists = conn.execute(
+                    sa.select(rule_leases.c.rule).where(rule_leases.c.rule == rule)
+                ).first()
+                if exists is not None:
+                    return False
+                conn.execute(rule_leases.insert().values(rule=rule, **values))
+        except IntegrityError:  # another worker created it at the same instant
+            return False
+        return True
+
+    def release_rule(self, rule: str, holder: str) -> None:
+        """End ``holder``'s lease of ``rule`` now (no-op if it was taken over)."""
+        with self._begin() as conn:
+            conn.execute(
+                rule_leases.update()
+                .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
+                .values(until_s=0.0)
+            )
 
     # -- outbox -------------------------------------------------------------------------
 
@@ -274,6 +326,31 @@ class Store:
                 for r in conn.execute(query)
             ]
 
+    def claim_alerts(
+        self, now_s: float, *, lease_s: float, limit: int = 10, skip: Collection[int] = ()
+    ) -> list[AlertJob]:
+        """Pending alerts (oldest first, not in ``skip``) leased to the caller for
+        ``lease_s``, as ``claim_due`` does for the outbox (``FOR UPDATE SKIP LOCKED``)."""
+        free = sa.or_(alert_jobs.c.lease_until_s.is_(None), alert_jobs.c.lease_until_s < now_s)
+        with self._begin() as conn:
+            candidates = conn.execute(
+                sa.select(alert_jobs)
+                .where(alert_jobs.c.state == "pending", free, alert_jobs.c.id.not_in(list(skip)))
+                .order_by(alert_jobs.c.received_s, alert_jobs.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            claimed: list[AlertJob] = []
+            for r in candidates:
+                won = conn.execute(
+                    alert_jobs.update()
+                    .where(alert_jobs.c.id == r.id, free)
+                    .values(lease_until_s=now_s + lease_s)
+                ).rowcount
+                if won:
+                    claimed.append(AlertJob(r.id, r.key, r.source, dict(r.payload), r.attempts))
+        return claimed
+
     def finish_alert(self, job: AlertJob, now_s: float, error: str | None = None) -> None:
         """Done, or (with ``error``) retried later; failed for good after 5 attempts."""
         attempts = job.attempts + (1 if error else 0)
@@ -282,7 +359,13 @@ class Store:
             conn.execute(
                 alert_jobs.update()
                 .where(alert_jobs.c.id == job.id)
-                .values(state=state, attempts=attempts, last_error=error, updated_s=now_s)
+                .values(
+                    state=state,
+                    attempts=attempts,
+                    last_error=error,
+                    lease_until_s=None,
+                    updated_s=now_s,
+                )
             )
 
     def alert_counts(self) -> dict[str, int]:
@@ -348,6 +431,16 @@ class Store:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _check_lease(conn: Connection, rule: str, holder: str) -> None:
+    held = conn.execute(
+        sa.select(rule_leases.c.rule)
+        .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
+        .with_for_update()
+    ).first()
+    if held is None:
+        raise LeaseLost(f"rule {rule}: another worker took its lease over; nothing written")
 
 
 def _queue(conn: Connection, annotation: Annotation, now_s: float) -> None:

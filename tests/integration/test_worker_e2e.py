@@ -143,9 +143,13 @@ def test_anomaly_to_exactly_one_annotation_through_outage_and_kill_9(tmp_path, g
 
         # its metrics: the per-rule anomaly score and the outbox state
         metrics_url = f"http://127.0.0.1:{port}/metrics"
+        # (the killed worker's lease of the rule, taken mid-cycle, expires within 20 s)
         _wait(
-            lambda: "checkout-latency" in requests.get(metrics_url, timeout=2).text,
-            30,
+            lambda: (
+                'plugin_backend_anomaly_score{rule="checkout-latency"}'
+                in requests.get(metrics_url, timeout=2).text
+            ),
+            60,
             "the rule's score",
             log,
         )
@@ -242,13 +246,15 @@ def test_grafana_alert_gets_a_note_on_its_panel_and_is_closed_on_resolve(api, gr
     payload = json.loads(FIXTURE.read_text())
     alert = payload["alerts"][0]
     alert["startsAt"] = _iso(FAULT_START_S + 240)  # noticed 4 min after the fault began
-    started = time.monotonic()
     answer = requests.post(api["url"] + "/api/v1/alerts/grafana", json=payload, timeout=10)
     assert answer.status_code == 202
-    assert time.monotonic() - started < 2.0  # queued, not processed in the request
     body = answer.json()
     assert (body["queued"], body["duplicates"]) == (1, 0)
     incident_id = body["alerts"][0]["incident"]
+    # queued, not processed in the request: a pending job, no annotation yet
+    store = Store(api["env"]["PLUGIN_BACKEND_STORE_URL"])
+    assert store.alert_counts() == {"pending": 1, "done": 0, "failed": 0}
+    assert not [a for a in grafana.annotations() if f"incident:{incident_id}" in a["tags"]]
     # Grafana repeats notifications: the repeat is recognised, not queued twice
     repeat = requests.post(api["url"] + "/api/v1/alerts/grafana", json=payload, timeout=10)
     assert (repeat.status_code, repeat.json()["duplicates"]) == (202, 1)

@@ -1,4 +1,4 @@
-"""Outbox claims with several workers at once: on a real PostgreSQL server (and on
+"""Outbox and alert-queue claims with several workers at once: on a real PostgreSQL server (and on
 SQLite) no row is ever claimed by two of them, and on PostgreSQL a claimer takes the
 rows nobody else is claiming instead of waiting for them (FOR UPDATE SKIP LOCKED)."""
 
@@ -112,3 +112,43 @@ def test_a_claimer_skips_rows_another_is_claiming_instead_of_waiting(
     finally:
         other.dispose()
         store.close()
+
+
+def test_queued_alerts_are_claimed_by_one_worker_until_finished_or_expired(
+    workers: list[Store],
+) -> None:
+    a, b = workers
+    for n in range(30):
+        a.enqueue_alert(f"alertmanager:fp{n}:1:firing", "alertmanager", {"n": n}, now_s=NOW_S)
+    claimed: Counter[int] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def claimer(store: Store) -> None:
+        start.wait()
+        while True:
+            try:
+                jobs = store.claim_alerts(NOW_S, lease_s=300.0, limit=3)
+            except StoreError:  # SQLite: a writer that lost the race; try again
+                continue
+            if not jobs:
+                return
+            with lock:
+                claimed.update(j.id for j in jobs)
+
+    threads = [threading.Thread(target=claimer, args=(workers[n % 2],)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(claimed) == 30
+    assert set(claimed.values()) == {1}, "an alert was claimed twice"
+    # oldest first; a failed one is claimable again at once, a crashed worker's after its lease
+    jobs = sorted(a.claim_alerts(NOW_S + 301, lease_s=300.0, limit=2), key=lambda j: j.id)
+    assert [j.payload["n"] for j in jobs] == [0, 1]
+    a.finish_alert(jobs[0], NOW_S + 302, error="prometheus down")
+    a.finish_alert(jobs[1], NOW_S + 302)
+    (again,) = b.claim_alerts(NOW_S + 303, lease_s=300.0, limit=1)
+    assert (again.id, again.attempts) == (jobs[0].id, 1)
+    (following,) = b.claim_alerts(NOW_S + 303, lease_s=300.0, limit=1, skip=[again.id])
+    assert following.payload == {"n": 2}  # the done one is never claimed again

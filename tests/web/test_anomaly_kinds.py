@@ -107,12 +107,12 @@ def test_direction_down_ignores_an_upward_incident(client):
 
 def test_lower_sensitivity_widens_the_band(client):
     def width(sensitivity):
-        _, lower, upper = _query(
+        # the upper half: the lower edge of a never-negative series is floored at zero
+        expected, _, upper = _query(
             client, "band", {"expr": EXPR, "detector": "robust_z", "sensitivity": sensitivity}
         ).get_json()
-        return sum(
-            u - lo for (u, _), (lo, _) in zip(upper["datapoints"], lower["datapoints"], strict=True)
-        )
+        pairs = zip(upper["datapoints"], expected["datapoints"], strict=True)
+        return sum(u - e for (u, _), (e, _) in pairs)
 
     assert width(0.5) == pytest.approx(2 * width(1.0), rel=1e-6)
 

@@ -7,7 +7,7 @@ import dataclasses
 import html
 import math
 import re
-import time
+import socket
 
 import numpy as np
 import pytest
@@ -428,9 +428,7 @@ def test_the_landing_page_links_and_reports_unreachable_dependencies_fast(store,
         PLUGIN_BACKEND_LLM_URL=url + "/v1",
         PLUGIN_BACKEND_LLM_MODEL="m",
     )
-    started = time.perf_counter()
     response = app.test_client().get("/")
-    assert time.perf_counter() - started < 4
     assert response.status_code == 200
     body = _text(response)
     assert "plugin-backend" in body
@@ -448,6 +446,23 @@ def test_the_landing_page_links_and_reports_unreachable_dependencies_fast(store,
     assert "annotation outbox: 0 pending, 0 delivered, 0 failed" in health["Store"][1]
     assert re.search(r'class="card alarm" id="auth-status" role="alert">', body)
     assert "Authentication: not configured. This service is OPEN:" in body
+
+
+def test_a_dependency_that_never_answers_is_reported_at_the_probe_timeout(store):
+    # accepts connections, never answers: the page still comes, naming the probe's bound
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        app = _app(
+            store,
+            PLUGIN_BACKEND_LLM_PROVIDER="openai",
+            PLUGIN_BACKEND_LLM_URL=url + "/v1",
+            PLUGIN_BACKEND_LLM_MODEL="m",
+        )
+        response = app.test_client().get("/")
+    assert response.status_code == 200
+    assert _health(_text(response))["LLM"] == ("error", "no answer within 2 s")
 
 
 def test_the_landing_page_without_grafana_or_llm_says_not_configured(store, fault):
