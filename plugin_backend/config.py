@@ -71,7 +71,7 @@ class Settings(BaseModel):
         "temp dir",
     )
 
-    # --- who may call the service (README "Security") --------------------------
+    # --- who may call the service (docs/security.md) ----------------------------
     api_token: SecretStr | None = Field(
         None,
         description="bearer token callers must send for every data, write, page and webhook "

@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_DETECTOR", "available", "detector_class", "get_detector"]
 
 #: Used when a request or config names no detector: STL with the transformer's delayed
 #: view (weights ship in the package), the best measured across the dev corpora
-#: (README, ``python -m benchmarks detection``).
+#: (benchmarks/RESULTS.md, ``python -m benchmarks detection``).
 DEFAULT_DETECTOR = "ensemble"
 
 _DETECTORS: dict[str, str] = {
