@@ -113,7 +113,11 @@ def _add_store_commands(commands: Any) -> None:
     worker.add_argument(
         "--metrics-port", type=int, help="serve the worker's /metrics here (e.g. 9466)"
     )
-    worker.add_argument("--metrics-host", default="0.0.0.0", help="(0.0.0.0)")  # noqa: S104
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the worker's /metrics (127.0.0.1, as the API's; 0.0.0.0 in a container)",
+    )
     worker.set_defaults(handler=_worker)
 
     rules = commands.add_parser("rules", help="watch-rules files")

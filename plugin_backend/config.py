@@ -1,7 +1,8 @@
 """Settings: built once from the environment (prefix ``PLUGIN_BACKEND_``) and an
 optional YAML file (``PLUGIN_BACKEND_CONFIG``); the only reader of ``os.environ``.
 
-Environment variables win over the file. A bad value fails at start-up with a
+Environment variables win over the file; one set to an empty string counts as unset
+(as shells, compose files and Helm values mean it). A bad value fails at start-up with a
 ``ConfigError`` naming the variable (or file key). Secrets are ``SecretStr``:
 their ``repr`` and log form is ``'**********'``.
 """
@@ -135,7 +136,10 @@ class Settings(BaseModel):
     grafana_timeout_s: float = Field(10.0, gt=0, le=300)
     grafana_change_tags: list[str] = Field(
         default_factory=lambda: ["deploy"],
-        description="annotations with any of these tags count as change events for root cause",
+        description=(
+            "annotations with any of these tags count as change events for root cause "
+            "(comma-separated; none: no change events)"
+        ),
     )
     delivery_backoff_s: float = Field(
         2.0, gt=0, le=3600, description="first retry delay of an annotation; doubles per try"
@@ -158,7 +162,10 @@ class Settings(BaseModel):
     score_cache_entries: int = Field(256, ge=0, description="scored series kept per worker")
     warm_detectors: list[str] = Field(
         default_factory=lambda: [DEFAULT_DETECTOR],
-        description="detectors loaded in each worker at start (imports, weights), comma-separated",
+        description=(
+            "detectors loaded in each worker at start (imports, weights), comma-separated; "
+            "none: load on first use"
+        ),
     )
 
     @field_validator("prometheus_headers", mode="before")
@@ -182,8 +189,9 @@ class Settings(BaseModel):
     @field_validator("warm_detectors", "grafana_change_tags", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str):  # "none" empties the list (an empty variable is unset)
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            return [] if [p.lower() for p in parts] == ["none"] else parts
         return value
 
     @field_validator("prometheus_ca_file", "dependencies", "rules")
@@ -297,10 +305,11 @@ def load_settings(
     environ = os.environ if env is None else env
     path = config_path if config_path is not None else environ.get(CONFIG_FILE_VAR) or None
     file_values = _read_yaml(Path(path)) if path else {}
+    # Set but empty means unset, as shells, compose files and Helm values use it.
     env_values = {
         key[len(ENV_PREFIX) :].lower(): value
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key != CONFIG_FILE_VAR
+        if key.startswith(ENV_PREFIX) and key != CONFIG_FILE_VAR and value.strip()
     }
     merged: dict[str, Any] = {**file_values, **env_values, **(overrides or {})}
     try:

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from plugin_backend.datasource.step import align_range, points_in
 from plugin_backend.errors import InsufficientData, LimitExceeded
 from plugin_backend.ports import SeriesSource
@@ -14,7 +16,7 @@ from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows
-from plugin_backend.types import Labels, TimeRange
+from plugin_backend.types import FloatArray, Labels, TimeRange
 
 __all__ = ["DetectOptions", "DetectionService", "SeriesAnomalies"]
 
@@ -86,6 +88,8 @@ class DetectionService:
                 self.observe_scoring(options.detector, time.perf_counter() - started)
             in_range = scored.timestamps_s >= time_range.start_s
             trimmed = ScoredSeries(*(getattr(scored, f)[in_range] for f in _FIELDS))
+            if _never_negative(series.values):
+                trimmed = _clip_at_zero(trimmed)
             windows = [w for w in find_windows(scored, policy) if w.end_s >= time_range.start_s]
             results.append(SeriesAnomalies(series.labels, trimmed, windows))
         if not results and too_short is not None:
@@ -94,3 +98,23 @@ class DetectionService:
 
 
 _FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
+
+
+def _never_negative(values: FloatArray) -> bool:
+    """Whether a series never went below zero in its fetched history (latencies, rates,
+    counts): its band then stays non-negative too."""
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(finite.min() >= 0.0)
+
+
+def _clip_at_zero(scored: ScoredSeries) -> ScoredSeries:
+    """The band and expected value floored at zero. Scores are unchanged: a value that is
+    never negative cannot fall below a lower edge of zero or less."""
+    return ScoredSeries(
+        scored.timestamps_s,
+        scored.values,
+        np.maximum(scored.expected, 0.0),
+        np.maximum(scored.lower, 0.0),
+        np.maximum(scored.upper, 0.0),
+        scored.score,
+    )

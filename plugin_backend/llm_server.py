@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -29,10 +31,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-from plugin_backend.errors import LLMError
+from plugin_backend.errors import ConfigError, LLMError
 from plugin_backend.llm.port import Completion, Message
 
-__all__ = ["ChatModel", "make_server", "serve_llm"]
+__all__ = ["ChatModel", "make_server", "running_model", "serve_llm"]
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,23 @@ def serve_llm(
 ) -> int:
     """Prepare the packaged weights (first start: minutes), load them, serve until SIGTERM/^C.
 
-    Raises ConfigError (weights not installed) or LLMError (checksum, conversion, load)
-    before binding the port, so nothing listens with a broken model.
+    Where an llm-serve already answers on ``host:port`` (a second ``make run``), it is
+    reused: nothing is loaded and 0 is returned at once. Raises ConfigError (weights not
+    installed, or the port held by something else) or LLMError (checksum, conversion,
+    load) before binding the port, so nothing listens with a broken model.
     """
     from plugin_backend.adapters.llm_local import LocalTransformersLLM
     from plugin_backend.adapters.llm_weights import ensure_local_model
 
+    running = running_model(host, port)
+    if running is not None:  # one model per machine: reuse it, never load a second
+        log.warning(
+            "llm-serve: %s already answers on http://%s:%s/v1; reusing it (nothing started)",
+            running,
+            host,
+            port,
+        )
+        return 0
     started = time.monotonic()
     model_dir = ensure_local_model(cache_dir)
     llm = LocalTransformersLLM(model_dir, threads=threads, max_new_tokens=max_new_tokens)
@@ -117,6 +130,29 @@ def serve_llm(
     finally:
         server.server_close()
     return 0
+
+
+def running_model(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """The model an llm-serve already serving on ``host:port`` holds; ``None`` when the
+    port is free. Raises ``ConfigError`` when something else holds the port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError:
+        return None  # nothing listens: ours to bind
+    try:
+        url = f"http://{host}:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = json.loads(response.read(64 * 1024))
+        model = body.get("model") if isinstance(body, dict) else None
+        if body.get("status") == "ok" and isinstance(model, str) and model:
+            return model
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise ConfigError(
+        f"llm-serve: port {port} on {host} is in use by something that is not llm-serve; "
+        "stop it or pass --port"
+    )
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:

@@ -94,15 +94,40 @@ class Matcher:
         return f"{name}{self.op}{_quote(self.value)}"
 
 
-def matcher_from_filter(key: str, operator: str, value: str) -> Matcher:
-    """A matcher from a Grafana ad-hoc filter (``key operator value``)."""
+#: Grafana's multi-value ad-hoc operators ("one of", "not one of") as PromQL regex matchers.
+_MULTI_VALUE_OPS: dict[str, MatchOp] = {"=|": "=~", "!=|": "!~"}
+
+
+def matcher_from_filter(
+    key: str, operator: str, value: str | None, values: Sequence[str] | None = None
+) -> Matcher:
+    """A matcher from a Grafana ad-hoc filter (``key operator value``).
+
+    Grafana's multi-value operators ``=|`` and ``!=|`` carry their choices in
+    ``values`` (``value`` alone when there are none) and become ``=~"a|b"`` /
+    ``!~"a|b"``, each choice matched literally (regex characters escaped).
+    """
     if not is_valid_label_name(key):
         raise InvalidQuery(f"ad-hoc filter key {key!r} is not a valid label name")
+    if operator in _MULTI_VALUE_OPS:
+        choices = list(values) if values else [] if value is None else [value]
+        if not choices:
+            raise InvalidQuery(f"ad-hoc filter {key} {operator} has no values")
+        pattern = "|".join(_regex_literal(choice) for choice in choices)
+        return Matcher(key, _MULTI_VALUE_OPS[operator], pattern)
     if operator not in _OPS:
         raise InvalidQuery(
-            f"ad-hoc filter operator {operator!r} is not supported by PromQL (use =, !=, =~ or !~)"
+            f"ad-hoc filter operator {operator!r} is not supported by PromQL "
+            "(use =, !=, =~, !~, =| or !=|)"
         )
+    if value is None:
+        raise InvalidQuery(f"ad-hoc filter {key} {operator} has no value")
     return Matcher(key, operator, value)
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching exactly itself."""
+    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)
 
 
 def _skip_space(text: str, i: int) -> int:

@@ -205,7 +205,9 @@ def promql_of(options: ExprPayload, ref_id: str) -> str:
     if options.metric:
         return _selector(options.metric, options.matchers)
     raise InvalidTarget(
-        f"target {ref_id}: payload.expr is empty: enter a PromQL expression or pick a metric"
+        f"target {ref_id}: payload.expr is empty: enter a PromQL expression or pick a metric. "
+        "If you typed an expression in code mode, the payload was not valid JSON or held "
+        'null, and the plugin sent {} instead: write it as a JSON object, e.g. {"expr": "up"}'
     )
 
 

@@ -29,7 +29,7 @@ from plugin_backend.rules import Rule
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy
 from plugin_backend.types import TimeRange, format_series_name
 
-__all__ = ["CycleResult", "RuleCycle", "incident_title"]
+__all__ = ["DETECTION_KEY", "CycleResult", "RuleCycle", "detection_record", "incident_title"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,22 @@ class CycleResult:
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     note: str | None = None  # why nothing could be scored, when so
+
+
+#: Where an incident's report keeps the options its rule scored it with, so that its
+#: page plots the symptom as the worker saw it.
+DETECTION_KEY = "detection"
+
+
+def detection_record(rule: Rule) -> dict[str, object]:
+    """The scoring options of ``rule``, as stored in an incident's report."""
+    return {
+        "detector": rule.detector,
+        "direction": rule.direction,
+        "sensitivity": rule.sensitivity,
+        "min_deviation": rule.min_deviation,
+        "step_s": rule.step_s,
+    }
 
 
 def incident_title(rule: str, series: str, direction: str | None) -> str:
@@ -156,6 +172,7 @@ class RuleCycle:
             panel_id=rule.panel_id,
             created_s=now_s,
             updated_s=now_s,
+            report={DETECTION_KEY: detection_record(rule)},
         )
         low, high = _normal_range(anomalies, window.start_s)
         incident = dataclasses.replace(incident, normal_low=low, normal_high=high)
@@ -170,8 +187,9 @@ class RuleCycle:
             log.warning("root cause of %s failed: %s", incident.title, exc.message)
             return dataclasses.replace(incident, note=f"Root cause not available: {exc.message}")
         top = report.causes[0].series if report.causes else None
+        kept = {k: v for k, v in (incident.report or {}).items() if k == DETECTION_KEY}
         return dataclasses.replace(
-            incident, note=report.summary, cause=top, report=report.to_dict()
+            incident, note=report.summary, cause=top, report={**report.to_dict(), **kept}
         )
 
     def _emit(self, result: CycleResult, incident: Incident, before: Incident | None) -> None:

@@ -3,8 +3,9 @@
 # prometheus (the server, and promtool for backfilling test data and checking configs),
 # chromium + chromium-driver (headless browser tests of the pages we serve) and
 # docker-compose (validates docker-compose.yml with `config`; no Docker engine needed),
-# postgresql (the store's tests start a throw-away cluster with its initdb/pg_ctl) and
-# redis-server (the broker of the scale-out tests).
+# postgresql (the store's tests start a throw-away cluster with its initdb/pg_ctl),
+# redis-server (the broker of the scale-out tests) and nodejs + npm (the real-client
+# tier runs the Grafana plugin's own sources in Node).
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -15,6 +16,8 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # initdb and pg_ctl are not on PATH on Debian: they live in /usr/lib/postgresql/<major>/bin
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

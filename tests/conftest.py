@@ -1,10 +1,10 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. What a test needs from outside the repository (binaries,
+../shared) and when its absence skips or fails: tests/needs.py."""
 
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from plugin_backend.devtools.pgserver import PostgresServer, find_postgres_bin
 from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
 from plugin_backend.devtools.testdata import build_test_series
+from tests.needs import require_binary
 
 # --- isolation ------------------------------------------------------------------
 # The default store lives under $XDG_STATE_HOME: point it at a temp dir so no test
@@ -36,23 +37,11 @@ def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 # plugin_backend.devtools.testdata (backfilled with promtool into a temp dir).
 
 
-def _require_prometheus_binaries() -> None:
-    missing = [name for name in ("prometheus", "promtool") if shutil.which(name) is None]
-    if not missing:
-        return
-    message = (
-        f"{' and '.join(missing)} not found on PATH; install the Debian package "
-        "'prometheus': run `make system-deps`"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide a real Prometheus: {message}", pytrace=False)
-    pytest.skip(f"no real Prometheus: {message}")
-
-
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A started Prometheus over the test dataset (backfill + start once per session)."""
-    _require_prometheus_binaries()
+    for binary in ("prometheus", "promtool"):
+        require_binary(binary, "Debian package prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
     server = start_backfilled(build_test_series(), workdir)
     try:

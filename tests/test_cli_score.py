@@ -92,6 +92,31 @@ def test_duplicate_timestamps_are_accepted_with_a_warning_and_keep_their_rows(tm
     assert scored[40]["is_anomaly"] == "0"
 
 
+def test_an_export_whose_clock_stepped_back_is_scored_row_for_row(tmp_path, capsys):
+    source, out = tmp_path / "clock.csv", tmp_path / "out.csv"
+    _write_nab_csv(source, n=200, spike_at=150)
+    # The clock steps back 55 minutes after row 119: rows 109-119's times come again,
+    # with new readings; the later reading of a repeated time is kept.
+    lines = source.read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    repeats = [
+        f"{line.split(',')[0]},{float(line.split(',')[1]) + 0.5:.3f}" for line in body[109:120]
+    ]
+    stepped = body[:120] + repeats + body[120:]
+    source.write_text("\n".join([header, *stepped]) + "\n")
+    assert main(["score", str(source), "-o", str(out), "--detector", "robust_z"]) == 0
+    err = capsys.readouterr().err
+    assert "10 row(s) out of time order" in err  # the 11th repeats the latest time
+    assert "line 122 " in err  # the first stepped-back row (the header is line 1)
+    assert "11 duplicate timestamp(s), keeping the later row" in err
+    scored = _read(out)
+    assert len(scored) == len(stepped)  # one output row per input row, in input order
+    assert [r["timestamp"] for r in scored] == [line.split(",")[0] for line in stepped]
+    assert [r["value"] for r in scored] == [repr(float(line.split(",")[1])) for line in stepped]
+    assert all(r["is_anomaly"] == "0" for r in scored[109:120])  # replaced readings
+    assert scored[131 + 30]["is_anomaly"] == "1" or scored[131 + 31]["is_anomaly"] == "1"
+
+
 def test_config_file_sets_detector_and_window_policy(tmp_path, capsys):
     source, out, config = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "score.yaml"
     _write_nab_csv(source)

@@ -32,6 +32,16 @@ def test_headers_also_accept_json():
     assert settings.prometheus_headers == {"X-Scope-OrgID": "t2"}
 
 
+def test_set_but_empty_means_unset_for_every_setting():
+    # Shells, compose files and Helm values write VAR= for "not set".
+    from plugin_backend.config import Settings
+
+    assert load_settings({"PLUGIN_BACKEND_PROMETHEUS_URL": ""}).uses_demo_source
+    defaults = load_settings({})
+    every_empty = {f"PLUGIN_BACKEND_{name.upper()}": " " for name in Settings.model_fields}
+    assert load_settings(every_empty) == defaults
+
+
 def test_bad_value_names_the_variable():
     with pytest.raises(ConfigError, match="PLUGIN_BACKEND_PORT"):
         load_settings({"PLUGIN_BACKEND_PORT": "eighty"})
@@ -100,6 +110,6 @@ def test_each_worker_warms_up_the_default_detector_unless_told_otherwise():
     from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 
     assert load_settings({}).warm_detectors == [DEFAULT_DETECTOR]
-    assert load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": ""}).warm_detectors == []
+    assert load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": "none"}).warm_detectors == []
     told = load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": "stl,transformer"})
     assert told.warm_detectors == ["stl", "transformer"]

@@ -83,6 +83,26 @@ def test_matcher_from_filter_accepts_promql_operators(op):
     assert matcher_from_filter("service", op, "api") == Matcher("service", op, "api")
 
 
+@pytest.mark.parametrize(("op", "regex_op"), [("=|", "=~"), ("!=|", "!~")])
+def test_grafana_multi_value_operators_become_literal_regex_alternatives(op, regex_op):
+    matcher = matcher_from_filter("pod", op, "a.b", ["a.b", "c|d", "x(1)"])
+    assert matcher.op == regex_op
+    assert str(matcher) == f'pod{regex_op}"a\\\\.b|c\\\\|d|x\\\\(1\\\\)"'
+    chosen = {value: matcher.matches({"pod": value}) for value in ("a.b", "c|d", "x(1)", "axb")}
+    if op == "=|":
+        assert chosen == {"a.b": True, "c|d": True, "x(1)": True, "axb": False}
+    else:
+        assert chosen == {"a.b": False, "c|d": False, "x(1)": False, "axb": True}
+
+
+def test_multi_value_operator_without_values_uses_value_and_needs_one():
+    assert matcher_from_filter("pod", "=|", "api") == Matcher("pod", "=~", "api")
+    with pytest.raises(InvalidQuery, match="no values"):
+        matcher_from_filter("pod", "=|", None, [])
+    with pytest.raises(InvalidQuery, match="no value"):
+        matcher_from_filter("pod", "=", None)
+
+
 @pytest.mark.parametrize("op", ["<", ">"])
 def test_matcher_from_filter_rejects_grafana_comparisons_naming_them(op):
     with pytest.raises(InvalidQuery, match=f"'{op}'"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from plugin_backend.devtools.promserver import SyntheticSeries, backfill, write_openmetrics
+from tests.needs import require_binary
 
 T0 = 1_767_225_600
 
@@ -92,8 +92,7 @@ def test_duplicate_series_and_mixed_family_types_are_rejected(tmp_path: Path) ->
 
 @pytest.mark.integration
 def test_promtool_accepts_the_output(tmp_path: Path) -> None:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool not on PATH (run `make system-deps`)")
+    require_binary("promtool", "Debian package prometheus")
     om = tmp_path / "out.om"
     write_openmetrics(
         [

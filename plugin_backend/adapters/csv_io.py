@@ -4,13 +4,15 @@ Input: a header with (at least) ``timestamp`` and ``value`` columns, any order,
 extra columns ignored. A timestamp is ISO-8601 (``2015-09-01 11:30:00`` as NAB
 writes it, ``2015-09-01T11:30:00Z``, ``...+02:00``; without a zone it is UTC) or
 epoch seconds (epoch milliseconds when above 1e11). A value is a number; empty
-or ``NaN`` is a missing point. Rows must be in time order; a repeated timestamp
-keeps the later row (exports have them) and adds a warning.
+or ``NaN`` is a missing point. Real exports are taken as they come: rows out of time
+order (a clock stepped back) are scored in time order, and a repeated timestamp keeps
+the later row; both add a warning naming the lines. Only unparsable input is refused.
 
 Errors are :class:`~plugin_backend.errors.RequestError` naming the file and the
 1-based line (the header is line 1).
 
-Output: ``timestamp,value,expected,lower,upper,score,is_anomaly``, timestamps as
+Output: one row per input row, in input order (:meth:`CsvSeries.per_input_row`):
+``timestamp,value,expected,lower,upper,score,is_anomaly``, timestamps as
 they were read (or ISO-8601 UTC), numbers in Python's shortest round-trip form,
 missing numbers empty, ``is_anomaly`` as ``1``/``0``.
 """
@@ -55,21 +57,23 @@ class CsvSeries:
     values: FloatArray
     warnings: list[str]
     timestamp_text: list[str]
-    #: For every input data row (duplicates included): its timestamp text, its own
-    #: value, and the index of the kept row it collapsed into.
+    #: For every input data row, in input order (duplicates included): its timestamp
+    #: text, its own value, the index of the kept (time-ordered) row it maps to, and
+    #: whether it is that kept row.
     row_timestamp_text: list[str] = field(default_factory=list)
     row_values: FloatArray = field(default_factory=lambda: np.empty(0))
     row_index: npt.NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    row_kept: npt.NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, dtype=np.bool_))
 
     def per_input_row(
         self, scored: ScoredSeries, is_anomaly: npt.ArrayLike
     ) -> tuple[ScoredSeries, npt.NDArray[np.bool_], list[str]]:
-        """Results spread back over every input row: a duplicate row shows its own
-        value beside its kept twin's band and score; only the kept row can alarm."""
+        """Results spread back over every input row, in input order: a duplicate row
+        shows its own value beside its kept twin's band and score; only the kept row
+        can alarm."""
         idx = self.row_index
         flags = np.asarray(is_anomaly, dtype=np.bool_)[idx]
-        kept = np.ones(idx.shape[0], dtype=np.bool_)
-        kept[:-1] = idx[:-1] != idx[1:]
+        kept = self.row_kept
         spread = ScoredSeries(
             scored.timestamps_s[idx],
             self.row_values,
@@ -141,50 +145,74 @@ def _parse(handle: TextIO, name: str) -> CsvSeries:
         )
     t_col, v_col = header.index("timestamp"), header.index("value")
 
-    stamps: list[float] = []
-    values: list[float] = []
-    texts: list[str] = []
-    lines: list[int] = []
-    warnings: list[str] = []
-    row_texts: list[str] = []
-    row_values: list[float] = []
-    row_index: list[int] = []
+    rows: list[tuple[float, str, float, int]] = []  # (stamp, text, value, line), input order
     for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        stamp, t_text, value = _parse_cells(row, line, name, t_col, v_col)
-        if stamps and stamp <= stamps[-1]:
-            if stamp < stamps[-1]:
-                raise RequestError(
-                    f"{name} line {line}: timestamp {t_text!r} is earlier than the previous "
-                    f"row's {texts[-1]!r} (line {lines[-1]}); rows must be in time order"
-                )
-            warnings.append(
-                f"line {line}: duplicate timestamp {t_text!r} (also on line {lines[-1]}), "
-                "keeping the later row"
+        if any(cell.strip() for cell in row):
+            rows.append((*_parse_cells(row, reader.line_num, name, t_col, v_col), reader.line_num))
+    return _time_ordered(rows)
+
+
+#: Lines named one by one in a warning before the rest are counted.
+_MAX_NAMED_LINES = 10
+
+
+def _time_ordered(rows: Sequence[tuple[float, str, float, int]]) -> CsvSeries:
+    """Input rows in time order, one per timestamp (the later input row wins)."""
+    warnings: list[str] = []
+    stepped_back = []
+    latest = -math.inf
+    latest_at = (0, "")
+    for stamp, text, _, line in rows:
+        if stamp < latest:
+            stepped_back.append(
+                f"line {line} ({text!r}, before line {latest_at[0]}'s {latest_at[1]!r})"
             )
-            values[-1], texts[-1], lines[-1] = value, t_text, line
-            row_texts.append(t_text)
-            row_values.append(value)
-            row_index.append(len(stamps) - 1)
-            continue
-        row_texts.append(t_text)
-        row_values.append(value)
-        row_index.append(len(stamps))
-        stamps.append(stamp)
-        values.append(value)
-        texts.append(t_text)
-        lines.append(line)
+        elif stamp > latest:
+            latest, latest_at = stamp, (line, text)
+    if stepped_back:
+        warnings.append(
+            f"{len(stepped_back)} row(s) out of time order (a clock step?), scored in time "
+            f"order: {_named(stepped_back)}"
+        )
+    stamps_in = np.asarray([r[0] for r in rows], dtype=np.float64)
+    order = np.argsort(stamps_in, kind="stable")  # ties keep input order
+    sorted_stamps = stamps_in[order]
+    # rows of equal stamp form a run; the run's last row (in input order) is kept
+    new_run = np.ones(order.shape[0], dtype=np.bool_)
+    new_run[1:] = sorted_stamps[1:] != sorted_stamps[:-1]
+    last_of_run = np.ones(order.shape[0], dtype=np.bool_)
+    last_of_run[:-1] = new_run[1:]
+    kept_positions = order[last_of_run]
+    row_index = np.empty(order.shape[0], dtype=np.intp)
+    row_index[order] = np.cumsum(new_run) - 1
+    row_kept = np.zeros(order.shape[0], dtype=np.bool_)
+    row_kept[kept_positions] = True
+    duplicates = [
+        f"line {rows[i][3]} ({rows[i][1]!r}, also on line "
+        f"{rows[int(kept_positions[row_index[i]])][3]})"
+        for i in np.flatnonzero(~row_kept).tolist()
+    ]
+    if duplicates:
+        warnings.append(
+            f"{len(duplicates)} duplicate timestamp(s), keeping the later row: {_named(duplicates)}"
+        )
+    kept = [rows[i] for i in kept_positions.tolist()]
     return CsvSeries(
-        timestamps_s=np.asarray(stamps, dtype=np.float64),
-        values=np.asarray(values, dtype=np.float64),
+        timestamps_s=np.asarray([r[0] for r in kept], dtype=np.float64),
+        values=np.asarray([r[2] for r in kept], dtype=np.float64),
         warnings=warnings,
-        timestamp_text=texts,
-        row_timestamp_text=row_texts,
-        row_values=np.asarray(row_values, dtype=np.float64),
-        row_index=np.asarray(row_index, dtype=np.intp),
+        timestamp_text=[r[1] for r in kept],
+        row_timestamp_text=[r[1] for r in rows],
+        row_values=np.asarray([r[2] for r in rows], dtype=np.float64),
+        row_index=row_index,
+        row_kept=row_kept,
     )
+
+
+def _named(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMED_LINES])
+    more = len(items) - _MAX_NAMED_LINES
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _parse_cells(

@@ -3,7 +3,9 @@
 ``make run`` without Prometheus still shows meaningful data: five services
 (``frontend -> checkout -> payments``, ``checkout -> postgres`` and ``redis``) on two
 nodes, with daily and weekly seasonality, noise, deploys and an injected incident
-every four hours whose root cause leads its symptoms by minutes.
+every 4 h 7 min whose root cause leads its symptoms by minutes. That period divides
+neither a day nor a week, so no fault recurs at a fixed time of day or week (a seasonal
+detector would learn it as normal): incidents drift through the day.
 
 Every value is a pure function of (seed, series labels, timestamp). The estate is
 "scraped" every ``step_floor_s`` seconds: a query at ``t`` answers the sample at
@@ -39,8 +41,9 @@ __all__ = [
     "incidents_between",
 ]
 
-INCIDENT_PERIOD_S = 14_400  # one incident every 4 h ...
-INCIDENT_OFFSET_S = 3_600  # ... starting 1 h into each 4 h block (unix-aligned) ...
+INCIDENT_PERIOD_S = 14_820  # one incident every 4 h 7 min (247 min: prime, so it divides
+# neither a day nor a week) ...
+INCIDENT_OFFSET_S = 3_600  # ... starting 1 h into each block (blocks counted from unix 0) ...
 INCIDENT_DURATION_S = 1_800  # ... lasting 30 min
 FAULTS = ("pg_pool_exhaustion", "bad_deploy", "disk_saturation", "redis_failure")
 # Like the Prometheus client (which splits long ranges), the demo answers any length up to
@@ -279,7 +282,7 @@ class _Ctx:
         self.ms = np.round(tau * 1000.0).astype(np.int64)
         self.load = _load(tau)
         self.zeros = np.zeros_like(tau)
-        # Every effect lives within its own 4 h block, so the block of each sample says
+        # Every effect lives within its own block, so the block of each sample says
         # which fault is active and how long ago it began (no loop over incidents).
         block = np.floor((tau - INCIDENT_OFFSET_S) / INCIDENT_PERIOD_S)
         since = tau - (block * INCIDENT_PERIOD_S + INCIDENT_OFFSET_S)
@@ -535,7 +538,8 @@ class DemoSource:
             f"built-in demo estate (seed {self._seed}): services frontend -> checkout -> "
             "payments, checkout -> postgres and redis on node-a/node-b; "
             f"{len(metrics)} metrics, {len(self._static)} series sampled every "
-            f"{self._scrape_s:g} s; an injected incident every 4 h (from 01:00 UTC, 30 min)"
+            f"{self._scrape_s:g} s; an injected incident every 4 h 7 min (30 min; it "
+            "drifts through the day)"
         )
 
     def check_ready(self, timeout_s: float) -> None:

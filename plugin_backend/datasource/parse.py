@@ -131,7 +131,7 @@ def _target(body: TargetBody, index: int) -> TargetQuery:
 
 
 def _filter(body: AdhocFilterBody) -> Matcher:
-    return matcher_from_filter(body.key, body.operator, body.value)
+    return matcher_from_filter(body.key, body.operator, body.value, body.values)
 
 
 def _describe_validation(exc: ValidationError) -> str:

@@ -98,7 +98,7 @@ def windows_table(rows: Sequence[tuple[str, AnomalyWindow, ScoredSeries]]) -> di
         {"text": "series", "type": "string"},
         {"text": "direction", "type": "string"},
         {"text": "peak_score", "type": "number"},
-        {"text": "open", "type": "string"},
+        {"text": "status", "type": "string"},
     ]
     out = []
     for name, window, scored in sorted(rows, key=lambda r: r[1].start_s):

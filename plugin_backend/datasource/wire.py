@@ -38,12 +38,21 @@ class RangeBody(_Body):
 class AdhocFilterBody(_Body):
     key: str
     operator: str = "="
-    value: str
+    value: str | None = None
+    #: the choices of Grafana's multi-value operators ``=|`` and ``!=|``
+    values: list[str] | None = None
 
     @field_validator("value", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int | float | bool) else value
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _stringify_each(cls, values: Any) -> Any:
+        if isinstance(values, list):
+            return [str(v) if isinstance(v, int | float | bool) else v for v in values]
+        return values
 
 
 class TargetBody(_Body):

@@ -373,16 +373,17 @@ class Store:
 
     # -- retention ----------------------------------------------------------------------
 
-    def purge(self, older_than_s: float) -> dict[str, int]:
+    def purge(self, older_than_s: float, *, undeliverable: bool = False) -> dict[str, int]:
         """Delete closed incidents that ended before ``older_than_s`` and whose annotation
-        was delivered (never an undelivered one), and finished alert jobs as old."""
+        was delivered, and finished alert jobs as old. An undelivered annotation keeps its
+        incident, unless ``undeliverable`` (no Grafana is configured: it never will be)."""
         with self._begin() as conn:
             undelivered = sa.select(outbox.c.incident_id).where(outbox.c.state != "delivered")
-            old = (
-                sa.select(incidents.c.id)
-                .where(incidents.c.status == "closed", incidents.c.end_s < older_than_s)
-                .where(incidents.c.id.not_in(undelivered))
+            old = sa.select(incidents.c.id).where(
+                incidents.c.status == "closed", incidents.c.end_s < older_than_s
             )
+            if not undeliverable:
+                old = old.where(incidents.c.id.not_in(undelivered))
             ids = [r.id for r in conn.execute(old)]
             if ids:
                 conn.execute(outbox.delete().where(outbox.c.incident_id.in_(ids)))

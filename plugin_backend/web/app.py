@@ -26,6 +26,7 @@ from plugin_backend.web.auth import install_auth
 from plugin_backend.web.datasource_api import datasource_blueprint
 from plugin_backend.web.errors import register_error_handlers
 from plugin_backend.web.explain_api import explain_blueprint
+from plugin_backend.web.http import CollapseSlashes
 from plugin_backend.web.limits import install_request_limits
 from plugin_backend.web.openapi import openapi_blueprint
 from plugin_backend.web.ops import ops_blueprint
@@ -57,6 +58,11 @@ def create_app(
         log.error("store unavailable: %s", exc.message)
 
     app = Flask(__name__)
+    # Every path answers with and without its trailing slash, and never redirects: Grafana
+    # hands a datasource's redirect to the browser, which then calls us without the token.
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
+    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         READINESS_TIMEOUT_S=settings.readiness_timeout_s,

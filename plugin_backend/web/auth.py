@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_SIGNATURE_HEADER",
     "MAX_SIGNATURE_AGE_S",
     "OPEN_ENDPOINTS",
+    "PROXIED_BLUEPRINTS",
     "SIGNED_ENDPOINTS",
     "Credentials",
     "WebhookSigning",
@@ -268,8 +269,23 @@ def install_auth(app: Flask, settings: Settings, telemetry: Telemetry) -> None:
         return None
 
 
+#: Blueprints that only Grafana's datasource proxy calls. Grafana rewrites a datasource's
+#: 401 into a bare 400 "Bad Request" and drops its body, so a refused token would read as
+#: a malformed request in Save & test: these answer 403 with the reason instead.
+PROXIED_BLUEPRINTS = frozenset({"datasource"})
+
+
 def _refuse(code: str, message: str, challenge: str) -> Response:
     log.info("refused %s %s: %s", request.method, request.path, message, extra={"code": code})
+    if request.blueprint in PROXIED_BLUEPRINTS:
+        sent = bool((request.headers.get("Authorization") or "").strip())
+        reason = message.removeprefix("authentication required: ") if sent else "none were sent"
+        text = (
+            f"the backend refused the datasource's credentials ({reason}): in the Grafana "
+            "datasource's settings, add the HTTP header Authorization with the value "
+            "Bearer <PLUGIN_BACKEND_API_TOKEN>"
+        )
+        return json_response(error_body(code, text), 403)
     response = json_response(error_body(code, message), 401)
     response.headers["WWW-Authenticate"] = challenge
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -9,9 +11,29 @@ from flask import Response, request
 
 from plugin_backend.errors import RequestError
 
-__all__ = ["json_body", "json_response"]
+__all__ = ["CollapseSlashes", "json_body", "json_response"]
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_REPEATED_SLASHES = re.compile(r"//+")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class CollapseSlashes:
+    """WSGI middleware: route ``/datasource//query`` as ``/datasource/query``.
+
+    A datasource URL saved with a trailing slash joins to such paths; Werkzeug would
+    answer them with a redirect (which Grafana passes to the browser) or a 404.
+    """
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            environ["PATH_INFO"] = _REPEATED_SLASHES.sub("/", path)
+        return self.app(environ, start_response)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

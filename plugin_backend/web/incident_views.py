@@ -14,16 +14,18 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from markupsafe import Markup
 
-from plugin_backend.detection import SeriesAnomalies
+from plugin_backend.detection import DetectOptions, SeriesAnomalies
 from plugin_backend.errors import InvalidQuery
 from plugin_backend.incidents import Incident
 from plugin_backend.promql import Matcher, is_valid_metric_name
 from plugin_backend.types import Series, format_series_name
+from plugin_backend.watch import DETECTION_KEY
 from plugin_backend.web.plots import Band, Line, Marker, Shade, format_number, time_plot
 
 __all__ = [
     "CauseView",
     "IncidentRow",
+    "SymptomScoring",
     "TimelineEvent",
     "cause_plot",
     "cause_selector",
@@ -37,6 +39,7 @@ __all__ = [
     "plot_range",
     "plot_step",
     "symptom_plot",
+    "symptom_scoring",
     "timeline",
 ]
 
@@ -81,6 +84,39 @@ def plot_step(x_range: tuple[float, float]) -> float:
     """A step (multiple of 15 s) giving about ``PLOT_POINTS`` points over ``x_range``."""
     raw = (x_range[1] - x_range[0]) / PLOT_POINTS
     return max(15.0, math.ceil(raw / 15.0) * 15.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SymptomScoring:
+    """How the incident page scores the symptom: as its rule did, where it recorded how."""
+
+    options: DetectOptions
+    step_s: float | None  # the rule's step (None: the plot's own)
+    from_rule: bool
+
+    def describe(self) -> str:
+        """``the ensemble detector (direction up, sensitivity 1), as rule x scored it``."""
+        o = self.options
+        what = f"the {o.detector} detector (direction {o.direction}, sensitivity {o.sensitivity:g})"
+        if self.from_rule:
+            return f"{what}, as its rule scored it"
+        return f"{what}: the default, since no rule recorded how this incident was scored"
+
+
+def symptom_scoring(incident: Incident, default_detector: str) -> SymptomScoring:
+    """The options an incident's rule recorded in its report, else the defaults."""
+    record = (incident.report or {}).get(DETECTION_KEY)
+    if not isinstance(record, Mapping) or not isinstance(record.get("detector"), str):
+        return SymptomScoring(DetectOptions(detector=default_detector), None, from_rule=False)
+    step = record.get("step_s")
+    options = DetectOptions(
+        detector=record["detector"],
+        direction=str(record.get("direction") or "both"),
+        sensitivity=float(record.get("sensitivity") or 1.0),
+        min_deviation=float(record.get("min_deviation") or 0.0),
+    )
+    step_s = float(step) if isinstance(step, int | float) and step > 0 else None
+    return SymptomScoring(options, step_s, from_rule=True)
 
 
 def cause_selector(cause: Mapping[str, Any]) -> str:
@@ -338,17 +374,18 @@ def _fixed(value: object, digits: int) -> str:
     return f"{number:.{digits}f}" if number is not None else NONE
 
 
+# Lead times and timeline offsets are written one way: format_duration, then before/after.
+
+
 def _lead(lead_s: float | None) -> str:
     if lead_s is None:
         return NONE
-    minutes = abs(lead_s) / 60.0
     if abs(lead_s) < 1.0:
         return "with the symptom"
-    return f"{minutes:.1f} min {'before' if lead_s > 0 else 'after'} the symptom"
+    return f"{format_duration(abs(lead_s))} {'before' if lead_s > 0 else 'after'} the symptom"
 
 
 def _offset(delta_s: float) -> str:
     if abs(delta_s) < 1.0:
-        return "T"
-    sign = "+" if delta_s > 0 else "-"
-    return f"T{sign}{format_duration(abs(delta_s))}"
+        return "at the symptom's start"
+    return f"{format_duration(abs(delta_s))} {'after' if delta_s > 0 else 'before'} its start"

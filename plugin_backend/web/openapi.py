@@ -37,7 +37,7 @@ from plugin_backend.datasource.wire import (
     VariableBody,
 )
 from plugin_backend.incidents import IncidentOrigin, IncidentStatus
-from plugin_backend.web.auth import SIGNED_ENDPOINTS, requires_auth
+from plugin_backend.web.auth import PROXIED_BLUEPRINTS, SIGNED_ENDPOINTS, requires_auth
 from plugin_backend.web.explain_api import ExplainBody
 from plugin_backend.web.http import json_response
 
@@ -86,7 +86,9 @@ def build_document(app: Flask) -> dict[str, Any]:
             operation["security"] = security
         if signed:
             operation.setdefault("parameters", []).extend(_signature_parameters(settings))
-        if protected or signed:
+        if (protected or signed) and rule.endpoint.split(".")[0] in PROXIED_BLUEPRINTS:
+            operation["responses"]["403"] = {"$ref": "#/components/responses/Refused"}
+        elif protected or signed:
             operation["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
         operation["responses"] = dict(sorted(operation["responses"].items()))
         paths.setdefault(_RULE_ARGUMENT.sub(r"{\1}", rule.rule), {})[spec.method] = operation
@@ -371,6 +373,11 @@ _HTML_CONTENT = {HTML: {"schema": _STR}}
 _RESPONSES: dict[str, Any] = {
     "BadRequest": {
         "description": "Malformed JSON, a missing or invalid field (named in the message)",
+        "content": _ERROR_CONTENT,
+    },
+    "Refused": {
+        "description": "No or wrong credentials on the datasource protocol: 403 with the reason, "
+        "because Grafana's proxy turns a datasource's 401 into a bare 400",
         "content": _ERROR_CONTENT,
     },
     "Unauthorized": {

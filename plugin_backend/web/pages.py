@@ -27,18 +27,18 @@ from plugin_backend import __version__
 from plugin_backend.bootstrap import LOCAL_LLM_URL, build_grafana
 from plugin_backend.config import Settings
 from plugin_backend.datasource.step import align_range
-from plugin_backend.detection import DetectOptions
 from plugin_backend.errors import BackendError, UpstreamError
 from plugin_backend.incidents import Incident
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
 from plugin_backend.types import TimeRange, format_series_name
-from plugin_backend.web.errors import error_body
+from plugin_backend.web.errors import error_body, wrong_url_message
 from plugin_backend.web.http import json_response
 from plugin_backend.web.incident_views import (
     TOP_CAUSES,
     CauseView,
+    SymptomScoring,
     cause_plot,
     cause_views,
     format_duration,
@@ -50,6 +50,7 @@ from plugin_backend.web.incident_views import (
     plot_range,
     plot_step,
     symptom_plot,
+    symptom_scoring,
     timeline,
 )
 
@@ -68,6 +69,7 @@ SECURITY_HEADERS = {
 }
 INCIDENT_ID = re.compile(r"[0-9a-f]{16}")
 PROBE_TIMEOUT_S = 2.0
+MAX_RULE_STEPS = 5_000  # plot on the rule's own step up to this many points
 STATUSES = ("open", "closed")
 DASHBOARDS = (
     ("anomaly-overview", "Anomaly overview"),
@@ -103,9 +105,17 @@ def _backend_error(exc: BackendError) -> tuple[str, int]:
 
 
 @pages_blueprint.get("/")
-def landing() -> str:
-    """Product, links, and the health of each dependency (each check bounded in time)."""
+def landing() -> str | Response:
+    """Product, links, and the health of each dependency (each check bounded in time).
+
+    A client that prefers JSON to HTML at the root is the Grafana plugin's *Save & test*
+    with the datasource URL missing its ``/datasource``: it gets a 404 naming the right
+    URL, not a 200 that would pass the test while every panel fails.
+    """
     settings = _settings()
+    named = {value for value, _quality in request.accept_mimetypes}
+    if "application/json" in named and "text/html" not in named:
+        return json_response(error_body("wrong_datasource_url", wrong_url_message()), 404)
     grafana = str(settings.grafana_url).rstrip("/") if settings.grafana_url else None
     dashboards = [(f"{grafana}/d/{uid}", title) for uid, title in DASHBOARDS] if grafana else []
     return render_template(
@@ -171,8 +181,11 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
     settings = _settings()
     service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
     x_range = plot_range(incident, time.time())
+    scoring = symptom_scoring(incident, DEFAULT_DETECTOR)
     step = plot_step(x_range)
-    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step)
+    if scoring.step_s is not None and (x_range[1] - x_range[0]) / scoring.step_s <= MAX_RULE_STEPS:
+        step = scoring.step_s  # the rule's own grid: the windows the worker found
+    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step, scoring)
     causes = cause_views(incident.report)
     causes = [
         _with_plot(
@@ -201,6 +214,7 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
         ),
         range_text=f"{format_time(x_range[0])} to {format_time(x_range[1])}",
         step_text=format_duration(step),
+        scoring_text=scoring.describe(),
         source_kind=service.source.kind,
     )
 
@@ -232,12 +246,15 @@ def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
 
 
 def _symptom(
-    service: DatasourceService, incident: Incident, x_range: tuple[float, float], step: float
+    service: DatasourceService,
+    incident: Incident,
+    x_range: tuple[float, float],
+    step: float,
+    scoring: SymptomScoring,
 ) -> tuple[Markup | None, str | None, bool]:
     """The symptom plot, or why there is none; ``True`` when the source itself failed."""
-    options = DetectOptions(detector=DEFAULT_DETECTOR)
     try:
-        found = service.detection.detect(incident.query, TimeRange(*x_range), step, options)
+        found = service.detection.detect(incident.query, TimeRange(*x_range), step, scoring.options)
     except UpstreamError as exc:
         return None, f"The series source ({service.source.kind}) failed: {exc.message}", True
     except BackendError as exc:
@@ -290,7 +307,7 @@ def _health_checks(settings: Settings) -> list[Check]:
         ("Series source", lambda: _check_source(service, settings)),
         ("Grafana", lambda: _check_grafana(settings)),
         ("LLM", lambda: _check_llm(settings)),
-        ("Store", lambda: _check_store(store)),
+        ("Store", lambda: _check_store(store, settings)),
     ]
     deadline_s = PROBE_TIMEOUT_S + 1.0
     pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
@@ -365,8 +382,15 @@ def _check_llm(settings: Settings) -> Check:
     return Check("LLM", "ok", "GET /v1/models answers", target=target)
 
 
-def _check_store(store: Store) -> Check:
+def _check_store(store: Store, settings: Settings) -> Check:
     store.ping()
     counts = store.outbox_counts()
     outbox = ", ".join(f"{n} {state}" for state, n in counts.items())
-    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}", target=repr(store))
+    why = ""
+    if counts.get("pending") and settings.grafana_url is None:
+        why = (
+            " (no Grafana is configured, PLUGIN_BACKEND_GRAFANA_URL: pending annotations "
+            "wait for it, and retention drops them after "
+            f"{settings.retention_days:g} days)"
+        )
+    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}{why}", target=repr(store))

@@ -111,8 +111,12 @@ def time_plot(
     series = [[_num(line.values[i]) for i in keep] for line in lines]
     lower = [_num(band.lower[i]) for i in keep] if band is not None else []
     upper = [_num(band.upper[i]) for i in keep] if band is not None else []
-    y0, y1 = _y_range([*(v for s in series for v in s), *lower, *upper])
+    # The y range follows the lines, not the band: a band far wider than the data would
+    # flatten a spike into an invisible line. The band is cut at the frame.
+    y0, y1 = _y_range([v for s in series for v in s] or [*lower, *upper])
     frame.y0, frame.y1 = y0, y1
+    lower = [min(max(v, y0), y1) if math.isfinite(v) else v for v in lower]
+    upper = [min(max(v, y0), y1) if math.isfinite(v) else v for v in upper]
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" '

@@ -26,8 +26,9 @@ import requests
 from plugin_backend.adapters import llm_weights
 from plugin_backend.adapters.llm_weights import WeightPart, join_parts, locate_parts
 from plugin_backend.errors import ConfigError, LLMError
-from plugin_backend.llm.port import LLM, Completion, Message
-from plugin_backend.llm_server import make_server
+from plugin_backend.llm.port import Completion, Message
+from plugin_backend.llm_server import make_server, running_model, serve_llm
+from tests.needs import require_installed
 
 # --- weights -----------------------------------------------------------------
 
@@ -200,16 +201,16 @@ def test_default_cache_dir_is_under_the_home_cache(
     assert llm_weights.default_cache_dir() == tmp_path / ".cache" / "plugin-backend" / "llm"
 
 
-def _installed() -> bool:
+def _require_local_llm() -> None:
+    """Skip without the local-llm extra, except in CI, which installs it (make test)."""
     try:
         llm_weights.locate_parts()
-    except ConfigError:
-        return False
-    return True
+    except ConfigError as exc:
+        require_installed("the local-llm extra", exc.message)
 
 
-@pytest.mark.skipif(not _installed(), reason="local-llm extra not installed")
 def test_real_parts_are_found_without_importing_them() -> None:
+    _require_local_llm()
     paths = llm_weights.locate_parts()
     assert len(paths) == 6
     assert sum(p.stat().st_size for p in paths) == llm_weights.EXPECTED_SIZE
@@ -251,8 +252,31 @@ def fake_server() -> Iterator[tuple[str, FakeLLM]]:
         server.server_close()
 
 
-def test_fake_fits_the_llm_port() -> None:
-    assert isinstance(FakeLLM(), LLM)
+def test_a_second_llm_serve_reuses_the_running_one_without_loading(
+    fake_server: tuple[str, FakeLLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make run` twice: the second llm-serve finds the first and loads nothing.
+    import plugin_backend.adapters.llm_weights as weights
+
+    def must_not_load(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a second model was prepared")
+
+    monkeypatch.setattr(weights, "ensure_local_model", must_not_load)
+    host, port = fake_server[0].removeprefix("http://").split(":")
+    assert running_model(host, int(port)) == "fake-model"
+    assert serve_llm(host, int(port)) == 0
+
+
+def test_a_port_held_by_something_else_is_named() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=f"port {port} .* not llm-serve; stop it or pass --port"
+        ):
+            running_model("127.0.0.1", port, timeout_s=0.5)
+    assert running_model("127.0.0.1", port) is None  # closed: free to bind
 
 
 def test_chat_completion_has_the_openai_shape(fake_server: tuple[str, FakeLLM]) -> None:
@@ -345,9 +369,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(not _installed(), reason="local-llm extra not installed")
 def test_real_model_writes_a_json_note_through_the_server() -> None:
     """Converts once into the user cache (PLUGIN_BACKEND_LLM_CACHE overrides), then ~10 s."""
+    _require_local_llm()
     port = _free_port()
     cache = os.environ.get("PLUGIN_BACKEND_LLM_CACHE")
     script = (

@@ -216,12 +216,10 @@ def test_http_500_then_success_recovers(endpoint: Endpoint) -> None:
 
 
 def test_slow_server_times_out(endpoint: Endpoint) -> None:
-    endpoint.replies.append((200, note().encode(), 0.8))
-    started = time.monotonic()
+    endpoint.replies.append((200, note().encode(), 0.8))  # a good note, 0.8 s late
     written, _ = _write(endpoint)
-    assert time.monotonic() - started < 0.7
-    assert written.fallback
-    assert "did not answer within" in (written.reason or "")
+    assert written.fallback  # the 0.3 s budget ran out before the note came
+    assert "did not answer within 0.3s" in (written.reason or "")
     assert len(endpoint.requests) == 1  # a read timeout is not retried
 
 

@@ -257,6 +257,7 @@ def test_special_values_are_parsed(prom: FakePrometheus) -> None:
     pts = [[1, "1.5"], [2, "NaN"], [3, "+Inf"], [4, "-Inf"], [5, "1e3"]]
     prom.on("/api/v1/query_range", matrix(({"__name__": "m"}, pts)))
     (s,) = client(prom).query_range("m", TimeRange(1, 5), 1)
+    assert prom.paths() == ["/api/v1/query_range"]
     assert s.values.dtype == np.float64
     assert s.values[0] == 1.5
     assert math.isnan(s.values[1])
@@ -278,6 +279,7 @@ def test_query_range_form_and_other_result_types(prom: FakePrometheus) -> None:
     (vec,) = c.query_range(expr, TimeRange(0, 60), 15)
     (scalar,) = c.query_range(expr, TimeRange(0, 60), 15)
     (string,) = c.query_range(expr, TimeRange(0, 60), 15)
+    assert prom.paths() == ["/api/v1/query_range"] * 3
     form = prom.seen[0].form
     assert form["query"] == [expr]
     assert form["step"] == ["15"]
@@ -294,6 +296,7 @@ def test_query_instant(prom: FakePrometheus) -> None:
     result = [{"metric": {"job": j}, "value": [100, v]} for j, v in (("a", "1"), ("b", "NaN"))]
     prom.on("/api/v1/query", ok({"resultType": "vector", "result": result}))
     got = client(prom).query("up", 100.5)
+    assert prom.paths() == ["/api/v1/query"]
     assert prom.seen[0].form["time"] == ["100.500"]
     assert [len(s) for s in got] == [1, 1]
     assert got[0].values[0] == 1
@@ -317,6 +320,7 @@ def test_series_labels_and_label_values(prom: FakePrometheus) -> None:
     }
     assert c.labels() == ["__name__", "instance", "job"]
     assert c.label_values("__name__", ["up"]) == ["go_goroutines", "up"]
+    assert prom.paths() == ["/api/v1/series", "/api/v1/labels", "/api/v1/label/__name__/values"]
     assert prom.seen[2].method == "GET"
     assert prom.seen[2].form == {"match[]": ["up"]}
 
@@ -339,6 +343,7 @@ def test_bearer_token_and_custom_headers_on_every_request(prom: FakePrometheus) 
     c = client(prom, bearer_token="tok-123", headers={"X-Scope-OrgID": "tenant-1"})
     c.labels()
     c.query("up", 1)
+    assert prom.paths() == ["/api/v1/labels", "/api/v1/query"]
     for seen in prom.seen:
         assert seen.headers["Authorization"] == "Bearer tok-123"
         assert seen.headers["X-Scope-OrgID"] == "tenant-1"
@@ -365,6 +370,7 @@ def test_credentials_in_url_are_used_but_never_shown(prom: FakePrometheus) -> No
     url = prom.url.replace("http://", "http://bob:pa55word@")
     c = client(prom, base_url=url)
     c.labels()
+    assert prom.paths() == ["/api/v1/labels"]
     assert (
         prom.seen[0].headers["Authorization"]
         == "Basic " + base64.b64encode(b"bob:pa55word").decode()
@@ -549,6 +555,7 @@ def test_observer_sees_each_call(prom: FakePrometheus) -> None:
         c.query("up{", 1)
     with pytest.raises(PrometheusError):
         c.check_ready(1.0)
+    assert prom.paths() == ["/api/v1/query_range"] * 4 + ["/api/v1/query"] * 2
     assert [(op, code) for op, _, code in calls] == [
         ("query_range", None),
         ("query", "invalid_query"),
@@ -564,6 +571,7 @@ def test_warnings_are_logged_at_debug(
     prom.on("/api/v1/labels", ok(["a"], warnings=["results truncated"]))
     with caplog.at_level(logging.DEBUG, logger="plugin_backend.adapters.prometheus"):
         client(prom).labels()
+    assert prom.paths() == ["/api/v1/labels"]
     assert "results truncated" in caplog.text
 
 
@@ -579,4 +587,5 @@ def test_metric_types_from_metadata(prom: FakePrometheus) -> None:
         ),
     )
     assert client(prom).metric_types() == {"requests_served": "counter", "temperature": "gauge"}
+    assert prom.paths() == ["/api/v1/metadata"]
     assert prom.seen[0].method == "GET"

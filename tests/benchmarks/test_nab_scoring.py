@@ -30,6 +30,7 @@ from benchmarks.nab import (
 from benchmarks.synthetic import QUIET_KINDS, load_quiet_corpus
 from plugin_backend.scoring.base import Band, Detector
 from plugin_backend.types import FloatArray
+from tests.needs import missing_shared
 
 
 def flags(n: int, at: Sequence[int]) -> np.ndarray:
@@ -253,7 +254,7 @@ def test_event_counts_add_and_zero_division() -> None:
 def nab_root() -> Path:
     root = default_nab_root()
     if root is None:
-        pytest.skip("nab-dev not found (../shared/datasets/nab-dev)")
+        missing_shared("datasets/nab-dev")
     return root
 
 

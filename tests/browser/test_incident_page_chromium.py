@@ -26,6 +26,7 @@ from plugin_backend.incidents import Incident, incident_id
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.watch import RuleCycle
+from tests.demo_faults import demo_fault_start
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "test-artifacts" / "incident-page.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FAULT_START_S = 1764018000.0  # pg_pool_exhaustion in the demo estate (seed 7)
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 NOW_S = FAULT_START_S + 3600
 RULE = parse_rules(
     """
@@ -106,7 +107,7 @@ def backend(seeded, tmp_path_factory) -> Iterator[dict[str, Any]]:
         "PLUGIN_BACKEND_PORT": str(port),
         "PLUGIN_BACKEND_MULTIPROC_DIR": str(tmp_path_factory.mktemp("multiproc")),
         "PLUGIN_BACKEND_LLM_PROVIDER": "none",
-        "PLUGIN_BACKEND_WARM_DETECTORS": "",
+        "PLUGIN_BACKEND_WARM_DETECTORS": "none",
         "PLUGIN_BACKEND_GRAFANA_URL": grafana,
         "PLUGIN_BACKEND_GRAFANA_TOKEN": "browser-test",
     }
@@ -205,7 +206,12 @@ def test_from_the_landing_page_to_a_drawn_incident_page(
     url = backend["url"]
     driver.get(url + "/")
     assert "plugin-backend" in driver.title
-    assert _one(driver, "#auth-status").text == "Authentication: not configured"
+    # open mode is loud: a red alert box, not grey text
+    warning = _one(driver, "#auth-status")
+    assert warning.text.startswith("Authentication: not configured. This service is OPEN:")
+    assert warning.get_attribute("role") == "alert"
+    assert warning.value_of_css_property("background-color") == "rgba(253, 226, 225, 1)"
+    assert warning.value_of_css_property("border-top-color") == "rgba(164, 22, 26, 1)"
     health = {
         row.find_element(By.CSS_SELECTOR, "td").text: row.get_attribute("data-state")
         for row in _by_css(driver, "#health tr.check")

@@ -8,7 +8,6 @@ proves the spec rejects our real answer for exactly that reason.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +15,15 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from tests.contracts.endpoint_calls import REQUESTS
+from tests.needs import require_shared, shared_path
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "contracts"
-    / "simpod-json-datasource-openapi.yaml"
-)
+SPEC_PARTS = ("contracts", "simpod-json-datasource-openapi.yaml")
+SPEC_PATH = shared_path(*SPEC_PARTS)
 
-pytestmark = pytest.mark.skipif(not SPEC_PATH.is_file(), reason=f"{SPEC_PATH} not present")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_the_spec() -> None:
+    require_shared(*SPEC_PARTS)
 
 
 def _spec() -> dict[str, Any]:

@@ -22,11 +22,16 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from tests.contracts.test_simpod_spec import DEVIATIONS, SPEC_PATH, response_schema
+from tests.contracts.test_simpod_spec import DEVIATIONS, SPEC_PARTS, SPEC_PATH, response_schema
 from tests.fuzz.runner import fuzz_schema
 from tests.fuzz.support import AUTH, names_the_problem
+from tests.needs import require_shared
 
-pytestmark = pytest.mark.skipif(not SPEC_PATH.is_file(), reason=f"{SPEC_PATH} not present")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_the_spec() -> None:
+    require_shared(*SPEC_PARTS)
+
 
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
 

@@ -19,6 +19,7 @@ import requests
 from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.store import Store
+from tests.demo_faults import demo_fault_start
 
 TOKEN = "glsa_e2e"
 RULES = """\
@@ -196,7 +197,7 @@ rules:
     panel_id: 9
 """
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "grafana-alert-webhook.json"
-FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (seed 7)
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 
 
 def _iso(ts: float) -> str:

@@ -68,10 +68,6 @@ def _writer(llm: LLM | None) -> tuple[NoteWriter, list[tuple[str, dict[str, Any]
     return writer, events
 
 
-def test_the_fake_satisfies_the_port() -> None:
-    assert isinstance(FakeLLM(GOOD), LLM)
-
-
 def test_a_good_note_is_used() -> None:
     llm = FakeLLM(GOOD)
     writer, events = _writer(llm)

@@ -9,9 +9,10 @@ from plugin_backend.adapters.grafana import GrafanaClient
 from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.explain import ExplainService
 from plugin_backend.types import TimeRange
+from tests.demo_faults import demo_fault_start
 
 TOKEN = "glsa_events"
-DEPLOY_S = 1764032400.0  # the demo estate's bad deploy of checkout (seed 7)
+DEPLOY_S = demo_fault_start("bad_deploy")  # the demo estate's bad deploy of checkout
 SYMPTOM = 'http_errors_ratio{service="checkout"}'
 
 

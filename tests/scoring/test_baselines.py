@@ -191,8 +191,9 @@ def test_band_excludes_the_point_itself(cls: type[Detector]) -> None:
     [RobustZ(), SeasonalSTL(weekly=False, history_periods=2), HoltWinters(history_periods=2)],
     ids=lambda d: d.name,
 )
-def test_bounded_memory(detector: Detector) -> None:
-    """Rescoring a tail with ``history_points`` of context reproduces the scores."""
+def test_history_points_of_context_reproduce_the_full_scores(detector: Detector) -> None:
+    """Rescoring a tail with ``history_points`` of context reproduces the scores (what
+    lets the service fetch a bounded history)."""
     n = 12 * DAY
     ts, v = _timestamps(n), _base(n=n)
     v[3 * DAY + 10] += 50.0

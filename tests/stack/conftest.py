@@ -31,6 +31,7 @@ import yaml
 from plugin_backend.config import Settings
 from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.devtools.promserver import find_free_port
+from tests.needs import require_binary
 from tests.stack.support import (
     API_TOKEN,
     DEPENDENCIES_FILE,
@@ -38,7 +39,6 @@ from tests.stack.support import (
     ROOT,
     RULES_FILE,
     load_yaml,
-    require_binary,
     session,
 )
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 
@@ -24,17 +21,6 @@ DEPENDENCIES_FILE = ROOT / "deploy" / "dependencies.yaml"
 API_TOKEN = "stack-test-token"
 # Grafana's own annotation/dashboard datasource, which every dashboard may use.
 GRAFANA_BUILTIN_UIDS = {"-- Grafana --", "grafana"}
-
-
-def require_binary(name: str, hint: str) -> str:
-    """The binary's path; skip without it, except in CI (``CI`` set), where it must exist."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    message = f"{name} not found on PATH ({hint}; `make system-deps` installs it)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide {name}: {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def iso(ts: float) -> str:

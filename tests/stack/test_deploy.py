@@ -8,6 +8,7 @@ from plugin_backend.bootstrap import build_dependencies
 from plugin_backend.config import load_settings
 from plugin_backend.devtools import demoapp
 from plugin_backend.rules import load_rules
+from tests.needs import require_binary
 from tests.stack.support import (
     COMPOSE_FILE,
     DEPENDENCIES_FILE,
@@ -16,7 +17,6 @@ from tests.stack.support import (
     all_panels,
     dashboards,
     load_yaml,
-    require_binary,
 )
 
 

@@ -207,6 +207,11 @@ def test_retention_never_drops_an_undelivered_annotation(store: Store) -> None:
     assert store.purge(older_than_s=1000.0)["incidents"] == 1
     assert {i.id for i in store.list_incidents()} == {pending.id, open_one.id}
     assert {r.incident_id for r in store.outbox_rows()} == {pending.id, open_one.id}
+    # With no Grafana configured the pending one can never be delivered: retention
+    # drops it with its incident; the open one stays.
+    assert store.purge(older_than_s=1000.0, undeliverable=True)["incidents"] == 1
+    assert {i.id for i in store.list_incidents()} == {open_one.id}
+    assert {r.incident_id for r in store.outbox_rows()} == {open_one.id}
 
 
 def test_sqlite_runs_in_wal_mode_in_a_folder_it_creates(tmp_path: Path) -> None:

@@ -114,6 +114,21 @@ def test_adhoc_filters_are_applied(client):
     assert all('service="payments"' in f["target"] for f in frames)
 
 
+def test_grafana_multi_value_filters_select_any_of_their_values(client):
+    expr = {"expr": "http_requests_per_second"}
+    every = {f["target"] for f in _query(client, expr).get_json()}
+    one_of = [{"key": "service", "operator": "=|", "value": "payments",
+               "values": ["payments", "checkout"]}]  # fmt: skip
+    chosen = {f["target"] for f in _query(client, expr, filters=one_of).get_json()}
+    assert chosen
+    assert chosen < every
+    assert all('service="payments"' in t or 'service="checkout"' in t for t in chosen)
+    assert any('service="checkout"' in t for t in chosen)
+    none_of = [{**one_of[0], "operator": "!=|"}]
+    rest = {f["target"] for f in _query(client, expr, filters=none_of).get_json()}
+    assert rest == every - chosen
+
+
 def test_several_targets_answer_in_order(client):
     frames = _query(
         client,
@@ -204,6 +219,11 @@ def test_empty_expression_is_explained(client):
     _assert_error(_query(client, {"expr": "  "}), 400, "payload.expr is empty")
 
 
+def test_empty_payload_names_both_ways_the_plugin_empties_it(client):
+    # The plugin sends {} for a code-mode payload that is not valid JSON or holds null.
+    _assert_error(_query(client, {}), 400, "payload.expr is empty", "not valid JSON", "null")
+
+
 def test_reversed_time_range_is_named(client):
     body = {
         "range": {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
@@ -229,6 +249,36 @@ def test_oversized_body_is_a_413_naming_the_setting(client):
 def test_unsupported_demo_expression_says_what_the_demo_answers(client):
     response = _query(client, {"expr": "sum(rate(foo[5m]))"})
     _assert_error(response, 400, "PLUGIN_BACKEND_PROMETHEUS_URL")
+
+
+def test_every_route_answers_with_and_without_trailing_slash_and_never_redirects(demo_app, client):
+    # Grafana's proxy hands a redirect to the browser, which calls us without the token.
+    checked = 0
+    for rule in demo_app.url_map.iter_rules():
+        if rule.arguments:
+            continue
+        base = rule.rule.rstrip("/") or "/"
+        method = "GET" if "GET" in (rule.methods or ()) else "POST"
+        doubled = "/" + base[1:].replace("/", "//")  # a URL saved with a trailing slash
+        for path in {base, base + "/", doubled}:
+            response = client.open(path, method=method, json={})
+            assert not 300 <= response.status_code < 400, (path, response.headers)
+            assert response.status_code != 404, path
+            checked += 1
+    assert checked >= 30
+    assert client.get("/datasource").get_json()["status"] == "ok"
+
+
+def test_a_datasource_url_without_its_suffix_fails_save_and_test_naming_it(client):
+    # The plugin's GET <URL> prefers JSON; a 200 from the landing page would pass
+    # Save & test while every panel then fails.
+    plugin = {"Accept": "application/json, text/plain, */*"}
+    _assert_error(client.get("/", headers=plugin), 404, "/datasource")
+    for path in ("/query", "/metrics", "/variable", "/tag-keys", "/metric-payload-options"):
+        _assert_error(client.post(path, json={}, headers=plugin), 404, "/datasource")
+    assert client.get("/").status_code == 200  # browsers and curl still get the page
+    assert "text/html" in client.get("/", headers={"Accept": "text/html"}).content_type
+    assert client.get("/metrics").status_code == 200  # Prometheus' scrape is untouched
 
 
 def test_unknown_path_and_wrong_method_answer_json(client):

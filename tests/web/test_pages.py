@@ -20,7 +20,7 @@ from plugin_backend.detection import DetectionService
 from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.errors import StoreError, UpstreamError
 from plugin_backend.explain import ExplainService
-from plugin_backend.incidents import Incident, incident_id
+from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.telemetry import Telemetry
@@ -36,8 +36,9 @@ from plugin_backend.web.incident_views import (
 )
 from plugin_backend.web.pages import SECURITY_HEADERS, llm_models_url
 from plugin_backend.web.plots import Band, Line, Shade, format_number, time_plot
+from tests.demo_faults import demo_fault_start
 
-FAULT_START_S = 1764018000.0  # pg_pool_exhaustion in the demo estate (seed 7)
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 NOW_S = FAULT_START_S + 3600
 RULES = parse_rules(
     """
@@ -169,7 +170,7 @@ def test_the_list_shows_every_incident_newest_first_with_its_columns(client, fou
     assert ids == [i.id for i in stored]
     row = body[body.index(f'data-id="{fault.id}"') :].split("</tr>")[0]
     assert format_time(fault.start_s) in row
-    assert format_time(fault.start_s).startswith("2025-11-24 21:0")  # the fault's first minutes
+    assert FAULT_START_S <= fault.start_s <= FAULT_START_S + 600  # the fault's first minutes
     assert format_duration(fault.end_s - fault.start_s) in row
     assert fault.end_s - fault.start_s > 25 * 60  # the incident lasts as long as the fault
     assert "closed" in row
@@ -239,17 +240,17 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     assert len(re.findall(r'<article class="card cause"', body)) == len(causes)
     for cause in causes:
         assert _esc(cause["series"]) in body
-    # evidence of the top cause: the pool's 30 connections at rest -> its value in the
-    # incident, its lead on the symptom, onset, score
+    # evidence of the top cause: the pool's 20-45 connections at rest (by time of day) ->
+    # its value in the incident, its lead on the symptom, onset, score
     top = body[body.index('id="cause-1"') :]
     evidence = causes[0]["evidence"]
-    assert round(evidence["baseline"]) == 30
+    assert 20 <= evidence["baseline"] <= 45
     assert evidence["incident_value"] > 60
     before, during = (format_number(evidence[k]) for k in ("baseline", "incident_value"))
     assert f"{before} &rarr; {during}" in top
     lead_s = causes[0]["lead_s"]
     assert lead_s > 0  # the pool filled up before checkout slowed down
-    assert f"{lead_s / 60:.1f} min before the symptom" in top
+    assert f"{format_duration(lead_s)} before the symptom" in top  # one way, everywhere
     assert format_time(causes[0]["onset"]) in top
     assert f"{causes[0]['score']:.2f}" in top
     # every plot on the same time axis: [start - 1 h, end + 30 min]
@@ -261,6 +262,41 @@ def test_the_incident_page_shows_the_incident_its_plots_and_its_causes(client, f
     timeline = body[body.index('id="timeline"') :]
     order = [timeline.index(k) for k in ("kind-cause", "kind-start", "kind-confirmed", "kind-end")]
     assert order == sorted(order)
+    assert re.search(r"\d+ (s|min)( \d+ s)? before its start", timeline)
+    assert "T-" not in timeline
+    assert "T+" not in timeline
+
+
+def test_the_symptom_is_scored_as_its_rule_scored_it_and_says_so(client, fault):
+    # The rule (no detector given) used the default detector on its 15 s grid; the page
+    # says so, and plots the windows the worker found, not a detector of its own.
+    assert fault.report["detection"] == {
+        "detector": "ensemble",
+        "direction": "both",
+        "sensitivity": 1.0,
+        "min_deviation": 0.0,
+        "step_s": 15.0,
+    }
+    body = _text(client.get(f"/incidents/{fault.id}"))
+    scoring = html.unescape(body[body.index('id="scoring"') :].split("</p>")[0])
+    assert "one point every 15 s" in scoring
+    assert "the ensemble detector (direction both, sensitivity 1), as its rule scored it" in (
+        " ".join(scoring.split())
+    )
+    assert "holt_winters" not in scoring
+
+
+def test_an_incident_without_recorded_options_names_the_default_detector(store, fault):
+    bare = dataclasses.replace(
+        fault,
+        id="00000000000000aa",
+        key="alert:bare",
+        report={k: v for k, v in fault.report.items() if k != "detection"},
+    )
+    store.save_incident(bare, None, now_s=NOW_S)
+    body = _text(_app(store).test_client().get(f"/incidents/{bare.id}"))
+    scoring = " ".join(html.unescape(body[body.index('id="scoring"') :].split("</p>")[0]).split())
+    assert "the ensemble detector (direction both, sensitivity 1): the default" in scoring
 
 
 def test_the_grafana_link_opens_the_incident_panel_over_the_plotted_range(
@@ -327,9 +363,7 @@ class _BrokenSource(DemoSource):
 
 def test_a_failing_source_leaves_the_page_up_with_a_message(store, fault):
     client = _app(store, source=_BrokenSource(seed=7)).test_client()
-    started = time.perf_counter()
     response = client.get(f"/incidents/{fault.id}")
-    assert time.perf_counter() - started < 5
     assert response.status_code == 200
     body = _text(response)
     assert 'id="symptom-error"' in body
@@ -412,10 +446,12 @@ def test_the_landing_page_links_and_reports_unreachable_dependencies_fast(store,
     assert f"{url}/v1/models" in body
     assert health["Store"][0] == "ok"
     assert "annotation outbox: 0 pending, 0 delivered, 0 failed" in health["Store"][1]
-    assert re.search(r'id="auth-status">\s*<p>Authentication: not configured</p>', body)
+    assert re.search(r'class="card alarm" id="auth-status" role="alert">', body)
+    assert "Authentication: not configured. This service is OPEN:" in body
 
 
-def test_the_landing_page_without_grafana_or_llm_says_not_configured(store):
+def test_the_landing_page_without_grafana_or_llm_says_not_configured(store, fault):
+    store.save_incident(fault, annotation_for(fault, link_base=None), now_s=NOW_S)
     app = _app(store)
     app.extensions["plugin_backend.auth_enabled"] = True
     body = _text(app.test_client().get("/"))
@@ -424,6 +460,10 @@ def test_the_landing_page_without_grafana_or_llm_says_not_configured(store):
     assert health["LLM"][0] == "off"
     assert "No Grafana configured" in body
     assert "Authentication: enabled" in body
+    # the incidents' annotations wait in the outbox: the page says why
+    assert health["Store"][1].startswith("reachable; annotation outbox: 1 pending")
+    assert "no Grafana is configured, PLUGIN_BACKEND_GRAFANA_URL" in health["Store"][1]
+    assert "retention drops them after 30 days" in health["Store"][1]
 
 
 def test_a_broken_store_shows_in_the_health_table(store, monkeypatch):

@@ -13,8 +13,9 @@ from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.watch import RuleCycle
 from plugin_backend.worker import Worker
+from tests.demo_faults import demo_fault_start
 
-FAULT_START_S = 1764018000.0  # demo pg_pool_exhaustion
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 RULES = parse_rules(
     "rules:\n  - name: checkout-latency\n"
     "    expr: 'http_request_duration_seconds_p99{service=\"checkout\"}'\n"

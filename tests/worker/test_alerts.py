@@ -11,9 +11,9 @@ import pytest
 from plugin_backend.alerts import alert_events, job_key, panel_of, symptom_of
 from plugin_backend.errors import RequestError
 from plugin_backend.rules import parse_rules
+from tests.needs import require_shared
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "grafana-alert-webhook.json"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "contracts"
 RULES = parse_rules(
     "rules:\n  - name: checkout-latency\n    expr: 'checkout_p99'\n"
     "    dashboard_uid: from-rule\n    panel_id: 7\n"
@@ -26,9 +26,7 @@ def grafana_payload() -> dict:
 
 
 def test_fixture_is_the_shared_contract_example():
-    example = SHARED / "grafana-alert-webhook-example.json"
-    if not example.exists():
-        pytest.skip("../shared/contracts is not beside this checkout")
+    example = require_shared("contracts", "grafana-alert-webhook-example.json")
     assert json.loads(example.read_text()) == json.loads(FIXTURE.read_text())
 
 

@@ -24,6 +24,7 @@ from plugin_backend.telemetry import Telemetry
 from plugin_backend.watch import RuleCycle
 from plugin_backend.web import create_app
 from plugin_backend.worker import Worker
+from tests.demo_faults import demo_fault_start
 
 SCRIPT = "<script>window.__pwned=1</script>"
 INJECTION = (
@@ -31,7 +32,7 @@ INJECTION = (
 )
 CONTROL = "\x00\x07\x1b[31mred\x1b[0m\u202e"
 HUGE = "A" * 200_000
-FAULT_START_S = 1764018000.0
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 RULES = parse_rules(
     "rules:\n  - name: checkout-latency\n"
     "    expr: 'http_request_duration_seconds_p99{service=\"checkout\"}'\n"

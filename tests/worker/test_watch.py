@@ -13,8 +13,9 @@ from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Incident
 from plugin_backend.rules import parse_rules
 from plugin_backend.watch import RuleCycle
+from tests.demo_faults import demo_fault_start
 
-FAULT_START_S = 1764018000.0  # pg_pool_exhaustion in the demo estate (seed 7), 30 min
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 RULES = parse_rules(
     """
 rules:
