@@ -35,6 +35,7 @@ __all__ = [
 AlertSource = Literal["grafana", "alertmanager"]
 QUERY_ANNOTATION = "plugin_backend_query"
 _DASHBOARD_PATH = re.compile(r"/d/([A-Za-z0-9_-]{1,128})(?:/|$)")
+_MAX_PANEL_ID = 2**31 - 1
 _MAX_ALERTS = 500
 
 
@@ -158,6 +159,8 @@ def _dashboard_and_panel(dashboard_url: str, panel_url: str) -> tuple[str | None
         if match and uid is None:
             uid = match.group(1)
         view = parse_qs(parts.query).get("viewPanel", [""])[0].removeprefix("panel-")
-        if view.isdigit() and panel is None:  # Grafana 11+ writes viewPanel=panel-<id>
+        # Grafana 11+ writes viewPanel=panel-<id>; an id past 32 bits is no Grafana panel
+        # (and would overflow the store's column on PostgreSQL): ignored
+        if view.isdigit() and panel is None and int(view) <= _MAX_PANEL_ID:
             panel = int(view)
     return uid, panel

@@ -166,7 +166,10 @@ class PostgresServer:
             raise RuntimeError(f"PostgreSQL's initdb not found: {_INSTALL_HINT}")
         if os.geteuid() == 0:  # initdb and postgres refuse to run as root
             self._run_as = _unprivileged_user()
-        self._dir = Path(tempfile.mkdtemp(prefix="pb-postgres-"))
+        base = Path(tempfile.gettempdir())
+        if self._run_as is not None and not _traversable(base):
+            base = Path("/tmp")  # noqa: S108 -- the other user must reach the data dir
+        self._dir = Path(tempfile.mkdtemp(prefix="pb-postgres-", dir=base))
         (self._dir / "data").mkdir(mode=0o700)
         if self._run_as is not None:
             for path in (self._dir, self._dir / "data"):
@@ -237,6 +240,11 @@ def _unprivileged_user() -> pwd.struct_passwd:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     raise RuntimeError("running as root and there is no 'postgres' or 'nobody' user to run as")
+
+
+def _traversable(path: Path) -> bool:
+    """Whether any user may pass through ``path`` and each folder above it."""
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.resolve().parents))
 
 
 def _checked(name: str) -> str:

@@ -78,6 +78,24 @@ def test_grafana_11_view_panel_form():
     assert (event.dashboard_uid, event.panel_id) == ("abc", 12)
 
 
+def test_a_panel_id_past_32_bits_is_no_panel():
+    # it would overflow the store's integer column on PostgreSQL and fail the job 5 times
+    body = {
+        "alerts": [
+            {
+                "status": "firing",
+                "startsAt": "2026-11-29T14:02:00Z",
+                "panelURL": "http://g/d/abc/name?viewPanel=99999999999999999999",
+            }
+        ]
+    }
+    (event,) = alert_events("grafana", body)
+    assert (event.dashboard_uid, event.panel_id) == ("abc", None)
+    body["alerts"][0]["panelURL"] = "http://g/d/abc/name?viewPanel=2147483647"
+    (event,) = alert_events("grafana", body)
+    assert event.panel_id == 2147483647
+
+
 def test_alertmanager_payload_uses_the_rules_panel_and_a_label_fingerprint():
     body = {
         "version": "4",

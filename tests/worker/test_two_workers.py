@@ -21,8 +21,9 @@ from plugin_backend.store import Store
 from plugin_backend.types import Series, TimeRange
 from plugin_backend.watch import RuleCycle
 from plugin_backend.worker import Worker, WorkerReport
+from tests.demo_faults import demo_fault_start
 
-FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (30 min)
+FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7
 TICK_S = 15.0
 RULES = parse_rules(
     "rules:\n  - name: checkout-latency\n"
@@ -34,7 +35,7 @@ REPLAY_S = 2 * 3600.0
 
 
 class SlowDemoSource(DemoSource):
-    """The demo estate behind a slow network: each range query takes ``delay_s``."""
+    """The demo estate behind a slow network: the first range query takes ``delay_s``."""
 
     def __init__(self, delay_s: float) -> None:
         super().__init__(seed=7)
@@ -42,6 +43,7 @@ class SlowDemoSource(DemoSource):
 
     def query_range(self, expr: str, time_range: TimeRange, step_s: float) -> list[Series]:
         time.sleep(self.delay_s)
+        self.delay_s = 0.0
         return super().query_range(expr, time_range, step_s)
 
 

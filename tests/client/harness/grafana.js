@@ -107,6 +107,11 @@ class GrafanaBackendSrv {
     const method = (options.method || 'GET').toUpperCase();
     let body;
     const browserHeaders = { ...(options.headers || {}) };
+    // Grafana's BackendSrv (public/app/core/utils/fetch.ts, defaultHeaderParser) sets this
+    // Accept on every request that names none; the proxy passes it on.
+    if (!Object.keys(browserHeaders).some((name) => name.toLowerCase() === 'accept')) {
+      browserHeaders['Accept'] = 'application/json, text/plain, */*';
+    }
     if (options.data !== undefined && method !== 'GET') {
       body = typeof options.data === 'string' ? options.data : JSON.stringify(options.data);
       browserHeaders['Content-Type'] = browserHeaders['Content-Type'] || 'application/json';
