@@ -249,7 +249,7 @@ def install_auth(app: Flask, settings: Settings, telemetry: Telemetry) -> None:
         log.warning(
             "authentication is OFF: anyone who reaches this service can query data, post "
             "alerts and read incidents; set PLUGIN_BACKEND_API_TOKEN and/or "
-            "PLUGIN_BACKEND_BASIC_AUTH_USER/_PASSWORD (README: Security)"
+            "PLUGIN_BACKEND_BASIC_AUTH_USER/_PASSWORD (docs/security.md)"
         )
     metrics_require_auth = settings.metrics_require_auth
 
