@@ -1,15 +1,19 @@
 """From per-point scores to anomaly windows and pager-style alarms.
 
-A point is *anomalous* when its score is above ``threshold`` (and its deviation
-``value - expected`` has the wanted sign). Anomalous points form *runs*: the next
-anomalous point joins the current run when it is the very next row or comes
-less than ``max_gap_s`` after the previous anomalous point (a short dip back into
-the band does not end an incident). A run becomes a *window* once it is
+A point is *anomalous* when its score is above ``threshold`` times its series'
+*alarm threshold* (``scoring.alarm_rate``: set on the series' own recent scores so
+that a healthy series pages about ``rate.alarms_per_day`` times a day, and never
+inside the band; with ``rate=None`` the alarm threshold is 1, the band's edge) and
+its deviation ``value - expected`` has the wanted sign. Anomalous points form
+*runs*: the next anomalous point joins the current run when it is the very next
+row or comes less than ``max_gap_s`` after the previous anomalous point (a short
+dip back does not end an incident). A run becomes a *window* once it is
 *confirmed*, at the first of its points where either
 
 * the run holds ``min_points`` anomalous points and has lasted ``min_duration_s``
   (from its first point to this one), or
-* this point alone scores ``>= instant_threshold`` (a spike too big to wait for).
+* this point alone scores ``>= instant_threshold`` alarm thresholds (a spike too
+  big to wait for).
 
 The confirming row raises an *alarm*; while the window stays open, an anomalous
 row at least ``realert_s`` after the window's previous alarm raises another one
@@ -39,9 +43,19 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.scoring.alarm_rate import RatePolicy, rate_normalized
 from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.types import FloatArray
 
-__all__ = ["AnomalyWindow", "BoolArray", "Direction", "WindowPolicy", "alarms", "find_windows"]
+__all__ = [
+    "AnomalyWindow",
+    "BoolArray",
+    "Direction",
+    "WindowPolicy",
+    "alarms",
+    "find_windows",
+    "pager_policy",
+]
 
 BoolArray = npt.NDArray[np.bool_]
 Direction = Literal["both", "up", "down"]
@@ -54,10 +68,16 @@ class WindowPolicy:
 
     Defaults are those of a live pager over Prometheus data (15 s - 5 min steps):
 
-    * ``threshold=1``: outside the detector's band (the score convention).
-    * ``min_points=2`` or ``instant_threshold=3``: one point barely outside the band
-      is the most common false alarm (a single noisy scrape), so wait for a second
-      anomalous point; but a point three band-widths out is paged at once.
+    * ``rate=RatePolicy()``: a point is anomalous above its series' rate-controlled
+      alarm threshold (``scoring.alarm_rate``: about one alarm per three days on a
+      healthy series), never inside the band. ``rate=None``: above the band's edge.
+    * ``threshold=1``: the multiple of that alarm threshold a point must exceed.
+    * ``min_points=1``: the rate-controlled threshold already allows for the
+      series' noise, so one point above it pages (chosen leave-one-corpus-out
+      between 1 and 2, ``python -m benchmarks detection``). At the band's edge
+      (``rate=None``) one point barely outside is the most common false alarm (a
+      single noisy scrape): use 2 there. ``instant_threshold=3``: a point that far
+      out pages at once whatever ``min_points`` asks.
     * ``max_gap_s=900``: a value flapping around the band edge is one incident when
       it dips back for less than 15 minutes (one normal point at a 5 min step, about
       a dozen at 1 min).
@@ -73,7 +93,7 @@ class WindowPolicy:
 
     threshold: float = 1.0
     direction: Direction = "both"
-    min_points: int = 2
+    min_points: int = 1
     min_duration_s: float = 0.0
     instant_threshold: float = 3.0
     max_gap_s: float = 900.0
@@ -81,6 +101,7 @@ class WindowPolicy:
     flapping_windows: int = 5
     flapping_lookback: int = 2000
     flapping_min_points: int = 3
+    rate: RatePolicy | None = RatePolicy()  # noqa: RUF009 (frozen: one shared default is safe)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and self.threshold >= 0):
@@ -127,6 +148,24 @@ class WindowPolicy:
                 )
 
 
+def pager_policy(
+    direction: Direction = "both", sensitivity: float = 1.0, *, rate_control: bool = True
+) -> WindowPolicy:
+    """The default policy of a series asked for at ``sensitivity``: the rate-controlled
+    threshold allows ``sensitivity`` times the default alarms per day (one per three
+    days at 1, two per three days at 2). ``rate_control=False``: page at the band's
+    edge, two points out of it confirming (for a series whose incidents are its
+    normal, e.g. the demo estate's fault every 4 h)."""
+    if not (math.isfinite(sensitivity) and sensitivity > 0):
+        raise InvalidTarget(f"sensitivity must be a finite number > 0, got {sensitivity}")
+    if not rate_control:
+        return WindowPolicy(direction=direction, rate=None, min_points=2)
+    return WindowPolicy(
+        direction=direction,
+        rate=RatePolicy(alarms_per_day=RatePolicy().alarms_per_day * sensitivity),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AnomalyWindow:
     """One confirmed anomaly: its first and last anomalous points, its peak, and
@@ -143,33 +182,54 @@ class AnomalyWindow:
     points: int
 
 
-def find_windows(scored: ScoredSeries, policy: WindowPolicy | None = None) -> list[AnomalyWindow]:
-    """The confirmed anomaly windows of ``scored``, in time order."""
-    return _analyse(scored, policy or WindowPolicy(), want_windows=True)[0]
+def find_windows(
+    scored: ScoredSeries,
+    policy: WindowPolicy | None = None,
+    *,
+    normalized: FloatArray | None = None,
+) -> list[AnomalyWindow]:
+    """The confirmed anomaly windows of ``scored``, in time order. ``normalized``:
+    each point's score in units of its alarm threshold when the caller already has it
+    (else computed from ``policy.rate``)."""
+    return _analyse(scored, policy or WindowPolicy(), normalized, want_windows=True)[0]
 
 
-def alarms(scored: ScoredSeries, policy: WindowPolicy | None = None) -> BoolArray:
+def alarms(
+    scored: ScoredSeries,
+    policy: WindowPolicy | None = None,
+    *,
+    normalized: FloatArray | None = None,
+) -> BoolArray:
     """``True`` at each row where a window is confirmed or re-alerts (causal)."""
-    return _analyse(scored, policy or WindowPolicy(), want_windows=False)[1]
+    return _analyse(scored, policy or WindowPolicy(), normalized, want_windows=False)[1]
 
 
 def _analyse(
-    scored: ScoredSeries, policy: WindowPolicy, *, want_windows: bool
+    scored: ScoredSeries,
+    policy: WindowPolicy,
+    normalized: FloatArray | None,
+    *,
+    want_windows: bool,
 ) -> tuple[list[AnomalyWindow], BoolArray]:
     ts = np.asarray(scored.timestamps_s, dtype=np.float64)
-    score = np.asarray(scored.score, dtype=np.float64)
-    n = int(score.shape[0])
+    raw_score = np.asarray(scored.score, dtype=np.float64)
+    n = int(raw_score.shape[0])
     fired = np.zeros(n, dtype=np.bool_)
     if n == 0:
         return [], fired
+    if normalized is None and policy.rate is not None:
+        normalized = rate_normalized(ts, raw_score, policy.rate)
+    # Decisions use the score in units of the alarm threshold; windows report the score.
+    score = raw_score if normalized is None else np.asarray(normalized, dtype=np.float64)
 
-    anomalous, up = _anomalous(scored, policy.threshold, policy.direction)
+    anomalous, up = _anomalous(scored, score, policy.threshold, policy.direction)
     idx = np.flatnonzero(anomalous)
     m = int(idx.shape[0])
     if m == 0:
         return [], fired
     t = ts[idx]
     s = score[idx]
+    s_raw = raw_score[idx]
 
     # Runs of anomalous points: a new run starts unless the previous anomalous
     # point is the previous row or less than max_gap_s earlier.
@@ -209,8 +269,8 @@ def _analyse(
         return [], fired
 
     # Peak of each run: the first point holding the run's maximum score.
-    run_max = np.maximum.reduceat(s, starts)
-    at_max = np.flatnonzero(s == run_max[run_id])
+    run_max = np.maximum.reduceat(s_raw, starts)
+    at_max = np.flatnonzero(s_raw == run_max[run_id])
     first_max = np.ones(at_max.shape[0], dtype=np.bool_)
     first_max[1:] = run_id[at_max[1:]] != run_id[at_max[:-1]]
     peak = at_max[first_max][confirmed_runs]
@@ -231,7 +291,7 @@ def _analyse(
         for start_s, end_s, peak_score, peak_s, peak_up, confirmed_s, is_open, points in zip(
             t[run_start_pos].tolist(),
             t[run_end - 1].tolist(),
-            s[peak].tolist(),
+            s_raw[peak].tolist(),
             t[peak].tolist(),
             up[idx[peak]].tolist(),
             t[first_confirm].tolist(),
@@ -256,10 +316,9 @@ def _first_confirmations(
 
 
 def _anomalous(
-    scored: ScoredSeries, threshold: float, direction: Direction
+    scored: ScoredSeries, score: FloatArray, threshold: float, direction: Direction
 ) -> tuple[BoolArray, BoolArray]:
     """Which points are anomalous, and which lie above their expected value."""
-    score = np.asarray(scored.score, dtype=np.float64)
     deviation = np.asarray(scored.values, dtype=np.float64) - np.asarray(
         scored.expected, dtype=np.float64
     )
