@@ -23,9 +23,6 @@ class WindowOptions(BaseModel):
     instant_threshold: float | None = Field(None, gt=0)
     max_gap_s: float | None = Field(None, ge=0)
     realert_s: float | None = Field(None, ge=0)
-    flapping_windows: int | None = Field(None, ge=0)
-    flapping_lookback: int | None = Field(None, ge=1)
-    flapping_min_points: int | None = Field(None, ge=1)
     #: Alarms per day a healthy series may raise (default: one per three days times
     #: ``sensitivity``); ``rate_control: false`` pages at the band's edge instead.
     alarms_per_day: float | None = Field(None, gt=0)
@@ -60,6 +57,7 @@ class ScoreConfig(BaseModel):
             rate = RatePolicy(alarms_per_day=per_day)
         if not chosen.pop("rate_control"):
             rate = None
+            chosen.setdefault("min_points", 2)  # at the band's edge, as pager_policy
         return WindowPolicy(direction=self.direction, rate=rate, **chosen)
 
 

@@ -17,19 +17,16 @@ dip back does not end an incident). A run becomes a *window* once it is
 
 The confirming row raises an *alarm*; while the window stays open, an anomalous
 row at least ``realert_s`` after the window's previous alarm raises another one
-(a pager's repeat interval). Runs that are never confirmed are no windows.
-
-A series that flaps needs more evidence: where the rule above opened at least
-``flapping_windows`` windows in the previous ``flapping_lookback`` rows, a run is
-confirmed only once it holds ``flapping_min_points`` anomalous points, and never
-fewer than ``min_points`` (a point ``instant_threshold`` out still pages at once).
-Out-of-band points cluster on such a series, so two in a row say little there; on
-a series whose band fits, two in a row are rare and still page.
+(a pager's repeat interval). Runs that are never confirmed are no windows. With
+the rate-controlled threshold a series also pages at most once per ``realert_s``:
+an alarm less than that after the series' previous one is dropped (the window
+stays), so a persisting anomaly whose score dips in and out of the threshold pages
+once per repeat interval, not once per run.
 
 Everything is causal: whether row ``i`` is an alarm depends only on rows ``<= i``
 (run membership looks back at the previous anomalous point, confirmation counts
-points up to ``i`` and windows opened before it, re-alerts look at earlier
-alarms), so alarms computed on a prefix of a series are the prefix of the alarms
+points up to ``i``, re-alerts look at earlier alarms, and the alarm threshold is
+fitted on earlier scores), so alarms computed on a prefix of a series are the prefix of the alarms
 on the whole series.
 """
 
@@ -84,11 +81,6 @@ class WindowPolicy:
     * ``realert_s=4 h``: Alertmanager's default ``repeat_interval``; an incident that
       is still going re-pages at the cadence on-call people already know.
       ``math.inf`` disables re-alerts.
-    * ``flapping_windows=5`` in ``flapping_lookback=2000`` rows (the score
-      calibration's window: about a week at 5 min, 8 hours at 15 s): a series that
-      opened that many windows is flapping, and a run there needs
-      ``flapping_min_points=3`` points, one more than usual. ``flapping_windows=0``
-      turns this off.
     """
 
     threshold: float = 1.0
@@ -98,9 +90,6 @@ class WindowPolicy:
     instant_threshold: float = 3.0
     max_gap_s: float = 900.0
     realert_s: float = 4 * 3600.0
-    flapping_windows: int = 5
-    flapping_lookback: int = 2000
-    flapping_min_points: int = 3
     rate: RatePolicy | None = RatePolicy()  # noqa: RUF009 (frozen: one shared default is safe)
 
     def __post_init__(self) -> None:
@@ -136,16 +125,6 @@ class WindowPolicy:
             raise InvalidTarget(
                 f"WindowPolicy.realert_s must be > 0 (inf disables re-alerts), got {self.realert_s}"
             )
-        for name, low in (
-            ("flapping_windows", 0),
-            ("flapping_lookback", 1),
-            ("flapping_min_points", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise InvalidTarget(
-                    f"WindowPolicy.{name} must be an integer >= {low}, got {value!r}"
-                )
 
 
 def pager_policy(
@@ -247,24 +226,13 @@ def _analyse(
     confirmed_runs, first_confirm = _first_confirmations(
         ((count_so_far >= policy.min_points) & lasted) | instant, run_id
     )
-    if policy.flapping_windows:
-        # Windows the usual rule opened in the lookback before each anomalous point.
-        opened = idx[first_confirm]
-        since = np.searchsorted(opened, idx - policy.flapping_lookback)
-        recent = np.searchsorted(opened, idx) - since
-        needed = np.where(
-            recent >= policy.flapping_windows,
-            max(policy.flapping_min_points, policy.min_points),
-            policy.min_points,
-        )
-        confirmed_runs, first_confirm = _first_confirmations(
-            ((count_so_far >= needed) & lasted) | instant, run_id
-        )
 
     fired[idx[first_confirm]] = True
     run_end = ends[confirmed_runs]
     if math.isfinite(policy.realert_s):
         _realert(fired, idx, t, first_confirm, run_end, realert_s=policy.realert_s)
+        if policy.rate is not None:
+            _hold(fired, ts, policy.realert_s)
     if not want_windows:
         return [], fired
 
@@ -330,6 +298,18 @@ def _anomalous(
     elif direction == "down":
         anomalous &= ~up
     return anomalous, up
+
+
+def _hold(fired: BoolArray, ts: FloatArray, hold_s: float) -> None:
+    """Drop alarms less than ``hold_s`` after the series' previous kept alarm: a
+    persisting anomaly whose score dips in and out of the alarm threshold pages once
+    per repeat interval, not once per run."""
+    last = -math.inf
+    for row in np.flatnonzero(fired).tolist():
+        if ts[row] - last < hold_s:
+            fired[row] = False
+        else:
+            last = float(ts[row])
 
 
 def _realert(
