@@ -478,13 +478,11 @@ def _without_early_phase() -> Detector:
 def ablation_detectors() -> dict[str, Callable[[], Detector]]:
     default = registry.DEFAULT_DETECTOR
     return {
-        f"{default} -mute_echoes": lambda: registry.get_detector(default, mute_echoes=False),
         f"{default} -sustained": lambda: registry.get_detector(default, sustained_points=0),
     }
 
 
 ABLATION_POLICIES = {
-    "-flapping rule": WindowPolicy(flapping_windows=0),
     "-run trigger": WindowPolicy(rate=RatePolicy(run_points=0)),
     "-rate control (band edge, 2 points)": WindowPolicy(rate=None, min_points=2),
 }
