@@ -57,7 +57,6 @@ class ScoreConfig(BaseModel):
             rate = RatePolicy(alarms_per_day=per_day)
         if not chosen.pop("rate_control"):
             rate = None
-            chosen.setdefault("min_points", 2)  # at the band's edge, as pager_policy
         return WindowPolicy(direction=self.direction, rate=rate, **chosen)
 
 
