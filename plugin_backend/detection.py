@@ -94,7 +94,8 @@ class DetectionService:
                 self.observe_scoring(options.detector, time.perf_counter() - started)
             in_range = scored.timestamps_s >= time_range.start_s
             trimmed = ScoredSeries(*(getattr(scored, f)[in_range] for f in _FIELDS))
-            windows = [w for w in find_windows(scored, policy) if w.end_s >= time_range.start_s]
+            found_windows = find_windows(scored, policy, fit_memo=self.cache.fit_memo(key))
+            windows = [w for w in found_windows if w.end_s >= time_range.start_s]
             results.append(SeriesAnomalies(series.labels, trimmed, windows))
         if not results and too_short is not None:
             raise too_short

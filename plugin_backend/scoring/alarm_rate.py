@@ -88,6 +88,7 @@ from plugin_backend.types import FloatArray
 
 __all__ = [
     "DEFAULT_ALARMS_PER_DAY",
+    "FitMemo",
     "RateFit",
     "RatePolicy",
     "TailFit",
@@ -176,29 +177,40 @@ class RateFit:
         return np.fmax(point, self.run_score / self.run.threshold(q / 2, fallback))
 
 
+#: Fits of blocks whose whole window lay inside the series, by (trigger, block start s):
+#: what a score cache keeps so a refresh fits only its new blocks.
+FitMemo = dict[tuple[str, float], tuple[float, float, float, float]]
+
+
 def rate_normalized(
-    timestamps_s: FloatArray, score: FloatArray, policy: RatePolicy | None = None
+    timestamps_s: FloatArray,
+    score: FloatArray,
+    policy: RatePolicy | None = None,
+    *,
+    memo: FitMemo | None = None,
 ) -> FloatArray:
     """Each point's score in units of its alarm threshold (> 1 alarms; the threshold is
-    ``policy.fallback`` during warm-up and never below the band's edge)."""
+    ``policy.fallback`` during warm-up and never below the band's edge). ``memo``:
+    block fits kept from earlier calls on the same series (read and extended)."""
     policy = policy or RatePolicy()
-    fit = fit_rate(timestamps_s, score, policy)
+    fit = fit_rate(timestamps_s, score, policy, memo=memo)
     return fit.normalized(score, policy.risk(_step_s(timestamps_s)), policy.fallback)
 
 
-def fit_rate(timestamps_s: FloatArray, score: FloatArray, policy: RatePolicy) -> RateFit:
-    """Both triggers' tail fits (see the module docstring)."""
-    run_score = trailing_mean(score, policy.run_points) if policy.run_points else None
-    return _fit_both(timestamps_s, score, run_score, policy)
-
-
-def _fit_both(
-    timestamps_s: FloatArray, score: FloatArray, run_score: FloatArray | None, policy: RatePolicy
+def fit_rate(
+    timestamps_s: FloatArray,
+    score: FloatArray,
+    policy: RatePolicy,
+    *,
+    memo: FitMemo | None = None,
 ) -> RateFit:
-    point = fit_tails(timestamps_s, score, policy)
-    if run_score is None:
+    """Both triggers' tail fits (see the module docstring)."""
+    point = fit_tails(timestamps_s, score, policy, memo=memo, trigger="point")
+    if not policy.run_points:
         return RateFit(point, None, None)
-    return RateFit(point, fit_tails(timestamps_s, run_score, policy), run_score)
+    run_score = trailing_mean(score, policy.run_points)
+    run = fit_tails(timestamps_s, run_score, policy, memo=memo, trigger="run")
+    return RateFit(point, run, run_score)
 
 
 def trailing_mean(score: FloatArray, points: int) -> FloatArray:
@@ -214,8 +226,17 @@ def trailing_mean(score: FloatArray, points: int) -> FloatArray:
     return np.where(np.isfinite(score) & (count >= points - points // 4), mean, np.nan)
 
 
-def fit_tails(timestamps_s: FloatArray, score: FloatArray, policy: RatePolicy) -> TailFit:
-    """The tail fit of every point's block (see the module docstring)."""
+def fit_tails(
+    timestamps_s: FloatArray,
+    score: FloatArray,
+    policy: RatePolicy,
+    *,
+    memo: FitMemo | None = None,
+    trigger: str = "point",
+) -> TailFit:
+    """The tail fit of every point's block (see the module docstring). With ``memo``,
+    a block whose whole window lies in the series is fitted once: its fit is a
+    function of exactly those ``window_points`` scores, so a cached one is exact."""
     n = int(score.shape[0])
     nan = np.full(n, np.nan)
     if n == 0:
@@ -224,12 +245,23 @@ def fit_tails(timestamps_s: FloatArray, score: FloatArray, policy: RatePolicy) -
     window = policy.window_points
     padded = np.concatenate([np.full(window, np.nan), np.asarray(score, dtype=np.float64)])
     fits = np.full((firsts.shape[0], 4), np.nan)
+    if memo is not None:  # forget blocks the series no longer reaches
+        for key in list(memo):  # a snapshot: another thread may add to it
+            if key[1] < timestamps_s[0]:
+                memo.pop(key, None)
     for j, first in enumerate(firsts.tolist()):
+        key = (trigger, float(timestamps_s[first]))
+        whole = first >= window
+        if memo is not None and whole and key in memo:
+            fits[j] = memo[key]
+            continue
         row = padded[first : first + window]  # score[first - window : first]
         finite = row[np.isfinite(row)]
         if finite.shape[0] >= policy.min_fit_points:
             t, sigma, xi, share = _fit(finite, policy.initial_quantile)
             fits[j] = (t, sigma, xi, share * _extremal_index(row, t))
+        if memo is not None and whole:
+            memo[key] = (fits[j, 0], fits[j, 1], fits[j, 2], fits[j, 3])
     owner = np.searchsorted(firsts, np.arange(n), side="right") - 1
     per_point = fits[owner]
     return TailFit(*(per_point[:, k].copy() for k in range(4)))

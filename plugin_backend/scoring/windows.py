@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin_backend.errors import InvalidTarget
-from plugin_backend.scoring.alarm_rate import RatePolicy, rate_normalized
+from plugin_backend.scoring.alarm_rate import FitMemo, RatePolicy, rate_normalized
 from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.types import FloatArray
 
@@ -167,11 +167,16 @@ def find_windows(
     policy: WindowPolicy | None = None,
     *,
     normalized: FloatArray | None = None,
+    fit_memo: FitMemo | None = None,
 ) -> list[AnomalyWindow]:
     """The confirmed anomaly windows of ``scored``, in time order. ``normalized``:
     each point's score in units of its alarm threshold when the caller already has it
-    (else computed from ``policy.rate``)."""
-    return _analyse(scored, policy or WindowPolicy(), normalized, want_windows=True)[0]
+    (else computed from ``policy.rate``, reusing the block fits in ``fit_memo``, which
+    a score cache keeps per series)."""
+    policy = policy or WindowPolicy()
+    if normalized is None and policy.rate is not None:
+        normalized = rate_normalized(scored.timestamps_s, scored.score, policy.rate, memo=fit_memo)
+    return _analyse(scored, policy, normalized, want_windows=True)[0]
 
 
 def alarms(

@@ -196,3 +196,20 @@ def test_trailing_mean_is_causal_and_needs_most_of_its_points() -> None:
     assert np.isnan(mean[2])  # this point unknown
     assert mean[3] == pytest.approx((1 + 2 + 4) / 3)
     assert mean[5] == pytest.approx((4 + 5 + 6) / 3)
+
+
+def test_block_fits_kept_between_calls_give_the_same_thresholds() -> None:
+    """A score cache keeps the block fits: a refresh (the range slid and grown) fits
+    only its new blocks and gets what a fit from scratch gets."""
+    score = healthy(9000, 11)
+    ts = scored_from(score).timestamps_s
+    memo: dict = {}
+    first = rate_normalized(ts[:6000], score[:6000], memo=memo)
+    kept = len(memo)
+    assert kept > 0
+    np.testing.assert_array_equal(first, rate_normalized(ts[:6000], score[:6000]))
+    slid = slice(500, 9000)
+    np.testing.assert_array_equal(
+        rate_normalized(ts[slid], score[slid], memo=memo), rate_normalized(ts[slid], score[slid])
+    )
+    assert all(block_s >= ts[500] for _, block_s in memo)  # blocks before the range forgotten
