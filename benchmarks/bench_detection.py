@@ -475,13 +475,6 @@ def _without_early_phase() -> Detector:
     return registry.get_detector(registry.DEFAULT_DETECTOR)
 
 
-def ablation_detectors() -> dict[str, Callable[[], Detector]]:
-    default = registry.DEFAULT_DETECTOR
-    return {
-        f"{default} -sustained": lambda: registry.get_detector(default, sustained_points=0),
-    }
-
-
 ABLATION_POLICIES = {
     "-run trigger": WindowPolicy(rate=RatePolicy(run_points=0)),
     "-rate control (band edge, 2 points)": WindowPolicy(rate=None, min_points=2),
@@ -595,8 +588,6 @@ def _print_ablations(corpus_scores: Scores, loaded: Mapping[str, Sequence[NabFil
     results += results_of({default: base}, policy_alarms(WindowPolicy()))
     for label, policy in ABLATION_POLICIES.items():
         results += results_of({f"{default} {label}": base}, policy_alarms(policy))
-    extra = ablation_detectors()
-    results += results_of(score_all(extra, loaded), policy_alarms(WindowPolicy()))
     from plugin_backend.scoring import baselines
 
     with _patched(baselines, "EARLY_PHASE_DAYS", 10**6):

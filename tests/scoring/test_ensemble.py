@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.registry import get_detector
 from plugin_backend.scoring.transformer import TransformerDetector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
@@ -26,7 +25,7 @@ def _ramp(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_members_lend_stls_band_and_the_transformers_delayed_view() -> None:
     ts, values = _ramp(0)
     views = get_detector("ensemble")._views(ts, values)
-    assert len(views) == 3  # and the sustained view of STL's residuals
+    assert len(views) == 2
     stl = get_detector("stl")._band(ts, values)
     delayed = TransformerDetector()._views(ts, values)[-1]
     np.testing.assert_allclose(views[0].expected, stl.expected, equal_nan=True)
@@ -91,62 +90,3 @@ def test_a_ramp_is_paged_and_stays_out_of_band_as_long_as_with_either_member(see
         assert out_of_band >= np.sum(get_detector(member).score(ts, values).score[ramp] > 1)
     # Holt-Winters follows a slow ramp point by point; the union does not.
     assert out_of_band > np.sum(get_detector("holt_winters").score(ts, values).score[ramp] > 1)
-
-
-def _missing_peak(seed: int) -> tuple[np.ndarray, np.ndarray, slice]:
-    """Nine days at 5 min with a busy afternoon peak (its height varies from day to
-    day); on day 7 the peak never comes."""
-    rng = np.random.default_rng(seed)
-    n = 9 * DAY
-    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
-    hour = (np.arange(n) % DAY) / 12.0
-    peak = np.exp(-0.5 * ((hour - 15.0) / 1.5) ** 2)
-    height = np.repeat(rng.uniform(30.0, 45.0, 9), DAY)
-    values = 100 + height * peak + rng.normal(0, 8, n)
-    day = 7 * DAY
-    values[day : day + DAY] -= height[day] * peak[day : day + DAY]
-    rise = day + int(11.25 * 12)  # 2.5 widths before the top, at 15:00
-    return ts, values, slice(rise, rise + 90)
-
-
-@pytest.mark.parametrize("seed", [0, 3, 4])
-def test_a_missing_daily_peak_is_paged_by_the_sustained_view(seed: int) -> None:
-    """No single point of the missing peak is far outside the point bands (peak heights
-    vary from day to day); hours of points below them are. The sustained view pages
-    it; the same ensemble without that view does not at the band's edge (on these
-    seeds: where the missing peak would have been a tall one, the point bands page it
-    too). (With rate control the alarm layer's own run trigger may page it too.)"""
-    ts, values, peak_hours = _missing_peak(seed)
-
-    def paged(policy: WindowPolicy, **options: int) -> np.ndarray:
-        return alarms(get_detector("ensemble", **options).score(ts, values), policy)
-
-    edge = WindowPolicy(rate=None, min_points=2)
-    assert not paged(edge, sustained_points=0)[peak_hours].any()
-    assert paged(edge)[peak_hours].any()
-    with_view = paged(WindowPolicy())
-    assert with_view[peak_hours].any()
-    # The normal days (~5) page no more than the rate control's one per three days.
-    assert np.count_nonzero(with_view[2 * DAY : peak_hours.start - 12]) <= 2
-
-
-def test_the_sustained_view_keeps_quiet_on_autocorrelated_noise() -> None:
-    """Residuals that wander together (AR(1) noise) have means almost as spread as
-    single residuals: the band for the mean scales with that, so it pages no more
-    often than the point bands."""
-    rng = np.random.default_rng(7)
-    n = 8 * DAY
-    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
-    noise = np.zeros(n)
-    for i in range(1, n):
-        noise[i] = 0.9 * noise[i - 1] + rng.normal(0, 1)
-    values = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / DAY) + noise
-    without = alarms(get_detector("ensemble", sustained_points=0).score(ts, values), WindowPolicy())
-    with_view = alarms(get_detector("ensemble").score(ts, values), WindowPolicy())
-    assert with_view[2 * DAY :].sum() <= without[2 * DAY :].sum() + 2
-
-
-def test_sustained_points_are_validated() -> None:
-    for bad in (-1, 1, 2.5, True, "8"):
-        with pytest.raises(InvalidTarget, match="sustained_points"):
-            get_detector("ensemble", sustained_points=bad)
