@@ -26,8 +26,10 @@ BENCHMARKS = {
 
 
 def main(argv: list[str]) -> int:
-    """``python -m benchmarks [query|detection ...] [--detectors a,b]``."""
+    """``python -m benchmarks [query|detection ...] [--detectors a,b] [--ablations]``."""
     detectors: list[str] | None = None
+    ablations = "--ablations" in argv
+    argv = [a for a in argv if a != "--ablations"]
     if "--detectors" in argv:
         at = argv.index("--detectors")
         detectors = argv[at + 1].split(",")
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         if name == "detection":
-            bench_detection.main(detectors)
+            bench_detection.main(detectors, ablations=ablations)
         else:
             BENCHMARKS[name]()
     return 0

@@ -47,6 +47,8 @@ def main() -> None:
             rule = parse_rules(
                 f"rules:\n  - name: r{n}\n    expr: '{fault.symptom_series[0]}'\n"
                 f"    every: {EVERY_S:.0f}s\n    dashboard_uid: bench\n    panel_id: 1\n"
+                # The demo estate injects a fault every 4 h (deploy/demo-rules.yaml).
+                "    rate_control: false\n"
             ).rules[0]
             cycle = RuleCycle(
                 DetectionService(source, max_history_points=50_000),

@@ -15,7 +15,7 @@ from plugin_backend.ports import SeriesSource
 from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
-from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows
+from plugin_backend.scoring.windows import AnomalyWindow, find_windows, pager_policy
 from plugin_backend.types import FloatArray, Labels, TimeRange
 
 __all__ = ["DetectOptions", "DetectionService", "SeriesAnomalies"]
@@ -27,6 +27,8 @@ class DetectOptions:
     direction: str = "both"
     sensitivity: float = 1.0
     min_deviation: float = 0.0
+    #: False: page at the band's edge instead of the rate-controlled threshold.
+    rate_control: bool = True
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -73,7 +75,13 @@ class DetectionService:
                 "filter it",
                 limit="max_scored_series",
             )
-        policy = WindowPolicy(direction=options.direction)  # type: ignore[arg-type]
+        # Sensitivity widens or narrows the band and scales the alarms per day the
+        # rate-controlled threshold allows (``scoring.alarm_rate``).
+        policy = pager_policy(
+            options.direction,  # type: ignore[arg-type]
+            options.sensitivity,
+            rate_control=options.rate_control,
+        )
         results = []
         too_short: InsufficientData | None = None
         for series in found:
@@ -90,7 +98,8 @@ class DetectionService:
             trimmed = ScoredSeries(*(getattr(scored, f)[in_range] for f in _FIELDS))
             if _never_negative(series.values):
                 trimmed = _clip_at_zero(trimmed)
-            windows = [w for w in find_windows(scored, policy) if w.end_s >= time_range.start_s]
+            found_windows = find_windows(scored, policy, fit_memo=self.cache.fit_memo(key))
+            windows = [w for w in found_windows if w.end_s >= time_range.start_s]
             results.append(SeriesAnomalies(series.labels, trimmed, windows))
         if not results and too_short is not None:
             raise too_short

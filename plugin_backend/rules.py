@@ -11,8 +11,9 @@ rules:
     step: 15s                            # resolution scored
     detector: ensemble                   # any detector name (plugin-backend score --help)
     direction: both                      # both | up | down
-    sensitivity: 1                       # 2 = half as wide a band
+    sensitivity: 1                       # 2 = twice the alarms (1 per 3 days on a healthy series)
     min_deviation: 0                     # ignore deviations smaller than this (series units)
+    rate_control: true                   # false: page at the band's edge (2 points out)
     explain_window: 30m                  # how far back root cause looks for the cause
     labels: {team: payments}             # extra annotation tags (key:value)
 ```
@@ -55,6 +56,7 @@ class Rule(BaseModel):
     direction: Literal["both", "up", "down"] = "both"
     sensitivity: float = Field(1.0, gt=0, le=100)
     min_deviation: float = Field(0.0, ge=0)
+    rate_control: bool = True
     explain_window_s: float = Field(1800.0, alias="explain_window", ge=60, le=7 * 86_400)
     labels: dict[str, str] = Field(default_factory=dict)
 

@@ -108,6 +108,7 @@ class RuleCycle:
             direction=rule.direction,
             sensitivity=rule.sensitivity,
             min_deviation=rule.min_deviation,
+            rate_control=rule.rate_control,
         )
         try:
             found = self.detection.detect(rule.expr, span, rule.step_s, options)

@@ -126,12 +126,12 @@ def test_config_file_sets_detector_and_window_policy(tmp_path, capsys):
     config.write_text("detector: robust_z\nwindow:\n  min_pints: 1\n")
     assert main(["score", str(source), "-o", str(out), "--config", str(config)]) == 2
     assert "window.min_pints: unknown option" in capsys.readouterr().err
-    config.write_text("window:\n  flapping_windows: 0\n  flapping_min_points: 3\n")
+    config.write_text("window:\n  alarms_per_day: 1\n  rate_control: false\n")
     assert main(["score", str(source), "-o", str(out), "--config", str(config)]) == 0
     capsys.readouterr()
-    config.write_text("window:\n  flapping_lookback: 0\n")
+    config.write_text("window:\n  alarms_per_day: 0\n")
     assert main(["score", str(source), "-o", str(out), "--config", str(config)]) == 2
-    assert "window.flapping_lookback" in capsys.readouterr().err
+    assert "window.alarms_per_day" in capsys.readouterr().err
 
 
 def test_unknown_detector_lists_available_ones(tmp_path, capsys):

@@ -121,7 +121,7 @@ _DETECTOR_FIELDS = (
         options=tuple((name, name) for name in available()),
     ),
     PayloadField("direction", "Direction", "select", options=DIRECTION_OPTIONS, width=20),
-    PayloadField("sensitivity", "Sensitivity", "input", placeholder="1 (2 = half as wide a band)"),
+    PayloadField("sensitivity", "Sensitivity", "input", placeholder="1 (2 = twice the alarms)"),
     PayloadField(
         "min_deviation", "Min. deviation", "input", placeholder="0 (in the series' own units)"
     ),

@@ -9,74 +9,41 @@ largest over the members' bands (calibrated together, see ``base``); the band
 shown is where they agree. Where one member has no band yet (warm-up), the
 others judge alone.
 
-**Muted echoes.** The transformer reads the values one day earlier as the
-pattern to expect (``Detector.copied_day_s``), so the day after an incident it
-expects the incident again and pages when the metric is normal: on NAB's
-artificial corpus such echoes came exactly 288 points (a day) after each
-anomaly. STL's robust fit does not copy one day. So the members that copy no
-day, with the sustained view of the first of them (below), judge the copying
-ones: wherever the earlier-day values a member reads held a confirmed anomaly by
-the judges' own calibrated score (two points in a row out of band, or one three
-band-widths out), that member has no vote, and the judges decide alone. (With
-the sustained view among the judges, the day after a missing peak the
-transformer no longer pages the peak's return: 77.1 / 90.0 / 65.1, 61.7, 67.6
--> 77.1 / 90.0 / 65.1, 61.8, 67.9; seeds 4-6 63.9, 66.5, 66.5 -> 63.9, 66.5,
-66.6.) Causal: the judged values are all a day old.
-``mute_echoes: false`` turns it off. Measured (realTraffic / artificial /
-synthetic seeds 1-3): 77.0 / 84.6 / 60.2, 56.7, 64.7 unmuted, 77.4 / 86.9 /
-61.3, 57.7, 65.0 muted; synthetic seeds 4-6, never looked at before: 59.5, 59.1,
-58.4 unmuted, 60.8, 59.9, 59.9 muted.
+**No more views.** Two mechanisms chosen watching development scores were removed
+after measuring them over all five nab-dev corpora and the synthetic one with the
+rate-controlled alarms (``python -m benchmarks detection --ablations``):
+muting the transformer where the day it copies held an anomaly (worst corpus 41.9
+with, 41.8 without; it cost artificialWithAnomaly and realTweets), and a
+sustained-deviation view of STL's mean residual (worst 44.6 with, 48.1 without:
+realTraffic 44.6 -> 48.1, realAdExchange 48.7 -> 49.5, but realTweets 56.0 ->
+54.9, synthetic 63.2 -> 59.5). Hours just outside the band are now the alarm
+layer's business (``scoring.alarm_rate``'s run trigger), for every detector.
 
-**Sustained deviations.** A last view, from the first member that copies no
-day (STL): the band under which the mean of the last ``sustained_points`` (8)
-residuals from its expected values stays normal (``scoring.sustained``). It
-pages hours of points that are each inside the band but all on one side: a daily
-peak that never comes, a frozen metric, traffic down by a third. Its band is
-``ONE_SHOT`` (1.5) times wider than the point bands' in their own standard
-deviations, derived, not fitted: a mean's excursion is already two points in a
-row out of band. ``sustained_points: 0`` turns it off. Measured: 77.4 / 86.9 /
-61.3, 57.7, 65.0 without, 77.1 / 88.7 / 63.7, 58.6, 66.3 with (synthetic
-seeds 4-6: 60.8, 59.9, 59.9 -> 61.0, 61.1, 60.8). Without the 1.5 (a mean band as
-tight as the point bands) the synthetic corpus gained more (68.1, 61.5, 67.6), but
-plain Gaussian noise paged about once per 2,000 points. Since the transformer's
-phase correction: 77.4 / 88.2 / 61.9, 58.1, 64.9 without the sustained view and
-77.1 / 90.0 / 64.4, 59.0, 66.5 with (seeds 4-6: 64.1, 62.6, 64.3; `stl` alone
-56.4, 63.2, 60.9). Since the transformer's calibration stopped narrowing its
-bands: 77.4 / 88.2 / 62.6, 60.8, 66.0 without, 77.1 / 90.0 / 65.1, 61.7, 67.6
-with (seeds 4-6: 63.9, 66.5, 66.5).
-
-Before muting: STL + transformer 77.0 / 84.6 / 60.2, 56.7, 64.7. Before
-STL's phase correction: STL + transformer 77.8 / 76.7 / 61.1, 56.8, 64.8;
-Holt-Winters + transformer 72.3 / 88.4 / 50.6, 46.4, 59.1 (Holt-Winters follows
-a slow ramp point by point, STL's slower trend does not); Holt-Winters + STL +
-transformer 71.7 / 81.2 / 58.7, 54.7, 63.5; the members' bands averaged (the
-first design) 71.1 / 65.0 / 49.8, 43.7, 51.0.
+Development scores of earlier designs, with band-edge alarms (realTraffic /
+artificial / synthetic seeds 1-3): before muting, STL + transformer 77.0 /
+84.6 / 60.2, 56.7, 64.7; before STL's phase correction, STL + transformer 77.8 /
+76.7 / 61.1, 56.8, 64.8; Holt-Winters + transformer 72.3 / 88.4 / 50.6, 46.4,
+59.1 (Holt-Winters follows a slow ramp point by point, STL's slower trend does
+not); Holt-Winters + STL + transformer 71.7 / 81.2 / 58.7, 54.7, 63.5; the
+members' bands averaged (the first design) 71.1 / 65.0 / 49.8, 43.7, 51.0.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from plugin_backend.errors import InsufficientData, InvalidTarget
 from plugin_backend.scoring.base import (
-    SCORE_CAL_WINDOW,
     Band,
     Detector,
-    calibrated_score,
-    median_step_s,
 )
-from plugin_backend.scoring.sustained import SPREAD_BLOCK, sustained_band
-from plugin_backend.scoring.windows import BoolArray, WindowPolicy
 from plugin_backend.types import FloatArray
 
 __all__ = ["EnsembleDetector"]
 
 DEFAULT_MEMBERS = ("stl", "transformer")
-#: Points averaged by the sustained-deviation view (0: no such view).
-SUSTAINED_POINTS = 8
 
 
 class EnsembleDetector(Detector):
@@ -89,23 +56,8 @@ class EnsembleDetector(Detector):
         sensitivity: float = 1.0,
         min_deviation: float = 0.0,
         members: Sequence[str] = DEFAULT_MEMBERS,
-        mute_echoes: bool = True,
-        sustained_points: int = SUSTAINED_POINTS,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
-        if not isinstance(mute_echoes, bool):
-            raise InvalidTarget(f"mute_echoes must be true or false, got {mute_echoes!r}")
-        if (
-            isinstance(sustained_points, bool)
-            or not isinstance(sustained_points, int)
-            or sustained_points < 0
-            or sustained_points == 1
-        ):
-            raise InvalidTarget(
-                f"sustained_points must be 0 (off) or an integer >= 2, got {sustained_points!r}"
-            )
-        self.mute_echoes = mute_echoes
-        self.sustained_points = sustained_points
         from plugin_backend.scoring.registry import get_detector
 
         if not members or "ensemble" in members:
@@ -113,33 +65,7 @@ class EnsembleDetector(Detector):
         self.members = [get_detector(name) for name in members]
 
     def history_points(self, step_s: float) -> int:
-        own = max(member.history_points(step_s) for member in self.members)
-        judges = max(
-            (m.history_points(step_s) for m in self.members if m.copied_day_s(step_s) is None),
-            default=0,
-        )
-        # A muted point looks back ``reach`` points at the judges' calibrated scores,
-        # each of which needs its previous point and the calibration window; the
-        # sustained view reads the first judge's residuals over its run and window.
-        reach = self._copied_reach_points(step_s)
-        muting = reach + 1 + SCORE_CAL_WINDOW + judges if reach else 0
-        sustained = self._sustained_reach() + judges if judges else 0
-        return max(own, muting, sustained if self.sustained_points else 0)
-
-    def _sustained_reach(self) -> int:
-        """Earlier judge points the sustained view of a point reads: its run, and the
-        spread window before the start of its block."""
-        return self.sustained_points + SCORE_CAL_WINDOW + SPREAD_BLOCK
-
-    def _copied_reach_points(self, step_s: float) -> int:
-        """How far back (in points) a copying member reads, when any member is judged."""
-        if not (self.mute_echoes and step_s > 0):
-            return 0
-        spans = [m.copied_day_s(step_s) for m in self.members]
-        if all(span is None for span in spans) or all(span is not None for span in spans):
-            return 0
-        first = min(span[0] for span in spans if span is not None)
-        return math.ceil(-first / step_s) + 1
+        return max(member.history_points(step_s) for member in self.members)
 
     def _band(
         self,
@@ -163,65 +89,6 @@ class EnsembleDetector(Detector):
         active = [m for m in self.members if finite >= m.min_points]
         if not active:
             raise InsufficientData(min(m.min_points for m in self.members), finite)
-        step_s = median_step_s(timestamps_s)
-        copied = [m.copied_day_s(step_s) if step_s > 0 else None for m in active]
-        spans = copied if self.mute_echoes else [None] * len(active)
-        judged = any(span is None for span in spans) and any(span is not None for span in spans)
-        sustained = self.sustained_points and any(span is None for span in copied)
-        judges_from = needed_from
-        if sustained:
-            judges_from = max(needed_from - self._sustained_reach(), 0)
-        if judged and needed_from > 0:
-            first = min(span[0] for span in spans if span is not None)
-            earliest = int(np.searchsorted(timestamps_s, timestamps_s[needed_from] + first))
-            judges_from = min(judges_from, max(earliest - 1 - SCORE_CAL_WINDOW, 0))
-        views = [
-            member._slowest_view(
-                timestamps_s, values, needed_from=needed_from if span else judges_from
-            )
-            for member, span in zip(active, copied, strict=True)
+        return [
+            member._slowest_view(timestamps_s, values, needed_from=needed_from) for member in active
         ]
-        extra: list[Band] = []
-        if sustained:
-            first_judge = next(v for v, span in zip(views, copied, strict=True) if span is None)
-            extra.append(
-                sustained_band(
-                    timestamps_s,
-                    values,
-                    first_judge,
-                    points=self.sustained_points,
-                    window=SCORE_CAL_WINDOW,
-                )
-            )
-        if judged:
-            judges = [view for view, span in zip(views, spans, strict=True) if span is None]
-            anomalous = _confirmed_anomalies(calibrated_score(values, judges + extra))
-            views = [
-                view if span is None else _muted(view, timestamps_s, anomalous, span)
-                for view, span in zip(views, spans, strict=True)
-            ]
-        views.extend(extra)
-        return views
-
-
-def _confirmed_anomalies(score: FloatArray) -> BoolArray:
-    """Points the window policy would count as confirmed by then: out of band with the
-    point before, or far enough out to page alone (causal: rows ``<= i`` only)."""
-    policy = WindowPolicy()
-    with np.errstate(invalid="ignore"):
-        out = score > policy.threshold
-        instant = score >= policy.instant_threshold
-    previous = np.concatenate([[False], out[:-1]])
-    return np.asarray((out & previous) | instant, dtype=np.bool_)
-
-
-def _muted(
-    view: Band, timestamps_s: FloatArray, anomalous: BoolArray, span: tuple[float, float]
-) -> Band:
-    """``view`` without a vote (NaN) wherever the earlier-day values it copies held a
-    confirmed anomaly."""
-    seen = np.concatenate([[0], np.cumsum(anomalous)])
-    first = np.searchsorted(timestamps_s, timestamps_s + span[0], side="left")
-    last = np.searchsorted(timestamps_s, timestamps_s + span[1], side="right")
-    mute = seen[last] - seen[first] > 0
-    return Band(*(np.where(mute, np.nan, edge) for edge in (view.expected, view.lower, view.upper)))

@@ -14,6 +14,7 @@ from threading import Lock
 
 import numpy as np
 
+from plugin_backend.scoring.alarm_rate import FitMemo
 from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.types import FloatArray
 
@@ -27,6 +28,7 @@ class ScoreCache:
     def __init__(self, max_entries: int = 128) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, ScoredSeries] = OrderedDict()
+        self._fit_memos: dict[Hashable, FitMemo] = {}
         self._lock = Lock()
         self.hits = 0
         self.misses = 0
@@ -47,6 +49,7 @@ class ScoreCache:
             if cached is not None:
                 self._entries.move_to_end(key)
         reused = 0 if cached is None else _reusable_prefix(cached, timestamps_s, values)
+        self._forget_fits(key, timestamps_s, reused)
         if cached is None or reused == 0:
             self.misses += 1
             result = detector.score(timestamps_s, values)
@@ -64,8 +67,28 @@ class ScoreCache:
             self._entries[key] = result
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                evicted, _ = self._entries.popitem(last=False)
+                self._fit_memos.pop(evicted, None)
         return result
+
+    def _forget_fits(self, key: Hashable, timestamps_s: FloatArray, reused: int) -> None:
+        """Drop block fits whose window may hold a point that is rescored now."""
+        with self._lock:
+            memo = self._fit_memos.get(key)
+            if memo is None:
+                return
+            if reused == 0:
+                memo.clear()
+            elif reused < timestamps_s.size:
+                changed_s = float(timestamps_s[reused])
+                for block in [b for b in memo if b[1] > changed_s]:
+                    memo.pop(block, None)
+
+    def fit_memo(self, key: Hashable) -> FitMemo:
+        """The alarm threshold's block fits of the series under ``key`` (the alarm
+        layer's state: ``scoring.alarm_rate``), kept and evicted with its scores."""
+        with self._lock:
+            return self._fit_memos.setdefault(key, {})
 
 
 def _reusable_prefix(cached: ScoredSeries, timestamps_s: FloatArray, values: FloatArray) -> int:

@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.scoring.alarm_rate import RatePolicy
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
-from plugin_backend.scoring.windows import WindowPolicy
+from plugin_backend.scoring.windows import WindowPolicy, pager_policy
 
 __all__ = ["ScoreConfig", "parse_score_config"]
 
@@ -22,9 +23,10 @@ class WindowOptions(BaseModel):
     instant_threshold: float | None = Field(None, gt=0)
     max_gap_s: float | None = Field(None, ge=0)
     realert_s: float | None = Field(None, ge=0)
-    flapping_windows: int | None = Field(None, ge=0)
-    flapping_lookback: int | None = Field(None, ge=1)
-    flapping_min_points: int | None = Field(None, ge=1)
+    #: Alarms per day a healthy series may raise (default: one per three days times
+    #: ``sensitivity``); ``rate_control: false`` pages at the band's edge instead.
+    alarms_per_day: float | None = Field(None, gt=0)
+    rate_control: bool = True
 
 
 class ScoreConfig(BaseModel):
@@ -49,7 +51,13 @@ class ScoreConfig(BaseModel):
 
     def window_policy(self) -> WindowPolicy:
         chosen = {k: v for k, v in self.window.model_dump().items() if v is not None}
-        return WindowPolicy(direction=self.direction, **chosen)
+        per_day = chosen.pop("alarms_per_day", None)
+        rate = pager_policy(self.direction, self.sensitivity).rate
+        if per_day is not None:
+            rate = RatePolicy(alarms_per_day=per_day)
+        if not chosen.pop("rate_control"):
+            rate = None
+        return WindowPolicy(direction=self.direction, rate=rate, **chosen)
 
 
 def parse_score_config(raw: Any, source: str) -> ScoreConfig:

@@ -387,17 +387,27 @@ def test_benchmark_skips_without_data(
     assert "nab-dev not found" in out
     assert "synthetic corpus only" in out
     rows = [line for line in out.splitlines() if line.lstrip().startswith("robust_z")]
-    assert len(rows) == 2  # its synthetic score, and its false alarms on quiet series
+    assert len(rows) == 3  # its synthetic score, the per-corpus summary, the quiet series
     assert "synthetic" in rows[0]
     assert "without anomalies" in out
+    assert "Leave one corpus out" not in out  # one corpus: nothing to hold out
 
 
 def test_benchmark_run_on_nab_dev(nab_root: Path) -> None:
     loaded = bench_detection.load_corpora(nab_root)
     results = bench_detection.run({"last_value": LastValueDetector}, loaded)
-    assert [r.corpus for r in results] == ["realTraffic", "artificialWithAnomaly", "synthetic"]
+    assert [r.corpus for r in results] == [
+        "artificialNoAnomaly",
+        "artificialWithAnomaly",
+        "realAdExchange",
+        "realTraffic",
+        "realTweets",
+        "synthetic",
+    ]
     for r in results:
-        assert math.isfinite(r.nab_standard)
+        # No windows in artificialNoAnomaly: NAB is undefined there, false alarms are not.
+        assert math.isfinite(r.nab_standard) == (r.corpus != "artificialNoAnomaly")
+        assert math.isfinite(r.false_per_week) == (r.corpus == "artificialNoAnomaly")
         assert r.failed == ()
 
 
@@ -464,4 +474,32 @@ def test_the_quiet_corpus_has_nothing_to_find_and_counts_every_alarm_as_false() 
     flat = next(f for f in files if f.name.endswith("flatline"))
     assert np.ptp(flat.values) == 0
     (row,) = bench_detection.quiet_rows({"once": AlarmsOnceDetector}, files)
-    assert row == ["once", "3", "3", "3", "3", "3", "15"]  # one alarm per series
+    # One alarm per series; 15 over 15 series of 14 days less probation (~11.9 days).
+    assert row == ["once", "3", "3", "3", "3", "3", "15", "0.59"]
+
+
+def test_leave_one_corpus_out_scores_the_held_out_corpus_with_the_others_choice() -> None:
+    scored, _ = bench_detection.score_files(LastValueDetector, [synthetic_file()])
+    scores = dict.fromkeys(("a", "b", "c"), (scored, 0.0))
+    rows = bench_detection.loco_rows(scores, "last_value")
+    assert [row[1] for row in rows] == ["a", "b", "c", "worst held-out"]
+    for row in rows[:-1]:  # the same file everywhere: held out scores what the others chose
+        assert row[3] == row[4]
+    assert rows[-1][4] == min(row[4] for row in rows[:-1])
+    assert bench_detection.loco_rows({"a": (scored, 0.0)}, "last_value") == []
+
+
+def test_every_file_is_scored_with_cold_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    cleared: list[int] = []
+    monkeypatch.setattr(bench_detection, "clear_forecast_caches", lambda: cleared.append(1))
+    bench_detection.score_files(LastValueDetector, [synthetic_file()] * 3)
+    assert len(cleared) == 3
+
+
+def test_false_alarms_per_week_on_a_corpus_without_windows() -> None:
+    (quiet,) = [f for f in load_quiet_corpus(0) if f.name.endswith("flatline")][:1]
+    scored, _ = bench_detection.score_files(AlarmsOnceDetector, [quiet])
+    result = bench_detection.assess("once", "quiet", scored, lambda item: flags(len(quiet), [3000]))
+    weeks = (quiet.timestamps_s[-1] - quiet.timestamps_s[quiet.probation]) / (7 * 86_400)
+    assert math.isnan(result.nab_standard)
+    assert result.false_per_week == pytest.approx(1 / weeks)

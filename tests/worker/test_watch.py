@@ -25,8 +25,10 @@ rules:
     dashboard_uid: anomaly-overview
     panel_id: 2
     labels: {team: payments}
+    rate_control: false  # a fault every 4 h: deploy/demo-rules.yaml says why
   - name: unplaced
     expr: 'http_request_duration_seconds_p99{service="checkout"}'
+    rate_control: false
 """
 )
 RULE = RULES.rules[0]

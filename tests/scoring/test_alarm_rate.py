@@ -1,0 +1,215 @@
+"""The rate-controlled alarm threshold (scoring.alarm_rate) and its use by the windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plugin_backend.errors import InvalidTarget
+from plugin_backend.scoring.alarm_rate import (
+    DEFAULT_ALARMS_PER_DAY,
+    RatePolicy,
+    fit_tails,
+    rate_normalized,
+    trailing_mean,
+)
+from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.scoring.windows import WindowPolicy, alarms
+
+STEP = 300.0
+DAY = 86_400.0
+T0 = 1_700_006_400.0  # a multiple of 64 * 300 s: blocks start at row 0
+
+
+def scored_from(score: np.ndarray, step: float = STEP) -> ScoredSeries:
+    n = score.shape[0]
+    ts = T0 + step * np.arange(n)
+    values = np.abs(score)
+    zeros = np.zeros(n)
+    return ScoredSeries(ts, values, zeros, zeros - 1, zeros + 1, np.abs(score))
+
+
+def rate_thresholds(ts: np.ndarray, score: np.ndarray, policy: RatePolicy | None = None):
+    """The point trigger's threshold alone (the run trigger off)."""
+    policy = RatePolicy(run_points=0) if policy is None else policy
+    step = float(np.median(np.diff(ts)))
+    return fit_tails(ts, score, policy).threshold(policy.risk(step), policy.fallback)
+
+
+def healthy(n: int, seed: int, df: float = 4.0) -> np.ndarray:
+    """|Student-t| scores: a band that fits, with the heavy tail real metrics have."""
+    return np.abs(np.random.default_rng(seed).standard_t(df, n)) / 2.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_healthy_series_pages_about_as_often_as_promised(seed: int) -> None:
+    days = 60
+    scored = scored_from(healthy(int(days * DAY / STEP), seed))
+    fired = alarms(scored, WindowPolicy())
+    per_day = np.count_nonzero(fired[2000:]) / (days - 2000 * STEP / DAY)
+    # One per three days promised; the band's edge, even with two points to confirm,
+    # pages several times as often.
+    assert per_day <= 2 * DEFAULT_ALARMS_PER_DAY
+    edge = np.count_nonzero(alarms(scored, WindowPolicy(rate=None, min_points=2))[2000:])
+    assert edge > 4 * np.count_nonzero(fired[2000:])
+
+
+def test_more_sensitivity_allows_more_alarms() -> None:
+    scored = scored_from(healthy(20_000, 3))
+    strict = rate_thresholds(scored.timestamps_s, scored.score, RatePolicy(alarms_per_day=0.1))
+    loose = rate_thresholds(scored.timestamps_s, scored.score, RatePolicy(alarms_per_day=3.0))
+    fitted = slice(2000, None)
+    assert np.all(loose[fitted] <= strict[fitted])
+    assert np.mean(loose[fitted] < strict[fitted]) > 0.9
+
+
+def test_thresholds_are_causal_and_alarms_on_a_prefix_are_a_prefix() -> None:
+    score = healthy(6000, 4)
+    score[3000:3004] = 40.0  # an incident, so there are alarms to compare
+    scored = scored_from(score)
+    whole_thresholds = rate_thresholds(scored.timestamps_s, scored.score)
+    whole = alarms(scored, WindowPolicy())
+    assert whole[3000:3004].any()
+    for cut in (100, 257, 2500, 3001, 3003, 5999):
+        prefix = scored_from(score[:cut])
+        np.testing.assert_array_equal(
+            rate_thresholds(prefix.timestamps_s, prefix.score), whole_thresholds[:cut]
+        )
+        np.testing.assert_array_equal(alarms(prefix, WindowPolicy()), whole[:cut])
+
+
+def test_a_tail_with_a_window_of_history_gets_the_same_thresholds() -> None:
+    """What lets a refreshed panel resume: the state is the last window of scores."""
+    policy = RatePolicy(run_points=0)
+    score = healthy(7000, 5)
+    whole = scored_from(score)
+    drop = 1000
+    tail = ScoredSeries(*(np.asarray(getattr(whole, f))[drop:] for f in _FIELDS))
+    same_from = policy.window_points + policy.block_points
+    np.testing.assert_array_equal(
+        rate_thresholds(tail.timestamps_s, tail.score, policy)[same_from:],
+        rate_thresholds(whole.timestamps_s, whole.score, policy)[drop + same_from :],
+    )
+
+
+_FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
+
+
+def test_warm_up_uses_the_conservative_fallback() -> None:
+    policy = RatePolicy(run_points=0)
+    scored = scored_from(healthy(400, 6))
+    thresholds = rate_thresholds(scored.timestamps_s, scored.score, policy)
+    np.testing.assert_array_equal(thresholds[: policy.min_fit_points], policy.fallback)
+    # Two points just outside the band do not page a series the layer has not learnt ...
+    score = np.zeros(100)
+    score[50:52] = 2.0
+    assert not alarms(scored_from(score), WindowPolicy()).any()
+    # ... three band-widths out do.
+    score[50:52] = 3.5
+    assert alarms(scored_from(score), WindowPolicy()).any()
+
+
+def test_the_threshold_is_never_inside_the_band() -> None:
+    scored = scored_from(np.full(3000, 0.01))
+    assert np.all(rate_thresholds(scored.timestamps_s, scored.score) >= 1.0)
+    flat = scored_from(np.zeros(3000))
+    fitted = slice(RatePolicy().min_fit_points, None)
+    assert np.all(rate_thresholds(flat.timestamps_s, flat.score)[fitted] == 1.0)
+
+
+def test_a_persisting_shift_pages_at_once_and_then_becomes_the_new_normal() -> None:
+    score = healthy(12_000, 7)
+    start = 6000
+    score[start:] += 6.0  # a level the detector's band never follows
+    fired = alarms(scored_from(score), WindowPolicy())
+    paged = np.flatnonzero(fired[start:])
+    assert paged.size
+    assert paged[0] == 1  # the run's second point confirms it
+    # Once the shift fills 1 - initial_quantile of the window it is normal: until then
+    # a bounded number of pages (re-alerts every 4 h), after it the healthy rate.
+    policy = RatePolicy()
+    settle = int((1 - policy.initial_quantile) * policy.window_points) + 2 * policy.block_points
+    early = paged[paged <= settle]
+    assert early.size <= 1 + settle * STEP / WindowPolicy().realert_s
+    late_days = (score.shape[0] - start - settle) * STEP / DAY
+    assert (paged.size - early.size) / late_days <= 2 * DEFAULT_ALARMS_PER_DAY
+
+
+def test_extreme_peaks_do_not_raise_the_threshold_much() -> None:
+    """SPOT's rule: the fit is redone without the peaks beyond its own far tail."""
+    score = healthy(3000, 8)
+    spiky = score.copy()
+    spiky[1000:1010] = 1e6  # ten absurd points in the window
+    a = fit_tails(scored_from(score).timestamps_s, score, RatePolicy()).threshold(1e-3, 3.0)
+    b = fit_tails(scored_from(spiky).timestamps_s, spiky, RatePolicy()).threshold(1e-3, 3.0)
+    assert b[-1] < 2 * a[-1]
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("alarms_per_day", {"alarms_per_day": 0.0}),
+        ("window_points", {"window_points": 0}),
+        ("initial_quantile", {"initial_quantile": 1.0}),
+        ("fallback", {"fallback": 0.5}),
+    ],
+)
+def test_policy_validation_names_the_field(field: str, kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidTarget, match=field):
+        RatePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_risk_follows_the_step() -> None:
+    policy = RatePolicy()
+    assert policy.risk(300.0) == pytest.approx(300.0 / (3 * DAY))
+    assert policy.risk(15.0) == pytest.approx(15.0 / (3 * DAY))
+
+
+def test_the_normalized_score_of_a_tail_with_history_is_the_same() -> None:
+    """Both triggers resume from the cached scores alone."""
+    score = healthy(7000, 9)
+    whole = scored_from(score)
+    drop = 1000
+    policy = RatePolicy()
+    same_from = policy.window_points + policy.block_points + policy.run_points
+    np.testing.assert_array_equal(
+        rate_normalized(whole.timestamps_s[drop:], score[drop:], policy)[same_from:],
+        rate_normalized(whole.timestamps_s, score, policy)[drop + same_from :],
+    )
+
+
+def test_a_long_run_just_outside_the_band_pages_though_no_point_would() -> None:
+    score = healthy(6000, 10)
+    start = 5000
+    score[start : start + 60] = 1.6  # each point inside the point trigger's threshold
+    scored = scored_from(score)
+    point_only = alarms(scored, WindowPolicy(rate=RatePolicy(run_points=0)))
+    both = alarms(scored, WindowPolicy())
+    assert not point_only[start : start + 60].any()
+    assert both[start : start + 60].any()
+
+
+def test_trailing_mean_is_causal_and_needs_most_of_its_points() -> None:
+    score = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
+    mean = trailing_mean(score, 4)
+    assert np.isnan(mean[:2]).all()  # fewer than 3 of the last 4 known
+    assert np.isnan(mean[2])  # this point unknown
+    assert mean[3] == pytest.approx((1 + 2 + 4) / 3)
+    assert mean[5] == pytest.approx((4 + 5 + 6) / 3)
+
+
+def test_block_fits_kept_between_calls_give_the_same_thresholds() -> None:
+    """A score cache keeps the block fits: a refresh (the range slid and grown) fits
+    only its new blocks and gets what a fit from scratch gets."""
+    score = healthy(9000, 11)
+    ts = scored_from(score).timestamps_s
+    memo: dict = {}
+    first = rate_normalized(ts[:6000], score[:6000], memo=memo)
+    kept = len(memo)
+    assert kept > 0
+    np.testing.assert_array_equal(first, rate_normalized(ts[:6000], score[:6000]))
+    slid = slice(500, 9000)
+    np.testing.assert_array_equal(
+        rate_normalized(ts[slid], score[slid], memo=memo), rate_normalized(ts[slid], score[slid])
+    )
+    assert all(block_s >= ts[500] for _, block_s in memo)  # blocks before the range forgotten
