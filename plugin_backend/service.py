@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from plugin_backend.datasource.catalog import (
+    ALARM_OPTIONS,
     DIRECTION_OPTIONS,
     FORMAT_OPTIONS,
     KINDS,
@@ -111,6 +112,7 @@ class DatasourceService:
         static = {
             "format": FORMAT_OPTIONS,
             "direction": DIRECTION_OPTIONS,
+            "rate_control": ALARM_OPTIONS,
             "status": STATUS_OPTIONS,
         }
         if name in static:
@@ -130,7 +132,11 @@ class DatasourceService:
             expr = inject_matchers(promql_of(options, target.ref_id), query.filters)
             if isinstance(options, AnomalyPayload):
                 detect = DetectOptions(
-                    options.detector, options.direction, options.sensitivity, options.min_deviation
+                    options.detector,
+                    options.direction,
+                    options.sensitivity,
+                    options.min_deviation,
+                    rate_control=options.rate_control,
                 )
                 found = self.detection.detect(expr, query.time_range, query.step_s, detect)
                 results.append(TargetResult(target, options, anomalies=found))

@@ -16,6 +16,7 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
 
 __all__ = [
+    "ALARM_OPTIONS",
     "ANOMALIES",
     "ANOMALY_SCORE",
     "BAND",
@@ -87,6 +88,13 @@ class AnomalyPayload(ExprPayload):
     direction: Literal["both", "up", "down"] = "both"
     sensitivity: float = Field(1.0, gt=0, le=100)
     min_deviation: float = Field(0.0, ge=0)
+    #: False: windows at the band's edge instead of the rate-controlled alarm threshold.
+    rate_control: bool = True
+
+    @field_validator("rate_control", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return True if value is None or value == "" else value
 
     @field_validator("detector")
     @classmethod
@@ -98,6 +106,10 @@ class AnomalyPayload(ExprPayload):
 
 FORMAT_OPTIONS = (("Time series", "time_series"), ("Table", "table"))
 DIRECTION_OPTIONS = (("Both", "both"), ("Above expected", "up"), ("Below expected", "down"))
+ALARM_OPTIONS = (
+    ("Rate-controlled: about 1 per 3 days on a healthy series", "true"),
+    ("At the band's edge", "false"),
+)
 
 _EXPR_FIELDS = (
     PayloadField(
@@ -124,6 +136,9 @@ _DETECTOR_FIELDS = (
     PayloadField("sensitivity", "Sensitivity", "input", placeholder="1 (2 = twice the alarms)"),
     PayloadField(
         "min_deviation", "Min. deviation", "input", placeholder="0 (in the series' own units)"
+    ),
+    PayloadField(
+        "rate_control", "Alarms", "select", placeholder="rate-controlled", options=ALARM_OPTIONS
     ),
 )
 

@@ -290,7 +290,11 @@ def _custom_variable(name: str, label: str, values: Sequence[str], current: str)
 # --- the dashboards ------------------------------------------------------------------------
 
 SERIES = '$metric{service="$service"}'
-_SCORE_OPTIONS = {"detector": "$detector", "direction": "$direction"}
+_SCORE_OPTIONS = {
+    "detector": "$detector",
+    "direction": "$direction",
+    "rate_control": "$rate_control",
+}
 
 
 def anomaly_overview() -> Json:
@@ -397,6 +401,9 @@ def anomaly_overview() -> Json:
         # fresh stack); the ensemble (the default) follows daily cycles once days exist.
         _custom_variable("detector", "Detector", DETECTORS, "robust_z"),
         _custom_variable("direction", "Direction", ("both", "up", "down"), "both"),
+        # true: windows at the rate-controlled alarm threshold (about one per three days on
+        # a healthy series, as the worker pages); false: at the band's edge
+        _custom_variable("rate_control", "Rate-controlled alarms", ("true", "false"), "true"),
     ]
     return _dashboard(
         "anomaly-overview",

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.client.support import dashboard, dashboard_names, ds, json_annotations, time_range
+from tests.client.support import (
+    dashboard,
+    dashboard_names,
+    ds,
+    json_annotations,
+    time_range,
+    with_demo_alarms,
+)
 from tests.client.support import variables as dashboard_variables
 
 pytestmark = pytest.mark.client
@@ -19,7 +26,7 @@ ANNOTATIONS = [
 
 
 def _run(plugin, backend, name, annotation, span="now-24h"):
-    board = dashboard(name)
+    board = with_demo_alarms(dashboard(name))
     return plugin.run(
         {
             "op": "annotations",

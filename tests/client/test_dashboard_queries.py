@@ -20,6 +20,7 @@ from tests.client.support import (
     query_step,
     redirects,
     variables,
+    with_demo_alarms,
 )
 
 pytestmark = pytest.mark.client
@@ -122,7 +123,7 @@ def test_each_dashboard_panel_query(plugin, backend, name, title, target):
 
 
 def test_anomalies_table_flags_windows_on_the_demo_estate(plugin, backend):
-    board = dashboard("anomaly-overview.json")
+    board = with_demo_alarms(dashboard("anomaly-overview.json"))
     target = next(t for _, t in json_targets(board) if t["target"] == "anomalies")
     answer = plugin.run(query_step(backend, [target], board=board, span="now-24h"))
     assert "error" not in answer, answer
