@@ -327,7 +327,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
 
     from plugin_backend.bootstrap import build_explain, build_grafana, build_source
     from plugin_backend.errors import BackendError
-    from plugin_backend.explain import render_report
+    from plugin_backend.explain import llm_hint, render_report
     from plugin_backend.timeparse import parse_duration_s, parse_time_s
 
     try:
@@ -340,6 +340,9 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
     except BackendError as exc:
         print(f"plugin-backend explain: {exc.message}", file=sys.stderr)
         return 2
+    hint = llm_hint(report["llm"])
+    if hint is not None:
+        print(f"plugin-backend explain: {hint}", file=sys.stderr)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -24,7 +24,13 @@ from plugin_backend.rca.evidence import compute_evidence
 from plugin_backend.rca.ranking import Cause, rank_causes
 from plugin_backend.types import Labels, Series, TimeRange
 
-__all__ = ["ExplainService", "RootCauseReport", "render_report", "template_summary"]
+__all__ = [
+    "ExplainService",
+    "RootCauseReport",
+    "llm_hint",
+    "render_report",
+    "template_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +234,20 @@ def template_summary(symptom: str, causes: Sequence[Cause]) -> str:
         f"Most likely cause of {symptom}: {top.series} ({change}{lead}).{also} "
         f"First check {top.series}."
     )
+
+
+def llm_hint(llm: dict[str, Any]) -> str | None:
+    """One line for the user when the note is the template because no LLM answered
+    (``None`` when the model wrote it, or no LLM was wanted: provider ``none``)."""
+    reason = llm.get("reason")
+    if not llm.get("fallback") or not isinstance(reason, str) or "cannot reach" not in reason:
+        return None
+    if llm.get("provider") == "local":
+        how = "start the packaged model with `plugin-backend llm-serve` and run this again"
+    else:
+        how = "check PLUGIN_BACKEND_LLM_URL (or run `plugin-backend llm-serve` and use it)"
+    why = reason.removeprefix("LLM failed: ")
+    return f"the note is the template: no LLM answered ({why}); {how}."
 
 
 def render_report(report: dict[str, Any]) -> str:
