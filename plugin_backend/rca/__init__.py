@@ -8,6 +8,11 @@ with ``to_rates`` and calls ``rank_causes``.
 * ``dependencies``: an optional service/node dependency map.
 * ``ranking``: the scoring (``rank_causes``) and the naive benchmark baseline.
 * ``counters``: counters to per-second rates.
+* ``entities``: the entity (service, node, component) of a series; one cause each.
+* ``changepoint``: Bayesian online change points and a symptom's onset.
+* Established rankers beside the default, same signature (``methods.Ranker``):
+  ``baro`` (BARO, FSE 2024), ``nsigma`` (N-Sigma), ``graph_walk`` (an
+  anomaly-weighted random walk on the dependency map, MonitorRank/MicroRank).
 """
 
 from __future__ import annotations
