@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import petshop
+from benchmarks import estate2, petshop
 from benchmarks.common import percentile, print_table
 from benchmarks.rca_case import RcaCase, RcaSource
 from plugin_backend.adapters.prometheus import PrometheusClient
@@ -139,6 +139,10 @@ def sim_source(n_per_fault: int, seed: int) -> RcaSource:
         dependencies=incidents.dependency_map(),
         note=f"the project's simulator, seed {seed}, {n_per_fault} per fault",
     )
+
+
+def estate2_source(n_per_fault: int, seed: int) -> RcaSource:
+    return estate2.build_source(n_per_fault, seed)
 
 
 def petshop_source(at: str) -> RcaSource | None:
@@ -330,7 +334,7 @@ def print_summary(
     )
 
 
-SOURCE_NAMES = ("sim", "petshop")
+SOURCE_NAMES = ("sim", "estate2", "petshop")
 
 
 def main(
@@ -354,6 +358,8 @@ def main(
         t0 = time.perf_counter()
         if name == "sim":
             source: RcaSource | None = sim_source(n_per_fault or N_PER_FAULT, seed)
+        elif name == "estate2":
+            source = estate2_source(n_per_fault or N_PER_FAULT_ESTATE2, seed)
         else:
             source = petshop_source(petshop_at)
         if source is None:
