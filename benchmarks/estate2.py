@@ -31,7 +31,8 @@ Series (labels ``service`` and ``pod``; hosts ``node``)::
     db_client_connections{state="used"|"pending"} (orders, search)
     cache_client_requests_total{result="hit"|"miss"} (search, orders)
     http_client_latency_seconds{peer="psp"} (orders)
-    cache_keyspace_{hits,misses}_total, cache_evicted_keys_total, cache_memory_used_bytes
+    cache_keyspace_{hits,misses}_total, cache_evicted_keys_total, cache_memory_used_bytes,
+    cache_command_latency_seconds, cache_connected_clients
     db_connections_active, db_query_latency_seconds, db_transactions_total, db_locks_waiting
     queue_depth_messages{queue}, queue_published_total{queue}, probe_duration_seconds (psp)
     deployment_generation{service}, batch_job_running
@@ -49,8 +50,9 @@ fault              root cause                                  symptom
 =================  ==========================================  =======================
 memory_leak        one pod of api/orders/search: memory ramps  gateway p95 latency
                    for 25-60 min, GC then eats its CPU
-cache_failure      cache: memory limit hit, evictions, hit     gateway p95 latency
-                   ratio falls; the database gets the load
+cache_failure      cache: its commands slow down (x3-6), 40-70  gateway p95 latency
+                   % of client calls time out and fall back to
+                   the database, whose load is the loud signal
 traffic_surge      gateway's own request rate (x2.2-3.2)       gateway p95 latency
 disk_saturation    host-d's disk (a backup): db queries slow   gateway p95 latency
 bad_deploy         a rollout of api/orders/search whose new    gateway 5xx rate
@@ -174,9 +176,8 @@ class _Fault:
     pod_mem: dict[str, FloatArray] = field(default_factory=dict)  # pod -> leaked bytes
     pool_leak: dict[str, FloatArray] = field(default_factory=dict)  # pod -> leaked conns
     pod_errors: dict[str, FloatArray] = field(default_factory=dict)  # pod -> error share
-    hit_ratio: FloatArray | None = None  # cache hit ratio
-    evictions: FloatArray | None = None  # evicted keys / s
-    cache_mem: FloatArray | None = None  # cache memory multiplier
+    cache_slow: FloatArray | None = None  # cache command latency multiplier
+    cache_timeouts: FloatArray | None = None  # share of client cache calls timing out
     disk: dict[str, FloatArray] = field(default_factory=dict)  # host -> extra io util
     host_cpu: dict[str, FloatArray] = field(default_factory=dict)  # host -> extra cores used
     psp_latency: FloatArray | None = None  # seconds
@@ -275,8 +276,8 @@ class _State:
     db_qps: FloatArray
     db_lat: FloatArray
     db_util: FloatArray
-    evictions: FloatArray
-    cache_mem: FloatArray
+    cache_lat: FloatArray  # server-side command latency (s)
+    cache_served: FloatArray  # share of client calls the cache answers in time
     disk: dict[str, FloatArray]
     host_cpu: dict[str, FloatArray]
     host_mem: dict[str, FloatArray]
@@ -307,7 +308,9 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
         for i in range(k):
             share = x.split[svc] if i == 0 else (k - x.split[svc]) / max(k - 1, 1)
             rps[_pod(svc, i)] = total / k * (share if k > 1 else 1.0)
-    hit = x.base_hit if f.hit_ratio is None else np.minimum(x.base_hit, f.hit_ratio)
+    timeouts = f.cache_timeouts if f.cache_timeouts is not None else zero
+    hit = x.base_hit * (1.0 - timeouts)  # a timed-out get is a miss to the client
+    cache_call = 0.001 + 0.05 * timeouts  # 50 ms client timeout
     psp = 0.11 + (f.psp_latency if f.psp_latency is not None else zero)
     search_rps = per_svc_in["search"]
     orders_rps = per_svc_in["orders"]
@@ -366,10 +369,10 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
         for i, host in enumerate(PODS[svc]):
             p = _pod(svc, i)
             if svc == "search":
-                below = 0.001 + (1 - hit) * _MISS_QUERIES * db_lat
+                below = cache_call + (1 - hit) * _MISS_QUERIES * db_lat
                 hold = (1 - hit) * _MISS_QUERIES * db_lat + 0.004
             else:
-                below = 0.001 + 3 * db_lat + psp
+                below = 0.5 * cache_call + 3 * db_lat + psp
                 hold = 3 * db_lat + psp + 0.006  # a transaction stays open over the psp call
             demand = rps[p] * hold + f.pool_leak.get(p, zero) + 0.6
             pool = _POOL_MAX[svc]
@@ -399,8 +402,8 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
             p = _pod(svc, i)
             t = own_time(svc, i, host)
             if svc == "api":
-                t = t + 0.001 + down["lat"]
-                lat[p], p95[p] = t, 2.2 * own_time(svc, i, host) + 0.001 + down["p95"]
+                t = t + cache_call + down["lat"]
+                lat[p], p95[p] = t, 2.2 * own_time(svc, i, host) + cache_call + down["p95"]
                 err[p] = np.clip(0.001 + down["err"] + f.pod_errors.get(p, zero), 0, 1)
             else:
                 api_lat, api_p95, api_err = mix("api", lat), mix("api", p95), mix("api", err)
@@ -413,8 +416,7 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
             lat[p] = p95[p] = 0.02 + 2 * db_lat
             err[p] = np.full(n, 0.001)
 
-    evictions = 0.5 + (f.evictions if f.evictions is not None else zero)
-    cache_mem = 2.4 * 2**30 * (f.cache_mem if f.cache_mem is not None else np.ones(n))
+    cache_lat = 0.0006 * (f.cache_slow if f.cache_slow is not None else np.ones(n))
     lookups = {}
     for svc in ("search", "orders"):
         for i in range(2):
@@ -439,8 +441,8 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
         db_qps=db_qps,
         db_lat=db_lat,
         db_util=db_util,
-        evictions=evictions,
-        cache_mem=cache_mem,
+        cache_lat=cache_lat,
+        cache_served=1.0 - timeouts,
         disk=disk,
         host_cpu=host_cpu,
         host_mem=host_mem,
@@ -481,12 +483,15 @@ def _inject(fault: str, rng: np.random.Generator, ts: FloatArray, t0: float, f: 
             svc, ("container_memory_working_set_bytes", {}), (svc, i), False, frozenset({svc})
         )
     if fault == "cache_failure":
-        f.hit_ratio = 1.0 - (1.0 - between(0.45, 0.7)) * _ramp(ts, t0, between(60, 150)) - 0.06
-        f.hit_ratio = np.where(ts >= t0, f.hit_ratio, 1.0)
-        f.evictions = between(80, 200) * _ramp(ts, t0, 60)
-        f.cache_mem = 1.0 + 0.12 * _ramp(ts, t0 - 300, 300)
+        onset = _ramp(ts, t0, between(60, 150))
+        f.cache_slow = 1.0 + between(2, 5) * onset
+        f.cache_timeouts = between(0.4, 0.7) * onset
         return _Plan(
-            "cache", ("cache_evicted_keys_total", {"service": "cache"}), None, False, frozenset()
+            "cache",
+            ("cache_command_latency_seconds", {"service": "cache"}),
+            None,
+            False,
+            frozenset(),
         )
     if fault == "traffic_surge":
         f.traffic = 1.0 + between(0.6, 1.4) * _ramp(ts, t0, between(120, 360))
@@ -563,9 +568,8 @@ def _copy(f: _Fault) -> _Fault:
         pod_mem=dict(f.pod_mem),
         pool_leak=dict(f.pool_leak),
         pod_errors=dict(f.pod_errors),
-        hit_ratio=f.hit_ratio,
-        evictions=f.evictions,
-        cache_mem=f.cache_mem,
+        cache_slow=f.cache_slow,
+        cache_timeouts=f.cache_timeouts,
         disk=dict(f.disk),
         host_cpu=dict(f.host_cpu),
         psp_latency=f.psp_latency,
@@ -747,15 +751,22 @@ def _write(w: _Writer, st: _State, rollouts: dict[str, float], generations: dict
     # the stores
     lookups = sum(st.cache_lookups.values()) + st.rps["gateway-0"] + st.rps["gateway-1"]
     cache = {"service": "cache"}
+    evictions = 15.0 * np.exp(_ar1(rng, ts.size, 20, 0.2))  # a full cache evicts all day
     for metric, rate in (
-        ("cache_keyspace_hits_total", lookups * st.hit),
-        ("cache_keyspace_misses_total", lookups * (1 - st.hit)),
-        ("cache_evicted_keys_total", st.evictions),
+        ("cache_keyspace_hits_total", lookups * st.hit),  # what it served in time
+        ("cache_keyspace_misses_total", lookups * (st.cache_served - st.hit)),
+        ("cache_evicted_keys_total", evictions),
     ):
         w.add({"__name__": metric, **cache}, big() + np.cumsum(w.counter_steps(rate, poisson=True)))
     w.add(
         {"__name__": "cache_memory_used_bytes", **cache},
-        w.gauge_noise(st.cache_mem * np.ones(ts.size), 0.003),
+        w.gauge_noise(np.full(ts.size, 2.4 * 2**30), 0.003),
+    )
+    w.add({"__name__": "cache_command_latency_seconds", **cache}, w.gauge_noise(st.cache_lat, 0.12))
+    clients = 40.0 + 25.0 * (1.0 - st.cache_served)  # clients reconnect after timeouts
+    w.add(
+        {"__name__": "cache_connected_clients", **cache},
+        np.round(clients + 2.0 * rng.standard_normal(ts.size)),
     )
     db = {"service": "db"}
     active = sum(st.pool_used.values()) + 3.0 + 4.0 * st.batch
