@@ -176,7 +176,9 @@ def fetch_case(client: PrometheusClient, case: RcaCase) -> tuple[Series, list[Se
 # --------------------------------------------------------------------- scoring
 
 
-def first_hit(ranked: Ranked, case: RcaCase, *, strict: bool = False) -> int | None:
+def first_hit(
+    ranked: Sequence[tuple[str, Mapping[str, str]]], case: RcaCase, *, strict: bool = False
+) -> int | None:
     """1-based rank of the first hit within the top TOP_K, or None."""
     for pos, (name, labels) in enumerate(ranked[:TOP_K], start=1):
         if name == case.root_cause_series:
@@ -301,7 +303,7 @@ def print_summary(
             rows.append([r.source.name, name, *tally.cells()])
         strict = [s for s in (t.strict1() for t in overall) if s is not None]
         worst = [
-            str(min(len(t.hits) for t in overall)),
+            "-",
             f"{min(t.ac(1) for t in overall):.2f}",
             f"{min(t.ac(3) for t in overall):.2f}",
             f"{min(t.avg5() for t in overall):.2f}",
