@@ -7,7 +7,7 @@ entity's best-ranked cause, in rank order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from plugin_backend.rca.dependencies import NODE_LABELS, DependencyMap
@@ -55,13 +55,14 @@ def entity_of(
     return None
 
 
-def best_per_entity(ranked: Sequence[_C]) -> list[_C]:
+def best_per_entity(ranked: Sequence[_C], keep: Callable[[_C], bool] | None = None) -> list[_C]:
     """``ranked`` (best first) with only the first cause of each entity; a cause
-    without an entity stands for its own series."""
+    without an entity, or one ``keep`` accepts (a deploy event), stands for itself."""
     seen: set[str] = set()
     out: list[_C] = []
     for cause in ranked:
-        key = cause.entity if cause.entity is not None else f"series:{cause.series}"
+        alone = cause.entity is None or (keep is not None and keep(cause))
+        key = f"series:{cause.series}" if alone else f"entity:{cause.entity}"
         if key not in seen:
             seen.add(key)
             out.append(cause)

@@ -88,6 +88,7 @@ from plugin_backend.rca.dependencies import (
     NODE_LABELS,
     DependencyMap,
 )
+from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import (
     CHANGE_THRESHOLD,
     DEFAULT_BASELINE_S,
@@ -98,6 +99,7 @@ from plugin_backend.rca.evidence import (
     deviation,
     infer_step,
 )
+from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
 __all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "TRACK_LAG_S", "Cause", "naive_rank", "rank_causes"]
@@ -228,8 +230,10 @@ def _map_term(
     step_s: float,
     downstream: dict[str, frozenset[str]],
 ) -> float:
-    if entity is None or symptom_entity is None:
-        return 0.0
+    if entity not in dependencies or symptom_entity not in dependencies:
+        return 0.0  # the map does not know it (an entity named by labels only)
+    assert entity is not None
+    assert symptom_entity is not None
     down = downstream.setdefault(entity, dependencies.downstream(entity))
     if entity == symptom_entity:
         relation = 0.25
@@ -253,7 +257,11 @@ def _may_explain(
     related: dict[str, frozenset[str]],
 ) -> bool:
     """Whether a change of ``earlier`` may have caused one of ``entity`` (per the map)."""
-    if dependencies is None or earlier is None or entity is None or earlier == entity:
+    if dependencies is None or earlier not in dependencies or entity not in dependencies:
+        return True
+    assert earlier is not None
+    assert entity is not None
+    if earlier == entity:
         return True
     if entity not in related:
         related[entity] = dependencies.upstream(entity) | dependencies.downstream(entity)
@@ -267,21 +275,28 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     candidates: Sequence[Series],
     *,
     at_s: float,
-    window_s: float = DEFAULT_WINDOW_S,
-    baseline_s: float = DEFAULT_BASELINE_S,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
     dependencies: DependencyMap | None = None,
     identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
     step_s: float | None = None,
     limit: int | None = None,
 ) -> list[Cause]:
-    """Candidates most likely to have caused ``symptom``'s change around ``at_s`` first.
+    """Entities most likely to have caused ``symptom``'s change around ``at_s`` first,
+    each by its best series.
 
     Every series covers ``[at_s - window_s - baseline_s, at_s]``; convert counters
-    first (``counters.to_rates``). The symptom (by series name) is left out;
-    unchanged candidates come last with score 0. See the module docstring.
+    first (``counters.to_rates``). Without ``window_s`` (and ``baseline_s``) the
+    window follows the symptom (``window.symptom_window``). The symptom (by series
+    name) is left out; unchanged candidates come last with score 0. See the module
+    docstring.
     """
-    _check(at_s, window_s, baseline_s)
     step = _step(symptom, candidates, step_s)
+    if window_s is None or baseline_s is None:
+        auto_window, auto_baseline = symptom_window(symptom, at_s=at_s, step_s=step)
+        window_s = auto_window if window_s is None else window_s
+        baseline_s = auto_baseline if baseline_s is None else baseline_s
+    _check(at_s, window_s, baseline_s)
     kw = {"at_s": at_s, "window_s": window_s, "baseline_s": baseline_s, "step_s": step}
     sym_ev, sym_dev = deviation(symptom, **kw)
     ref = sym_ev.onset_s if sym_ev.onset_s is not None else at_s
@@ -311,11 +326,8 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         [_strength(ev) * _novelty(ev, dev) for ev, dev in analysed] + [max(_strength(sym_ev), 0.5)]
     )
     strength = strength * np.clip(tracks, 0.0, 1.0) ** 2
-    entities: list[str | None] = [None] * (n + 1)
-    sym_entity: str | None = None
-    if dependencies is not None:
-        entities = [dependencies.entity_of(s.labels, identifying_labels) for s in [*pool, symptom]]
-        sym_entity = entities[n]
+    entities = [entity_of(s.labels, dependencies, identifying_labels) for s in [*pool, symptom]]
+    sym_entity = entities[n]
     downstream: dict[str, frozenset[str]] = {}
     related: dict[str, frozenset[str]] = {}
     half = 0.5 * step
@@ -397,7 +409,8 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             )
         )
     causes.sort(key=lambda c: (not c[0], -c[1], c[3].series))
-    ranked = [c[3] for c in causes]
+    # One cause per entity; a change event (a deploy) is evidence of its own.
+    ranked = best_per_entity([c[3] for c in causes], lambda c: c.evidence.kind == "change_event")
     return ranked if limit is None else ranked[: max(limit, 0)]
 
 
