@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--at", required=True, help="when it was noticed: unix seconds or ISO-8601"
     )
-    explain.add_argument("--window", default="30m", help="how far back the cause may lie (30m)")
+    explain.add_argument(
+        "--window",
+        default=None,
+        help="how far back the cause may lie (default: from the symptom's own onset)",
+    )
     explain.add_argument("--json", action="store_true", help="print the JSON report")
     explain.set_defaults(handler=_explain)
 
@@ -335,7 +339,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
         report = service.explain(
             args.query,
             parse_time_s(args.at, what="--at"),
-            parse_duration_s(args.window, what="--window"),
+            None if args.window is None else parse_duration_s(args.window, what="--window"),
         ).to_dict()
     except BackendError as exc:
         print(f"plugin-backend explain: {exc.message}", file=sys.stderr)
