@@ -57,7 +57,12 @@ from benchmarks.rca_case import RcaCase, RcaSource
 from plugin_backend.adapters.prometheus import PrometheusClient
 from plugin_backend.devtools import incidents
 from plugin_backend.devtools.promserver import start_backfilled
+from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.dependencies import DependencyMap, load_dependency_map
+from plugin_backend.rca.ensemble import ensemble_rank
+from plugin_backend.rca.graph_walk import graph_walk_rank
+from plugin_backend.rca.methods import Ranker as MethodRanker
+from plugin_backend.rca.nsigma import nsigma_rank
 from plugin_backend.rca.ranking import rank_causes
 from plugin_backend.types import Series, TimeRange, format_series_name
 
@@ -77,12 +82,22 @@ Ranker = Callable[[Series, Sequence[Series], float, DependencyMap | None], Ranke
 # ---------------------------------------------------------------------- rankers
 
 
-def rank_causes_ranker(
-    symptom: Series, candidates: Sequence[Series], at_s: float, deps: DependencyMap | None
-) -> Ranked:
-    """Today's default: :func:`plugin_backend.rca.ranking.rank_causes`, 30 min window."""
-    causes = rank_causes(symptom, candidates, at_s=at_s, window_s=WINDOW_S, dependencies=deps)
-    return [(str(c.series), dict(c.labels)) for c in causes]
+def _adapt(rank: MethodRanker, **fixed: float) -> Ranker:
+    """A project ranker (``plugin_backend.rca.methods.Ranker``) as a bench ranker; without
+    ``window_s`` it sees all the case's data and follows the symptom's onset."""
+
+    def ranker(
+        symptom: Series, candidates: Sequence[Series], at_s: float, deps: DependencyMap | None
+    ) -> Ranked:
+        causes = rank(symptom, candidates, at_s=at_s, dependencies=deps, **fixed)
+        return [(str(c.series), dict(c.labels)) for c in causes]
+
+    ranker.__doc__ = rank.__doc__
+    return ranker
+
+
+rank_causes_ranker = _adapt(rank_causes)  # the window follows the symptom
+rank_causes_30m = _adapt(rank_causes, window_s=WINDOW_S, baseline_s=3600.0)  # the old fixed one
 
 
 def naive_jump(
@@ -106,8 +121,14 @@ def naive_jump(
 
 # (name, ranker, wants the dependency map): add a ranker here.
 RANKERS: list[tuple[str, Ranker, bool]] = [
+    ("ensemble (default)", _adapt(ensemble_rank), False),
+    ("ensemble + deps", _adapt(ensemble_rank), True),
     ("rank_causes", rank_causes_ranker, False),
     ("rank_causes + deps", rank_causes_ranker, True),
+    ("rank_causes 30m", rank_causes_30m, False),
+    ("BARO", _adapt(baro_rank), False),
+    ("N-Sigma", _adapt(nsigma_rank), False),
+    ("graph walk + deps", _adapt(graph_walk_rank), True),
     ("naive jump", naive_jump, False),
 ]
 

@@ -17,13 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
-from plugin_backend.rca.evidence import DEFAULT_BASELINE_S, DEFAULT_WINDOW_S
 from plugin_backend.rca.methods import (
     SeriesScore,
-    check_target,
     finite_part,
     rank_by_score,
-    split_time,
+    span,
 )
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.types import Series
@@ -49,8 +47,8 @@ def baro_rank(
     candidates: Sequence[Series],
     *,
     at_s: float,
-    window_s: float = DEFAULT_WINDOW_S,
-    baseline_s: float = DEFAULT_BASELINE_S,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
     dependencies: DependencyMap | None = None,
     identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
     step_s: float | None = None,
@@ -58,9 +56,7 @@ def baro_rank(
 ) -> list[Cause]:
     """Candidates by BARO's robust score, best first, one per entity."""
     del step_s  # the change points need no step
-    check_target(at_s, window_s, baseline_s)
-    start = at_s - window_s - baseline_s
-    split = split_time(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
+    start, split = span(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
     return rank_by_score(
         symptom,
         candidates,

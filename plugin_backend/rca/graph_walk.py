@@ -26,8 +26,7 @@ import numpy as np
 from plugin_backend.rca.baro import robust_score
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
 from plugin_backend.rca.entities import entity_of
-from plugin_backend.rca.evidence import DEFAULT_BASELINE_S, DEFAULT_WINDOW_S
-from plugin_backend.rca.methods import check_target, rank_by_score, split_time
+from plugin_backend.rca.methods import rank_by_score, span
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.types import Series
 
@@ -82,8 +81,8 @@ def graph_walk_rank(
     candidates: Sequence[Series],
     *,
     at_s: float,
-    window_s: float = DEFAULT_WINDOW_S,
-    baseline_s: float = DEFAULT_BASELINE_S,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
     dependencies: DependencyMap | None = None,
     identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
     step_s: float | None = None,
@@ -91,9 +90,7 @@ def graph_walk_rank(
 ) -> list[Cause]:
     """Entities by the anomaly-weighted walk on ``dependencies``, best first."""
     del step_s
-    check_target(at_s, window_s, baseline_s)
-    start = at_s - window_s - baseline_s
-    split = split_time(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
+    start, split = span(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
     weights: dict[str, float] | None = None
     if dependencies is not None:
         best: dict[str, float] = {}

@@ -18,17 +18,16 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca.changepoint import onset
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.entities import best_per_entity, entity_of
-from plugin_backend.rca.evidence import Evidence
+from plugin_backend.rca.evidence import DEFAULT_BASELINE_S, DEFAULT_WINDOW_S, Evidence
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.types import FloatArray, Series
 
 __all__ = [
     "Ranker",
     "SeriesScore",
-    "check_target",
     "finite_part",
     "rank_by_score",
-    "split_time",
+    "span",
 ]
 
 
@@ -39,8 +38,8 @@ class Ranker(Protocol):
         candidates: Sequence[Series],
         *,
         at_s: float,
-        window_s: float = ...,
-        baseline_s: float = ...,
+        window_s: float | None = ...,
+        baseline_s: float | None = ...,
         dependencies: DependencyMap | None = ...,
         identifying_labels: Sequence[str] = ...,
         step_s: float | None = ...,
@@ -52,19 +51,30 @@ class Ranker(Protocol):
 SeriesScore = tuple[float, float, float, float, float]
 
 
-def check_target(at_s: float, window_s: float, baseline_s: float) -> None:
+def _check(at_s: float, window_s: float | None, baseline_s: float | None) -> None:
     if not math.isfinite(at_s):
         raise InvalidTarget(f"at_s must be a finite time, got {at_s}")
     for name, value in (("window_s", window_s), ("baseline_s", baseline_s)):
-        if not (math.isfinite(value) and value > 0):
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise InvalidTarget(f"{name} must be a positive number of seconds, got {value}")
 
 
-def split_time(symptom: Series, *, at_s: float, window_s: float, baseline_s: float) -> float:
-    """Where the normal period ends: the symptom's change-point onset, or
-    ``at_s - window_s`` when none is found."""
-    found = onset(symptom, at_s=at_s, start_s=at_s - window_s - baseline_s)
-    return found if found is not None else at_s - window_s
+def span(
+    symptom: Series, *, at_s: float, window_s: float | None, baseline_s: float | None
+) -> tuple[float, float]:
+    """``(start, split)``: the data used starts at ``at_s - window_s - baseline_s`` (without
+    both, at the symptom's first sample); the normal period ends at the symptom's
+    change-point onset, or ``at_s - window_s`` (default 30 min) when none is found."""
+    _check(at_s, window_s, baseline_s)
+    if window_s is not None and baseline_s is not None:
+        start = at_s - window_s - baseline_s
+    else:
+        t = symptom.timestamps_s
+        ok = np.isfinite(t) & np.isfinite(symptom.values) & (t <= at_s + 1e-6)
+        start = float(np.min(t[ok])) if np.any(ok) else at_s - DEFAULT_WINDOW_S - DEFAULT_BASELINE_S
+    found = onset(symptom, at_s=at_s, start_s=start)
+    fallback = at_s - (window_s if window_s is not None else DEFAULT_WINDOW_S)
+    return start, found if found is not None else max(fallback, start)
 
 
 def finite_part(

@@ -12,13 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
-from plugin_backend.rca.evidence import DEFAULT_BASELINE_S, DEFAULT_WINDOW_S
 from plugin_backend.rca.methods import (
     SeriesScore,
-    check_target,
     finite_part,
     rank_by_score,
-    split_time,
+    span,
 )
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.types import Series
@@ -44,8 +42,8 @@ def nsigma_rank(
     candidates: Sequence[Series],
     *,
     at_s: float,
-    window_s: float = DEFAULT_WINDOW_S,
-    baseline_s: float = DEFAULT_BASELINE_S,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
     dependencies: DependencyMap | None = None,
     identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
     step_s: float | None = None,
@@ -53,9 +51,7 @@ def nsigma_rank(
 ) -> list[Cause]:
     """Candidates by their N-Sigma score, best first, one per entity."""
     del step_s
-    check_target(at_s, window_s, baseline_s)
-    start = at_s - window_s - baseline_s
-    split = split_time(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
+    start, split = span(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
     return rank_by_score(
         symptom,
         candidates,

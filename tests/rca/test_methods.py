@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from plugin_backend.errors import InvalidTarget
-from plugin_backend.rca import load_dependency_map
+from plugin_backend.rca import Cause, load_dependency_map
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.changepoint import onset, segments
+from plugin_backend.rca.ensemble import ensemble_rank, fuse
 from plugin_backend.rca.entities import best_per_entity, entity_of
+from plugin_backend.rca.evidence import Evidence
 from plugin_backend.rca.graph_walk import graph_walk_rank, walk
 from plugin_backend.rca.nsigma import nsigma_rank
 from plugin_backend.types import Series
@@ -173,3 +175,33 @@ def test_best_per_entity_keeps_the_first_of_each() -> None:
 
     ranked = [C("a1", "a"), C("a2", "a"), C("x", None), C("b1", "b"), C("y", None)]
     assert [c.series for c in best_per_entity(ranked)] == ["a1", "x", "b1", "y"]
+
+
+# ---------------------------------------------------------------- the ensemble
+
+
+def _cause(series: str, entity: str | None) -> Cause:
+    ev = Evidence(1.0, 1.0, 2.0, 2.0, 8.0, "up", AT, True, "metric")
+    return Cause(series, series, {"service": entity or ""}, 1.0, AT, ev, 60.0, entity)
+
+
+def test_fusion_prefers_what_both_rankers_put_high_over_one_rankers_favourite() -> None:
+    timing = [_cause("x", "x"), _cause("y", "y"), _cause("z", "z")]
+    jump = [_cause("y2", "y"), _cause("z2", "z"), _cause("x2", "x")]
+    fused = fuse({"timing": timing, "jump": jump})
+    assert [c.entity for c in fused] == ["y", "x", "z"]
+    assert fused[0].series == "y"  # shown by the first ranker's cause
+    assert fused[0].components["rank_timing"] == 2.0
+    assert fused[0].components["rank_jump"] == 1.0
+    assert 0.0 < fused[-1].score < fused[0].score <= 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_ensemble_ranks_the_planted_cause_first_with_and_without_a_map(seed: int) -> None:
+    symptom, candidates = _estate(seed)
+    for deps in (None, DEPS):
+        ranked = ensemble_rank(symptom, candidates, at_s=AT, dependencies=deps)
+        assert ranked[0].entity == "postgres"
+        assert ranked[0].evidence.onset_s is not None
+        entities = [c.entity for c in ranked]
+        assert len(entities) == len(set(entities))
