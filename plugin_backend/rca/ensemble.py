@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
 from plugin_backend.rca.graph_walk import graph_walk_rank
-from plugin_backend.rca.ranking import Cause, rank_causes
+from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, rank_causes
 from plugin_backend.types import Series
 
 __all__ = ["FUSION_K", "ensemble_rank", "fuse"]
@@ -26,7 +26,8 @@ FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short
 
 
 def _key(cause: Cause) -> str:
-    if cause.entity is None or cause.evidence.kind == "change_event":
+    marker = cause.evidence.kind == "change_event" and cause.metric.endswith(MARKER_SUFFIXES)
+    if cause.entity is None or marker:
         return f"series:{cause.series}"
     return f"entity:{cause.entity}"
 

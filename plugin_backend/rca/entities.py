@@ -23,8 +23,7 @@ ENTITY_LABELS: tuple[str, ...] = (
     *NODE_LABELS,
     "pod",
     "instance",
-    "job",
-)
+)  # not ``job``: a scrape pool (every node exporter), no one thing to fix
 
 
 class _Ranked(Protocol):

@@ -511,3 +511,29 @@ def test_the_window_follows_the_symptom_back_to_a_slow_leak() -> None:
     # An explicit window is an override: 10 min sees no leak start in it.
     fixed = rank_causes(symptom, [leak, *noise], at_s=AT, window_s=600.0, baseline_s=3600.0)
     assert fixed[0].onset_s is None or fixed[0].onset_s > leak_start + 1200
+
+
+def test_a_series_appearing_from_nothing_is_judged_against_its_peers_not_as_a_deploy() -> None:
+    effects, root, symptom = SCENARIOS["slow_dependency"]
+    estate = _estate(3, effects)
+    rng = np.random.default_rng(8)
+    late = T >= T0 - 300
+    # A table first queried 5 min before the fault: a few requests, like its peers'.
+    peers = [
+        Series(_labels("table_requests", component=f"table-{i}"), T, rng.normal(3.0, 1.0, T.size))
+        for i in range(6)
+    ]
+    new = Series(
+        _labels("table_requests", component="table-new"), T[late], rng.normal(3.5, 1.0, late.sum())
+    )
+    sym = _by_name(estate, symptom)
+    ranked = rank_causes(sym, [*estate, *peers, new], at_s=AT)
+    assert ranked[0].metric == root
+    appeared = next(c for c in ranked if c.entity == "table-new")
+    assert not appeared.evidence.changed
+    # ... while a new version (a marker series) still counts as a deploy.
+    version = Series(
+        _labels("app_build_info", service="payments", version="2"), T[late], np.ones(late.sum())
+    )
+    ranked = rank_causes(sym, [*estate, version], at_s=AT)
+    assert next(c for c in ranked if c.metric == "app_build_info").evidence.changed
