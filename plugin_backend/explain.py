@@ -20,8 +20,9 @@ from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
+from plugin_backend.rca.ensemble import ensemble_rank
 from plugin_backend.rca.evidence import DEFAULT_WINDOW_S, compute_evidence
-from plugin_backend.rca.ranking import Cause, rank_causes
+from plugin_backend.rca.ranking import Cause
 from plugin_backend.rca.window import LEAD_S, MAX_BASELINE_S, symptom_window
 from plugin_backend.types import Labels, Series, TimeRange
 
@@ -98,7 +99,7 @@ class ExplainService:
             raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
         symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         candidates = self._candidates(symptom, span, step_s) + self._event_series(span, step_s)
-        causes = rank_causes(
+        causes = ensemble_rank(
             symptom,
             candidates,
             at_s=at_s,
@@ -108,7 +109,7 @@ class ExplainService:
             identifying_labels=self.identifying_labels,
             step_s=step_s,
         )
-        changed = [c for c in causes if c.score > 0][:TOP_CAUSES]
+        changed = [c for c in causes if c.evidence.changed][:TOP_CAUSES]
         evidence = compute_evidence(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         symptom_info = {
             "query": query,

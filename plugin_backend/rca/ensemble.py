@@ -1,6 +1,8 @@
-"""Two rankers that fail differently, fused: ``rank_causes`` (timing, cascade and
-tracking of the symptom) and ``graph_walk_rank`` (BARO's robust jump after the
-symptom's change point, walked along the dependency map when there is one).
+"""The default ranker. With a dependency map: two rankers that fail differently,
+fused: ``rank_causes`` (timing, cascade and tracking of the symptom) and
+``graph_walk_rank`` (BARO's robust jump after the symptom's change point, walked
+along the map). Without a map the walk is plain BARO, which adds nothing
+``rank_causes`` lacks on any source measured, so ``rank_causes`` alone ranks.
 
 Reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009): each entity gets
 ``sum 1 / (FUSION_K + rank)`` over the two entity rankings; no scores need to be
@@ -67,9 +69,13 @@ def ensemble_rank(
     step_s: float | None = None,
     limit: int | None = None,
 ) -> list[Cause]:
-    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank``, best first."""
+    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank`` (with a map;
+    ``rank_causes`` alone without), best first."""
+    rankers = [("rank_causes", rank_causes)]
+    if dependencies is not None:
+        rankers.append(("graph_walk", graph_walk_rank))
     rankings: dict[str, list[Cause]] = {}
-    for name, rank in (("rank_causes", rank_causes), ("graph_walk", graph_walk_rank)):
+    for name, rank in rankers:
         rankings[name] = rank(
             symptom,
             candidates,
@@ -80,5 +86,5 @@ def ensemble_rank(
             identifying_labels=identifying_labels,
             step_s=step_s,
         )
-    out = fuse(rankings)
+    out = fuse(rankings) if len(rankings) > 1 else rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]
