@@ -10,8 +10,9 @@ MicroRank, WWW 2021 use its personalised-PageRank form).
   with weight ``max(0, a(u) - max a(neighbours))``: an entity more anomalous than
   everything around it holds the walker, which is where the cause usually is.
 * With probability ``1 - DAMPING`` the walker restarts at an entity drawn with
-  probability proportional to ``a`` among the symptom's entity and what it needs
-  (personalised PageRank: the walk explores the symptom's call paths).
+  probability proportional to ``a`` among the symptom's entity, what it needs and
+  its direct callers (the load it gets) (personalised PageRank: the walk explores
+  the symptom's call paths).
 
 Entities are ranked by the walk's stationary probability, each by its best series;
 series the map does not know follow, by their own score. Without a map this is BARO.
@@ -41,7 +42,7 @@ def walk(
     dependencies: DependencyMap, anomaly: Mapping[str, float], symptom: str | None = None
 ) -> dict[str, float]:
     """The stationary probability of each entity of the map (see the module docstring);
-    with ``symptom`` the walker restarts only on it and what it needs."""
+    with ``symptom`` the walker restarts only on it, what it needs and its callers."""
     nodes = sorted(dependencies.entities)
     if not nodes:
         return {}
@@ -49,7 +50,8 @@ def walk(
     a = np.array([max(anomaly.get(e, 0.0), 0.0) for e in nodes])
     start = a.copy()
     if symptom in index:
-        paths = {symptom, *dependencies.upstream(symptom)}
+        # What the symptom needs, and its direct callers (the load it gets).
+        paths = {symptom, *dependencies.upstream(symptom), *dependencies.dependents(symptom)}
         start = np.array([a[i] if e in paths else 0.0 for e, i in index.items()])
     n = len(nodes)
     move = np.zeros((n, n))
