@@ -205,3 +205,9 @@ def test_the_ensemble_ranks_the_planted_cause_first_with_and_without_a_map(seed:
         assert ranked[0].evidence.onset_s is not None
         entities = [c.entity for c in ranked]
         assert len(entities) == len(set(entities))
+
+
+def test_the_walk_reaches_the_symptoms_callers_where_load_comes_from() -> None:
+    # api is the symptom; the frontend calling it sent the surge of requests.
+    found = walk(DEPS, {"frontend": 1.0, "api": 0.4, "postgres": 0.2}, "api")
+    assert max(found, key=lambda e: found[e]) == "frontend"
