@@ -50,9 +50,10 @@ fault              root cause                                  symptom
 =================  ==========================================  =======================
 memory_leak        one pod of api/orders/search: memory ramps  gateway p95 latency
                    for 25-60 min, GC then eats its CPU
-cache_failure      cache: its commands slow down (x3-6), 40-70  gateway p95 latency
-                   % of client calls time out and fall back to
-                   the database, whose load is the loud signal
+cache_failure      cache: its commands slow down (x3-6); 1-2    gateway p95 latency
+                   min later 40-70 % of client calls time out
+                   and fall back to the database, whose load
+                   is the loud signal
 traffic_surge      gateway's own request rate (x2.2-3.2)       gateway p95 latency
 disk_saturation    host-d's disk (a backup): db queries slow   gateway p95 latency
 bad_deploy         a rollout of api/orders/search whose new    gateway 5xx rate
@@ -483,9 +484,9 @@ def _inject(fault: str, rng: np.random.Generator, ts: FloatArray, t0: float, f: 
             svc, ("container_memory_working_set_bytes", {}), (svc, i), False, frozenset({svc})
         )
     if fault == "cache_failure":
-        onset = _ramp(ts, t0, between(60, 150))
-        f.cache_slow = 1.0 + between(2, 5) * onset
-        f.cache_timeouts = between(0.4, 0.7) * onset
+        # the cache slows first; calls time out once it is past the 50 ms client timeout
+        f.cache_slow = 1.0 + between(2, 5) * _ramp(ts, t0, between(60, 150))
+        f.cache_timeouts = between(0.4, 0.7) * _ramp(ts, t0 + between(60, 120), 90)
         return _Plan(
             "cache",
             ("cache_command_latency_seconds", {"service": "cache"}),
