@@ -35,7 +35,7 @@ column over the sources). Rank times exclude the fetch, which is timed apart.
 Run: ``python -m benchmarks.bench_rca [--seed N] [--n PER_FAULT] [--sources a,b]
 [--petshop-at end|target]`` or ``python -m benchmarks rca`` (then the environment
 variables ``BENCH_RCA_SEED``, ``BENCH_RCA_N``, ``BENCH_RCA_SOURCES`` choose; defaults
-seed 1, 10 per fault for ``sim`` and 5 for ``estate2``, all sources). Choose knobs
+seed 1, 10 per fault for ``sim`` and 8 for ``estate2``, all sources). Choose knobs
 on some sources and seeds and confirm them on the others.
 """
 
@@ -67,7 +67,7 @@ from plugin_backend.rca.ranking import rank_causes
 from plugin_backend.types import Series, TimeRange, format_series_name
 
 N_PER_FAULT = 10
-N_PER_FAULT_ESTATE2 = 5
+N_PER_FAULT_ESTATE2 = 8
 SEED = 1
 SIM_HISTORY_S = 2 * 3600  # backfilled history before each simulated onset
 SIM_LOOKBACK_S = 3600
@@ -404,7 +404,7 @@ def _cli(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description="RCA ranking benchmark")
     parser.add_argument("--seed", type=int, default=None, help=f"suite seed (default {SEED})")
     parser.add_argument(
-        "--n", type=int, default=None, help="incidents per fault (default 10 sim, 5 estate2)"
+        "--n", type=int, default=None, help="incidents per fault (default 10 sim, 8 estate2)"
     )
     parser.add_argument("--sources", default=None, help=f"comma list of {','.join(SOURCE_NAMES)}")
     parser.add_argument(

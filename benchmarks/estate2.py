@@ -50,9 +50,10 @@ fault              root cause                                  symptom
 =================  ==========================================  =======================
 memory_leak        one pod of api/orders/search: memory ramps  gateway p95 latency
                    for 25-60 min, GC then eats its CPU
-cache_failure      cache: its commands slow down (x3-6), 40-70  gateway p95 latency
-                   % of client calls time out and fall back to
-                   the database, whose load is the loud signal
+cache_failure      cache: its commands slow down (x3-6); 1-2    gateway p95 latency
+                   min later 40-70 % of client calls time out
+                   and fall back to the database, whose load
+                   is the loud signal
 traffic_surge      gateway's own request rate (x2.2-3.2)       gateway p95 latency
 disk_saturation    host-d's disk (a backup): db queries slow   gateway p95 latency
 bad_deploy         a rollout of api/orders/search whose new    gateway 5xx rate
@@ -181,7 +182,6 @@ class _Fault:
     disk: dict[str, FloatArray] = field(default_factory=dict)  # host -> extra io util
     host_cpu: dict[str, FloatArray] = field(default_factory=dict)  # host -> extra cores used
     psp_latency: FloatArray | None = None  # seconds
-    db_extra_qps: FloatArray | None = None
     batch_running: FloatArray | None = None
     emails: FloatArray | None = None  # extra messages / s into the emails queue
     rollouts: dict[str, float] = field(default_factory=dict)  # service -> rollout start
@@ -216,7 +216,6 @@ class _Exo:
     wobble: dict[str, FloatArray]  # per pod: slow multiplicative noise of service time
     base_hit: FloatArray
     base_disk: dict[str, FloatArray]
-    pool_base: dict[str, FloatArray]
     mem_base: dict[str, FloatArray]
 
 
@@ -244,7 +243,6 @@ def _exogenous(rng: np.random.Generator, ts: FloatArray) -> _Exo:
         wobble=wobble,
         base_hit=np.clip(0.94 + _ar1(rng, n, 30, 0.006), 0.85, 0.99),
         base_disk={h: 0.12 + 0.03 * np.abs(_ar1(rng, n, 25, 1.0)) for h in HOSTS},
-        pool_base={_pod(s, i): _ar1(rng, n, 6, 0.4) for s in _POOL_MAX for i in range(2)},
         mem_base={
             _pod(s, i): (380 + 60 * rng.random()) * 2**20 * (1 + _ar1(rng, n, 60, 0.01))
             for s, i, _ in _pod_names()
@@ -315,13 +313,8 @@ def _model(ts: FloatArray, x: _Exo, f: _Fault) -> _State:
     search_rps = per_svc_in["search"]
     orders_rps = per_svc_in["orders"]
     worker_rate = emails_in + orders_rps * 0.8
-    db_extra = f.db_extra_qps if f.db_extra_qps is not None else zero
     db_qps = (
-        3.0 * orders_rps
-        + _MISS_QUERIES * (1 - hit) * search_rps
-        + 0.5 * worker_rate
-        + 60.0 * batch
-        + db_extra
+        3.0 * orders_rps + _MISS_QUERIES * (1 - hit) * search_rps + 0.5 * worker_rate + 60.0 * batch
     )
     db_util = db_qps * _DB_COST
     disk = {
@@ -483,9 +476,9 @@ def _inject(fault: str, rng: np.random.Generator, ts: FloatArray, t0: float, f: 
             svc, ("container_memory_working_set_bytes", {}), (svc, i), False, frozenset({svc})
         )
     if fault == "cache_failure":
-        onset = _ramp(ts, t0, between(60, 150))
-        f.cache_slow = 1.0 + between(2, 5) * onset
-        f.cache_timeouts = between(0.4, 0.7) * onset
+        # the cache slows first; calls time out once it is past the 50 ms client timeout
+        f.cache_slow = 1.0 + between(2, 5) * _ramp(ts, t0, between(60, 150))
+        f.cache_timeouts = between(0.4, 0.7) * _ramp(ts, t0 + between(60, 120), 90)
         return _Plan(
             "cache",
             ("cache_command_latency_seconds", {"service": "cache"}),
@@ -573,7 +566,6 @@ def _copy(f: _Fault) -> _Fault:
         disk=dict(f.disk),
         host_cpu=dict(f.host_cpu),
         psp_latency=f.psp_latency,
-        db_extra_qps=f.db_extra_qps,
         batch_running=f.batch_running,
         emails=f.emails,
         rollouts=dict(f.rollouts),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from benchmarks.bench_rca import RANKERS, Tally, first_hit
+from benchmarks import petshop
+from benchmarks.bench_rca import RANKERS, Tally, first_hit, petshop_source
 from benchmarks.rca_case import RcaCase
 from plugin_backend.types import Series
 
@@ -58,3 +60,11 @@ def test_every_registered_ranker_ranks_the_one_jump_first() -> None:
         ranked = ranker(symptom, candidates, 3600.0, None)
         assert ranked, name
         assert ranked[0][1]["service"] == "orders", name
+
+
+def test_petshop_is_skipped_with_a_message_without_the_dataset(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(petshop, "dataset_available", lambda: False)
+    assert petshop_source("end") is None
+    assert "petshop: skipped" in capsys.readouterr().out
