@@ -121,9 +121,9 @@ def naive_jump(
 
 # (name, ranker, wants the dependency map): add a ranker here.
 RANKERS: list[tuple[str, Ranker, bool]] = [
-    # The default (explain's ``ensemble_rank``) is rank_causes alone without a map.
-    ("rank_causes (default)", rank_causes_ranker, False),
+    ("ensemble (default)", _adapt(ensemble_rank), False),  # explain's ranker
     ("ensemble + deps (default)", _adapt(ensemble_rank), True),
+    ("rank_causes", rank_causes_ranker, False),
     ("rank_causes + deps", rank_causes_ranker, True),
     ("rank_causes 30m", rank_causes_30m, False),
     ("BARO", _adapt(baro_rank), False),

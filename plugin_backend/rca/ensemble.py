@@ -1,12 +1,14 @@
-"""The default ranker. With a dependency map: two rankers that fail differently,
-fused: ``rank_causes`` (timing, cascade and tracking of the symptom) and
-``graph_walk_rank`` (BARO's robust jump after the symptom's change point, walked
-along the map). Without a map the walk is plain BARO, which adds nothing
-``rank_causes`` lacks on any source measured, so ``rank_causes`` alone ranks.
+"""The default ranker: two rankers that fail differently, fused: ``rank_causes``
+(timing, cascade and tracking of the symptom) and ``graph_walk_rank`` (BARO's
+robust jump after the symptom's change point, walked along the dependency map when
+there is one; plain BARO without). Neither alone holds up on every source: the
+fusion has the best worst source, with and without a map (``python -m benchmarks
+rca``), though ``rank_causes`` alone is better on the project's own simulator.
 
 Reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009): each entity gets
-``sum 1 / (FUSION_K + rank)`` over the two entity rankings; no scores need to be
-comparable. Each entity is shown by ``rank_causes``' cause where it has one (its
+the mean of ``1 / (FUSION_K + rank)`` over the entity rankings that rank it (a
+ranker that cannot judge a cause, BARO a deploy event, abstains); no scores need
+to be comparable. Each entity is shown by ``rank_causes``' cause where it has one (its
 evidence has onset, lead and parts), else by the walk's; ``Cause.score`` is the
 fused value over the largest possible one (``(0, 1]``), the parts in
 ``components`` as ``rank_<ranker>``.
@@ -36,16 +38,18 @@ def _key(cause: Cause) -> str:
 
 def fuse(rankings: Mapping[str, Sequence[Cause]]) -> list[Cause]:
     """Reciprocal rank fusion of entity rankings (best first each), best first."""
-    fused: dict[str, float] = {}
+    total: dict[str, float] = {}
     parts: dict[str, dict[str, float]] = {}
     shown: dict[str, Cause] = {}
     for name, ranked in rankings.items():
         for pos, cause in enumerate(ranked, start=1):
             key = _key(cause)
-            fused[key] = fused.get(key, 0.0) + 1.0 / (FUSION_K + pos)
+            total[key] = total.get(key, 0.0) + 1.0 / (FUSION_K + pos)
             parts.setdefault(key, {})[f"rank_{name}"] = float(pos)
             shown.setdefault(key, cause)
-    best = max(len(rankings), 1) / (FUSION_K + 1.0)
+    # A ranker that cannot judge a cause abstains (BARO has no curve for a deploy).
+    fused = {k: v / len(parts[k]) for k, v in total.items()}
+    best = 1.0 / (FUSION_K + 1.0)
     order = sorted(fused, key=lambda k: (-fused[k], shown[k].series))
     return [
         dataclasses.replace(
@@ -69,13 +73,9 @@ def ensemble_rank(
     step_s: float | None = None,
     limit: int | None = None,
 ) -> list[Cause]:
-    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank`` (with a map;
-    ``rank_causes`` alone without), best first."""
-    rankers = [("rank_causes", rank_causes)]
-    if dependencies is not None:
-        rankers.append(("graph_walk", graph_walk_rank))
+    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank``, best first."""
     rankings: dict[str, list[Cause]] = {}
-    for name, rank in rankers:
+    for name, rank in (("rank_causes", rank_causes), ("graph_walk", graph_walk_rank)):
         rankings[name] = rank(
             symptom,
             candidates,
@@ -86,5 +86,5 @@ def ensemble_rank(
             identifying_labels=identifying_labels,
             step_s=step_s,
         )
-    out = fuse(rankings) if len(rankings) > 1 else rankings["rank_causes"]
+    out = fuse(rankings)
     return out if limit is None else out[: max(limit, 0)]
