@@ -59,7 +59,7 @@ from plugin_backend.devtools import incidents
 from plugin_backend.devtools.promserver import start_backfilled
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.dependencies import DependencyMap, load_dependency_map
-from plugin_backend.rca.ensemble import ensemble_rank
+from plugin_backend.rca.ensemble import ensemble_rank, fuse
 from plugin_backend.rca.graph_walk import graph_walk_rank
 from plugin_backend.rca.methods import Ranker as MethodRanker
 from plugin_backend.rca.nsigma import nsigma_rank
@@ -96,6 +96,18 @@ def _adapt(rank: MethodRanker, **fixed: float) -> Ranker:
     return ranker
 
 
+def fusion_without_map(
+    symptom: Series, candidates: Sequence[Series], at_s: float, deps: DependencyMap | None
+) -> Ranked:
+    """The ensemble's fusion without a map (rank_causes with plain BARO): not the default."""
+    del deps
+    rankings = {
+        "rank_causes": rank_causes(symptom, candidates, at_s=at_s),
+        "graph_walk": graph_walk_rank(symptom, candidates, at_s=at_s),
+    }
+    return [(str(c.series), dict(c.labels)) for c in fuse(rankings)]
+
+
 rank_causes_ranker = _adapt(rank_causes)  # the window follows the symptom
 rank_causes_30m = _adapt(rank_causes, window_s=WINDOW_S, baseline_s=3600.0)  # the old fixed one
 
@@ -121,10 +133,11 @@ def naive_jump(
 
 # (name, ranker, wants the dependency map): add a ranker here.
 RANKERS: list[tuple[str, Ranker, bool]] = [
-    ("ensemble (default)", _adapt(ensemble_rank), False),  # explain's ranker
+    # The default (explain's ensemble_rank) is rank_causes alone without a map.
+    ("rank_causes (default)", rank_causes_ranker, False),
     ("ensemble + deps (default)", _adapt(ensemble_rank), True),
-    ("rank_causes", rank_causes_ranker, False),
     ("rank_causes + deps", rank_causes_ranker, True),
+    ("fusion with BARO, no map", fusion_without_map, False),
     ("rank_causes 30m", rank_causes_30m, False),
     ("BARO", _adapt(baro_rank), False),
     ("N-Sigma", _adapt(nsigma_rank), False),

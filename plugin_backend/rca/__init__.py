@@ -7,8 +7,8 @@ a long history, ``window.symptom_window`` says how much is used), converts
 counters with ``to_rates`` and calls ``ensemble_rank`` (the default) or any other
 ranker of the same signature.
 
-* ``ensemble``: the default: ``rank_causes`` fused with the graph walk (BARO
-  walked along the dependency map; plain BARO without one).
+* ``ensemble``: the default: ``rank_causes`` fused with the graph walk when a
+  dependency map is given, ``rank_causes`` alone without one.
 * ``evidence``: per-series baseline, robust deviation, onset and change events.
 * ``dependencies``: an optional service/node dependency map.
 * ``ranking``: timing, cascade and tracking (``rank_causes``) and the naive baseline.

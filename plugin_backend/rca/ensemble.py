@@ -1,9 +1,10 @@
-"""The default ranker: two rankers that fail differently, fused: ``rank_causes``
-(timing, cascade and tracking of the symptom) and ``graph_walk_rank`` (BARO's
-robust jump after the symptom's change point, walked along the dependency map when
-there is one; plain BARO without). Neither alone holds up on every source: the
-fusion has the best worst source, with and without a map (``python -m benchmarks
-rca``), though ``rank_causes`` alone is better on the project's own simulator.
+"""The default ranker. With a dependency map: two rankers that fail differently,
+fused: ``rank_causes`` (timing, cascade and tracking of the symptom) and
+``graph_walk_rank`` (BARO's robust jump after the symptom's change point, walked
+along the map); the fusion has the best worst source (``python -m benchmarks rca``).
+Without a map ``rank_causes`` ranks alone: fusing it with plain BARO lifts the
+real PetShop issues but puts a loud victim first where ``rank_causes`` finds the
+cause (the simulator, the demo estate's pool exhaustion).
 
 Reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009): each entity gets
 the mean of ``1 / (FUSION_K + rank)`` over the entity rankings that rank it (a
@@ -73,9 +74,13 @@ def ensemble_rank(
     step_s: float | None = None,
     limit: int | None = None,
 ) -> list[Cause]:
-    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank``, best first."""
+    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank`` (with a map;
+    ``rank_causes`` alone without), best first."""
+    rankers = [("rank_causes", rank_causes)]
+    if dependencies is not None:
+        rankers.append(("graph_walk", graph_walk_rank))
     rankings: dict[str, list[Cause]] = {}
-    for name, rank in (("rank_causes", rank_causes), ("graph_walk", graph_walk_rank)):
+    for name, rank in rankers:
         rankings[name] = rank(
             symptom,
             candidates,
@@ -86,5 +91,5 @@ def ensemble_rank(
             identifying_labels=identifying_labels,
             step_s=step_s,
         )
-    out = fuse(rankings)
+    out = fuse(rankings) if len(rankings) > 1 else rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]
