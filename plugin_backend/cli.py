@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--at", required=True, help="when it was noticed: unix seconds or ISO-8601"
     )
-    explain.add_argument("--window", default="30m", help="how far back the cause may lie (30m)")
+    explain.add_argument(
+        "--window",
+        default=None,
+        help="how far back the cause may lie (default: from the symptom's own onset)",
+    )
     explain.add_argument("--json", action="store_true", help="print the JSON report")
     explain.set_defaults(handler=_explain)
 
@@ -331,7 +335,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
 
     from plugin_backend.bootstrap import build_explain, build_grafana, build_source
     from plugin_backend.errors import BackendError
-    from plugin_backend.explain import render_report
+    from plugin_backend.explain import llm_hint, render_report
     from plugin_backend.timeparse import parse_duration_s, parse_time_s
 
     try:
@@ -339,11 +343,14 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
         report = service.explain(
             args.query,
             parse_time_s(args.at, what="--at"),
-            parse_duration_s(args.window, what="--window"),
+            None if args.window is None else parse_duration_s(args.window, what="--window"),
         ).to_dict()
     except BackendError as exc:
         print(f"plugin-backend explain: {exc.message}", file=sys.stderr)
         return 2
+    hint = llm_hint(report["llm"])
+    if hint is not None:
+        print(f"plugin-backend explain: {hint}", file=sys.stderr)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:

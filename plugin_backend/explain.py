@@ -20,17 +20,26 @@ from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
-from plugin_backend.rca.evidence import compute_evidence
-from plugin_backend.rca.ranking import Cause, rank_causes
+from plugin_backend.rca.ensemble import ensemble_rank
+from plugin_backend.rca.evidence import DEFAULT_WINDOW_S, compute_evidence
+from plugin_backend.rca.ranking import Cause
+from plugin_backend.rca.window import LEAD_S, MAX_BASELINE_S, symptom_window
 from plugin_backend.types import Labels, Series, TimeRange
 
-__all__ = ["ExplainService", "RootCauseReport", "render_report", "template_summary"]
+__all__ = [
+    "ExplainService",
+    "RootCauseReport",
+    "llm_hint",
+    "render_report",
+    "template_summary",
+]
 
 log = logging.getLogger(__name__)
 
 IDENTIFYING_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
 MAX_CHANGE_EVENTS = 20
-BASELINE_S = 3600.0
+BASELINE_S = 3600.0  # before an explicit window
+PROBE_S = MAX_BASELINE_S + 4 * LEAD_S  # the symptom's history searched for its onset
 TOP_CAUSES = 10
 
 
@@ -70,26 +79,38 @@ class ExplainService:
         self.budget = budget
         self.identifying_labels = tuple(identifying_labels)
 
-    def explain(self, query: str, at_s: float, window_s: float = 1800.0) -> RootCauseReport:
-        span = TimeRange(at_s - window_s - BASELINE_S, at_s)
-        step_s = max(15.0, round(span.duration_s / 600))
+    def explain(self, query: str, at_s: float, window_s: float | None = None) -> RootCauseReport:
+        """Rank the causes of ``query``'s change at ``at_s``. Without ``window_s`` the
+        window follows the symptom (its change-point onset, ``rca.window``); with it,
+        causes are looked for in ``[at_s - window_s, at_s]`` after a 1 h baseline."""
+        if window_s is None:
+            probe = TimeRange(at_s - PROBE_S, at_s)
+            found = self.source.query_range(query, probe, _step_for(probe))
+            if not found:
+                raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
+            probe_symptom = _most_changed(found, at_s=at_s, window_s=DEFAULT_WINDOW_S)
+            window_s, baseline_s = symptom_window(probe_symptom, at_s=at_s, step_s=_step_for(probe))
+        else:
+            baseline_s = BASELINE_S
+        span = TimeRange(at_s - window_s - baseline_s, at_s)
+        step_s = _step_for(span)
         symptoms = self.source.query_range(query, span, step_s)
         if not symptoms:
             raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
-        symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s)
+        symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         candidates = self._candidates(symptom, span, step_s) + self._event_series(span, step_s)
-        causes = rank_causes(
+        causes = ensemble_rank(
             symptom,
             candidates,
             at_s=at_s,
             window_s=window_s,
-            baseline_s=BASELINE_S,
+            baseline_s=baseline_s,
             dependencies=self.dependencies,
             identifying_labels=self.identifying_labels,
             step_s=step_s,
         )
-        changed = [c for c in causes if c.score > 0][:TOP_CAUSES]
-        evidence = compute_evidence(symptom, at_s=at_s, window_s=window_s, baseline_s=BASELINE_S)
+        changed = [c for c in causes if c.evidence.changed][:TOP_CAUSES]
+        evidence = compute_evidence(symptom, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         symptom_info = {
             "query": query,
             "series": symptom.name,
@@ -195,9 +216,15 @@ def _key(labels: Labels) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-def _most_changed(series: list[Series], *, at_s: float, window_s: float) -> Series:
+def _step_for(span: TimeRange) -> float:
+    return max(15.0, round(span.duration_s / 600))
+
+
+def _most_changed(
+    series: list[Series], *, at_s: float, window_s: float, baseline_s: float = BASELINE_S
+) -> Series:
     def magnitude(s: Series) -> float:
-        ev = compute_evidence(s, at_s=at_s, window_s=window_s, baseline_s=BASELINE_S)
+        ev = compute_evidence(s, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         return ev.magnitude if np.isfinite(ev.magnitude) else -1.0
 
     return max(series, key=magnitude)
@@ -228,6 +255,20 @@ def template_summary(symptom: str, causes: Sequence[Cause]) -> str:
         f"Most likely cause of {symptom}: {top.series} ({change}{lead}).{also} "
         f"First check {top.series}."
     )
+
+
+def llm_hint(llm: dict[str, Any]) -> str | None:
+    """One line for the user when the note is the template because no LLM answered
+    (``None`` when the model wrote it, or no LLM was wanted: provider ``none``)."""
+    reason = llm.get("reason")
+    if not llm.get("fallback") or not isinstance(reason, str) or "cannot reach" not in reason:
+        return None
+    if llm.get("provider") == "local":
+        how = "start the packaged model with `plugin-backend llm-serve` and run this again"
+    else:
+        how = "check PLUGIN_BACKEND_LLM_URL (or run `plugin-backend llm-serve` and use it)"
+    why = reason.removeprefix("LLM failed: ")
+    return f"the note is the template: no LLM answered ({why}); {how}."
 
 
 def render_report(report: dict[str, Any]) -> str:

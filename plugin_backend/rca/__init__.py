@@ -1,13 +1,24 @@
-"""Root-cause ranking: which series most likely caused a symptom's change.
+"""Root-cause ranking: which entity (service, node, component) most likely caused a
+symptom's change, each by its best series.
 
 Pure numbers in, value objects out (no I/O, no LLM): the caller fetches every
-candidate series over ``[at_s - window_s - baseline_s, at_s]``, converts counters
-with ``to_rates`` and calls ``rank_causes``.
+candidate series over ``[at_s - window_s - baseline_s, at_s]`` (without a window:
+a long history, ``window.symptom_window`` says how much is used), converts
+counters with ``to_rates`` and calls ``ensemble_rank`` (the default) or any other
+ranker of the same signature.
 
+* ``ensemble``: the default: ``rank_causes`` fused with the graph walk when a
+  dependency map is given, ``rank_causes`` alone without one.
 * ``evidence``: per-series baseline, robust deviation, onset and change events.
 * ``dependencies``: an optional service/node dependency map.
-* ``ranking``: the scoring (``rank_causes``) and the naive benchmark baseline.
+* ``ranking``: timing, cascade and tracking (``rank_causes``) and the naive baseline.
+* ``window``: a window that follows the symptom's own change-point onset.
 * ``counters``: counters to per-second rates.
+* ``entities``: the entity (service, node, component) of a series; one cause each.
+* ``changepoint``: Bayesian online change points and a symptom's onset.
+* Established rankers beside the default, same signature (``methods.Ranker``):
+  ``baro`` (BARO, FSE 2024), ``nsigma`` (N-Sigma), ``graph_walk`` (an
+  anomaly-weighted random walk on the dependency map, MonitorRank/MicroRank).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from plugin_backend.rca.dependencies import (
     DependencyMap,
     load_dependency_map,
 )
+from plugin_backend.rca.ensemble import ensemble_rank
 from plugin_backend.rca.evidence import (
     DEFAULT_BASELINE_S,
     DEFAULT_WINDOW_S,
@@ -34,6 +46,7 @@ __all__ = [
     "DependencyMap",
     "Evidence",
     "compute_evidence",
+    "ensemble_rank",
     "is_counter",
     "load_dependency_map",
     "naive_rank",

@@ -93,6 +93,7 @@ ONSET_CONTEXT_POINTS = 20  # the local level: median z of this many samples befo
 PERSIST_FRACTION = 0.7
 _TREND_GAIN = 0.6  # a trend must cut the residual MAD to this fraction of the flat one
 _REL_SCALE_FLOOR = 0.02
+_BOUNDED_SCALE_FLOOR = 0.002  # of a bounded metric's range: 0.2 points of a percentage
 _ABS_SCALE_FLOOR = 1e-9
 _MAD_TO_SIGMA = 1.4826
 _MEAN_AD_TO_SIGMA = 1.2533
@@ -207,7 +208,18 @@ def _mad(x: FloatArray) -> float:
     return float(np.median(np.abs(x - np.median(x))))
 
 
-def _fit_baseline(t: FloatArray, x: FloatArray) -> _Baseline:
+def bounded_range(metric: str) -> float | None:
+    """The span of a bounded metric by its name (``*_ratio``: 1; ``*_percent``,
+    availability: 100), or ``None`` for an unbounded one."""
+    name = metric.lower()
+    if name.endswith("_ratio"):
+        return 1.0
+    if "percent" in name or "availability" in name:
+        return 100.0
+    return None
+
+
+def _fit_baseline(t: FloatArray, x: FloatArray, bounded: float | None = None) -> _Baseline:
     center = float(np.median(t))
     level = float(np.median(x))
     slope = 0.0
@@ -234,7 +246,12 @@ def _fit_baseline(t: FloatArray, x: FloatArray) -> _Baseline:
     scale = max(
         _MAD_TO_SIGMA * mad,
         0.5 * _MEAN_AD_TO_SIGMA * mean_ad,
-        _REL_SCALE_FLOOR * abs(level),
+        # A bounded metric's noise does not grow with its level (availability sits
+        # at 100): its floor is a small share of its range, so a drop of a few
+        # points registers (a low error ratio keeps its level's floor).
+        _REL_SCALE_FLOOR * abs(level)
+        if bounded is None
+        else min(_REL_SCALE_FLOOR * abs(level), _BOUNDED_SCALE_FLOOR * bounded),
         _ABS_SCALE_FLOOR,
     )
     return _Baseline(level=level, slope=slope, center=center, scale=scale)
@@ -356,7 +373,7 @@ def deviation(  # noqa: PLR0911, PLR0915 - one return per outcome
             return _unchanged(), None
         k = max(MIN_BASELINE_POINTS, t.size // 4)
         tb, xb, ti, xi = t[:k], x[:k], t[k:], x[k:]
-    base = _fit_baseline(tb, xb)
+    base = _fit_baseline(tb, xb, bounded_range(series.metric))
     level_at = float(base.at(at_s))
     if ti.size < 2:
         return _unchanged(level_at, base.scale), None

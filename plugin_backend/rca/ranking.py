@@ -63,10 +63,18 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     entities downstream of the candidate ("explains many"). Series whose entity
     the map does not know get 0.
 ``X`` change event
-    +1 for a series that appeared (a new ``app_build_info{version=...}``), +0.6 for
-    one that disappeared, when not after the symptom, times its support: ``E``
-    without a map (its own service/instance changed after it), 1 or 0 with one
-    (``M >= 0``). A deploy is the classic root cause, but harmless ones happen.
+    +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
+    ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
+    disappeared, when not after the symptom, times its support: ``E`` without a
+    map (its own service/instance changed after it), 1 or 0 with one (``M >= 0``).
+    A deploy is the classic root cause, but harmless ones happen. A measurement
+    that appeared or vanished (a new pod's latency, a table first queried) is no
+    deploy: its level is compared with its peers' (the same metric's other series,
+    median level and robust scale) and it counts only as far as it differs.
+
+The result holds one cause per entity (``entities.entity_of``: the map's name,
+else the service/component/node label), its best-ranked series; marker series
+stand for themselves.
 
 ``Cause.score`` is ``1 / (1 + exp(-(raw - 2)))`` for changed candidates, so the
 ranked list has falling scores in ``(0, 1)``; the parts are in ``components``.
@@ -74,6 +82,7 @@ ranked list has falling scores in ``(0, 1)``; the parts are in ``components``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -88,7 +97,9 @@ from plugin_backend.rca.dependencies import (
     NODE_LABELS,
     DependencyMap,
 )
+from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import (
+    CHANGE_EVENT_MAGNITUDE,
     CHANGE_THRESHOLD,
     DEFAULT_BASELINE_S,
     DEFAULT_WINDOW_S,
@@ -98,6 +109,7 @@ from plugin_backend.rca.evidence import (
     deviation,
     infer_step,
 )
+from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
 __all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "TRACK_LAG_S", "Cause", "naive_rank", "rank_causes"]
@@ -111,6 +123,7 @@ _LEAD_FADE_S = 900.0  # leads beyond LONG_LEAD_S fade with this time constant
 _LEAD_RISE_STEPS = 0.75  # a lead of one step already counts for 0.74
 _NOVELTY_FLOOR = 4.0  # a quiet baseline's largest 3-point-median |z| is about 3
 _NOVELTY_SPAN = 1.0  # full novelty at (1 + span) x the baseline's own largest excursion
+MARKER_SUFFIXES = ("_info", "_event")
 _SHARED_FRACTION = 0.5  # a label value on more than this share of series identifies nothing
 
 
@@ -147,7 +160,7 @@ class Cause:
 
 
 def _strength(ev: Evidence) -> float:
-    if ev.kind == "change_event":
+    if ev.kind == "change_event" and ev.magnitude == CHANGE_EVENT_MAGNITUDE:
         return 1.0 if ev.event == "appeared" else 0.8
     return 1.0 - math.exp(-max(ev.magnitude - 3.0, 0.0) / 4.0)
 
@@ -228,8 +241,10 @@ def _map_term(
     step_s: float,
     downstream: dict[str, frozenset[str]],
 ) -> float:
-    if entity is None or symptom_entity is None:
-        return 0.0
+    if entity not in dependencies or symptom_entity not in dependencies:
+        return 0.0  # the map does not know it (an entity named by labels only)
+    assert entity is not None
+    assert symptom_entity is not None
     down = downstream.setdefault(entity, dependencies.downstream(entity))
     if entity == symptom_entity:
         relation = 0.25
@@ -246,6 +261,41 @@ def _map_term(
     return relation + 0.5 * explains
 
 
+def is_marker(series: Series) -> bool:
+    """A series whose presence is the news: a version (``*_info``) or an annotated
+    change (``*_event``), not a measurement."""
+    return series.metric.endswith(MARKER_SUFFIXES)
+
+
+def _judge_by_peers(
+    pool: Sequence[Series], analysed: list[tuple[Evidence, Deviation | None]]
+) -> list[tuple[Evidence, Deviation | None]]:
+    """A measurement that appeared (or vanished) is no deploy: its level is compared
+    with its peers' (the same metric's other series: median level and robust scale).
+    One level with the peers (a new pod like the others) is no change; one far from
+    them keeps its change event with that robust z as its magnitude."""
+    levels: dict[str, list[tuple[float, float]]] = {}
+    for series, (ev, _) in zip(pool, analysed, strict=True):
+        if ev.kind == "metric" and math.isfinite(ev.baseline) and math.isfinite(ev.baseline_scale):
+            levels.setdefault(series.metric, []).append((ev.baseline, ev.baseline_scale))
+    out = list(analysed)
+    for i, (series, (ev, _)) in enumerate(zip(pool, analysed, strict=True)):
+        if ev.kind != "change_event" or is_marker(series):
+            continue
+        peers = levels.get(series.metric, [])
+        value = ev.incident_value if ev.event == "appeared" else ev.baseline
+        z = 0.0
+        if peers and math.isfinite(value):
+            level = float(np.median([p[0] for p in peers]))
+            scale = float(np.median([p[1] for p in peers]))
+            z = abs(value - level) / scale if scale > 0 else 0.0
+        if z < CHANGE_THRESHOLD:
+            out[i] = (dataclasses.replace(ev, changed=False, magnitude=z, onset_s=None), None)
+        else:
+            out[i] = (dataclasses.replace(ev, magnitude=z, sustained=z), None)
+    return out
+
+
 def _may_explain(
     dependencies: DependencyMap | None,
     earlier: str | None,
@@ -253,7 +303,11 @@ def _may_explain(
     related: dict[str, frozenset[str]],
 ) -> bool:
     """Whether a change of ``earlier`` may have caused one of ``entity`` (per the map)."""
-    if dependencies is None or earlier is None or entity is None or earlier == entity:
+    if dependencies is None or earlier not in dependencies or entity not in dependencies:
+        return True
+    assert earlier is not None
+    assert entity is not None
+    if earlier == entity:
         return True
     if entity not in related:
         related[entity] = dependencies.upstream(entity) | dependencies.downstream(entity)
@@ -267,27 +321,34 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     candidates: Sequence[Series],
     *,
     at_s: float,
-    window_s: float = DEFAULT_WINDOW_S,
-    baseline_s: float = DEFAULT_BASELINE_S,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
     dependencies: DependencyMap | None = None,
     identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
     step_s: float | None = None,
     limit: int | None = None,
 ) -> list[Cause]:
-    """Candidates most likely to have caused ``symptom``'s change around ``at_s`` first.
+    """Entities most likely to have caused ``symptom``'s change around ``at_s`` first,
+    each by its best series.
 
     Every series covers ``[at_s - window_s - baseline_s, at_s]``; convert counters
-    first (``counters.to_rates``). The symptom (by series name) is left out;
-    unchanged candidates come last with score 0. See the module docstring.
+    first (``counters.to_rates``). Without ``window_s`` (and ``baseline_s``) the
+    window follows the symptom (``window.symptom_window``). The symptom (by series
+    name) is left out; unchanged candidates come last with score 0. See the module
+    docstring.
     """
-    _check(at_s, window_s, baseline_s)
     step = _step(symptom, candidates, step_s)
+    if window_s is None or baseline_s is None:
+        auto_window, auto_baseline = symptom_window(symptom, at_s=at_s, step_s=step)
+        window_s = auto_window if window_s is None else window_s
+        baseline_s = auto_baseline if baseline_s is None else baseline_s
+    _check(at_s, window_s, baseline_s)
     kw = {"at_s": at_s, "window_s": window_s, "baseline_s": baseline_s, "step_s": step}
     sym_ev, sym_dev = deviation(symptom, **kw)
     ref = sym_ev.onset_s if sym_ev.onset_s is not None else at_s
     sym_name = symptom.name
     pool = [c for c in candidates if c.name != sym_name]
-    analysed = [deviation(c, **kw) for c in pool]
+    analysed = _judge_by_peers(pool, [deviation(c, **kw) for c in pool])
     evs = [a[0] for a in analysed]
     n = len(pool)
     changed = np.array([ev.changed for ev in evs] + [True], dtype=bool)
@@ -311,11 +372,8 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         [_strength(ev) * _novelty(ev, dev) for ev, dev in analysed] + [max(_strength(sym_ev), 0.5)]
     )
     strength = strength * np.clip(tracks, 0.0, 1.0) ** 2
-    entities: list[str | None] = [None] * (n + 1)
-    sym_entity: str | None = None
-    if dependencies is not None:
-        entities = [dependencies.entity_of(s.labels, identifying_labels) for s in [*pool, symptom]]
-        sym_entity = entities[n]
+    entities = [entity_of(s.labels, dependencies, identifying_labels) for s in [*pool, symptom]]
+    sym_entity = entities[n]
     downstream: dict[str, frozenset[str]] = {}
     related: dict[str, frozenset[str]] = {}
     half = 0.5 * step
@@ -370,7 +428,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
                 step_s=step,
                 downstream=downstream,
             )
-        if ev.kind == "change_event" and lead >= -half:
+        if ev.kind == "change_event" and is_marker(series) and lead >= -half:
             # A deploy or restart counts when its own entity changed after it (no map)
             # or when the map relates it to the symptom.
             support = shared if dependencies is None else float(parts["dependency"] >= 0.0)
@@ -397,7 +455,11 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             )
         )
     causes.sort(key=lambda c: (not c[0], -c[1], c[3].series))
-    ranked = [c[3] for c in causes]
+    # One cause per entity; a change event (a deploy) is evidence of its own.
+    ranked = best_per_entity(
+        [c[3] for c in causes],
+        lambda c: c.evidence.kind == "change_event" and c.metric.endswith(MARKER_SUFFIXES),
+    )
     return ranked if limit is None else ranked[: max(limit, 0)]
 
 

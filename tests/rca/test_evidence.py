@@ -277,3 +277,23 @@ def test_deviation_reports_the_baselines_own_largest_excursion() -> None:
     dev = deviation(_series(bursty), at_s=AT)[1]
     assert dev is not None
     assert dev.baseline_peak > 10.0  # a 20 sigma burst inside the baseline
+
+
+@pytest.mark.parametrize("name", ["availability_percent", "petshop_availability", "success_ratio"])
+def test_a_bounded_metric_registers_a_drop_of_a_few_points(name: str) -> None:
+    full = 1.0 if name.endswith("_ratio") else 100.0
+    x = np.full(T.size, full)
+    x[T >= AT - 600.0] = 0.955 * full  # 100 -> 95.5
+    ev = compute_evidence(_series(x, name), at_s=AT)
+    assert ev.changed
+    assert ev.direction == "down"
+    assert ev.magnitude >= 10.0
+
+
+def test_an_unbounded_metric_keeps_its_level_floor() -> None:
+    x = np.full(T.size, 100.0)  # 100 requests, then 95.5: noise for a rate
+    x[T >= AT - 600.0] = 95.5
+    assert not compute_evidence(_series(x, "requests_per_second"), at_s=AT).changed
+    low = np.full(T.size, 0.01)  # a low error ratio keeps its level's floor
+    low[T >= AT - 600.0] = 0.0102
+    assert not compute_evidence(_series(low, "errors_ratio"), at_s=AT).changed

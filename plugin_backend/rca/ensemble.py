@@ -1,0 +1,95 @@
+"""The default ranker. With a dependency map: two rankers that fail differently,
+fused: ``rank_causes`` (timing, cascade and tracking of the symptom) and
+``graph_walk_rank`` (BARO's robust jump after the symptom's change point, walked
+along the map); the fusion has the best worst source (``python -m benchmarks rca``).
+Without a map ``rank_causes`` ranks alone: fusing it with plain BARO lifts the
+real PetShop issues but puts a loud victim first where ``rank_causes`` finds the
+cause (the simulator, the demo estate's pool exhaustion).
+
+Reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009): each entity gets
+the mean of ``1 / (FUSION_K + rank)`` over the entity rankings that rank it (a
+ranker that cannot judge a cause, BARO a deploy event, abstains); no scores need
+to be comparable. Each entity is shown by ``rank_causes``' cause where it has one (its
+evidence has onset, lead and parts), else by the walk's; ``Cause.score`` is the
+fused value over the largest possible one (``(0, 1]``), the parts in
+``components`` as ``rank_<ranker>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
+from plugin_backend.rca.graph_walk import graph_walk_rank
+from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, rank_causes
+from plugin_backend.types import Series
+
+__all__ = ["FUSION_K", "ensemble_rank", "fuse"]
+
+FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short lists)
+
+
+def _key(cause: Cause) -> str:
+    marker = cause.evidence.kind == "change_event" and cause.metric.endswith(MARKER_SUFFIXES)
+    if cause.entity is None or marker:
+        return f"series:{cause.series}"
+    return f"entity:{cause.entity}"
+
+
+def fuse(rankings: Mapping[str, Sequence[Cause]]) -> list[Cause]:
+    """Reciprocal rank fusion of entity rankings (best first each), best first."""
+    total: dict[str, float] = {}
+    parts: dict[str, dict[str, float]] = {}
+    shown: dict[str, Cause] = {}
+    for name, ranked in rankings.items():
+        for pos, cause in enumerate(ranked, start=1):
+            key = _key(cause)
+            total[key] = total.get(key, 0.0) + 1.0 / (FUSION_K + pos)
+            parts.setdefault(key, {})[f"rank_{name}"] = float(pos)
+            shown.setdefault(key, cause)
+    # A ranker that cannot judge a cause abstains (BARO has no curve for a deploy).
+    fused = {k: v / len(parts[k]) for k, v in total.items()}
+    best = 1.0 / (FUSION_K + 1.0)
+    order = sorted(fused, key=lambda k: (-fused[k], shown[k].series))
+    return [
+        dataclasses.replace(
+            shown[k],
+            score=fused[k] / best,
+            components={**shown[k].components, **parts[k], "fused": fused[k]},
+        )
+        for k in order
+    ]
+
+
+def ensemble_rank(
+    symptom: Series,
+    candidates: Sequence[Series],
+    *,
+    at_s: float,
+    window_s: float | None = None,
+    baseline_s: float | None = None,
+    dependencies: DependencyMap | None = None,
+    identifying_labels: Sequence[str] = DEFAULT_IDENTIFYING_LABELS,
+    step_s: float | None = None,
+    limit: int | None = None,
+) -> list[Cause]:
+    """Entities by the fused rank of ``rank_causes`` and ``graph_walk_rank`` (with a map;
+    ``rank_causes`` alone without), best first."""
+    rankers = [("rank_causes", rank_causes)]
+    if dependencies is not None:
+        rankers.append(("graph_walk", graph_walk_rank))
+    rankings: dict[str, list[Cause]] = {}
+    for name, rank in rankers:
+        rankings[name] = rank(
+            symptom,
+            candidates,
+            at_s=at_s,
+            window_s=window_s,
+            baseline_s=baseline_s,
+            dependencies=dependencies,
+            identifying_labels=identifying_labels,
+            step_s=step_s,
+        )
+    out = fuse(rankings) if len(rankings) > 1 else rankings["rank_causes"]
+    return out if limit is None else out[: max(limit, 0)]

@@ -1,0 +1,213 @@
+"""The established rankers side by side: BARO, N-Sigma and the graph walk, and the
+change-point onset they share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plugin_backend.errors import InvalidTarget
+from plugin_backend.rca import Cause, load_dependency_map
+from plugin_backend.rca.baro import baro_rank
+from plugin_backend.rca.changepoint import onset, segments
+from plugin_backend.rca.ensemble import ensemble_rank, fuse
+from plugin_backend.rca.entities import best_per_entity, entity_of
+from plugin_backend.rca.evidence import Evidence
+from plugin_backend.rca.graph_walk import graph_walk_rank, walk
+from plugin_backend.rca.nsigma import nsigma_rank
+from plugin_backend.types import Series
+
+STEP = 15.0
+AT = 1_700_000_000.0
+T = AT - 5400.0 + STEP * np.arange(int(5400 / STEP) + 1)
+FAULT = AT - 900.0
+
+DEPS = load_dependency_map(
+    {
+        "services": {
+            "frontend": {"depends_on": ["api"]},
+            "api": {"depends_on": ["postgres", "cache"]},
+            "postgres": {},
+            "cache": {},
+            "batch": {},
+        }
+    }
+)
+
+
+def _series(rng: np.random.Generator, name: str, service: str, level: float) -> Series:
+    x = level + rng.normal(0.0, 0.02 * level, T.size)
+    return Series({"__name__": name, "service": service}, T, x)
+
+
+def _stepped(s: Series, at: float, factor: float) -> Series:
+    x = s.values.copy()
+    x[s.timestamps_s >= at] *= factor
+    return Series(s.labels, s.timestamps_s, x)
+
+
+def _estate(seed: int) -> tuple[Series, list[Series]]:
+    """postgres latency x4 at FAULT; api latency x2 a minute later; the frontend's
+    latency (the symptom) x1.5 two minutes later; quiet noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    cause = _stepped(_series(rng, "db_query_seconds", "postgres", 0.05), FAULT, 4.0)
+    victim = _stepped(_series(rng, "latency_seconds", "api", 0.2), FAULT + 60, 2.0)
+    symptom = _stepped(_series(rng, "latency_seconds", "frontend", 0.3), FAULT + 120, 1.5)
+    noise = [_series(rng, f"noise_{i}", f"svc-{i}", 10.0 + i) for i in range(20)]
+    db_more = [_series(rng, f"db_metric_{i}", "postgres", 5.0) for i in range(6)]
+    return symptom, [cause, victim, symptom, *noise, *db_more]
+
+
+# ---------------------------------------------------------------- change points
+
+
+def test_a_step_splits_the_series_where_it_happened() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(100.0, 2.0, 360)
+    x[300:] += 20.0
+    found = segments(x)
+    assert found[-1].start == 300
+    assert found[0].start == 0
+
+
+def test_the_symptom_onset_is_found_without_a_window() -> None:
+    symptom, _ = _estate(1)
+    found = onset(symptom, at_s=AT)
+    assert found is not None
+    assert abs(found - (FAULT + 120)) <= STEP
+
+
+def test_a_slow_ramp_onset_lies_near_its_start_not_where_it_got_large() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(100.0, 2.0, T.size)
+    start = T.size - 160
+    x[start:] += 0.5 * np.arange(160)  # 40 min to reach 40 sigma
+    found = onset(Series({"__name__": "mem"}, T, x), at_s=AT)
+    assert found is not None
+    assert T[start] <= found <= T[start] + 600  # within 10 of the 40 minutes
+
+
+def test_a_quiet_symptom_has_no_onset() -> None:
+    rng = np.random.default_rng(5)
+    assert onset(Series({"__name__": "q"}, T, rng.normal(5.0, 0.1, T.size)), at_s=AT) is None
+
+
+def test_an_availability_drop_of_a_few_points_has_an_onset() -> None:
+    x = np.full(T.size, 100.0)
+    x[T >= FAULT] = 95.5
+    assert onset(Series({"__name__": "availability"}, T, x), at_s=AT) == FAULT
+
+
+# ---------------------------------------------------------------- the rankers
+
+
+@pytest.mark.parametrize("rank", [baro_rank, graph_walk_rank])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_planted_cause_ranks_first(rank, seed: int) -> None:
+    symptom, candidates = _estate(seed)
+    ranked = rank(symptom, candidates, at_s=AT, dependencies=DEPS)
+    assert ranked[0].entity == "postgres"
+    assert ranked[0].metric == "db_query_seconds"
+    assert symptom.name not in {c.series for c in ranked}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_nsigma_keeps_the_planted_cause_near_the_top_though_its_lead_inflates_the_std(
+    seed: int,
+) -> None:
+    # The cause changed 2 min before the symptom's onset, inside N-Sigma's normal
+    # period: its mean and std absorb the jump (BARO's median and IQR do not).
+    symptom, candidates = _estate(seed)
+    ranked = nsigma_rank(symptom, candidates, at_s=AT)
+    assert "postgres" in [c.entity for c in ranked[:2]]
+
+
+@pytest.mark.parametrize("rank", [baro_rank, nsigma_rank, graph_walk_rank])
+def test_one_cause_per_entity(rank) -> None:
+    symptom, candidates = _estate(1)
+    ranked = rank(symptom, candidates, at_s=AT)
+    entities = [c.entity for c in ranked]
+    assert len(entities) == len(set(entities))
+    assert "postgres" in entities
+    assert len(ranked) == 22  # postgres, api and the 20 noise services
+
+
+def test_the_walk_prefers_the_symptoms_call_path_over_a_bigger_unrelated_change() -> None:
+    symptom, candidates = _estate(1)
+    rng = np.random.default_rng(9)
+    batch = _stepped(_series(rng, "batch_queue_depth", "batch", 3.0), FAULT - 300, 50.0)
+    candidates = [*candidates, batch]
+    assert baro_rank(symptom, candidates, at_s=AT)[0].entity == "batch"
+    ranked = graph_walk_rank(symptom, candidates, at_s=AT, dependencies=DEPS)
+    assert ranked[0].entity == "postgres"
+    assert [c.entity for c in ranked].index("batch") > 1
+
+
+def test_the_walk_stays_where_the_anomaly_is_largest_on_the_path() -> None:
+    found = walk(DEPS, {"frontend": 0.5, "api": 0.6, "postgres": 1.0, "cache": 0.1}, "frontend")
+    assert max(found, key=lambda e: found[e]) == "postgres"
+    assert found["batch"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("rank", [baro_rank, nsigma_rank, graph_walk_rank])
+def test_bad_targets_are_refused(rank) -> None:
+    symptom, candidates = _estate(1)
+    with pytest.raises(InvalidTarget):
+        rank(symptom, candidates, at_s=float("nan"))
+    with pytest.raises(InvalidTarget):
+        rank(symptom, candidates, at_s=AT, window_s=0.0)
+
+
+# ---------------------------------------------------------------- entities
+
+
+def test_entity_from_the_map_then_from_labels() -> None:
+    assert entity_of({"service": "api", "node": "n1"}, DEPS) == "api"
+    assert entity_of({"node": "n1", "instance": "h:9100"}) == "n1"
+    assert entity_of({"component": "payments-db"}) == "payments-db"
+    assert entity_of({"__name__": "up"}) is None
+
+
+def test_best_per_entity_keeps_the_first_of_each() -> None:
+    class C:
+        def __init__(self, series: str, entity: str | None) -> None:
+            self.series, self.entity = series, entity
+
+    ranked = [C("a1", "a"), C("a2", "a"), C("x", None), C("b1", "b"), C("y", None)]
+    assert [c.series for c in best_per_entity(ranked)] == ["a1", "x", "b1", "y"]
+
+
+# ---------------------------------------------------------------- the ensemble
+
+
+def _cause(series: str, entity: str | None) -> Cause:
+    ev = Evidence(1.0, 1.0, 2.0, 2.0, 8.0, "up", AT, True, "metric")
+    return Cause(series, series, {"service": entity or ""}, 1.0, AT, ev, 60.0, entity)
+
+
+def test_fusion_prefers_what_both_rankers_put_high_over_one_rankers_favourite() -> None:
+    timing = [_cause("x", "x"), _cause("y", "y"), _cause("z", "z")]
+    jump = [_cause("y2", "y"), _cause("z2", "z"), _cause("x2", "x")]
+    fused = fuse({"timing": timing, "jump": jump})
+    assert [c.entity for c in fused] == ["y", "x", "z"]
+    assert fused[0].series == "y"  # shown by the first ranker's cause
+    assert fused[0].components["rank_timing"] == 2.0
+    assert fused[0].components["rank_jump"] == 1.0
+    assert 0.0 < fused[-1].score < fused[0].score <= 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_ensemble_ranks_the_planted_cause_first_with_and_without_a_map(seed: int) -> None:
+    symptom, candidates = _estate(seed)
+    for deps in (None, DEPS):
+        ranked = ensemble_rank(symptom, candidates, at_s=AT, dependencies=deps)
+        assert ranked[0].entity == "postgres"
+        assert ranked[0].evidence.onset_s is not None
+        entities = [c.entity for c in ranked]
+        assert len(entities) == len(set(entities))
+
+
+def test_the_walk_reaches_the_symptoms_callers_where_load_comes_from() -> None:
+    # api is the symptom; the frontend calling it sent the surge of requests.
+    found = walk(DEPS, {"frontend": 1.0, "api": 0.4, "postgres": 0.2}, "api")
+    assert max(found, key=lambda e: found[e]) == "frontend"
