@@ -7,8 +7,9 @@ import pytest
 from plugin_backend.adapters.demo import DemoSource
 from plugin_backend.explain import ExplainService
 from plugin_backend.rca.window import LEAD_S
+from tests.demo_faults import demo_fault_start
 
-DEPLOY_S = 1764032400.0  # the demo estate's bad deploy of checkout (seed 7)
+DEPLOY_S = demo_fault_start("bad_deploy")  # the demo estate's bad deploy of checkout
 SYMPTOM = 'http_errors_ratio{service="checkout"}'
 
 
