@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -337,7 +336,8 @@ def test_limit_and_bad_arguments() -> None:
         rank_causes(sym, estate, at_s=AT, step_s=0.0)
 
 
-def test_200_candidates_of_240_points_rank_within_a_second() -> None:
+def test_200_candidates_rank_as_one_cause_per_entity() -> None:
+    # (their speed, <= 1 s for 200 candidates, is measured by `python -m benchmarks rca`)
     step = 5400.0 / 239
     t = (AT - 5400.0) + step * np.arange(240)
     rng = np.random.default_rng(0)
@@ -350,12 +350,8 @@ def test_200_candidates_of_240_points_rank_within_a_second() -> None:
         labels["instance"] = f"i{i}"
         candidates.append(Series(labels, t, x))
     sym = Series({"__name__": "symptom"}, t, rng.normal(1.0, 0.05, t.size) + (t > AT - 600))
-    ranked = rank_causes(sym, candidates, at_s=AT)  # warm-up
-    started = time.perf_counter()
     ranked = rank_causes(sym, candidates, at_s=AT)
-    elapsed = time.perf_counter() - started
     assert len({c.entity for c in ranked}) == len(ranked) == 13  # one per service
-    assert elapsed < 1.0, f"{elapsed:.3f} s"
 
 
 # --- the demo estate ------------------------------------------------------------
