@@ -114,7 +114,10 @@ def test_an_export_whose_clock_stepped_back_is_scored_row_for_row(tmp_path, caps
     assert [r["timestamp"] for r in scored] == [line.split(",")[0] for line in stepped]
     assert [r["value"] for r in scored] == [repr(float(line.split(",")[1])) for line in stepped]
     assert all(r["is_anomaly"] == "0" for r in scored[109:120])  # replaced readings
-    assert scored[131 + 30]["is_anomaly"] == "1" or scored[131 + 31]["is_anomaly"] == "1"
+    # the spike (input rows 150-152, output rows 161-163) scores out of band on its own rows
+    scores = [float(r["score"]) if r["score"] else 0.0 for r in scored]
+    assert set(sorted(range(len(scores)), key=scores.__getitem__)[-3:]) == {161, 162, 163}
+    assert min(scores[161:164]) > 1
 
 
 def test_config_file_sets_detector_and_window_policy(tmp_path, capsys):
