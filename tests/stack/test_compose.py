@@ -68,7 +68,7 @@ def test_the_dockerfile_is_pinned_and_installs_the_locked_project() -> None:
     for base in bases:
         assert PINNED_TAG.match(base), f"base image {base} is not pinned"
     assert "-c requirements.lock" in text
-    assert '".[local-llm]"' in text
+    assert '".[local-llm,scale]"' in text
     for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.MULTILINE):
         for path in source.split():
             assert (ROOT / path).exists(), f"COPY {path}: missing"
