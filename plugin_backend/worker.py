@@ -339,6 +339,11 @@ class Worker:
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_EVERY_S
+        self.purge()
+
+    def purge(self) -> None:
+        """Apply retention now (the loop does so every ``PURGE_EVERY_S``)."""
+        now = self.clock()
         try:
             # without Grafana (no deliverer) pending annotations can never be delivered
             removed = self.store.purge(now - self.retention_s, undeliverable=self.deliverer is None)
