@@ -48,6 +48,32 @@ def test_without_a_broker_the_celery_engine_names_the_setting(tmp_path: Path) ->
     assert "PLUGIN_BACKEND_BROKER_URL" in done.stderr
 
 
+def test_celery_dash_a_finds_the_app_configured_from_the_environment() -> None:
+    code = (
+        "from plugin_backend.scale.app import app\n"
+        "print(app.conf.broker_url)\n"
+        "print(sorted(q.name for q in app.conf.task_queues))\n"
+        "print(sorted(t for t in app.tasks if t.startswith('plugin_backend.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(PLUGIN_BACKEND_BROKER_URL="redis://127.0.0.1:6390/3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if "No module named 'celery'" in done.stderr:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "redis://127.0.0.1:6390/3",
+        "['delivery', 'rules']",
+        "['plugin_backend.alerts', 'plugin_backend.deliver', 'plugin_backend.purge', "
+        "'plugin_backend.rule_tick']",
+    ]
+
+
 @pytest.mark.slow
 def test_two_celery_workers_run_every_tick_once(
     postgres_url: str, redis_url: str, tmp_path: Path
