@@ -10,6 +10,7 @@ deliver the same row at once; a crashed worker's lease simply expires.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD_REVISION = "0005"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
+_MIGRATING = threading.Lock()
+_MIGRATE_LOCK = 0x706C7567696E  # the advisory lock key of migrations ("plugin")
 
 
 class LeaseLost(StoreError):
@@ -75,7 +78,12 @@ class Store:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._begin() as conn:
+        # Workers starting together all migrate: alembic's module state admits one
+        # migration per process at a time, and on PostgreSQL an advisory lock makes the
+        # others wait and then find the schema current (SQLite has one writer anyway).
+        with _MIGRATING, self._begin() as conn:
+            if self.backend == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return self.schema_revision() or ""
