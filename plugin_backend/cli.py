@@ -122,6 +122,19 @@ def _add_store_commands(commands: Any) -> None:
         default="127.0.0.1",
         help="address of the worker's /metrics (127.0.0.1, as the API's; 0.0.0.0 in a container)",
     )
+    worker.add_argument(
+        "--engine",
+        choices=("loop", "celery"),
+        default="loop",
+        help="loop: this one process does everything (default); celery: a Celery worker on "
+        "PLUGIN_BACKEND_BROKER_URL, as many as wanted on any machines (the scale extra)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="--engine celery: task processes (default: one per CPU)",
+    )
     worker.set_defaults(handler=_worker)
 
     rules = commands.add_parser("rules", help="watch-rules files")

@@ -174,6 +174,14 @@ class Settings(BaseModel):
         description="watch-rules file; the alert webhooks look rules up here by name "
         "(worker --rules overrides)",
     )
+    broker_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Celery broker for scale-out, e.g. redis://HOST:6379/0 (the `scale` extra): "
+            "`worker --engine celery` then runs rule ticks and deliveries as tasks; "
+            "unset: the one-process worker (a secret: it may hold the Redis password)"
+        ),
+    )
     grafana_url: AnyHttpUrl | None = Field(
         None,
         description="Grafana base URL for annotations; unset: annotations are only stored",
@@ -296,6 +304,13 @@ class Settings(BaseModel):
                 "PLUGIN_BACKEND_LLM_MODEL"
             )
         return self
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must be redis://HOST:PORT/DB (or rediss:// for TLS)")
+        return value
 
     @field_validator("store_url")
     @classmethod

@@ -27,7 +27,7 @@ from plugin_backend.store import LeaseLost, Store
 from plugin_backend.telemetry import WorkerMetrics
 from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
 
-__all__ = ["StepFailure", "Worker", "WorkerReport"]
+__all__ = ["RuleRun", "StepFailure", "Worker", "WorkerReport"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ class StepFailure:
     def __str__(self) -> str:
         subject = f" {self.subject}" if self.subject else ""
         return f"{self.step}{subject} failed ({self.cause}): {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRun:
+    """How one rule cycle went: ``ok`` (``result`` saved), ``skipped`` (another worker
+    holds the rule's lease) or ``error`` (``failure``; nothing saved)."""
+
+    outcome: str
+    result: CycleResult | None = None
+    failure: StepFailure | None = None
 
 
 @dataclass(slots=True)
@@ -140,7 +150,7 @@ class Worker:
         self._failures = report.failures
         try:
             for rule in self.rules.rules:
-                result = self._run_rule(rule, since_s or DEFAULT_LOOKBACK_S)
+                result = self.run_rule(rule, lookback_s=since_s or DEFAULT_LOOKBACK_S).result
                 if result is not None:
                     report.cycles.append(result)
             report.alerts = self.process_alerts()
@@ -160,7 +170,7 @@ class Worker:
         delivery.start()
         if since_s is not None:
             for rule in self.rules.rules:
-                self._run_rule(rule, since_s)
+                self.run_rule(rule, lookback_s=since_s)
         while not stop.is_set():
             if self._reload.is_set():
                 self.reload_rules()
@@ -169,7 +179,7 @@ class Worker:
                 if stop.is_set():
                     break
                 if self._next_due.get(rule.name, 0.0) <= now:
-                    self._run_rule(rule, DEFAULT_LOOKBACK_S)
+                    self.run_rule(rule)
             self.process_alerts()
             self._purge()
             stop.wait(self._sleep_s())
@@ -184,40 +194,52 @@ class Worker:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _run_rule(self, rule: Rule, lookback_s: float) -> CycleResult | None:
+    def run_rule(
+        self,
+        rule: Rule,
+        *,
+        lookback_s: float = DEFAULT_LOOKBACK_S,
+        at_s: float | None = None,
+        holder: str | None = None,
+    ) -> RuleRun:
+        """One cycle of ``rule`` as of ``at_s`` (default: now), under the rule's lease held
+        as ``holder`` (default: this worker; a task queue passes one per task)."""
         now = self.clock()
+        at = now if at_s is None else at_s
+        holder = holder or self.holder
         self._next_due[rule.name] = now + rule.every_s
         started = time.perf_counter()
         try:
-            if not self.store.acquire_rule(rule.name, self.holder, now, lease_s=RULE_LEASE_S):
+            if not self.store.acquire_rule(rule.name, holder, now, lease_s=RULE_LEASE_S):
                 log.info("rule %s: another worker is running it, skipped", rule.name)
                 self._count_cycle(rule, "skipped", started)
-                return None
+                return RuleRun("skipped")
         except BackendError as exc:
-            self._failed("rule", rule.name, exc)
+            failure = self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
-            return None
+            return RuleRun("error", failure=failure)
         done = threading.Event()
         renewer = threading.Thread(
-            target=self._renew_lease, args=(rule, done), name=f"lease-{rule.name}", daemon=True
+            target=self._renew_lease,
+            args=(rule, holder, done),
+            name=f"lease-{rule.name}",
+            daemon=True,
         )
         renewer.start()
         try:
             # read after the lease: whatever the previous holder wrote is known here
-            known = self._known(rule, now, lookback_s)
-            result = self.cycle.run(rule, now, known, lookback_s=lookback_s)
+            known = self._known(rule, at, lookback_s)
+            result = self.cycle.run(rule, at, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
-                self.store.save_incident(
-                    incident, annotation, now_s=self.clock(), holder=self.holder
-                )
+                self.store.save_incident(incident, annotation, now_s=self.clock(), holder=holder)
         except Exception as exc:  # one bad rule must not stop the others
-            self._failed("rule", rule.name, exc)
+            failure = self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
-            return None
+            return RuleRun("error", failure=failure)
         finally:
             done.set()
             renewer.join()
-            self._release(rule)
+            self._release(rule, holder)
         self._count_cycle(rule, "ok", started)
         if self.metrics is not None:
             if result.score is not None:
@@ -226,22 +248,22 @@ class Worker:
         for incident, _ in result.changed:
             if incident.id in result.opened:
                 log.info("incident %s opened: %s", incident.id, incident.title)
-        return result
+        return RuleRun("ok", result)
 
-    def _renew_lease(self, rule: Rule, done: threading.Event) -> None:
+    def _renew_lease(self, rule: Rule, holder: str, done: threading.Event) -> None:
         while not done.wait(RULE_LEASE_RENEW_S):
             try:
                 if not self.store.acquire_rule(
-                    rule.name, self.holder, self.clock(), lease_s=RULE_LEASE_S
+                    rule.name, holder, self.clock(), lease_s=RULE_LEASE_S
                 ):
                     log.warning("rule %s: another worker took its lease over", rule.name)
                     return
             except BackendError as exc:  # try again; past the lease the cycle writes nothing
                 log.warning("rule %s: lease not renewed: %s", rule.name, exc.message)
 
-    def _release(self, rule: Rule) -> None:
+    def _release(self, rule: Rule, holder: str) -> None:
         try:
-            self.store.release_rule(rule.name, self.holder)
+            self.store.release_rule(rule.name, holder)
         except BackendError as exc:  # the lease then expires by itself
             log.warning("rule %s: lease not released: %s", rule.name, exc.message)
 
@@ -317,6 +339,11 @@ class Worker:
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_EVERY_S
+        self.purge()
+
+    def purge(self) -> None:
+        """Apply retention now (the loop does so every ``PURGE_EVERY_S``)."""
+        now = self.clock()
         try:
             # without Grafana (no deliverer) pending annotations can never be delivered
             removed = self.store.purge(now - self.retention_s, undeliverable=self.deliverer is None)

@@ -92,6 +92,8 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     rules_path = args.rules or (str(settings.rules) if settings.rules else None)
     if not rules_path:
         raise ConfigError("worker: give --rules FILE or set PLUGIN_BACKEND_RULES")
+    if getattr(args, "engine", "loop") == "celery":
+        return _run_celery(settings, args, rules_path)
     since_s = parse_duration_s(args.since, what="--since") if args.since else None
     registry = CollectorRegistry()
     worker = build_worker(settings, rules_path, registry)
@@ -119,3 +121,26 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda _s, _f: worker.request_reload())
     worker.run_forever(stop, since_s=since_s)
     return 0
+
+
+def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -> int:
+    for flag, value in (("--once", args.once), ("--since", args.since)):
+        if value:
+            raise ConfigError(f"worker: {flag} runs the one-process worker, not --engine celery")
+    if args.metrics_port:
+        raise ConfigError("worker: --metrics-port is not served by --engine celery yet")
+    if settings.broker_url is None:
+        raise ConfigError(
+            "worker --engine celery needs PLUGIN_BACKEND_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
+        )
+    try:
+        import celery  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"worker --engine celery needs the scale extra ({exc.name} is missing): "
+            "pip install 'plugin-backend[scale]'"
+        ) from None
+    from plugin_backend.scale.tasks import run_celery_worker
+
+    return run_celery_worker(settings, rules_path=rules_path, concurrency=args.concurrency)

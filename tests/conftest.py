@@ -12,8 +12,9 @@ import pytest
 
 from plugin_backend.devtools.pgserver import PostgresServer, find_postgres_bin
 from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
+from plugin_backend.devtools.redisserver import RedisServer
 from plugin_backend.devtools.testdata import build_test_series
-from tests.needs import require_binary
+from tests.needs import require_binary, require_installed
 
 # --- tiers (tests/README.md) -----------------------------------------------------
 # Marked here by directory and by the fixtures a test uses, so a new test lands in its
@@ -129,4 +130,37 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+# --- real Redis (the Celery broker) ------------------------------------------
+# One redis-server per test session on a free port, its files in a temp dir; every
+# test that asks for ``redis_url`` gets its own logical database, flushed empty.
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    require_binary("redis-server", "Debian package redis-server")
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_redis_dbs = itertools.count(1)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of an empty Redis database (1..15, reused round-robin) on the session's server."""
+    try:
+        import redis
+    except ImportError:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+
+    url = redis_server.url(1 + next(_redis_dbs) % 15)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
     return url

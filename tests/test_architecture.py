@@ -160,6 +160,7 @@ EDGES = {
     "logs",
     "config",
     "config_doc",
+    "scale",  # the Celery engine: tasks and the tick scheduler, an entry point like worker
     "devtools",
 }
 LAYER_OF = {name: layer for layer, names in enumerate((CORE, USE_CASES, EDGES)) for name in names}

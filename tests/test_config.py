@@ -113,3 +113,15 @@ def test_each_worker_warms_up_the_default_detector_unless_told_otherwise():
     assert load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": "none"}).warm_detectors == []
     told = load_settings({"PLUGIN_BACKEND_WARM_DETECTORS": "stl,transformer"})
     assert told.warm_detectors == ["stl", "transformer"]
+
+
+def test_the_broker_is_a_redis_url_and_unset_by_default():
+    assert load_settings({}).broker_url is None
+    assert load_settings({"PLUGIN_BACKEND_BROKER_URL": ""}).broker_url is None
+    url = "redis://:hunter2hunter2@redis:6379/0"
+    broker = load_settings({"PLUGIN_BACKEND_BROKER_URL": url}).broker_url
+    assert broker is not None
+    assert broker.get_secret_value() == url
+    assert "hunter2" not in repr(broker)  # `plugin-backend config` prints it redacted
+    with pytest.raises(ConfigError, match=r"PLUGIN_BACKEND_BROKER_URL.*redis://"):
+        load_settings({"PLUGIN_BACKEND_BROKER_URL": "localhost:6379"})

@@ -4,6 +4,6 @@ SQLAlchemy Core over an SQLite file (default) or PostgreSQL (by URL); the schema
 is versioned with Alembic migrations shipped in ``migrations/``.
 """
 
-from plugin_backend.store.store import AlertJob, LeaseLost, OutboxRow, Store
+from plugin_backend.store.store import AlertJob, LeaseLost, OutboxRow, RuleTick, Store
 
-__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store"]

@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["alert_jobs", "incidents", "metadata", "outbox", "rule_leases"]
+__all__ = ["alert_jobs", "incidents", "metadata", "outbox", "rule_leases", "rule_ticks"]
 
 metadata = MetaData()
 
@@ -112,4 +112,21 @@ rule_leases = Table(
     Column("rule", String(128), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("until_s", Float, nullable=False),
+)
+
+# The Celery engine's schedule: a scheduler enqueues a rule's tick only if it inserted
+# its row, and a task runs it only if it moved the row from ``queued`` to ``running``,
+# so two schedulers never double a tick and a message delivered twice runs once.
+# ``state``: queued, running, done, failed, skipped (lease held elsewhere, superseded
+# by a later tick, or an unknown rule).
+rule_ticks = Table(
+    "rule_ticks",
+    metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("tick_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", String(12), nullable=False),
+    Column("holder", String(256), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("updated_s", Float, nullable=False),
+    Index("ix_rule_ticks_updated", "updated_s"),
 )

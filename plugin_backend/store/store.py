@@ -10,8 +10,10 @@ deliver the same row at once; a crashed worker's lease simply expires.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +23,35 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plugin_backend.errors import ConfigError, StoreError
 from plugin_backend.incidents import AlertJob, Annotation, Incident, OutboxRow
-from plugin_backend.store.schema import alert_jobs, incidents, outbox, rule_leases
+from plugin_backend.store.schema import alert_jobs, incidents, outbox, rule_leases, rule_ticks
 
-__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
+_MIGRATING = threading.Lock()
+_MIGRATE_LOCK = 0x706C7567696E  # the advisory lock key of migrations ("plugin")
 
 
 class LeaseLost(StoreError):
     """Another worker took the rule's lease over: this worker's cycle must not write."""
 
     code = "lease_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTick:
+    """One scheduled tick of a rule (the Celery engine's ``rule_ticks`` row)."""
+
+    rule: str
+    tick_s: float
+    state: str  # queued, running, done, failed, skipped
+    holder: str | None
+    error: str | None
+    updated_s: float
 
 
 class Store:
@@ -62,7 +78,12 @@ class Store:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._begin() as conn:
+        # Workers starting together all migrate: alembic's module state admits one
+        # migration per process at a time, and on PostgreSQL an advisory lock makes the
+        # others wait and then find the schema current (SQLite has one writer anyway).
+        with _MIGRATING, self._begin() as conn:
+            if self.backend == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return self.schema_revision() or ""
@@ -186,6 +207,102 @@ class Store:
                 rule_leases.update()
                 .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
                 .values(until_s=0.0)
+            )
+
+    # -- rule ticks (the Celery engine's schedule) ---------------------------------------
+
+    def claim_tick(self, rule: str, tick_s: float, now_s: float) -> bool:
+        """Record ``rule``'s tick at ``tick_s`` as queued; ``False`` if it already is (another
+        scheduler enqueued it): only the caller that gets ``True`` enqueues it."""
+        try:
+            with self._begin(conflict_ok=True) as conn:
+                conn.execute(
+                    rule_ticks.insert().values(
+                        rule=rule, tick_ms=_tick_ms(tick_s), state="queued", updated_s=now_s
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def start_tick(self, rule: str, tick_s: float, holder: str, now_s: float) -> str:
+        """Move the tick to ``running`` for ``holder``. Returns ``"started"``, else why not:
+        ``"duplicate"`` (it already ran or runs: a message delivered twice) or
+        ``"superseded"`` (a later tick of the rule already ran; marked skipped). A tick
+        enqueued without a scheduler (no row yet) starts too."""
+        tick = _tick_ms(tick_s)
+        this = (rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == tick)
+        try:
+            with self._begin(conflict_ok=True) as conn:
+                later = conn.execute(
+                    sa.select(rule_ticks.c.tick_ms).where(
+                        rule_ticks.c.rule == rule,
+                        rule_ticks.c.tick_ms > tick,
+                        rule_ticks.c.state.in_(("running", "done", "failed")),
+                    )
+                ).first()
+                if later is not None:
+                    conn.execute(
+                        rule_ticks.update()
+                        .where(*this, rule_ticks.c.state == "queued")
+                        .values(state="skipped", error="superseded", updated_s=now_s)
+                    )
+                    return "superseded"
+                started = conn.execute(
+                    rule_ticks.update()
+                    .where(*this, rule_ticks.c.state == "queued")
+                    .values(state="running", holder=holder, updated_s=now_s)
+                ).rowcount
+                if started:
+                    return "started"
+                if conn.execute(sa.select(rule_ticks.c.state).where(*this)).first() is not None:
+                    return "duplicate"
+                conn.execute(
+                    rule_ticks.insert().values(
+                        rule=rule, tick_ms=tick, state="running", holder=holder, updated_s=now_s
+                    )
+                )
+        except IntegrityError:  # another task inserted it at the same instant
+            return "duplicate"
+        return "started"
+
+    def finish_tick(
+        self, rule: str, tick_s: float, state: str, now_s: float, error: str | None = None
+    ) -> None:
+        """Record how a started tick ended: ``done``, ``failed`` (with ``error``) or
+        ``skipped`` (another worker held the rule's lease)."""
+        with self._begin() as conn:
+            conn.execute(
+                rule_ticks.update()
+                .where(rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == _tick_ms(tick_s))
+                .values(state=state, error=error, updated_s=now_s)
+            )
+
+    def rule_ticks(self, rule: str | None = None, limit: int = 200) -> list[RuleTick]:
+        """Recorded ticks, newest first."""
+        query = sa.select(rule_ticks).order_by(rule_ticks.c.tick_ms.desc()).limit(limit)
+        if rule is not None:
+            query = query.where(rule_ticks.c.rule == rule)
+        with self._connect() as conn:
+            return [
+                RuleTick(
+                    rule=r.rule,
+                    tick_s=r.tick_ms / 1000.0,
+                    state=r.state,
+                    holder=r.holder,
+                    error=r.error,
+                    updated_s=r.updated_s,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def purge_ticks(self, older_than_s: float) -> int:
+        """Forget ticks last updated before ``older_than_s``; returns how many."""
+        with self._begin() as conn:
+            return int(
+                conn.execute(
+                    rule_ticks.delete().where(rule_ticks.c.updated_s < older_than_s)
+                ).rowcount
             )
 
     # -- outbox -------------------------------------------------------------------------
@@ -431,6 +548,10 @@ class Store:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self!r}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _tick_ms(tick_s: float) -> int:
+    return round(tick_s * 1000.0)
 
 
 def _check_lease(conn: Connection, rule: str, holder: str) -> None:

@@ -68,7 +68,7 @@ def test_the_dockerfile_is_pinned_and_installs_the_locked_project() -> None:
     for base in bases:
         assert PINNED_TAG.match(base), f"base image {base} is not pinned"
     assert "-c requirements.lock" in text
-    assert '".[local-llm]"' in text
+    assert '".[local-llm,postgres,scale]"' in text
     for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.MULTILINE):
         for path in source.split():
             assert (ROOT / path).exists(), f"COPY {path}: missing"
@@ -167,12 +167,21 @@ def test_grafana_init_script_is_mounted(services: dict[str, dict[str, Any]]) -> 
     )
 
 
-@pytest.mark.parametrize("name", ["api", "worker"])
+_DEFAULTED = re.compile(r"^\$\{(\w+):-(.*)\}$")
+
+
+def _with_defaults(value: object) -> str:
+    """``${VAR:-default}`` as compose resolves it with VAR unset."""
+    found = _DEFAULTED.match(str(value))
+    return found.group(2) if found else str(value)
+
+
+@pytest.mark.parametrize("name", ["api", "worker", "worker-celery"])
 def test_backend_environment_loads(
     services: dict[str, dict[str, Any]], name: str, tmp_path: Path
 ) -> None:
     service = services[name]
-    env = {k: str(v) for k, v in service["environment"].items()}
+    env = {k: _with_defaults(v) for k, v in service["environment"].items()}
     assert env["PLUGIN_BACKEND_PROMETHEUS_URL"] == "http://prometheus:9090"
     assert env["PLUGIN_BACKEND_LLM_URL"] == "http://llm:8091"
     # Mounted files: the repository's; the token file: what grafana-init writes.
@@ -196,6 +205,30 @@ def test_backend_environment_loads(
     assert settings.api_token is not None  # the JSON datasource sends it
     assert settings.grafana_token is not None
     assert settings.grafana_token.get_secret_value() == "glsa_test"
+    assert settings.store_url == "sqlite:////data/plugin-backend.db"  # unless told otherwise
+    assert (settings.broker_url is not None) == (name == "worker-celery")
+
+
+def test_the_scale_profile_runs_celery_workers_on_redis_and_postgres(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    scale = {name for name, service in services.items() if "scale" in service.get("profiles", [])}
+    assert scale == {"worker-celery", "redis", "postgres"}
+    workers = services["worker-celery"]
+    args = build_parser().parse_args(workers["command"][1:])
+    assert (args.command, args.engine) == ("worker", "celery")
+    assert _container_path(workers, args.rules) is not None
+    assert workers["deploy"]["replicas"] == 2
+    for needed in ("redis", "postgres", "api"):
+        assert workers["depends_on"][needed]["condition"] == "service_healthy", needed
+    broker = workers["environment"]["PLUGIN_BACKEND_BROKER_URL"]
+    assert broker == "redis://redis:6379/0"
+    # the header's command line points api and workers at the postgres service's database
+    pg = services["postgres"]["environment"]
+    documented = f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres/"
+    header = COMPOSE_FILE.read_text(encoding="utf-8").split("services:")[0]
+    assert f"PLUGIN_BACKEND_STORE_URL={documented}{pg['POSTGRES_DB']}" in header
+    assert "--profile scale up -d --scale worker=0" in header
 
 
 def test_shared_token_and_store_volume(services: dict[str, dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ the declared schema, and from an older revision holding data without losing any.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,29 @@ def test_an_old_store_is_refused_until_upgraded(empty: Store, tmp_path: Path) ->
 def test_repr_hides_passwords() -> None:
     store = Store("postgresql://user:s3cret@db.example:5432/pb")
     assert "s3cret" not in repr(store)
+
+
+def test_workers_starting_together_all_migrate_an_empty_store(store_url: str) -> None:
+    # e.g. a Celery worker's scheduler and its first task, in two threads of one process
+    stores = [Store(store_url) for _ in range(3)]
+    start = threading.Barrier(len(stores))
+    revisions: list[str] = []
+    errors: list[Exception] = []
+
+    def migrate(store: Store) -> None:
+        start.wait()
+        try:
+            revisions.append(store.migrate())
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert revisions == [HEAD_REVISION] * len(stores)
+    assert _schema_diff(stores[0]) == []
+    for store in stores:
+        store.close()

@@ -1,0 +1,13 @@
+"""Scale-out on Celery with a Redis broker (the ``scale`` extra).
+
+The same code as the one-process worker, spread as tasks:
+
+* ``scheduler``: enqueues each rule's tick once, however many schedulers run (the
+  (rule, tick) pair is unique in the store), plus delivery, alert and purge passes;
+* ``tasks``: the Celery app from ``PLUGIN_BACKEND_BROKER_URL``: one rule cycle per
+  task (``Worker.run_rule`` under the rule's store lease), annotation delivery and the
+  alert queue as tasks of their own;
+* ``app``: the module ``celery -A plugin_backend.scale.app worker`` loads.
+
+An edge layer: the core (``watch``, ``worker``, ``store``) knows nothing of Celery.
+"""
