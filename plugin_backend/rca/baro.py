@@ -19,27 +19,25 @@ import numpy as np
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
 from plugin_backend.rca.methods import (
     SeriesScore,
-    finite_part,
+    peak_deviation,
     rank_by_score,
     span,
 )
 from plugin_backend.rca.ranking import Cause
-from plugin_backend.types import Series
+from plugin_backend.types import FloatArray, Series
 
 __all__ = ["baro_rank", "robust_score"]
 
 
 def robust_score(series: Series, start_s: float, split_s: float, at_s: float) -> SeriesScore | None:
-    """BARO's score of one series (``None`` without samples on both sides)."""
-    normal, t_after, after = finite_part(series, start_s, split_s, at_s)
-    if normal.size == 0 or after.size == 0:
-        return None
+    """BARO's score of one series: its peak deviation from the normal period's median, in
+    interquartile ranges (``None`` without samples on both sides)."""
+    return peak_deviation(series, start_s, split_s, at_s, _median_and_iqr)
+
+
+def _median_and_iqr(normal: FloatArray) -> tuple[float, float]:
     q25, med, q75 = (float(q) for q in np.percentile(normal, [25, 50, 75]))
-    iqr = q75 - q25
-    scale = iqr if iqr > 0 else 1.0
-    dev = np.abs(after - med) / scale
-    i = int(np.argmax(dev))
-    return float(dev[i]), med, scale, float(after[i]), float(t_after[i])
+    return med, q75 - q25
 
 
 def baro_rank(

@@ -26,6 +26,7 @@ __all__ = [
     "Ranker",
     "SeriesScore",
     "finite_part",
+    "peak_deviation",
     "rank_by_score",
     "span",
 ]
@@ -87,6 +88,26 @@ def finite_part(
     before = ok & (t < split_s)
     after = ok & (t >= split_s)
     return x[before], t[after], x[after]
+
+
+def peak_deviation(
+    series: Series,
+    start_s: float,
+    split_s: float,
+    at_s: float,
+    center_and_scale: Callable[[FloatArray], tuple[float, float]],
+) -> SeriesScore | None:
+    """The largest deviation after ``split_s`` from the normal period's centre, in its
+    scale (1 where the scale is 0): ``(score, centre, scale, value, time)``, or ``None``
+    without samples on both sides. BARO and N-Sigma differ only in centre and scale."""
+    normal, t_after, after = finite_part(series, start_s, split_s, at_s)
+    if normal.size == 0 or after.size == 0:
+        return None
+    center, scale = center_and_scale(normal)
+    scale = scale if scale > 0 else 1.0
+    dev = np.abs(after - center) / scale
+    i = int(np.argmax(dev))
+    return float(dev[i]), center, scale, float(after[i]), float(t_after[i])
 
 
 def rank_by_score(

@@ -14,27 +14,24 @@ import numpy as np
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
 from plugin_backend.rca.methods import (
     SeriesScore,
-    finite_part,
+    peak_deviation,
     rank_by_score,
     span,
 )
 from plugin_backend.rca.ranking import Cause
-from plugin_backend.types import Series
+from plugin_backend.types import FloatArray, Series
 
 __all__ = ["nsigma_rank", "sigma_score"]
 
 
 def sigma_score(series: Series, start_s: float, split_s: float, at_s: float) -> SeriesScore | None:
-    """N-Sigma's score of one series (``None`` without samples on both sides)."""
-    normal, t_after, after = finite_part(series, start_s, split_s, at_s)
-    if normal.size == 0 or after.size == 0:
-        return None
-    mean = float(np.mean(normal))
-    std = float(np.std(normal))
-    scale = std if std > 0 else 1.0
-    dev = np.abs(after - mean) / scale
-    i = int(np.argmax(dev))
-    return float(dev[i]), mean, scale, float(after[i]), float(t_after[i])
+    """N-Sigma's score of one series: its peak deviation from the normal period's mean, in
+    standard deviations (``None`` without samples on both sides)."""
+    return peak_deviation(series, start_s, split_s, at_s, _mean_and_std)
+
+
+def _mean_and_std(normal: FloatArray) -> tuple[float, float]:
+    return float(np.mean(normal)), float(np.std(normal))
 
 
 def nsigma_rank(
