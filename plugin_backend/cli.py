@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from plugin_backend import __version__
 from plugin_backend.config import Settings, load_settings
@@ -396,5 +397,15 @@ def _train(_settings: Settings, args: argparse.Namespace) -> int:
 
 def _print_config(settings: Settings, _args: argparse.Namespace) -> int:
     for key, value in settings:
-        print(f"{key} = {value!r}")
+        shown = _without_password(value) if isinstance(value, str) else value
+        print(f"{key} = {shown!r}")
     return 0
+
+
+def _without_password(text: str) -> str:
+    """A URL's password as ``***`` (``postgresql://u:***@db/x``); other text as it is."""
+    parts = urlsplit(text)
+    if not parts.scheme or parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -125,3 +125,15 @@ def test_the_broker_is_a_redis_url_and_unset_by_default():
     assert "hunter2" not in repr(broker)  # `plugin-backend config` prints it redacted
     with pytest.raises(ConfigError, match=r"PLUGIN_BACKEND_BROKER_URL.*redis://"):
         load_settings({"PLUGIN_BACKEND_BROKER_URL": "localhost:6379"})
+
+
+def test_plugin_backend_config_never_prints_a_password(capsys, monkeypatch):
+    from plugin_backend.cli import main
+
+    monkeypatch.setenv("PLUGIN_BACKEND_STORE_URL", "postgresql+psycopg://app:s3cret@db:5432/pb")
+    monkeypatch.setenv("PLUGIN_BACKEND_API_TOKEN", "t0ken-that-is-long-enough")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "store_url = 'postgresql+psycopg://app:***@db:5432/pb'" in out
+    assert "s3cret" not in out
+    assert "t0ken-that-is-long-enough" not in out
