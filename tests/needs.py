@@ -4,7 +4,7 @@ Locally a missing binary, Python extra or ``../shared`` (the contracts and the n
 data set beside the clone) skips the test with the reason. In CI (``CI`` set) a
 missing binary or extra fails it: CI installs them. ``../shared`` is not part of the
 repository, so CI fails for it only where it says the material is there
-(``PLUGIN_BACKEND_EXPECT_SHARED=1``, which ``.ci/run`` exports when ``../shared``
+(``TESTS_EXPECT_SHARED=1``, which ``.ci/run`` exports when ``../shared``
 exists): then a missing file is a regression, never a skip.
 """
 
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECT_SHARED = "PLUGIN_BACKEND_EXPECT_SHARED"
+EXPECT_SHARED = "TESTS_EXPECT_SHARED"
 
 
 def _expects_shared() -> bool:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from plugin_backend.config import load_settings
@@ -137,3 +139,14 @@ def test_plugin_backend_config_never_prints_a_password(capsys, monkeypatch):
     assert "store_url = 'postgresql+psycopg://app:***@db:5432/pb'" in out
     assert "s3cret" not in out
     assert "t0ken-that-is-long-enough" not in out
+
+
+def test_the_test_suites_own_variables_are_not_settings():
+    # Settings refuse an unknown PLUGIN_BACKEND_* variable, so a test switch named so
+    # would stop every plugin-backend process the tests start (as it did under .ci/run).
+    from plugin_backend.config import ENV_PREFIX
+    from tests.needs import EXPECT_SHARED
+
+    assert not EXPECT_SHARED.startswith(ENV_PREFIX)
+    ci_run = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert f"export {EXPECT_SHARED}=1" in ci_run

@@ -11,7 +11,7 @@ Node (harness/), against ``plugin-backend serve`` under gunicorn on the demo est
 Needs ``node`` and ``npm`` (``make system-deps``) and the npm packages pinned in
 package-lock.json (``npm ci``, run once and cached in tests/client/node_modules). Tests
 that need the plugin's sources skip when ``../shared`` is absent, except in CI with
-``PLUGIN_BACKEND_EXPECT_SHARED=1`` (.ci/run), where they fail.
+``TESTS_EXPECT_SHARED=1`` (.ci/run), where they fail.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def require_plugin_src() -> Path:
     if (PLUGIN_SRC / "src" / "DataSource.ts").is_file():
         return PLUGIN_SRC
     message = f"the plugin's sources are not at {PLUGIN_SRC} (../shared is absent)"
-    if _in_ci() and os.environ.get("PLUGIN_BACKEND_EXPECT_SHARED") == "1":
-        pytest.fail(f"CI expects ../shared (PLUGIN_BACKEND_EXPECT_SHARED=1): {message}")
+    if _in_ci() and os.environ.get("TESTS_EXPECT_SHARED") == "1":
+        pytest.fail(f"CI expects ../shared (TESTS_EXPECT_SHARED=1): {message}")
     pytest.skip(message)
 
 
