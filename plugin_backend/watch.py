@@ -241,7 +241,11 @@ def _normal_range(anomalies: SeriesAnomalies, start_s: float) -> tuple[float | N
     level = float(np.median(values))
     mad_sigma = 1.4826 * float(np.median(np.abs(values - level)))
     spread = max(mad_sigma, float(np.median(half)) if half.size else 0.0, 1e-9 * abs(level))
-    return level - NORMAL_RANGE_K * spread, level + NORMAL_RANGE_K * spread
+    low = level - NORMAL_RANGE_K * spread
+    seen = scored.values[np.isfinite(scored.values)]
+    if seen.size and float(seen.min()) >= 0.0:  # a latency or a rate: never below zero
+        low = max(low, 0.0)
+    return low, level + NORMAL_RANGE_K * spread
 
 
 def _follow_recovery(

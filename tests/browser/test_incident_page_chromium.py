@@ -233,6 +233,25 @@ def test_from_the_landing_page_to_a_drawn_incident_page(
     assert len(symptom.find_elements(By.CSS_SELECTOR, "path.band")) == 1
     assert symptom.find_element(By.CSS_SELECTOR, "path.band").size["height"] > 10
     assert len(symptom.find_elements(By.CSS_SELECTOR, "rect.window")) == 1
+    # what the page says it scored with is what the rule scored with (issue 17, 7)
+    scoring = " ".join(_one(driver, "#scoring").text.split())
+    assert "the ensemble detector (direction both, sensitivity 1), as its rule scored it" in (
+        scoring
+    )
+    assert "holt_winters" not in scoring
+    # one way to write a lead time, in the causes and the timeline alike
+    page = _one(driver, "main").text
+    assert "T-" not in page
+    assert "min before the symptom" in page or "s before the symptom" in page
+    # the y axis follows the data, and a latency's band never goes below zero (issue 17, 8)
+    ticks = [
+        float(t.text.replace("k", "e3").replace("M", "e6"))
+        for t in symptom.find_elements(By.CSS_SELECTOR, "text.ytick")
+    ]
+    assert ticks
+    assert min(ticks) >= 0
+    assert fault.normal_low is not None
+    assert fault.normal_low >= 0  # the range the latency must come back to
 
     assert fault.report is not None
     causes = _by_css(driver, "article.cause")
