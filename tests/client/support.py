@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from plugin_backend.config import Settings
+from tests.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = Path(__file__).resolve().parent
@@ -32,36 +31,13 @@ JSON_DATASOURCE = "simpod-json-datasource"
 _UNITS_S = {"m": 60, "h": 3600, "d": 86400}
 
 
-def http_session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False  # never send 127.0.0.1 through an HTTP(S)_PROXY
-    return s
-
-
-@dataclass
-class Backend:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    http: requests.Session = field(default_factory=http_session)
+class Backend(ServiceProcess):
+    """The gunicorn backend the plugin's code talks to."""
 
     @property
     def datasource_url(self) -> str:
         """The URL README step 2 tells users to type: no trailing slash."""
         return self.url + "/datasource"
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.http.close()
 
 
 def backend_env(port: int, workdir: Path, **settings: str) -> dict[str, str]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from plugin_backend.config import Settings
 from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.devtools.promserver import find_free_port
 from tests.needs import require_binary
+from tests.processes import ServiceProcess
 from tests.stack.support import (
     API_TOKEN,
     DEPENDENCIES_FILE,
@@ -45,25 +45,8 @@ from tests.stack.support import (
 # --- processes ---------------------------------------------------------------------------
 
 
-@dataclass
-class Process:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    http: requests.Session = field(default_factory=session)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.http.close()
+# A started service of the stack (the backend, the worker, the demo application).
+Process = ServiceProcess
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path, url: str, probe: str) -> Process:
