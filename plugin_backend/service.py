@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from plugin_backend.datasource.catalog import (
-    ALARM_OPTIONS,
-    DIRECTION_OPTIONS,
-    FORMAT_OPTIONS,
-    KINDS,
-    STATUS_OPTIONS,
-    AnomalyPayload,
-    ExprPayload,
-    IncidentsPayload,
-    MetricKind,
-    validate_payload,
-)
-from plugin_backend.datasource.parse import PanelQuery, TargetQuery
-from plugin_backend.datasource.variables import VariableQuery
 from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.errors import InvalidQuery, InvalidTarget
 from plugin_backend.incidents import Incident
@@ -39,6 +25,14 @@ from plugin_backend.promql import (
     is_valid_label_name,
     is_valid_metric_name,
     parse_selector,
+)
+from plugin_backend.queries import (
+    AnomalyPayload,
+    ExprPayload,
+    IncidentsPayload,
+    PanelQuery,
+    TargetQuery,
+    VariableQuery,
 )
 from plugin_backend.types import Series, TimeRange
 
@@ -53,7 +47,6 @@ class TargetResult:
     stored incidents (``incidents``)."""
 
     target: TargetQuery
-    options: ExprPayload | IncidentsPayload
     series: list[Series] = field(default_factory=list)
     anomalies: list[SeriesAnomalies] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
@@ -83,52 +76,33 @@ class DatasourceService:
         self.max_incidents = max_incidents
 
     # --- query editor -------------------------------------------------------
-    def metric_kinds(self) -> list[MetricKind]:
-        return list(KINDS)
+    def metric_names(self) -> list[str]:
+        """Metric names for the builder's select box (at most ``MAX_OPTIONS``)."""
+        return self.source.label_values("__name__")[:MAX_OPTIONS]
 
-    def payload_options(
-        self, kind: str, payload: Mapping[str, Any], name: str
-    ) -> list[tuple[str, str]]:
-        """Options of a select box that the catalog leaves for the backend to fill."""
-        if kind not in {k.value for k in KINDS}:
-            raise InvalidTarget(f"unknown metric kind {kind!r}")
-        if name == "metric":
-            metrics = self.source.label_values("__name__")
-            return [(m, m) for m in metrics[:MAX_OPTIONS]]
-        if name == "matchers":
-            metric = str(payload.get("metric") or "")
-            if not metric:
-                return []
-            pairs = sorted(
-                {
-                    (k, v)
-                    for labels in self.source.series([_selector(metric, [])])
-                    for k, v in labels.items()
-                    if k != "__name__"
-                }
-            )
-            rendered = [str(Matcher(k, "=", v)) for k, v in pairs[:MAX_OPTIONS]]
-            return [(r, r) for r in rendered]
-        static = {
-            "format": FORMAT_OPTIONS,
-            "direction": DIRECTION_OPTIONS,
-            "rate_control": ALARM_OPTIONS,
-            "status": STATUS_OPTIONS,
-        }
-        if name in static:
-            return list(static[name])
-        raise InvalidTarget(f"payload field {name!r} of kind {kind!r} has no options to load")
+    def label_matchers(self, metric: str) -> list[str]:
+        """``label="value"`` matchers of the series of ``metric`` (at most ``MAX_OPTIONS``)."""
+        if not metric:
+            return []
+        pairs = sorted(
+            {
+                (k, v)
+                for labels in self.source.series([_selector(metric, [])])
+                for k, v in labels.items()
+                if k != "__name__"
+            }
+        )
+        return [str(Matcher(k, "=", v)) for k, v in pairs[:MAX_OPTIONS]]
 
     # --- panels ---------------------------------------------------------------
     def run_query(self, query: PanelQuery) -> list[TargetResult]:
         results = []
         for target in query.targets:
-            options = validate_payload(target.kind, target.ref_id, target.payload)
+            options = target.options
             if isinstance(options, IncidentsPayload):
                 found_incidents = self._incidents(options, query.time_range)
-                results.append(TargetResult(target, options, incidents=found_incidents))
+                results.append(TargetResult(target, incidents=found_incidents))
                 continue
-            assert isinstance(options, ExprPayload)  # every other kind names an expression
             expr = inject_matchers(promql_of(options, target.ref_id), query.filters)
             if isinstance(options, AnomalyPayload):
                 detect = DetectOptions(
@@ -139,10 +113,10 @@ class DatasourceService:
                     rate_control=options.rate_control,
                 )
                 found = self.detection.detect(expr, query.time_range, query.step_s, detect)
-                results.append(TargetResult(target, options, anomalies=found))
+                results.append(TargetResult(target, anomalies=found))
             else:
                 series = self.source.query_range(expr, query.time_range, query.step_s)
-                results.append(TargetResult(target, options, series=series))
+                results.append(TargetResult(target, series=series))
         return results
 
     def _incidents(self, options: IncidentsPayload, time_range: TimeRange) -> list[Incident]:

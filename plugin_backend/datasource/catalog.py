@@ -1,38 +1,55 @@
-"""The metric kinds offered to the query editor (``POST /metrics``) and their payloads.
+"""The metric kinds: one table drives the query editor (``POST /metrics``), payload
+validation, the heavy-request gate, rendering and the OpenAPI document.
 
-Each kind has a pydantic model for its payload, so bad options get a 400 that
-names the field, and a list of editor fields the plugin renders.
+Adding a kind means adding one ``MetricKind`` to ``KINDS``: its editor fields, the
+typed payload the service takes (``queries.py``), whether it is heavy (anomaly
+scoring), how its results render, and its examples for the OpenAPI document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from plugin_backend.datasource import render
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.queries import (
+    AnomalyPayload,
+    IncidentsPayload,
+    KindPayload,
+    PromqlPayload,
+)
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
+from plugin_backend.service import TargetResult
+from plugin_backend.types import Series
 
 __all__ = [
     "ALARM_OPTIONS",
     "ANOMALIES",
     "ANOMALY_SCORE",
     "BAND",
+    "DIRECTION_OPTIONS",
     "FORMAT_OPTIONS",
     "INCIDENTS",
     "KINDS",
     "PROMQL",
-    "AnomalyPayload",
-    "ExprPayload",
-    "IncidentsPayload",
+    "STATIC_OPTIONS",
+    "STATUS_OPTIONS",
     "MetricKind",
     "PayloadField",
-    "PromqlPayload",
+    "kind_named",
     "render_kinds",
     "validate_payload",
 ]
+
+Frames = list[dict[str, Any]]
+#: ``render(result, link_base)``: the frames of one target (``link_base``: this
+#: service's advertised URL, for links to incident pages).
+Renderer = Callable[[TargetResult, str | None], Frames]
+EXAMPLE_QUERY = 'http_request_duration_seconds_p99{service="checkout"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,56 +70,60 @@ class MetricKind:
     label: str
     description: str
     payloads: Sequence[PayloadField]
+    #: the typed options the service takes for this kind
+    payload: type[KindPayload]
+    render: Renderer
+    #: scored on request: holds a heavy-request slot (PLUGIN_BACKEND_MAX_CONCURRENT_HEAVY)
+    heavy: bool = False
+    #: OpenAPI request examples: name -> payload
+    examples: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+# -- renderers, one per kind --------------------------------------------------------------
 
 
-class ExprPayload(_Payload):
-    """A PromQL expression, typed or built from a metric and label filters."""
-
-    expr: str = ""
-    metric: str = ""
-    matchers: list[str] = Field(default_factory=list)
-    legend: str = ""
-
-    @field_validator("matchers", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return []
-        return [value] if isinstance(value, str) else value
+def _render_promql(result: TargetResult, _link_base: str | None) -> Frames:
+    options = result.target.options
+    if isinstance(options, PromqlPayload) and options.format == "table":
+        return [render.table_frame(result.series)]
+    return [
+        render.timeseries_frame(render.legend_name(s.labels, options.legend), s)
+        for s in result.series
+    ]
 
 
-class PromqlPayload(ExprPayload):
-    """Options of the ``promql`` kind (README: "Metric kinds")."""
+def _named(result: TargetResult) -> list[tuple[str, Any]]:
+    legend = result.target.options.legend
+    return [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
 
-    format: Literal["time_series", "table"] = "time_series"
+
+def _render_score(result: TargetResult, _link_base: str | None) -> Frames:
+    return [
+        render.timeseries_frame(name, Series(a.labels, a.scored.timestamps_s, a.scored.score))
+        for name, a in _named(result)
+    ]
 
 
-class AnomalyPayload(ExprPayload):
-    """Options of ``anomaly_score``, ``band`` and ``anomalies`` (README: "Metric kinds")."""
+def _render_band(result: TargetResult, _link_base: str | None) -> Frames:
+    return [
+        render.timeseries_frame(
+            f"{name}:{part}", Series(a.labels, a.scored.timestamps_s, getattr(a.scored, part))
+        )
+        for name, a in _named(result)
+        for part in ("expected", "lower", "upper")
+    ]
 
-    detector: str = DEFAULT_DETECTOR
-    direction: Literal["both", "up", "down"] = "both"
-    sensitivity: float = Field(1.0, gt=0, le=100)
-    min_deviation: float = Field(0.0, ge=0)
-    #: False: windows at the band's edge instead of the rate-controlled alarm threshold.
-    rate_control: bool = True
 
-    @field_validator("rate_control", mode="before")
-    @classmethod
-    def _empty_is_default(cls, value: Any) -> Any:
-        return True if value is None or value == "" else value
+def _render_windows(result: TargetResult, _link_base: str | None) -> Frames:
+    rows = [(name, w, a.scored) for name, a in _named(result) for w in a.windows]
+    return [render.windows_table(rows)]
 
-    @field_validator("detector")
-    @classmethod
-    def _known_detector(cls, value: str) -> str:
-        if value not in available():
-            raise ValueError(f"unknown detector {value!r}; available: {', '.join(available())}")
-        return value
 
+def _render_incidents(result: TargetResult, link_base: str | None) -> Frames:
+    return [render.incidents_table(result.incidents, link_base)]
+
+
+# -- the table ----------------------------------------------------------------------------
 
 FORMAT_OPTIONS = (("Time series", "time_series"), ("Table", "table"))
 DIRECTION_OPTIONS = (("Both", "both"), ("Above expected", "up"), ("Below expected", "down"))
@@ -110,6 +131,14 @@ ALARM_OPTIONS = (
     ("Rate-controlled: about 1 per 3 days on a healthy series", "true"),
     ("At the band's edge", "false"),
 )
+STATUS_OPTIONS = (("All", "all"), ("Open", "open"), ("Closed", "closed"))
+#: Select boxes whose options ``/metric-payload-options`` answers from this table.
+STATIC_OPTIONS: Mapping[str, Sequence[tuple[str, str]]] = {
+    "format": FORMAT_OPTIONS,
+    "direction": DIRECTION_OPTIONS,
+    "rate_control": ALARM_OPTIONS,
+    "status": STATUS_OPTIONS,
+}
 
 _EXPR_FIELDS = (
     PayloadField(
@@ -150,37 +179,42 @@ PROMQL = MetricKind(
         *_EXPR_FIELDS,
         PayloadField("format", "Format", "select", options=FORMAT_OPTIONS, width=20),
     ),
+    payload=PromqlPayload,
+    render=_render_promql,
+    examples={
+        "promql": {"expr": EXAMPLE_QUERY},
+        "table": {"expr": "pg_connections_in_use", "format": "table"},
+    },
 )
 ANOMALY_SCORE = MetricKind(
     value="anomaly_score",
     label="Anomaly score",
     description="How abnormal each point is: <= 1 inside the expected band, > 1 outside.",
     payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+    payload=AnomalyPayload,
+    render=_render_score,
+    heavy=True,
 )
 BAND = MetricKind(
     value="band",
     label="Expected band",
     description="Three series per input series: <name>:expected, <name>:lower, <name>:upper.",
     payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+    payload=AnomalyPayload,
+    render=_render_band,
+    heavy=True,
+    examples={"band": {"expr": "pg_connections_in_use", "detector": "robust_z"}},
 )
 ANOMALIES = MetricKind(
     value="anomalies",
     label="Anomaly windows",
     description="Anomalous windows as a table (time, timeEnd, title, text, tags: annotations).",
     payloads=(*_EXPR_FIELDS, *_DETECTOR_FIELDS),
+    payload=AnomalyPayload,
+    render=_render_windows,
+    heavy=True,
+    examples={"anomalies": {"expr": EXAMPLE_QUERY, "detector": "robust_z"}},
 )
-STATUS_OPTIONS = (("All", "all"), ("Open", "open"), ("Closed", "closed"))
-
-
-class IncidentsPayload(_Payload):
-    """Options of ``incidents`` (README: "Metric kinds"): filters, all optional."""
-
-    rule: str = Field("", max_length=128)
-    service: str = Field("", max_length=256)
-    status: Literal["all", "open", "closed"] = "all"
-    legend: str = ""  # unused; lets every kind share the editor's legend field
-
-
 INCIDENTS = MetricKind(
     value="incidents",
     label="Incidents (root-cause notes)",
@@ -194,29 +228,32 @@ INCIDENTS = MetricKind(
         PayloadField("service", "Service", "input", placeholder="any service label", width=30),
         PayloadField("status", "Status", "select", options=STATUS_OPTIONS, width=20),
     ),
+    payload=IncidentsPayload,
+    render=_render_incidents,
+    examples={"incidents": {"status": "all"}},
 )
 KINDS = (PROMQL, ANOMALY_SCORE, BAND, ANOMALIES, INCIDENTS)
-
-_PAYLOAD_MODELS: Mapping[str, type[_Payload]] = {
-    "promql": PromqlPayload,
-    "anomaly_score": AnomalyPayload,
-    "band": AnomalyPayload,
-    "anomalies": AnomalyPayload,
-    "incidents": IncidentsPayload,
-}
+_BY_VALUE = {kind.value: kind for kind in KINDS}
 
 
-def validate_payload(kind: str, ref_id: str, payload: Mapping[str, Any]) -> _Payload:
-    model = _PAYLOAD_MODELS.get(kind)
-    if model is None:
-        known = ", ".join(_PAYLOAD_MODELS)
-        raise InvalidTarget(f"unknown metric kind {kind!r}; available: {known}")
+def kind_named(value: str) -> MetricKind:
+    """The kind called ``value``; ``InvalidTarget`` naming the known ones otherwise."""
+    kind = _BY_VALUE.get(value)
+    if kind is None:
+        known = ", ".join(_BY_VALUE)
+        raise InvalidTarget(f"unknown metric kind {value!r}; available: {known}")
+    return kind
+
+
+def validate_payload(kind: str, ref_id: str, payload: Mapping[str, Any]) -> KindPayload:
+    """The kind's typed options; ``InvalidTarget`` naming the kind or the bad field."""
+    model = kind_named(kind).payload
     try:
         return model.model_validate(dict(payload))
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise InvalidTarget(f"target {ref_id}: payload.{field}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidTarget(f"target {ref_id}: payload.{where}: {err['msg']}") from None
 
 
 def render_kinds(kinds: Sequence[MetricKind]) -> list[dict[str, Any]]:
@@ -230,14 +267,14 @@ def render_kinds(kinds: Sequence[MetricKind]) -> list[dict[str, Any]]:
     ]
 
 
-def _render_field(field: PayloadField) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": field.name, "label": field.label, "type": field.type}
-    if field.placeholder:
-        out["placeholder"] = field.placeholder
-    if field.reload_metric:
+def _render_field(box: PayloadField) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": box.name, "label": box.label, "type": box.type}
+    if box.placeholder:
+        out["placeholder"] = box.placeholder
+    if box.reload_metric:
         out["reloadMetric"] = True
-    if field.width is not None:
-        out["width"] = field.width
-    if field.options is not None:
-        out["options"] = [{"label": label, "value": value} for label, value in field.options]
+    if box.width is not None:
+        out["width"] = box.width
+    if box.options is not None:
+        out["options"] = [{"label": label, "value": value} for label, value in box.options]
     return out

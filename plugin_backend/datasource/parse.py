@@ -1,8 +1,7 @@
-"""Parse validated wire bodies into what the service needs."""
+"""Parse Grafana's wire bodies into the typed queries the service takes (``queries.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -10,16 +9,16 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from plugin_backend.datasource.catalog import validate_payload
 from plugin_backend.datasource.step import align_range, choose_step
 from plugin_backend.datasource.wire import AdhocFilterBody, QueryBody, RangeBody, TargetBody
 from plugin_backend.errors import InvalidTarget, InvalidTimeRange, LimitExceeded, RequestError
 from plugin_backend.promql import Matcher, matcher_from_filter
+from plugin_backend.queries import PanelQuery, TargetQuery
 from plugin_backend.types import TimeRange
 
 __all__ = [
-    "PanelQuery",
     "QueryLimits",
-    "TargetQuery",
     "parse_body",
     "parse_panel_query",
     "to_time_range",
@@ -34,25 +33,6 @@ class QueryLimits:
     max_targets: int = 50
     max_points_per_series: int = 50_000
     max_promql_length: int = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class TargetQuery:
-    """One visible target: the metric kind and its payload options."""
-
-    ref_id: str
-    kind: str
-    payload: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PanelQuery:
-    """A ``/query`` request: range (aligned to the step), step, targets, ad-hoc filters."""
-
-    time_range: TimeRange
-    step_s: float
-    targets: tuple[TargetQuery, ...]
-    filters: tuple[Matcher, ...]
 
 
 def parse_body(model: type[BodyT], body: Any) -> BodyT:
@@ -98,9 +78,9 @@ def parse_panel_query(body: Any, limits: QueryLimits) -> PanelQuery:
         max_data_points=query.max_data_points,
         max_points=limits.max_points_per_series,
     )
-    targets = tuple(_target(t, i) for i, t in enumerate(visible))
-    for target in targets:
-        expr = target.payload.get("expr")
+    payloads = [(t, _payload(t, i)) for i, t in enumerate(visible)]
+    for target, payload in payloads:
+        expr = payload.get("expr")
         if isinstance(expr, str) and len(expr) > limits.max_promql_length:
             raise LimitExceeded(
                 f"targets[{target.ref_id}].payload.expr is {len(expr)} characters long; the "
@@ -108,11 +88,17 @@ def parse_panel_query(body: Any, limits: QueryLimits) -> PanelQuery:
                 limit="max_promql_length",
             )
     filters = tuple(_filter(f) for f in (query.filters or query.adhoc_filters or []))
+    targets = tuple(_typed(target, payload) for target, payload in payloads)
     return PanelQuery(align_range(time_range, step_s), step_s, targets, filters)
 
 
-def _target(body: TargetBody, index: int) -> TargetQuery:
+def _typed(body: TargetBody, payload: dict[str, Any]) -> TargetQuery:
     kind = (body.target or "").strip()
+    return TargetQuery(body.ref_id, kind, validate_payload(kind, body.ref_id, payload))
+
+
+def _payload(body: TargetBody, index: int) -> dict[str, Any]:
+    """The target's options as an object (older plugins send a JSON string)."""
     raw = body.payload if body.payload not in (None, "", {}) else body.data
     payload: dict[str, Any]
     if raw is None or raw == "":
@@ -127,7 +113,7 @@ def _target(body: TargetBody, index: int) -> TargetQuery:
         payload = decoded
     else:
         payload = raw
-    return TargetQuery(ref_id=body.ref_id, kind=kind, payload=payload)
+    return payload
 
 
 def _filter(body: AdhocFilterBody) -> Matcher:

@@ -7,12 +7,11 @@ Supported: ``label_values(label)``, ``label_values(selector, label)``,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
 
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.queries import VariableQuery
 
-__all__ = ["VariableQuery", "parse_variable_query"]
+__all__ = ["parse_variable_query"]
 
 _CALL = re.compile(r"^\s*(label_values|label_names|metrics)\s*\((.*)\)\s*$", re.DOTALL)
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -20,14 +19,6 @@ _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 SYNTAX_HELP = (
     "use label_values(label), label_values(selector, label), label_names() or metrics(regex)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class VariableQuery:
-    function: Literal["label_values", "label_names", "metrics"]
-    label: str = ""
-    selector: str = ""
-    regex: str = ""
 
 
 def parse_variable_query(text: str) -> VariableQuery:

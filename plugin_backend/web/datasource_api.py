@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app
 
 from plugin_backend.datasource import render
-from plugin_backend.datasource.catalog import PromqlPayload, render_kinds
+from plugin_backend.datasource.catalog import KINDS, STATIC_OPTIONS, kind_named, render_kinds
 from plugin_backend.datasource.parse import (
     QueryLimits,
     parse_body,
@@ -25,12 +25,9 @@ from plugin_backend.datasource.wire import (
     VariableBody,
 )
 from plugin_backend.errors import InvalidTarget
-from plugin_backend.service import DatasourceService, TargetResult
-from plugin_backend.types import Series
+from plugin_backend.service import DatasourceService
 from plugin_backend.web.http import json_body, json_response
 from plugin_backend.web.limits import heavy_request
-
-HEAVY_KINDS = frozenset({"anomaly_score", "band", "anomalies"})
 
 __all__ = ["datasource_blueprint"]
 
@@ -58,56 +55,40 @@ def test_connection() -> Response:
 @datasource_blueprint.post("/metrics")
 def list_metric_kinds() -> Response:
     parse_body(MetricsBody, json_body(empty_ok=True))
-    return json_response(render_kinds(_service().metric_kinds()))
+    return json_response(render_kinds(KINDS))
 
 
 @datasource_blueprint.post("/metric-payload-options")
 def metric_payload_options() -> Response:
+    """Options of a select box that the kinds table leaves for the backend to fill."""
     body = parse_body(MetricPayloadOptionsBody, json_body())
-    options = _service().payload_options(body.metric, body.payload, body.name)
+    kind, name = kind_named(body.metric).value, body.name
+    if name == "metric":
+        options = [(m, m) for m in _service().metric_names()]
+    elif name == "matchers":
+        matchers = _service().label_matchers(str(body.payload.get("metric") or ""))
+        options = [(m, m) for m in matchers]
+    elif name in STATIC_OPTIONS:
+        options = list(STATIC_OPTIONS[name])
+    else:
+        raise InvalidTarget(f"payload field {name!r} of kind {kind!r} has no options to load")
     return json_response([{"label": label, "value": value} for label, value in options])
 
 
 @datasource_blueprint.post("/query")
 def query() -> Response:
     panel_query = parse_panel_query(json_body(), _limits())
-    if any(t.kind in HEAVY_KINDS for t in panel_query.targets):
+    kinds = [kind_named(t.kind) for t in panel_query.targets]
+    if any(kind.heavy for kind in kinds):
         with heavy_request():
             results = _service().run_query(panel_query)
     else:
         results = _service().run_query(panel_query)
+    link_base = current_app.extensions["plugin_backend.settings"].advertised_url()
     frames: list[dict[str, Any]] = []
-    for result in results:
-        frames += _render_result(result)
+    for kind, result in zip(kinds, results, strict=True):
+        frames += kind.render(result, link_base)
     return json_response(frames)
-
-
-def _render_result(result: TargetResult) -> list[dict[str, Any]]:
-    kind, legend = result.target.kind, result.options.legend
-    if kind == "incidents":
-        link_base = current_app.extensions["plugin_backend.settings"].advertised_url()
-        return [render.incidents_table(result.incidents, link_base)]
-    if kind == "promql":
-        if isinstance(result.options, PromqlPayload) and result.options.format == "table":
-            return [render.table_frame(result.series)]
-        return [
-            render.timeseries_frame(render.legend_name(s.labels, legend), s) for s in result.series
-        ]
-    named = [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
-    if kind == "anomaly_score":
-        return [
-            render.timeseries_frame(name, Series(a.labels, a.scored.timestamps_s, a.scored.score))
-            for name, a in named
-        ]
-    if kind == "band":
-        return [
-            render.timeseries_frame(
-                f"{name}:{part}", Series(a.labels, a.scored.timestamps_s, getattr(a.scored, part))
-            )
-            for name, a in named
-            for part in ("expected", "lower", "upper")
-        ]
-    return [render.windows_table([(name, w, a.scored) for name, a in named for w in a.windows])]
 
 
 @datasource_blueprint.post("/variable")

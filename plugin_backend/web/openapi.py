@@ -21,12 +21,7 @@ from pydantic import BaseModel
 from plugin_backend import __version__
 from plugin_backend.alerts import _Payload as AlertWebhookBody
 from plugin_backend.config import Settings
-from plugin_backend.datasource.catalog import (
-    KINDS,
-    AnomalyPayload,
-    IncidentsPayload,
-    PromqlPayload,
-)
+from plugin_backend.datasource.catalog import EXAMPLE_QUERY, KINDS
 from plugin_backend.datasource.wire import (
     AnnotationQueryBody,
     MetricPayloadOptionsBody,
@@ -427,7 +422,7 @@ _SOURCE_ERRORS = (422, 502, 504)
 
 # Request examples over the built-in demo estate (an incident at 05:00 UTC that day).
 _EXAMPLE_RANGE = {"from": "2026-01-01T04:00:00Z", "to": "2026-01-01T08:00:00Z"}
-_EXAMPLE_QUERY = 'http_request_duration_seconds_p99{service="checkout"}'
+_EXAMPLE_QUERY = EXAMPLE_QUERY
 _EXAMPLE_ALERT = {
     "receiver": "plugin-backend",
     "status": "firing",
@@ -522,7 +517,7 @@ def _query(c: _Components) -> dict[str, Any]:
     body = c.model(QueryBody)
     # The kinds and their payload models are what the views validate targets against;
     # the plain alternatives keep the schema as wide as the request model.
-    payloads = [c.model(m) for m in (PromqlPayload, AnomalyPayload, IncidentsPayload)]
+    payloads = [c.model(m) for m in dict.fromkeys(k.payload for k in KINDS)]
     target = c.schemas["TargetBody"]["properties"]
     target["target"] = {
         "anyOf": [{"enum": [k.value for k in KINDS]}, {"type": "string"}, {"type": "null"}],
@@ -538,15 +533,10 @@ def _query(c: _Components) -> dict[str, Any]:
             "range": _EXAMPLE_RANGE,
             "intervalMs": 60_000,
             "maxDataPoints": 500,
-            "targets": [{"refId": "A", "target": kind, "payload": payload}],
+            "targets": [{"refId": "A", "target": kind.value, "payload": dict(payload)}],
         }
-        for name, kind, payload in (
-            ("promql", "promql", {"expr": _EXAMPLE_QUERY}),
-            ("table", "promql", {"expr": "pg_connections_in_use", "format": "table"}),
-            ("band", "band", {"expr": "pg_connections_in_use", "detector": "robust_z"}),
-            ("anomalies", "anomalies", {"expr": _EXAMPLE_QUERY, "detector": "robust_z"}),
-            ("incidents", "incidents", {"status": "all"}),
-        )
+        for kind in KINDS
+        for name, payload in kind.examples.items()
     }
     return {
         "requestBody": _body(body, **examples),

@@ -22,9 +22,7 @@ def test_a_grafana_query_becomes_range_step_and_targets():
     assert query.step_s == 15.0
     assert query.time_range.start_s == 1_767_225_600.0
     assert query.time_range.duration_s == 3600.0
-    assert [(t.ref_id, t.kind, dict(t.payload)) for t in query.targets] == [
-        ("A", "promql", {"expr": "up"})
-    ]
+    assert [(t.ref_id, t.kind, t.options.expr) for t in query.targets] == [("A", "promql", "up")]
 
 
 def test_unknown_keys_are_ignored():
@@ -47,7 +45,7 @@ def test_hidden_and_empty_targets_are_dropped():
 
 def test_payload_sent_as_json_string_is_decoded():
     body = _body(targets=[{"refId": "A", "target": "promql", "payload": '{"expr": "up"}'}])
-    assert parse_panel_query(body, LIMITS).targets[0].payload == {"expr": "up"}
+    assert parse_panel_query(body, LIMITS).targets[0].options.expr == "up"
 
 
 def test_payload_that_is_not_json_names_the_target():
