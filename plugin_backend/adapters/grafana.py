@@ -4,15 +4,16 @@ Every failure leaves as a ``GrafanaError`` saying whether the request may have b
 applied (``in_doubt``: a timeout or a dropped connection after sending) and whether
 trying again can help (``retryable``: transport errors, 5xx, 429). The outbox uses
 both to decide between "look it up by tag first", "retry later" and "give up".
+Transport and the mapping of its failures are ``adapters/http.py``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import requests
-
+from plugin_backend.adapters.http import HttpClient, HttpFailure
 from plugin_backend.errors import GrafanaError
 from plugin_backend.types import ChangeEvent, TimeRange
 
@@ -29,18 +30,22 @@ class GrafanaClient:
         *,
         org_id: int | None = None,
         timeout_s: float = 10.0,
-        session: requests.Session | None = None,
         change_tags: Sequence[str] = ("deploy",),
     ) -> None:
         self.url = url.rstrip("/")
         self.change_tags = list(change_tags)
         self.timeout_s = timeout_s
-        self._session = session or requests.Session()
-        self._session.headers.update(
-            {"Authorization": f"Bearer {token}", "User-Agent": _USER_AGENT}
-        )
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": _USER_AGENT}
         if org_id is not None:
-            self._session.headers["X-Grafana-Org-Id"] = str(org_id)
+            headers["X-Grafana-Org-Id"] = str(org_id)
+        self._http = HttpClient(
+            where=f"Grafana at {self.url}",
+            error=_grafana_error,
+            timeout_s=timeout_s,
+            headers=headers,
+            secrets=[token],
+            use_deadline=False,  # the outbox's timeouts, inside a request or not
+        )
 
     def __repr__(self) -> str:  # never the token
         return f"GrafanaClient({self.url!r})"
@@ -108,45 +113,29 @@ class GrafanaClient:
             events.append(ChangeEvent(when / 1000.0, kind, text, labels))
         return events
 
-    def check_ready(self) -> None:
-        """``GET /api/health`` answers (Grafana and its database are up)."""
-        self._call("GET", "/api/health")
+    def check_ready(self, timeout_s: float | None = None) -> None:
+        """``GET /api/health`` answers (Grafana and its database are up), within
+        ``timeout_s`` when it is shorter than the client's timeout."""
+        timeout = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
+        self._call("GET", "/api/health", timeout_s=timeout)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        what = f"{method} {path}"
-        writes = method != "GET"
-        try:
-            response = self._session.request(
-                method, self.url + path, timeout=self.timeout_s, **kwargs
-            )
-        except requests.ConnectTimeout as exc:
-            raise GrafanaError(
-                f"Grafana {what}: connect timeout ({exc.__class__.__name__})"
-            ) from None
-        except requests.ConnectionError as exc:
-            # Refused before sending is certain; a reset after sending is not.
-            refused = "refused" in str(exc).lower() or "Failed to establish" in str(exc)
-            raise GrafanaError(
-                f"Grafana {what}: cannot connect ({'refused' if refused else 'dropped'})",
-                in_doubt=writes and not refused,
-            ) from None
-        except requests.Timeout:
-            raise GrafanaError(
-                f"Grafana {what}: no answer within {self.timeout_s:g} s", in_doubt=writes
-            ) from None
-        except requests.RequestException as exc:
-            raise GrafanaError(
-                f"Grafana {what}: {exc.__class__.__name__}", in_doubt=writes
-            ) from None
-        if response.status_code >= 400:
-            raise _status_error(what, response)
-        try:
-            return response.json()
-        except ValueError:
-            raise GrafanaError(
-                f"Grafana {what}: answer is not JSON (HTTP {response.status_code})",
-                in_doubt=writes,
-            ) from None
+    def _call(
+        self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        where = f"Grafana at {self.url} ({method} {path})"
+        answer = self._http.request(
+            method, self.url + path, timeout_s=timeout_s, where=where, **kwargs
+        )
+        if answer.status >= 400:
+            failure = self._http.status_failure(answer, method, where=where)
+            if answer.status in (401, 403):
+                hint = (
+                    "check PLUGIN_BACKEND_GRAFANA_TOKEN: a service-account token with "
+                    "annotations:write"
+                )
+                failure = dataclasses.replace(failure, message=f"{failure.message} ({hint})")
+            raise self._http.fail(failure)
+        return self._http.decode_json(answer, method, where=where)
 
 
 def _tag_labels(tags: Sequence[str]) -> list[tuple[str, str]]:
@@ -159,29 +148,17 @@ def _tag_labels(tags: Sequence[str]) -> list[tuple[str, str]]:
     return pairs[:8]
 
 
-def _status_error(what: str, response: requests.Response) -> GrafanaError:
-    status = response.status_code
-    try:
-        detail = str(response.json().get("message", ""))[:300]
-    except (ValueError, AttributeError):
-        detail = response.text[:300]
-    retry_after: float | None = None
-    if status == 429:
-        try:
-            retry_after = float(response.headers.get("Retry-After", ""))
-        except ValueError:
-            retry_after = None
-    retryable = status >= 500 or status in (408, 429)
-    hint = ""
-    if status in (401, 403):
-        hint = (
-            " (check PLUGIN_BACKEND_GRAFANA_TOKEN: a service-account token with annotations:write)"
-        )
-        retryable = True  # a fixed token must not lose queued notes
+def _grafana_error(failure: HttpFailure) -> GrafanaError:
+    """Any failure may be retried later from the outbox, except a status that says
+    the request itself is wrong (4xx other than 401, 403, 408, 429: a fixed token must
+    not lose queued notes)."""
+    retryable = True
+    if failure.kind == "status" and failure.status is not None:
+        retryable = failure.retryable or failure.status in (401, 403)
     return GrafanaError(
-        f"Grafana {what}: HTTP {status} {detail}{hint}".rstrip(),
-        status=status,
-        in_doubt=status >= 500 and what.split(maxsplit=1)[0] != "GET",
+        failure.message,
+        status=failure.status,
+        in_doubt=failure.maybe_applied,
         retryable=retryable,
-        retry_after_s=retry_after,
+        retry_after_s=failure.retry_after_s,
     )

@@ -3,33 +3,31 @@ vLLM, a llama.cpp server, a hosted API.
 
 ``POST {base_url}/v1/chat/completions`` (``base_url`` with or without ``/v1``),
 greedy (``temperature`` 0), ``max_tokens`` bounded; ``response_format`` JSON mode
-only when ``json_mode=True`` (many local servers reject it). Connection errors and
-5xx/429 answers are retried ``retries`` times within the call's time budget; read
-timeouts and other 4xx answers never are. Every failure leaves as ``LLMError`` with
-a message that names the problem and never the API key (nor URL credentials).
+only when ``json_mode=True`` (many local servers reject it). Transport goes through
+``adapters/http.py``: connection errors and 5xx/429 answers are retried ``retries``
+times within the call's time budget; read timeouts and other 4xx answers never are.
+Every failure leaves as ``LLMError`` with a message that names the problem and never
+the API key (nor URL credentials).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import requests
-from urllib3.exceptions import ReadTimeoutError
 
 from plugin_backend import __version__
+from plugin_backend.adapters.http import HttpClient, HttpFailure, RetryPolicy
 from plugin_backend.deadline import remaining_s
-from plugin_backend.errors import ConfigError, LLMError
+from plugin_backend.errors import BackendError, ConfigError, LLMError
 from plugin_backend.llm.port import Completion, Message
 
-__all__ = ["OpenAICompatibleLLM", "chat_completions_url"]
+__all__ = ["OpenAICompatibleLLM", "chat_completions_url", "models_url"]
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _BACKOFF_S = 0.1
-_SNIPPET = 200
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -41,6 +39,12 @@ def chat_completions_url(base_url: str) -> str:
     if base.endswith("/chat/completions"):
         return base
     return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+
+
+def models_url(base_url: str) -> str:
+    """``base_url`` + ``/v1/models`` (``/v1`` not doubled): what the health probe asks."""
+    base = base_url.strip().rstrip("/")
+    return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
 
 
 def _safe(url: str) -> str:
@@ -72,7 +76,6 @@ class OpenAICompatibleLLM:
         *,
         timeout_s: float = 20.0,
         retries: int = 1,
-        session: requests.Session | None = None,
         json_mode: bool = False,
         name: str = "openai",
     ) -> None:
@@ -89,8 +92,22 @@ class OpenAICompatibleLLM:
         self.retries = retries
         self.json_mode = json_mode
         self._api_key = api_key or None
-        self._session = session if session is not None else requests.Session()
         self._where = _safe(self.url)
+        self.models_url = _safe(models_url(base_url))
+        headers = {"Accept": "application/json", "User-Agent": f"plugin-backend/{__version__}"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._models_url = models_url(base_url)
+        self._http = HttpClient(
+            where=f"LLM at {self._where}",
+            error=_llm_error,
+            timeout_s=self.timeout_s,
+            retry=RetryPolicy(retries, _BACKOFF_S, _RETRY_STATUS),
+            headers=headers,
+            secrets=[self._api_key] if self._api_key else [],
+            use_deadline=False,  # complete() draws its own budget from the deadline
+            follow_redirects=False,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLLM(url={self._where!r}, model={self.model!r})"
@@ -112,69 +129,32 @@ class OpenAICompatibleLLM:
         }
         if self.json_mode:
             payload["response_format"] = {"type": "json_object"}
-        body = orjson.dumps(payload)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"plugin-backend/{__version__}",
-        }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         budget = min(float(timeout_s), self.timeout_s)
         request_left = remaining_s()  # the HTTP request's own budget, when inside one
         if request_left is not None:
             budget = min(budget, max(request_left - 0.5, 0.0))  # leave time to answer
-        deadline = time.monotonic() + budget
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LLMError(f"LLM at {self._where} did not answer within {budget:g}s")
-            result, retryable = self._attempt(body, headers, remaining)
-            if isinstance(result, Completion):
-                return result
-            attempt += 1
-            if not retryable or attempt > self.retries:
-                raise result
-            time.sleep(min(_BACKOFF_S * attempt, max(deadline - time.monotonic(), 0.0)))
+        answer = self._http.request(
+            "POST",
+            self.url,
+            data=orjson.dumps(payload),
+            headers={"Content-Type": "application/json"},
+            timeout_s=budget,
+            budget_s=budget,
+        )
+        if answer.status != 200:
+            raise self._http.fail(self._http.status_failure(answer, "POST"))
+        return self._completion(self._http.decode_json(answer, "POST"))
 
-    def _attempt(
-        self, body: bytes, headers: dict[str, str], timeout_s: float
-    ) -> tuple[Completion | LLMError, bool]:
-        try:
-            response = self._session.post(
-                self.url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            return self._transport_error(exc, timeout_s)
-        try:
-            if response.status_code != 200:
-                detail = self._redact(response.text[:65536])[:_SNIPPET]
-                message = f"LLM at {self._where} answered HTTP {response.status_code}"
-                return (
-                    LLMError(f"{message}: {detail}" if detail.strip() else message),
-                    response.status_code in _RETRY_STATUS,
-                )
-            return self._completion(response.content), False
-        finally:
-            response.close()
+    def check_ready(self, timeout_s: float) -> None:
+        """``GET …/v1/models`` answers 200 within ``timeout_s`` (one try)."""
+        where = f"LLM at {self.models_url}"
+        answer = self._http.request(
+            "GET", self._models_url, timeout_s=timeout_s, retries=0, where=where
+        )
+        if answer.status != 200:
+            raise self._http.fail(self._http.status_failure(answer, where=where))
 
-    def _transport_error(
-        self, exc: requests.RequestException, timeout_s: float
-    ) -> tuple[LLMError, bool]:
-        if isinstance(exc, requests.ConnectTimeout):
-            return LLMError(f"cannot reach LLM at {self._where}: no connection in time"), True
-        if isinstance(exc, requests.Timeout) or isinstance((*exc.args, None)[0], ReadTimeoutError):
-            return LLMError(f"LLM at {self._where} did not answer within {timeout_s:.3g}s"), False
-        if isinstance(exc, requests.ConnectionError):
-            return LLMError(f"cannot reach LLM at {self._where}: connection failed"), True
-        return LLMError(f"request to LLM at {self._where} failed: {type(exc).__name__}"), False
-
-    def _completion(self, content: bytes) -> Completion:
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise LLMError(f"LLM at {self._where} answered a body that is not JSON") from None
+    def _completion(self, data: Any) -> Completion:
         try:
             text = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -191,11 +171,9 @@ class OpenAICompatibleLLM:
             completion_tokens=_count(usage.get("completion_tokens")),
         )
 
-    def _redact(self, text: str) -> str:
-        text = " ".join(text.split())
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
-        return text
+
+def _llm_error(failure: HttpFailure) -> BackendError:
+    return LLMError(failure.message)
 
 
 def _count(value: object) -> int | None:

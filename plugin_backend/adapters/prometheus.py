@@ -3,9 +3,11 @@ VictoriaMetrics).
 
 Queries go as form-encoded POSTs (no URL length limit). Long ranges are split into
 chunks of at most ``max_points_per_request`` steps on one step grid and joined per
-label set. Connection errors and 5xx answers are retried with exponential backoff;
-4xx answers and read timeouts never are. Every failure leaves as an exception from
-``plugin_backend.errors``, with a message that names the problem and no credentials.
+label set. Transport goes through ``adapters/http.py``: connection errors and 5xx
+answers are retried with exponential backoff; 4xx answers and read timeouts never are.
+Every failure leaves as an exception from ``plugin_backend.errors``, with a message that
+names the problem and no credentials; Prometheus's own error bodies (``errorType``)
+are read here.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 import orjson
-import requests
-from urllib3.exceptions import ReadTimeoutError
 
 from plugin_backend import __version__
-from plugin_backend.deadline import bounded_timeout, remaining_s
+from plugin_backend.adapters.http import HttpAnswer, HttpClient, HttpFailure, RetryPolicy
 from plugin_backend.errors import (
     BackendError,
     ConfigError,
@@ -87,10 +87,10 @@ def split_range(
 
 
 class PrometheusClient:
-    """A ``SeriesSource`` (``kind == "prometheus"``) over a ``requests.Session``.
+    """A ``SeriesSource`` (``kind == "prometheus"``) over the adapters' HTTP client.
 
     ``base_url`` may carry a path prefix (``http://mimir/prometheus``); calls go to
-    ``<base_url>/api/v1/...``. An injected ``session`` gets the auth and headers set on it.
+    ``<base_url>/api/v1/...``.
     """
 
     def __init__(
@@ -107,7 +107,6 @@ class PrometheusClient:
         tls_verify: bool = True,
         ca_file: str | None = None,
         observer: Observer | None = None,
-        session: requests.Session | None = None,
         max_points_per_request: int = 11_000,
         accept_gzip: bool = False,
     ) -> None:
@@ -129,29 +128,41 @@ class PrometheusClient:
         self.retries = retries
         self.backoff_s = float(backoff_s)
         self.max_points_per_request = max_points_per_request
-        self.sleep: Callable[[float], None] = time.sleep
         self._observer = observer
-        self._verify: bool | str = ca_file if ca_file else tls_verify
-        self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
-        self._session.headers.update(
-            {
-                "Accept": "application/json",
-                "User-Agent": f"plugin-backend/{__version__}",
-                # Prometheus spends ~90 ms of CPU gzipping a 2 MB answer (10 series x
-                # 5,761 points) that crosses a LAN in a few ms: compress only when asked.
-                "Accept-Encoding": "gzip" if accept_gzip else "identity",
-            }
-        )
+        session_headers = {
+            "Accept": "application/json",
+            "User-Agent": f"plugin-backend/{__version__}",
+            # Prometheus spends ~90 ms of CPU gzipping a 2 MB answer (10 series x
+            # 5,761 points) that crosses a LAN in a few ms: compress only when asked.
+            "Accept-Encoding": "gzip" if accept_gzip else "identity",
+        }
         self._auth_kind = ""
         if bearer_token:
-            self._session.headers["Authorization"] = f"Bearer {bearer_token}"
+            session_headers["Authorization"] = f"Bearer {bearer_token}"
             self._auth_kind = "bearer token"
         if username is not None:
-            self._session.auth = (username, password or "")
             self._auth_kind = "basic auth"
         self._header_names = sorted(headers or {})
-        self._session.headers.update(headers or {})
+        session_headers.update(headers or {})
+        self._http = HttpClient(
+            where=f"Prometheus at {self.base_url}",
+            error=_prometheus_error,
+            timeout_s=self.timeout_s,
+            retry=RetryPolicy(retries, self.backoff_s, frozenset(range(500, 600))),
+            headers=session_headers,
+            auth=(username, password or "") if username is not None else None,
+            verify=ca_file if ca_file else tls_verify,
+            secrets=[s for s in (bearer_token, password) if s],
+        )
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """How retries pause (tests record the pauses instead)."""
+        return self._http.sleep
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], None]) -> None:
+        self._http.sleep = sleep
 
     @classmethod
     def from_settings(
@@ -260,8 +271,7 @@ class PrometheusClient:
                 )
 
     def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
+        self._http.close()
 
     # --- transport ---------------------------------------------------------
     @contextmanager
@@ -295,63 +305,36 @@ class PrometheusClient:
     ) -> _T:
         """One API call with retries; returns ``parse(data)`` of a success answer."""
         url = self.base_url + path
-        base_timeout = self.timeout_s if timeout_s is None else timeout_s
-        attempts = 1 + (self.retries if retries is None else retries)
-        attempt = 0
-        while True:
-            attempt += 1
-            timeout = bounded_timeout(base_timeout, f"Prometheus at {self.base_url}")
-            try:
-                if method == "GET":
-                    resp = self._session.get(url, params=form, timeout=timeout, verify=self._verify)
-                else:
-                    resp = self._session.post(url, data=form, timeout=timeout, verify=self._verify)
-            except requests.RequestException as exc:
-                error, retry = self._transport_error(exc, timeout)
-                if not retry or attempt >= attempts:
-                    raise error from exc
-            else:
-                if resp.status_code < 500 or attempt >= attempts or _gave_up(resp):
-                    return self._decode(resp, url, attempt, parse)
-                logger.debug("Prometheus answered HTTP %s on %s; retrying", resp.status_code, url)
-            pause = self.backoff_s * 2 ** (attempt - 1)
-            left = remaining_s()
-            self.sleep(pause if left is None else max(0.0, min(pause, left - 0.1)))
+        get = method == "GET"
+        answer = self._http.request(
+            method,
+            url,
+            params=form if get else None,
+            data=None if get else form,
+            timeout_s=timeout_s,
+            retries=retries,
+            retry_answer=lambda a: not _gave_up(a),
+        )
+        return self._decode(answer, url, parse)
 
-    def _transport_error(
-        self, exc: requests.RequestException, timeout: float
-    ) -> tuple[PrometheusError, bool]:
-        """The error for a failed exchange, and whether trying again may help."""
-        where = f"Prometheus at {self.base_url}"
-        if isinstance(exc, requests.ConnectTimeout):
-            return PrometheusTimeout(f"cannot reach {where}: no connection in {timeout:g}s"), True
-        if isinstance(exc, requests.Timeout) or isinstance((*exc.args, None)[0], ReadTimeoutError):
-            return PrometheusTimeout(f"{where} did not answer within {timeout:g}s"), False
-        if isinstance(exc, requests.exceptions.SSLError):
-            hint = "check the CA file and TLS verification settings"
-            return PrometheusError(f"TLS with {where} failed ({hint}): {_reason(exc)}"), False
-        if isinstance(exc, requests.ConnectionError):
-            return PrometheusError(f"cannot reach {where}: {_reason(exc)}"), True
-        return PrometheusError(f"request to {where} failed: {_reason(exc)}"), False
-
-    def _decode(
-        self, resp: requests.Response, url: str, attempts: int, parse: Callable[[Any], _T]
-    ) -> _T:
+    def _decode(self, resp: HttpAnswer, url: str, parse: Callable[[Any], _T]) -> _T:
         with _GC_PAUSE:
             try:
                 body = orjson.loads(resp.content)
             except orjson.JSONDecodeError as exc:
-                raise self._error(resp, None, url, attempts) from exc
+                raise self._error(resp, None, url) from exc
             if resp.ok and isinstance(body, dict) and body.get("status") == "success":
                 for key in ("warnings", "infos"):
                     if body.get(key):
                         logger.debug("Prometheus %s for %s: %s", key, url, body[key])
                 if "data" in body:
                     return parse(body["data"])
-        raise self._error(resp, body, url, attempts)
+        raise self._error(resp, body, url)
 
-    def _error(self, resp: requests.Response, body: Any, url: str, attempts: int) -> BackendError:
-        status, kind, message = resp.status_code, "", ""
+    def _error(self, resp: HttpAnswer, body: Any, url: str) -> BackendError:
+        """Prometheus's error body (``errorType``) as its exception, or what the answer
+        says about the URL (auth, not found, not a Prometheus API)."""
+        status, kind, message, attempts = resp.status, "", "", resp.attempts
         if isinstance(body, dict) and body.get("status") == "error":
             kind, message = str(body.get("errorType") or "unknown"), str(body.get("error") or "")
         if status in (401, 403):
@@ -379,6 +362,13 @@ class PrometheusClient:
 
 
 # --- helpers ---------------------------------------------------------------
+def _prometheus_error(failure: HttpFailure) -> BackendError:
+    """A transport failure as Prometheus's exception: timeouts are 504s."""
+    if failure.kind in ("connect_timeout", "timeout", "budget"):
+        return PrometheusTimeout(failure.message)
+    return PrometheusError(failure.message)
+
+
 def _ts(seconds: float) -> str:
     return f"{seconds:.3f}"
 
@@ -437,7 +427,7 @@ class _GcPause:
 _GC_PAUSE = _GcPause()
 
 
-def _gave_up(resp: requests.Response) -> bool:
+def _gave_up(resp: HttpAnswer) -> bool:
     """A 5xx that is Prometheus's own query timeout: retrying would only repeat it."""
     try:
         body = orjson.loads(resp.content)
@@ -446,17 +436,9 @@ def _gave_up(resp: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("errorType") in ("timeout", "canceled")
 
 
-def _snippet(resp: requests.Response) -> str:
+def _snippet(resp: HttpAnswer) -> str:
     text = " ".join(resp.content[:4000].decode("utf-8", "replace").split())[:200]
     return text or "(empty body)"
-
-
-def _reason(exc: requests.RequestException) -> str:
-    inner: object = exc.args[0] if exc.args else exc
-    text = str(getattr(inner, "reason", inner))
-    if text.startswith(("HTTPConnection", "HTTPSConnection", "<urllib3")) and "): " in text:
-        text = text.split("): ", 1)[1]
-    return text[:300]
 
 
 def _floats(raw: Sequence[Any]) -> FloatArray:
