@@ -13,6 +13,7 @@ from plugin_backend.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from plugin_backend.adapters.grafana import GrafanaClient
+    from plugin_backend.adapters.llm_openai import OpenAICompatibleLLM
     from plugin_backend.detection import DetectionService
     from plugin_backend.explain import ExplainService
     from plugin_backend.ports import ChangeEventSource
@@ -25,6 +26,7 @@ __all__ = [
     "build_detection",
     "build_explain",
     "build_grafana",
+    "build_llm",
     "build_note_writer",
     "build_rules",
     "build_source",
@@ -67,21 +69,28 @@ def build_dependencies(settings: Settings) -> DependencyMap | None:
         raise ConfigError(f"PLUGIN_BACKEND_DEPENDENCIES: {exc.message}") from None
 
 
-def build_note_writer(settings: Settings, telemetry: Telemetry | None = None) -> NoteWriter:
-    """The LLM note writer for the configured provider (template-only for ``none``)."""
-    from plugin_backend.llm.writer import NoteWriter
-
-    observer = telemetry.note_observer() if telemetry is not None else None
+def build_llm(settings: Settings) -> OpenAICompatibleLLM | None:
+    """The configured OpenAI-compatible LLM (``local``: llm-serve), or ``None``."""
     if settings.llm_provider == "none":
-        return NoteWriter(None, observer=observer)
+        return None
     from plugin_backend.adapters.llm_openai import OpenAICompatibleLLM
 
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     url = str(settings.llm_url) if settings.llm_url is not None else LOCAL_LLM_URL
     model = settings.llm_model or (LOCAL_LLM_MODEL if settings.llm_provider == "local" else "")
-    llm = OpenAICompatibleLLM(
+    return OpenAICompatibleLLM(
         url, model, key, timeout_s=settings.llm_timeout_s, name=settings.llm_provider
     )
+
+
+def build_note_writer(settings: Settings, telemetry: Telemetry | None = None) -> NoteWriter:
+    """The LLM note writer for the configured provider (template-only for ``none``)."""
+    from plugin_backend.llm.writer import NoteWriter
+
+    observer = telemetry.note_observer() if telemetry is not None else None
+    llm = build_llm(settings)
+    if llm is None:
+        return NoteWriter(None, observer=observer)
     return NoteWriter(llm, observer=observer, timeout_s=settings.llm_timeout_s)
 
 

@@ -32,6 +32,9 @@ PURE = [
     "scoring",
     "rca",
     "llm",
+    "queries.py",
+    "incident_review.py",
+    "health.py",
 ]
 # Documented exceptions: model files are read and written through the artefact
 # adapter (atomic writes, format version), lazily, by the transformer and trainer.
@@ -143,7 +146,17 @@ CORE = {
     "rules",
     "alerts",
 }
-USE_CASES = {"service", "detection", "explain", "watch", "alert_handling", "delivery"}
+USE_CASES = {
+    "service",
+    "detection",
+    "explain",
+    "watch",
+    "alert_handling",
+    "delivery",
+    # what the human pages show: incidents and their plots, the dependencies' health
+    "incident_review",
+    "health",
+}
 EDGES = {
     "__init__",  # the package root: __version__ only
     "__main__",
@@ -180,6 +193,7 @@ UPWARD_ALLOWED = {
     # moving to a core time-grid module, and these two go with it.
     ("detection.py", "datasource"),
     ("watch.py", "datasource"),
+    ("incident_review.py", "datasource"),
 }
 
 
@@ -243,3 +257,49 @@ def test_the_allowed_upward_imports_still_exist() -> None:
     # An exception that is no longer needed is removed, so it cannot hide a new one.
     for relative, name in UPWARD_ALLOWED:
         assert name in _internal_imports(PACKAGE / relative), (relative, name)
+
+
+# --- the edges that must stay thin -------------------------------------------------------
+# The incident pages only render: their data comes from use cases, never straight from
+# adapters, the store, the settings or the network. Their sibling web modules are the
+# pure view models and plots, and the shared HTTP answers.
+PAGE_SIBLINGS = {"incident_views", "plots", "errors", "http"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module name this file imports, lazily or under TYPE_CHECKING too."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_pages_import_only_use_cases_and_core() -> None:
+    path = PACKAGE / "web" / "pages.py"
+    # the package root holds only __version__ (a test above keeps it so)
+    layers = {n for n in _internal_imports(path) if n in LAYER_OF} - {"__init__", "web"}
+    outside = {f"{n} ({LAYER_NAMES[LAYER_OF[n]]})" for n in layers if LAYER_OF[n] > 1}
+    assert not outside, f"web/pages.py imports {sorted(outside)}"
+    siblings = {
+        m.split(".")[2]
+        for m in _imported_modules(path)
+        if m.startswith("plugin_backend.web.") and len(m.split(".")) > 2
+    }
+    assert siblings <= PAGE_SIBLINGS, f"web/pages.py imports web.{sorted(siblings - PAGE_SIBLINGS)}"
+    network = {m for m in _imported_modules(path) if m.split(".")[0] in {"requests", "urllib3"}}
+    assert not network, f"web/pages.py calls the network itself: {sorted(network)}"
+
+
+def test_only_the_http_layer_imports_requests() -> None:
+    # Retries and the mapping of transport errors live once, in adapters/http.py.
+    offenders = {
+        str(p.relative_to(PACKAGE))
+        for p in (PACKAGE / "adapters").rglob("*.py")
+        if p.name != "http.py"
+        and any(m.split(".")[0] in {"requests", "urllib3"} for m in _imported_modules(p))
+    }
+    assert not offenders, f"{sorted(offenders)} import requests: use adapters/http.py"

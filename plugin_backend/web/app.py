@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 
@@ -11,12 +12,22 @@ from plugin_backend.bootstrap import (
     build_detection,
     build_explain,
     build_grafana,
+    build_llm,
     build_source,
     build_store,
 )
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.datasource.parse import QueryLimits
+from plugin_backend.detection import DetectionService
 from plugin_backend.errors import StoreError
+from plugin_backend.health import (
+    HealthService,
+    grafana_dependency,
+    llm_dependency,
+    source_dependency,
+    store_dependency,
+)
+from plugin_backend.incident_review import IncidentReview
 from plugin_backend.ports import SeriesSource
 from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
@@ -31,6 +42,9 @@ from plugin_backend.web.limits import install_request_limits
 from plugin_backend.web.openapi import openapi_blueprint
 from plugin_backend.web.ops import ops_blueprint
 from plugin_backend.web.pages import pages_blueprint
+
+if TYPE_CHECKING:
+    from plugin_backend.adapters.grafana import GrafanaClient
 
 __all__ = ["create_app"]
 
@@ -79,8 +93,12 @@ def create_app(
         max_promql_length=settings.max_promql_length,
     )
     # deploy annotations count as change events when Grafana is configured
+    grafana = build_grafana(settings)
     app.extensions["plugin_backend.explain"] = build_explain(
-        settings, source, telemetry, events=build_grafana(settings)
+        settings, source, telemetry, events=grafana
+    )
+    _install_page_services(
+        app, settings, source=source, store=store, detection=detection, grafana=grafana
     )
     app.register_blueprint(ops_blueprint)
     app.register_blueprint(explain_blueprint)
@@ -93,6 +111,36 @@ def create_app(
     _instrument(app, telemetry)
     install_auth(app, settings, telemetry)  # after the timer: refusals are measured too
     return app
+
+
+def _install_page_services(
+    app: Flask,
+    settings: Settings,
+    *,
+    source: SeriesSource,
+    store: Store,
+    detection: DetectionService,
+    grafana: GrafanaClient | None,
+) -> None:
+    """What the human pages read: incidents, the health of each dependency, links."""
+    grafana_url = str(settings.grafana_url).rstrip("/") if settings.grafana_url else None
+    app.extensions["plugin_backend.grafana_url"] = grafana_url
+    app.extensions["plugin_backend.advertised_url"] = settings.advertised_url()
+    app.extensions["plugin_backend.incident_review"] = IncidentReview(store, source, detection)
+    llm = build_llm(settings)
+    llm_target = f"provider {settings.llm_provider}, {llm.models_url}" if llm else ""
+    app.extensions["plugin_backend.health"] = HealthService(
+        [
+            source_dependency(source, settings.readiness_timeout_s),
+            grafana_dependency(grafana_url, grafana),
+            llm_dependency(settings.llm_provider, llm, llm_target),
+            store_dependency(
+                store,
+                grafana_configured=grafana_url is not None,
+                retention_days=settings.retention_days,
+            ),
+        ]
+    )
 
 
 def _instrument(app: Flask, telemetry: Telemetry) -> None:

@@ -3,8 +3,10 @@ one incident's page (symptom and causes plotted live, evidence, note, timeline).
 
 Server-rendered HTML without any script: Jinja2 escapes every value, the plots are
 inline SVG from ``plots.py``, and the responses carry a CSP that forbids scripts.
-The view models (pure: an incident and fetched series in, display values out) live
-in ``incident_views.py``; this module does the I/O and renders them.
+The data comes from use cases (``incident_review.py``: incidents and what their pages
+plot; ``health.py``: the dependencies' health); the view models (pure: an incident
+and fetched series in, display values out) live in ``incident_views.py``; this
+module only reads the request and renders.
 """
 
 from __future__ import annotations
@@ -13,25 +15,17 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
 
-import requests
 from flask import Blueprint, Response, current_app, render_template, request
 from markupsafe import Markup
 
 from plugin_backend import __version__
-from plugin_backend.bootstrap import LOCAL_LLM_URL, build_grafana
-from plugin_backend.config import Settings
-from plugin_backend.datasource.step import align_range
-from plugin_backend.errors import BackendError, UpstreamError
+from plugin_backend.errors import BackendError
+from plugin_backend.health import HealthService
+from plugin_backend.incident_review import IncidentReview
 from plugin_backend.incidents import Incident
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
-from plugin_backend.service import DatasourceService
-from plugin_backend.store import Store
 from plugin_backend.types import TimeRange, format_series_name
 from plugin_backend.web.errors import error_body, wrong_url_message
 from plugin_backend.web.http import json_response
@@ -54,7 +48,7 @@ from plugin_backend.web.incident_views import (
     timeline,
 )
 
-__all__ = ["SECURITY_HEADERS", "Check", "llm_models_url", "pages_blueprint"]
+__all__ = ["SECURITY_HEADERS", "pages_blueprint"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +62,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 INCIDENT_ID = re.compile(r"[0-9a-f]{16}")
-PROBE_TIMEOUT_S = 2.0
 MAX_RULE_STEPS = 5_000  # plot on the rule's own step up to this many points
 STATUSES = ("open", "closed")
 DASHBOARDS = (
@@ -76,16 +69,6 @@ DASHBOARDS = (
     ("incidents", "Incidents"),
     ("plugin-backend-self", "plugin-backend self-monitoring"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One dependency's health: ``ok``, ``error`` or ``off`` (not configured)."""
-
-    name: str
-    state: Literal["ok", "error", "off"]
-    detail: str
-    target: str = ""
 
 
 # == routes (I/O) ======================================================================
@@ -112,21 +95,20 @@ def landing() -> str | Response:
     with the datasource URL missing its ``/datasource``: it gets a 404 naming the right
     URL, not a 200 that would pass the test while every panel fails.
     """
-    settings = _settings()
     named = {value for value, _quality in request.accept_mimetypes}
     if "application/json" in named and "text/html" not in named:
         return json_response(error_body("wrong_datasource_url", wrong_url_message()), 404)
-    grafana = str(settings.grafana_url).rstrip("/") if settings.grafana_url else None
+    grafana = _grafana_url()
     dashboards = [(f"{grafana}/d/{uid}", title) for uid, title in DASHBOARDS] if grafana else []
     return render_template(
         "landing.html",
         product=PRODUCT,
         version=__version__,
-        checks=_health_checks(settings),
+        checks=_health().checks(),
         grafana_url=grafana,
         dashboards=dashboards,
         auth_enabled=bool(current_app.extensions.get("plugin_backend.auth_enabled", False)),
-        advertised_url=settings.advertised_url(),
+        advertised_url=current_app.extensions["plugin_backend.advertised_url"],
     )
 
 
@@ -142,7 +124,7 @@ def incident_list() -> str | tuple[str, int]:
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
         return _error_page(400, "Bad filter", "limit must be a whole number from 1 to 1000")
     limit = int(limit_text)
-    found = _store().list_incidents(rule=rule, status=status, service=service, limit=limit)
+    found = _review().incidents(rule=rule, status=status, service=service, limit=limit)
     return render_template(
         "incident_list.html",
         product=PRODUCT,
@@ -178,18 +160,17 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
         return _error_page(
             404, "Incident not found", f"There is no incident with the id {incident_id!r}."
         )
-    settings = _settings()
-    service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
+    review = _review()
     x_range = plot_range(incident, time.time())
     scoring = symptom_scoring(incident, DEFAULT_DETECTOR)
     step = plot_step(x_range)
     if scoring.step_s is not None and (x_range[1] - x_range[0]) / scoring.step_s <= MAX_RULE_STEPS:
         step = scoring.step_s  # the rule's own grid: the windows the worker found
-    symptom_svg, symptom_error, source_down = _symptom(service, incident, x_range, step, scoring)
+    symptom_svg, symptom_error, source_down = _symptom(review, incident, x_range, step, scoring)
     causes = cause_views(incident.report)
     causes = [
         _with_plot(
-            service, cause, incident=incident, x_range=x_range, step=step, source_down=source_down
+            review, cause, incident=incident, x_range=x_range, step=step, source_down=source_down
         )
         for cause in causes
     ]
@@ -209,33 +190,37 @@ def incident_page(incident_id: str) -> str | tuple[str, int]:
         candidates=report.get("candidates"),
         llm=llm_view(incident.report),
         events=timeline(incident, raw_causes[:TOP_CAUSES]),
-        grafana_href=grafana_link(
-            str(settings.grafana_url) if settings.grafana_url else None, incident, x_range
-        ),
+        grafana_href=grafana_link(_grafana_url(), incident, x_range),
         range_text=f"{format_time(x_range[0])} to {format_time(x_range[1])}",
         step_text=format_duration(step),
         scoring_text=scoring.describe(),
-        source_kind=service.source.kind,
+        source_kind=review.source.kind,
     )
 
 
 # -- helpers that touch the app --------------------------------------------------------
 
 
-def _settings() -> Settings:
-    settings: Settings = current_app.extensions["plugin_backend.settings"]
-    return settings
+def _review() -> IncidentReview:
+    review: IncidentReview = current_app.extensions["plugin_backend.incident_review"]
+    return review
 
 
-def _store() -> Store:
-    store: Store = current_app.extensions["plugin_backend.store"]
-    return store
+def _health() -> HealthService:
+    health: HealthService = current_app.extensions["plugin_backend.health"]
+    return health
+
+
+def _grafana_url() -> str | None:
+    """Grafana's base URL without a trailing slash, or ``None``."""
+    url: str | None = current_app.extensions["plugin_backend.grafana_url"]
+    return url
 
 
 def _load(incident_id: str) -> Incident | None:
     if INCIDENT_ID.fullmatch(incident_id) is None:
         return None
-    return _store().get_incident(incident_id)
+    return _review().incident(incident_id)
 
 
 def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
@@ -246,30 +231,24 @@ def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
 
 
 def _symptom(
-    service: DatasourceService,
+    review: IncidentReview,
     incident: Incident,
     x_range: tuple[float, float],
     step: float,
     scoring: SymptomScoring,
 ) -> tuple[Markup | None, str | None, bool]:
     """The symptom plot, or why there is none; ``True`` when the source itself failed."""
-    try:
-        found = service.detection.detect(incident.query, TimeRange(*x_range), step, scoring.options)
-    except UpstreamError as exc:
-        return None, f"The series source ({service.source.kind}) failed: {exc.message}", True
-    except BackendError as exc:
-        return None, f"The symptom could not be scored: {exc.message}", False
-    except Exception as exc:
-        log.exception("symptom plot of incident %s failed", incident.id)
-        return None, f"The symptom could not be plotted ({type(exc).__name__}).", False
-    anomalies = pick_symptom(found, incident)
+    fetched = review.symptom(incident, TimeRange(*x_range), step, scoring.options)
+    if fetched.error is not None:
+        return None, fetched.error, fetched.source_down
+    anomalies = pick_symptom(fetched.found, incident)
     if anomalies is None:
         return None, f"The query {incident.query} returned no series in this range.", False
     return symptom_plot(anomalies, incident, x_range), None, False
 
 
 def _with_plot(
-    service: DatasourceService,
+    review: IncidentReview,
     cause: CauseView,
     *,
     incident: Incident,
@@ -281,116 +260,9 @@ def _with_plot(
         return cause
     if source_down:  # one timeout is enough: do not wait on the source once per cause
         return dataclasses.replace(cause, error="Not fetched: the series source failed.")
-    try:
-        found = service.source.query_range(
-            cause.selector, align_range(TimeRange(*x_range), step), step
-        )
-    except BackendError as exc:
-        return dataclasses.replace(cause, error=f"The series source failed: {exc.message}")
-    except Exception as exc:
-        log.exception("cause plot of incident %s failed", incident.id)
-        return dataclasses.replace(cause, error=f"Could not be plotted ({type(exc).__name__}).")
-    if not found:
-        return dataclasses.replace(cause, error="No data for this series in this range.")
+    fetched = review.cause_series(cause.selector, TimeRange(*x_range), step)
+    if fetched.error is not None:
+        return dataclasses.replace(cause, error=fetched.error)
+    found = fetched.series
     series = next((s for s in found if format_series_name(s.labels) == cause.series), found[0])
     return dataclasses.replace(cause, svg=cause_plot(series, cause, incident, x_range))
-
-
-# -- health checks -----------------------------------------------------------------------
-
-
-def _health_checks(settings: Settings) -> list[Check]:
-    """Every dependency probed at once; none may take longer than the probe timeout."""
-    service: DatasourceService = current_app.extensions["plugin_backend.datasource"]
-    store = _store()
-    probes: list[tuple[str, Callable[[], Check]]] = [
-        ("Series source", lambda: _check_source(service, settings)),
-        ("Grafana", lambda: _check_grafana(settings)),
-        ("LLM", lambda: _check_llm(settings)),
-        ("Store", lambda: _check_store(store, settings)),
-    ]
-    deadline_s = PROBE_TIMEOUT_S + 1.0
-    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
-    try:
-        futures = [pool.submit(_never_raises, name, probe) for name, probe in probes]
-        wait_futures(futures, timeout=deadline_s)
-        return [
-            future.result()
-            if future.done()
-            else Check(name, "error", f"no answer within {deadline_s:g} s")
-            for (name, _), future in zip(probes, futures, strict=True)
-        ]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _never_raises(name: str, probe: Callable[[], Check]) -> Check:
-    try:
-        return probe()
-    except BackendError as exc:
-        return Check(name, "error", exc.message)
-    except Exception as exc:
-        log.warning("health check %s failed", name, exc_info=True)
-        return Check(name, "error", f"{type(exc).__name__}: {exc}")
-
-
-def _check_source(service: DatasourceService, settings: Settings) -> Check:
-    service.check_ready(min(settings.readiness_timeout_s, PROBE_TIMEOUT_S))
-    return Check("Series source", "ok", "answers a query", target=service.source.describe())
-
-
-def _check_grafana(settings: Settings) -> Check:
-    if settings.grafana_url is None:
-        return Check("Grafana", "off", "not configured (PLUGIN_BACKEND_GRAFANA_URL)")
-    bounded = settings.model_copy(
-        update={"grafana_timeout_s": min(settings.grafana_timeout_s, PROBE_TIMEOUT_S)}
-    )
-    client = build_grafana(bounded)
-    target = str(settings.grafana_url).rstrip("/")
-    if client is None:
-        return Check("Grafana", "error", "configured without a token", target=target)
-    client.check_ready()
-    return Check("Grafana", "ok", "GET /api/health answers", target=target)
-
-
-def llm_models_url(base_url: str) -> str:
-    """``{base}/v1/models`` (``/v1`` not doubled)."""
-    base = base_url.strip().rstrip("/")
-    return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
-
-
-def _check_llm(settings: Settings) -> Check:
-    if settings.llm_provider == "none":
-        return Check("LLM", "off", "provider none: notes are written from a template")
-    url = llm_models_url(str(settings.llm_url) if settings.llm_url else LOCAL_LLM_URL)
-    headers = {}
-    if settings.llm_api_key is not None:
-        headers["Authorization"] = f"Bearer {settings.llm_api_key.get_secret_value()}"
-    target = f"provider {settings.llm_provider}, {url}"
-    try:
-        response = requests.get(
-            url, headers=headers, timeout=PROBE_TIMEOUT_S, allow_redirects=False
-        )
-    except requests.Timeout:
-        return Check("LLM", "error", f"no answer within {PROBE_TIMEOUT_S:g} s", target=target)
-    except requests.ConnectionError:
-        return Check("LLM", "error", "cannot connect", target=target)
-    except requests.RequestException as exc:
-        return Check("LLM", "error", type(exc).__name__, target=target)
-    if response.status_code != 200:
-        return Check("LLM", "error", f"HTTP {response.status_code}", target=target)
-    return Check("LLM", "ok", "GET /v1/models answers", target=target)
-
-
-def _check_store(store: Store, settings: Settings) -> Check:
-    store.ping()
-    counts = store.outbox_counts()
-    outbox = ", ".join(f"{n} {state}" for state, n in counts.items())
-    why = ""
-    if counts.get("pending") and settings.grafana_url is None:
-        why = (
-            " (no Grafana is configured, PLUGIN_BACKEND_GRAFANA_URL: pending annotations "
-            "wait for it, and retention drops them after "
-            f"{settings.retention_days:g} days)"
-        )
-    return Check("Store", "ok", f"reachable; annotation outbox: {outbox}{why}", target=repr(store))

@@ -15,6 +15,7 @@ from markupsafe import escape
 from prometheus_client import CollectorRegistry
 
 from plugin_backend.adapters.demo import DemoSource
+from plugin_backend.adapters.llm_openai import models_url
 from plugin_backend.config import load_settings
 from plugin_backend.detection import DetectionService
 from plugin_backend.devtools.promserver import find_free_port
@@ -34,7 +35,7 @@ from plugin_backend.web.incident_views import (
     plot_range,
     plot_step,
 )
-from plugin_backend.web.pages import SECURITY_HEADERS, llm_models_url
+from plugin_backend.web.pages import SECURITY_HEADERS
 from plugin_backend.web.plots import Band, Line, Shade, format_number, time_plot
 from tests.demo_faults import demo_fault_start
 
@@ -444,7 +445,10 @@ def test_the_landing_page_links_and_reports_unreachable_dependencies_fast(store,
     assert state == "error"
     assert detail.startswith(f"cannot reach Grafana at {url} (GET /api/health): ")
     assert "refused" in detail
-    assert health["LLM"] == ("error", "cannot connect")
+    state, detail = health["LLM"]
+    assert state == "error"
+    assert detail.startswith(f"cannot reach LLM at {url}/v1/models: ")
+    assert "refused" in detail
     assert f"{url}/v1/models" in body
     assert health["Store"][0] == "ok"
     assert "annotation outbox: 0 pending, 0 delivered, 0 failed" in health["Store"][1]
@@ -466,7 +470,10 @@ def test_a_dependency_that_never_answers_is_reported_at_the_probe_timeout(store)
         )
         response = app.test_client().get("/")
     assert response.status_code == 200
-    assert _health(_text(response))["LLM"] == ("error", "no answer within 2 s")
+    assert _health(_text(response))["LLM"] == (
+        "error",
+        f"LLM at {url}/v1/models did not answer within 2s",
+    )
 
 
 def test_the_landing_page_without_grafana_or_llm_says_not_configured(store, fault):
@@ -614,4 +621,4 @@ def test_grafana_links_escape_the_dashboard_uid(fault):
     ],
 )
 def test_the_llm_probe_url(base, url):
-    assert llm_models_url(base) == url
+    assert models_url(base) == url
