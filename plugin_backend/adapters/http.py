@@ -143,7 +143,7 @@ class HttpClient:
         retry_answer: Callable[[HttpAnswer], bool] | None = None,
         where: str | None = None,
     ) -> HttpAnswer:
-        """The final answer, whatever its status (see ``check``, ``decode_json``).
+        """The final answer, whatever its status (see ``status_failure``, ``decode_json``).
 
         ``timeout_s`` bounds each attempt; ``budget_s`` all of them together, pauses
         included. An answer with a status of the retry policy is tried again unless
@@ -208,15 +208,11 @@ class HttpClient:
         return pause if left is None else max(0.0, min(pause, left - 0.1))
 
     # --- reading answers --------------------------------------------------------------
-    def check(self, answer: HttpAnswer, method: str = "GET", *, where: str | None = None) -> None:
-        """Raise the adapter's error for a status of 400 or more."""
-        if answer.status >= 400:
-            raise self.fail(self.status_failure(answer, method, where=where))
-
     def status_failure(
         self, answer: HttpAnswer, method: str = "GET", *, where: str | None = None
     ) -> HttpFailure:
-        """The failure an error status stands for, quoting the body's message."""
+        """The failure an error status stands for, quoting the body's message; raise
+        ``fail(...)`` of it, or enrich it first (a hint the adapter knows)."""
         status = answer.status
         tries = f" after {answer.attempts} attempts" if answer.attempts > 1 else ""
         detail = self.snippet(answer)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from plugin_backend.datasource import render
+from plugin_backend.detection import SeriesAnomalies
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.queries import (
     AnomalyPayload,
@@ -92,7 +93,7 @@ def _render_promql(result: TargetResult, _link_base: str | None) -> Frames:
     ]
 
 
-def _named(result: TargetResult) -> list[tuple[str, Any]]:
+def _named(result: TargetResult) -> list[tuple[str, SeriesAnomalies]]:
     legend = result.target.options.legend
     return [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from plugin_backend.adapters.http import HttpClient, HttpFailure, RetryPolicy
+from plugin_backend.adapters.http import HttpAnswer, HttpClient, HttpFailure, RetryPolicy
 from plugin_backend.deadline import deadline
 from plugin_backend.errors import BackendError, DeadlineExceeded, UpstreamError
 
@@ -107,6 +107,12 @@ def _client(
     return client
 
 
+def _check(client: HttpClient, answer: HttpAnswer, method: str = "GET") -> None:
+    """What adapters do with an answer: an error status raises their exception."""
+    if answer.status >= 400:
+        raise client.fail(client.status_failure(answer, method))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -145,7 +151,7 @@ def test_a_5xx_that_stays_is_an_error_quoting_the_body_after_all_attempts(
     client = _client(errors, sleeps)
     answer = client.request("POST", server.url + "/api", data=b"x")
     with pytest.raises(UpstreamError) as caught:
-        client.check(answer, "POST")
+        _check(client, answer, "POST")
     assert caught.value.message == "Thing at test answered HTTP 500 after 3 attempts: disk full"
     (failure,) = errors.failures
     assert (failure.kind, failure.status, failure.retryable) == ("status", 500, True)
@@ -169,7 +175,7 @@ def test_a_4xx_is_never_retried_and_429_says_when_to_come_back(server: Server) -
     client = _client(errors, sleeps)
     for _ in range(2):
         with pytest.raises(UpstreamError):
-            client.check(client.request("GET", server.url + "/a"))
+            _check(client, client.request("GET", server.url + "/a"))
     throttled, bad = errors.failures
     assert (throttled.status, throttled.retryable, throttled.retry_after_s) == (429, True, 7.0)
     assert "answered HTTP 429: slow down" in throttled.message
@@ -223,7 +229,7 @@ def test_secrets_never_appear_in_messages(server: Server) -> None:
         errors, sleeps, secrets=["sk-SECRET-1"], headers={"Authorization": "Bearer sk-SECRET-1"}
     )
     with pytest.raises(UpstreamError) as caught:
-        client.check(client.request("GET", server.url + "/v1/models"))
+        _check(client, client.request("GET", server.url + "/v1/models"))
     assert caught.value.message == "Thing at test answered HTTP 401: bad key [redacted]"
 
 
