@@ -94,17 +94,18 @@ def _render_result(result: TargetResult) -> list[dict[str, Any]]:
             render.timeseries_frame(render.legend_name(s.labels, legend), s) for s in result.series
         ]
     named = [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
+    shown = [(name, a.labels, s) for (name, a), s in zip(named, result.shown, strict=True)]
     if kind == "anomaly_score":
         return [
-            render.timeseries_frame(name, Series(a.labels, a.scored.timestamps_s, a.scored.score))
-            for name, a in named
+            render.timeseries_frame(name, Series(labels, s.timestamps_s, s.score))
+            for name, labels, s in shown
         ]
     if kind == "band":
         return [
             render.timeseries_frame(
-                f"{name}:{part}", Series(a.labels, a.scored.timestamps_s, getattr(a.scored, part))
+                f"{name}:{part}", Series(labels, s.timestamps_s, getattr(s, part))
             )
-            for name, a in named
+            for name, labels, s in shown
             for part in ("expected", "lower", "upper")
         ]
     return [render.windows_table([(name, w, a.scored) for name, a in named for w in a.windows])]

@@ -26,12 +26,12 @@ from markupsafe import Markup
 from plugin_backend import __version__
 from plugin_backend.bootstrap import LOCAL_LLM_URL, build_grafana
 from plugin_backend.config import Settings
-from plugin_backend.datasource.step import align_range
 from plugin_backend.errors import BackendError, UpstreamError
 from plugin_backend.incidents import Incident
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 from plugin_backend.service import DatasourceService
 from plugin_backend.store import Store
+from plugin_backend.timegrid import align_range
 from plugin_backend.types import TimeRange, format_series_name
 from plugin_backend.web.errors import error_body, wrong_url_message
 from plugin_backend.web.http import json_response
@@ -254,7 +254,9 @@ def _symptom(
 ) -> tuple[Markup | None, str | None, bool]:
     """The symptom plot, or why there is none; ``True`` when the source itself failed."""
     try:
-        found = service.detection.detect(incident.query, TimeRange(*x_range), step, scoring.options)
+        found = service.detection.detect(
+            incident.query, TimeRange(*x_range), scoring.options, floor_s=step
+        )
     except UpstreamError as exc:
         return None, f"The series source ({service.source.kind}) failed: {exc.message}", True
     except BackendError as exc:
