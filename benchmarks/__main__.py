@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks import (
+    bench_dashboard,
     bench_detection,
     bench_load,
     bench_notes,
@@ -18,6 +19,7 @@ BENCHMARKS = {
     "query": bench_query.main,
     "detection": bench_detection.main,
     "scoring": bench_scoring.main,
+    "dashboard": bench_dashboard.main,
     "rca": bench_rca.main,
     "notes": bench_notes.main,
     "worker": bench_worker.main,

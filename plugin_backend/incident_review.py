@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from plugin_backend.datasource.step import align_range
 from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.errors import BackendError, UpstreamError
 from plugin_backend.incidents import Incident
 from plugin_backend.ports import IncidentReader, SeriesSource
+from plugin_backend.timegrid import align_range
 from plugin_backend.types import Series, TimeRange
 
 __all__ = ["CauseFetch", "IncidentReview", "IncidentStore", "SymptomFetch"]
@@ -69,7 +69,7 @@ class IncidentReview:
     ) -> SymptomFetch:
         """The incident's query scored over ``time_range`` as ``options`` say."""
         try:
-            found = self.detection.detect(incident.query, time_range, step_s, options)
+            found = self.detection.detect(incident.query, time_range, options, floor_s=step_s)
         except UpstreamError as exc:
             message = f"The series source ({self.source.kind}) failed: {exc.message}"
             return SymptomFetch(error=message, source_down=True)

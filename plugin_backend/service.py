@@ -34,6 +34,8 @@ from plugin_backend.queries import (
     TargetQuery,
     VariableQuery,
 )
+from plugin_backend.scoring.base import ScoredSeries
+from plugin_backend.timegrid import resample
 from plugin_backend.types import Series, TimeRange
 
 __all__ = ["ActiveRegion", "DatasourceService", "TargetResult"]
@@ -49,6 +51,8 @@ class TargetResult:
     target: TargetQuery
     series: list[Series] = field(default_factory=list)
     anomalies: list[SeriesAnomalies] = field(default_factory=list)
+    #: Each of ``anomalies``' scored series at the panel's step (windows stay on the grid).
+    shown: list[ScoredSeries] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
 
 
@@ -112,8 +116,10 @@ class DatasourceService:
                     options.min_deviation,
                     rate_control=options.rate_control,
                 )
-                found = self.detection.detect(expr, query.time_range, query.step_s, detect)
-                results.append(TargetResult(target, anomalies=found))
+                # Scored on the series' grid whatever the panel's step; drawn at the latter.
+                found = self.detection.detect(expr, query.time_range, detect)
+                shown = [resample(a.known, query.time_range, query.step_s) for a in found]
+                results.append(TargetResult(target, anomalies=found, shown=shown))
             else:
                 series = self.source.query_range(expr, query.time_range, query.step_s)
                 results.append(TargetResult(target, series=series))

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plugin_backend.datasource.step import align_range
 from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.errors import BackendError, InsufficientData
 from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Annotation, Incident, annotation_for, incident_id
 from plugin_backend.rules import Rule
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy
+from plugin_backend.timegrid import align_range
 from plugin_backend.types import TimeRange, format_series_name
 
 __all__ = ["DETECTION_KEY", "CycleResult", "RuleCycle", "detection_record", "incident_title"]
@@ -111,7 +111,9 @@ class RuleCycle:
             rate_control=rule.rate_control,
         )
         try:
-            found = self.detection.detect(rule.expr, span, rule.step_s, options)
+            # The rule's step is the finest grid: the same one panels score the series
+            # on when it is the scrape interval (the default, 15 s).
+            found = self.detection.detect(rule.expr, span, options, floor_s=rule.step_s)
         except InsufficientData as exc:
             return CycleResult(rule.name, now_s, None, note=exc.message)
         result = CycleResult(rule.name, now_s, _latest_score(found))

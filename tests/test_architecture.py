@@ -134,6 +134,7 @@ CORE = {
     # pure parsing and time handling
     "promql",
     "timeparse",
+    "timegrid",
     "deadline",
     # the typed queries the datasource use cases take; detectors, root cause, prompts
     "queries",
@@ -189,11 +190,6 @@ UPWARD_ALLOWED = {
     # The trainer is tooling behind `plugin-backend train` and saves through the same
     # adapter. It should move to the edge; until then it is the one module-level case.
     ("scoring/train.py", "adapters"),
-    # The step grid (align_range, points_in) still lives in datasource/step.py; it is
-    # moving to a core time-grid module, and these two go with it.
-    ("detection.py", "datasource"),
-    ("watch.py", "datasource"),
-    ("incident_review.py", "datasource"),
 }
 
 

@@ -23,6 +23,7 @@ from plugin_backend.queries import (
     KindPayload,
     PromqlPayload,
 )
+from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR, available
 from plugin_backend.service import TargetResult
 from plugin_backend.types import Series
@@ -98,19 +99,24 @@ def _named(result: TargetResult) -> list[tuple[str, SeriesAnomalies]]:
     return [(render.legend_name(a.labels, legend), a) for a in result.anomalies]
 
 
+def _shown(result: TargetResult) -> list[tuple[str, SeriesAnomalies, ScoredSeries]]:
+    """Each scored series as drawn at the panel's step (its windows stay on the grid)."""
+    return [(name, a, s) for (name, a), s in zip(_named(result), result.shown, strict=True)]
+
+
 def _render_score(result: TargetResult, _link_base: str | None) -> Frames:
     return [
-        render.timeseries_frame(name, Series(a.labels, a.scored.timestamps_s, a.scored.score))
-        for name, a in _named(result)
+        render.timeseries_frame(name, Series(a.labels, s.timestamps_s, s.score))
+        for name, a, s in _shown(result)
     ]
 
 
 def _render_band(result: TargetResult, _link_base: str | None) -> Frames:
     return [
         render.timeseries_frame(
-            f"{name}:{part}", Series(a.labels, a.scored.timestamps_s, getattr(a.scored, part))
+            f"{name}:{part}", Series(a.labels, s.timestamps_s, getattr(s, part))
         )
-        for name, a in _named(result)
+        for name, a, s in _shown(result)
         for part in ("expected", "lower", "upper")
     ]
 

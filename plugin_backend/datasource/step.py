@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from plugin_backend.errors import LimitExceeded
+from plugin_backend.timegrid import align_range, points_in
 from plugin_backend.types import TimeRange
 
 __all__ = ["align_range", "choose_step", "points_in"]
@@ -50,15 +51,3 @@ def choose_step(
             limit="max_points_per_series",
         )
     return step_s
-
-
-def points_in(time_range: TimeRange, step_s: float) -> int:
-    """Number of evaluation points Prometheus produces for this range and step."""
-    return math.floor(time_range.duration_s / step_s + 1e-9) + 1
-
-
-def align_range(time_range: TimeRange, step_s: float) -> TimeRange:
-    """Snap the start down onto the step grid, as Grafana's Prometheus datasource does,
-    so refreshed panels ask for (and get) the same timestamps."""
-    start_s = math.floor(time_range.start_s / step_s) * step_s
-    return TimeRange(start_s, time_range.end_s)

@@ -3,13 +3,18 @@ scored, with enough context before them for the detector's memory.
 
 Detectors are causal with bounded memory (``Detector.history_points``), so a
 point scored once keeps its score; a refresh of a live panel scores the few
-points that arrived since. Pure: a bounded LRU of ``ScoredSeries`` in memory.
+points that arrived since. A caller may need scores only from some point on
+(``needed_from``: the history before it is context): earlier scores are then left
+NaN, and an entry serves later requests that need no earlier scores than it has.
+Requests for the same key wait for each other, so panels asking for the same
+series at once score it once. Pure: a bounded LRU of ``ScoredSeries`` in memory.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
 from threading import Lock
 
 import numpy as np
@@ -21,14 +26,21 @@ from plugin_backend.types import FloatArray
 __all__ = ["ScoreCache"]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Entry:
+    scored: ScoredSeries
+    valid_from_s: float  # scores before this time are NaN (not computed)
+
+
 class ScoreCache:
     """An LRU of scored series keyed by what determines the scores (query, detector
     and its options, step, series labels)."""
 
     def __init__(self, max_entries: int = 128) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, ScoredSeries] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._fit_memos: dict[Hashable, FitMemo] = {}
+        self._key_locks: dict[Hashable, Lock] = {}
         self._lock = Lock()
         self.hits = 0
         self.misses = 0
@@ -43,32 +55,59 @@ class ScoreCache:
         timestamps_s: FloatArray,
         values: FloatArray,
         step_s: float,
+        *,
+        needed_from: int = 0,
     ) -> ScoredSeries:
+        """Scores of the series (those before ``needed_from`` may be NaN)."""
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, Lock())
+        with key_lock:  # one scoring per key at a time: the next one reuses it
+            return self._score(
+                key, detector, timestamps_s, values, step_s=step_s, needed_from=needed_from
+            )
+
+    def _score(
+        self,
+        key: Hashable,
+        detector: Detector,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        step_s: float,
+        needed_from: int,
+    ) -> ScoredSeries:
+        needed_from = min(max(needed_from, 0), max(timestamps_s.size - 1, 0))
+        needed_s = float(timestamps_s[needed_from]) if timestamps_s.size else 0.0
         with self._lock:
             cached = self._entries.get(key)
             if cached is not None:
                 self._entries.move_to_end(key)
-        reused = 0 if cached is None else _reusable_prefix(cached, timestamps_s, values)
+        if cached is not None and cached.valid_from_s > needed_s:
+            cached = None  # it lacks scores this request needs
+        reused = 0 if cached is None else _reusable_prefix(cached.scored, timestamps_s, values)
         self._forget_fits(key, timestamps_s, reused)
         if cached is None or reused == 0:
             self.misses += 1
-            result = detector.score(timestamps_s, values)
+            result = detector.score(timestamps_s, values, needed_from=needed_from)
+            entry = _Entry(result, needed_s)
         else:
             self.hits += 1
             result = _extend(
-                cached,
+                cached.scored,
                 reused,
                 detector=detector,
                 timestamps_s=timestamps_s,
                 values=values,
                 step_s=step_s,
             )
+            entry = _Entry(result, cached.valid_from_s)
         with self._lock:
-            self._entries[key] = result
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 evicted, _ = self._entries.popitem(last=False)
                 self._fit_memos.pop(evicted, None)
+                self._key_locks.pop(evicted, None)
         return result
 
     def _forget_fits(self, key: Hashable, timestamps_s: FloatArray, reused: int) -> None:

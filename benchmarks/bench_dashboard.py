@@ -1,0 +1,118 @@
+"""A dashboard of 5 anomaly panels opened cold: how long each panel takes.
+
+A real Prometheus backfilled with the test dataset (two days at 15 s) and a real
+``plugin-backend serve`` (gunicorn, 2 workers, as users deploy it). Each round starts
+a fresh server (nothing cached: no scores, no forecasts; the model is loaded, as
+after the server's warm-up) and requests the 5 panels at once, as Grafana does when
+a dashboard opens: 6 h range, 20 s step, the default detector. Two dashboards:
+
+* ``5 series``: one anomaly-score panel for each of 5 series (nothing to share);
+* ``1 series``: the anomaly overview of one series -- band, score, windows table,
+  the annotation query (another width) and an upward-only score panel.
+
+Target (issue 18): <= 2 s p50 per panel.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from benchmarks.common import backfilled_prometheus, gunicorn_backend, percentile, print_table
+from plugin_backend.devtools.testdata import DATA_END_S
+
+ROUNDS = 5
+RANGE_S = 6 * 3600
+STEP_S = 20
+ONE = 'bench_gauge{series="0"}'
+DASHBOARDS: dict[str, list[tuple[str, dict[str, Any], int]]] = {
+    # (kind, payload, maxDataPoints)
+    "5 series": [
+        ("anomaly_score", {"expr": f'bench_gauge{{series="{i}"}}'}, RANGE_S // STEP_S + 1)
+        for i in range(5)
+    ],
+    "1 series": [
+        ("band", {"expr": ONE}, RANGE_S // STEP_S + 1),
+        ("anomaly_score", {"expr": ONE}, RANGE_S // STEP_S + 1),
+        ("anomalies", {"expr": ONE}, RANGE_S // STEP_S + 1),
+        ("anomalies", {"expr": ONE}, 300),  # the annotation query
+        ("anomaly_score", {"expr": ONE, "direction": "up"}, 700),
+    ],
+}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _panel(backend: str, kind: str, payload: dict[str, Any], max_points: int) -> float | None:
+    """Seconds until the panel's answer was read; None when it was refused (HTTP 429:
+    the per-worker limit on concurrent anomaly requests ran out of patience)."""
+    body = {
+        "range": {"from": _iso(DATA_END_S - RANGE_S), "to": _iso(DATA_END_S)},
+        "intervalMs": STEP_S * 1000,
+        "maxDataPoints": max_points,
+        "targets": [{"refId": "A", "target": kind, "payload": payload}],
+    }
+    session = requests.Session()
+    session.trust_env = False
+    started = time.perf_counter()
+    response = session.post(backend + "/datasource/query", json=body, timeout=120)
+    elapsed = time.perf_counter() - started
+    if response.status_code == 429:
+        return None
+    if response.status_code != 200:
+        raise RuntimeError(f"{kind} {payload}: HTTP {response.status_code}: {response.text}")
+    response.json()
+    return elapsed
+
+
+def _round(
+    prom_url: str, panels: list[tuple[str, dict[str, Any], int]]
+) -> tuple[list[float | None], float]:
+    with gunicorn_backend(prom_url) as backend:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(len(panels)) as pool:
+            times = list(pool.map(lambda p: _panel(backend, *p), panels))
+        return times, time.perf_counter() - started
+
+
+def main() -> None:
+    rows = []
+    with backfilled_prometheus() as prom:
+        for name, panels in DASHBOARDS.items():
+            per_panel: list[float] = []
+            whole: list[float] = []
+            refused = 0
+            for _ in range(ROUNDS):
+                times, wall = _round(prom.url, panels)
+                per_panel += [t for t in times if t is not None]
+                refused += sum(t is None for t in times)
+                whole.append(wall)
+            rows.append(
+                [
+                    name,
+                    f"{percentile(per_panel, 50):.2f}",
+                    f"{percentile(per_panel, 95):.2f}",
+                    f"{max(per_panel):.2f}",
+                    f"{percentile(whole, 50):.2f}",
+                    str(refused),
+                ]
+            )
+    print_table(
+        f"dashboard of 5 anomaly panels, cold (fresh server each round, {ROUNDS} rounds), "
+        f"6 h at {STEP_S} s, default detector, gunicorn 2 workers; target <= 2 s p50 per panel",
+        [
+            "dashboard",
+            "panel p50 s",
+            "panel p95 s",
+            "panel max s",
+            "whole dashboard p50 s",
+            "panels refused (429)",
+        ],
+        rows,
+    )
