@@ -140,11 +140,21 @@ def _extend(
     )
     new = slice(ctx_ts.size, None)
     head = _slice(cached, keep)
+    members = None
+    if head.member_scores is not None and tail.member_scores is not None:
+        members = np.concatenate([head.member_scores, tail.member_scores[:, new]], axis=1)
+
+    def joined(field: str) -> FloatArray:
+        return np.concatenate([getattr(head, field), getattr(tail, field)[new]])
+
     return ScoredSeries(
-        *(
-            np.concatenate([getattr(head, f), getattr(tail, f)[new]])
-            for f in ("timestamps_s", "values", "expected", "lower", "upper", "score")
-        )
+        joined("timestamps_s"),
+        joined("values"),
+        joined("expected"),
+        joined("lower"),
+        joined("upper"),
+        joined("score"),
+        member_scores=members,
     )
 
 
@@ -156,4 +166,5 @@ def _slice(scored: ScoredSeries, part: slice) -> ScoredSeries:
         scored.lower[part],
         scored.upper[part],
         scored.score[part],
+        member_scores=None if scored.member_scores is None else scored.member_scores[:, part],
     )

@@ -30,6 +30,12 @@ def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
         np.testing.assert_allclose(
             getattr(refreshed, field), getattr(full, field)[200:], rtol=rtol, equal_nan=True
         )
+    if name == "ensemble":  # the alarm layer fits each member's own scores
+        assert refreshed.member_scores is not None
+        assert full.member_scores is not None
+        np.testing.assert_allclose(
+            refreshed.member_scores, full.member_scores[:, 200:], rtol=rtol, equal_nan=True
+        )
 
 
 @pytest.mark.parametrize("members", [("stl",), ("holt_winters",), ("stl", "robust_z")])
