@@ -86,16 +86,23 @@ class EnsembleDetector(Detector):
         prior_expected: FloatArray | None = None,
     ) -> ScoredSeries:
         """Every member's own scores (a member without enough points yet: NaN), and
-        the band where all agree. Members get no ``prior_expected``: with several
-        members the shown expected value is none of theirs."""
+        the band where all agree. ``prior_expected`` helps only with one row per
+        member (their own expected values, ``ScoredSeries.member_expected``, as a
+        score cache hands back): the shown expected value is none of theirs."""
         vs = np.asarray(values, dtype=np.float64)
         finite = int(np.count_nonzero(np.isfinite(vs)))
         if finite < min(m.min_points for m in self.members):
             raise InsufficientData(min(m.min_points for m in self.members), finite)
+        priors: list[FloatArray | None] = [None] * len(self.members)
+        if prior_expected is not None and prior_expected.ndim == 2:
+            priors = list(prior_expected)[: len(self.members)]
+            priors += [None] * (len(self.members) - len(priors))
         scored: list[ScoredSeries | None] = []
-        for member in self.members:
+        for member, prior in zip(self.members, priors, strict=True):
             try:
-                scored.append(member.score(timestamps_s, vs, needed_from=needed_from))
+                scored.append(
+                    member.score(timestamps_s, vs, needed_from=needed_from, prior_expected=prior)
+                )
             except InsufficientData:
                 scored.append(None)
         return combine(scored)
@@ -122,6 +129,7 @@ def combine(scored: Sequence[ScoredSeries | None]) -> ScoredSeries:
     first = known[0]
     nan = np.full(len(first), np.nan)
     rows = np.stack([nan if s is None else np.asarray(s.score, np.float64) for s in scored])
+    expected = np.stack([nan if s is None else s.expected for s in scored])
     with np.errstate(invalid="ignore"):
         largest = np.fmax.reduce(rows, axis=0)
     shown = intersect_bands([Band(s.expected, s.lower, s.upper) for s in known])
@@ -133,4 +141,5 @@ def combine(scored: Sequence[ScoredSeries | None]) -> ScoredSeries:
         shown.upper,
         largest,
         member_scores=rows,
+        member_expected=expected,
     )
