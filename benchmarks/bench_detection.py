@@ -27,9 +27,9 @@ The ensemble's members are chosen the same way: every subset of two or more of
 robust_z, STL, Holt-Winters and the transformer, combined as ``scoring.ensemble``
 does (each member on its own threshold), is assembled from the members' scores
 (no rescoring) and scored; the subset with the best worst NAB score on four
-corpora is scored on the fifth. ``--ablations`` adds the default with one
-mechanism removed at a time, and its members combined the old way (one
-threshold on the largest raw score).
+corpora is scored on the fifth; a last row combines the default's members the
+previous way (one threshold on the largest raw score). ``--ablations`` adds the
+default with one mechanism of the alarm layer removed at a time.
 ``BENCH_PROGRESS=1`` prints each corpus' scoring time as it goes.
 
 Two more tables give each detector's gap to the robust z-score and to STL with a
