@@ -42,6 +42,12 @@ gain 4-8 points on their worst corpus, and false alarms on quiet series halve.)
 
 The threshold is never below 1: a point inside the detector's band never pages.
 
+**Ensembles.** A series scored by an ensemble carries each member's scores
+(``ScoredSeries.member_scores``). Each row gets its own fits (its own ``memo``
+keys), at ``q / k`` for ``k`` members, and a point's normalized score is the
+largest of the rows' (``SeriesFit``): the members' alarms together keep the rate
+(Bonferroni), and each member is judged against its own tail.
+
 **Why EVT and not a conformal quantile of the score.** A conformal threshold for
 a per-point risk ``q`` is an order statistic and needs at least ``1 / q`` scores:
 at a 15 s step and one alarm per three days that is 17,280 points, more than a
