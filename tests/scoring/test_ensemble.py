@@ -143,3 +143,24 @@ def test_a_member_without_enough_points_yet_is_left_out_until_it_has_them() -> N
 def test_bad_members_are_refused_with_a_message(members: object) -> None:
     with pytest.raises(InvalidTarget):
         get_detector("ensemble", members=members)
+
+
+def test_windows_from_kept_block_fits_after_a_refresh_equal_a_cold_run() -> None:
+    """The score cache keeps each member's tail fits under its own keys: after a refresh,
+    windows from the kept fits are those of the whole series scored and fitted cold."""
+    from plugin_backend.scoring.incremental import ScoreCache
+    from plugin_backend.scoring.windows import find_windows
+
+    ts, values = _daily(3, days=10)
+    values[9 * DAY : 9 * DAY + 6] += 12  # an incident in the refreshed part
+    detector = get_detector("ensemble")
+    cache = ScoreCache()
+    first = cache.score("k", detector, ts[: 9 * DAY - 50], values[: 9 * DAY - 50], STEP)
+    memo = cache.fit_memo("k")
+    find_windows(first, WindowPolicy(), fit_memo=memo)
+    assert any(key[0].startswith("member1:") for key in memo)
+    refreshed = cache.score("k", detector, ts, values, STEP)
+    kept = find_windows(refreshed, WindowPolicy(), fit_memo=memo)
+    cold = find_windows(detector.score(ts, values), WindowPolicy())
+    assert kept == cold
+    assert any(9 * DAY * STEP <= w.start_s - T0 < (9 * DAY + 6) * STEP for w in kept)
