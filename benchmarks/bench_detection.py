@@ -23,7 +23,13 @@ four corpora (the value with the best *worst* NAB score over them) and scored on
 the fifth, which played no part in choosing it: once with the rate held at the
 pager's promise (one alarm per three days; min_points chosen), once with the
 alarms per day free as well. A table of every grid value's scores follows.
-``--ablations`` adds the default with one mechanism removed at a time.
+The ensemble's members are chosen the same way: every subset of two or more of
+robust_z, STL, Holt-Winters and the transformer, combined as ``scoring.ensemble``
+does (each member on its own threshold), is assembled from the members' scores
+(no rescoring) and scored; the subset with the best worst NAB score on four
+corpora is scored on the fifth; a last row combines the default's members the
+previous way (one threshold on the largest raw score). ``--ablations`` adds the
+default with one mechanism of the alarm layer removed at a time.
 ``BENCH_PROGRESS=1`` prints each corpus' scoring time as it goes.
 
 Two more tables give each detector's gap to the robust z-score and to STL with a
@@ -35,12 +41,13 @@ Run: ``python -m benchmarks detection [--detectors a,b] [--ablations]``.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +75,12 @@ from plugin_backend.errors import BackendError
 from plugin_backend.scoring import registry
 from plugin_backend.scoring.alarm_rate import (
     DEFAULT_ALARMS_PER_DAY,
-    RateFit,
     RatePolicy,
-    fit_rate,
+    SeriesFit,
+    fit_series,
 )
 from plugin_backend.scoring.base import Detector, ScoredSeries
+from plugin_backend.scoring.ensemble import combine
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 
 HEADER = [
@@ -428,12 +436,14 @@ def loco_rows(
     return rows
 
 
-def _tail_fit(scored: ScoredSeries) -> RateFit:
-    return fit_rate(scored.timestamps_s, scored.score, RatePolicy())
+def _tail_fit(scored: ScoredSeries) -> SeriesFit:
+    return fit_series(
+        scored.timestamps_s, scored.score, RatePolicy(), member_scores=scored.member_scores
+    )
 
 
 def _fitted_alarms(
-    policy: WindowPolicy, files: Sequence[ScoredFile], fits: Sequence[RateFit | None]
+    policy: WindowPolicy, files: Sequence[ScoredFile], fits: Sequence[SeriesFit | None]
 ) -> AlarmFn:
     """Alarms of ``policy`` from tail fits made once per file."""
     fit_of = {id(item): fit for item, fit in zip(files, fits, strict=True)}
@@ -444,7 +454,7 @@ def _fitted_alarms(
         if item.scored is None or fit is None:
             return np.zeros(len(item.file), dtype=np.bool_)
         step = float(np.median(np.diff(item.scored.timestamps_s)))
-        normalized = fit.normalized(item.scored.score, rate.risk(step), rate.fallback)
+        normalized = fit.normalized(rate.risk(step), rate.fallback)
         return alarms(item.scored, policy, normalized=normalized)
 
     return fire
@@ -456,28 +466,102 @@ LOCO_HEADER = [
 ]  # fmt: skip
 
 
+# --- ensemble members -----------------------------------------------------------
+
+#: Detectors an ensemble may combine; every subset of two or more is measured.
+MEMBER_POOL = ("robust_z", "stl", "holt_winters", "transformer")
+
+
+def member_subsets(pool: Sequence[str] = MEMBER_POOL) -> list[tuple[str, ...]]:
+    return [subset for k in range(2, len(pool) + 1) for subset in itertools.combinations(pool, k)]
+
+
+def ensemble_of(
+    scores: Scores, members: Sequence[str], *, calibrated: bool = True
+) -> dict[str, tuple[list[ScoredFile], float]]:
+    """What ``EnsembleDetector(members=...)`` gives on every corpus, assembled from the
+    members' own scores (``scoring.ensemble.combine``, no rescoring; the score time is
+    the members' sum). ``calibrated=False``: the largest raw member score with one
+    threshold fitted on it (the previous way to combine)."""
+    out: dict[str, tuple[list[ScoredFile], float]] = {}
+    for corpus in scores[members[0]]:
+        per_member = [scores[m][corpus][0] for m in members]
+        files: list[ScoredFile] = []
+        for row in zip(*per_member, strict=True):
+            parts = [item.scored for item in row]
+            if all(p is None for p in parts):
+                files.append(ScoredFile(row[0].file, None, row[0].error))
+                continue
+            joined = combine(parts)
+            if not calibrated:
+                joined = dataclasses.replace(joined, member_scores=None)
+            files.append(ScoredFile(row[0].file, joined))
+        out[corpus] = (files, sum(scores[m][corpus][1] for m in members))
+    return out
+
+
+def member_tables(
+    scores: Scores, corpora: Sequence[str]
+) -> tuple[list[CorpusResult], list[list[str]]]:
+    """Every subset of the pool combined by per-member calibration (and the default
+    members combined the old way), and the leave-one-corpus-out choice of the members:
+    for each corpus with windows, the subset with the best worst NAB score on the
+    others, scored on it."""
+    from plugin_backend.scoring.ensemble import DEFAULT_MEMBERS
+
+    fire = policy_alarms(WindowPolicy())
+    results: list[CorpusResult] = []
+    by_subset: dict[str, dict[str, float]] = {}
+    for members in member_subsets():
+        name = "+".join(members)
+        found = results_of({name: ensemble_of(scores, members)}, fire)
+        results += found
+        by_subset[name] = {r.corpus: r.nab_standard for r in windowed(found)}
+    default = "+".join(DEFAULT_MEMBERS)
+    results += results_of(
+        {f"{default}, largest raw score": ensemble_of(scores, DEFAULT_MEMBERS, calibrated=False)},
+        fire,
+    )
+    held = [c for c in corpora if c in by_subset[default]]
+    loco = []
+    for corpus in held:
+        others = [c for c in held if c != corpus]
+        best = max(by_subset, key=lambda n: min(by_subset[n][c] for c in others))
+        loco.append(
+            [
+                corpus,
+                best,
+                f"{min(by_subset[best][c] for c in others):.1f}",
+                f"{by_subset[best][corpus]:.1f}",
+                f"{by_subset[default][corpus]:.1f}",
+            ]
+        )
+    if loco:
+        loco.append(
+            [
+                "worst held-out",
+                "",
+                "",
+                f"{min(float(r[3]) for r in loco):.1f}",
+                f"{min(float(r[4]) for r in loco):.1f}",
+            ]
+        )
+    return results, loco
+
+
+MEMBER_LOCO_HEADER = [
+    "held out", "members chosen on the others", "their worst", "held-out NAB",
+    "held-out NAB, default members",
+]  # fmt: skip
+
+
 # --- ablations ----------------------------------------------------------------
-
-
-@contextmanager
-def _patched(module: object, name: str, value: object) -> Iterator[None]:
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
-def _without_early_phase() -> Detector:
-    """The default, with the transformer's early phase correction turned off (a
-    correction needs the four complete days the plain rule asks for)."""
-    return registry.get_detector(registry.DEFAULT_DETECTOR)
 
 
 ABLATION_POLICIES = {
     "-run trigger": WindowPolicy(rate=RatePolicy(run_points=0)),
     "-rate control (band edge, 2 points)": WindowPolicy(rate=None, min_points=2),
+    "min_points 2": WindowPolicy(min_points=2),
 }
 
 
@@ -575,6 +659,21 @@ def main(names: Sequence[str] | None = None, *, ablations: bool = False) -> None
                 for (rate, points), row in table.items()
             ],
         )
+    if all(name in corpus_scores for name in MEMBER_POOL) and len(corpora) > 2:
+        members, loco = member_tables(corpus_scores, corpora)
+        print_table(
+            "Ensembles of every subset of "
+            f"{', '.join(MEMBER_POOL)} (each member calibrated on its own, then combined), "
+            "default WindowPolicy: NAB standard per corpus and the worst",
+            ["members", *corpora, "worst"],
+            summary_rows(members, corpora),
+        )
+        print_table(
+            "Leave one corpus out, the ensemble's members: chosen by the best worst NAB score "
+            "on the other corpora, scored on the held-out one",
+            MEMBER_LOCO_HEADER,
+            loco,
+        )
     if ablations:
         _print_ablations(corpus_scores, loaded)
     print(f"\nThe default detector is {registry.DEFAULT_DETECTOR}.")
@@ -588,11 +687,6 @@ def _print_ablations(corpus_scores: Scores, loaded: Mapping[str, Sequence[NabFil
     results += results_of({default: base}, policy_alarms(WindowPolicy()))
     for label, policy in ABLATION_POLICIES.items():
         results += results_of({f"{default} {label}": base}, policy_alarms(policy))
-    from plugin_backend.scoring import baselines
-
-    with _patched(baselines, "EARLY_PHASE_DAYS", 10**6):
-        early = score_all({f"{default} -early phase": _without_early_phase}, loaded)
-    results += results_of(early, policy_alarms(WindowPolicy()))
     print_table(
         "Ablations of the default (each row: one mechanism removed; NAB standard, worst)",
         ["variant", *corpora, "worst"],

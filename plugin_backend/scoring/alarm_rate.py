@@ -42,6 +42,12 @@ gain 4-8 points on their worst corpus, and false alarms on quiet series halve.)
 
 The threshold is never below 1: a point inside the detector's band never pages.
 
+**Ensembles.** A series scored by an ensemble carries each member's scores
+(``ScoredSeries.member_scores``). Each row gets its own fits (its own ``memo``
+keys), at ``q / k`` for ``k`` members, and a point's normalized score is the
+largest of the rows' (``SeriesFit``): the members' alarms together keep the rate
+(Bonferroni), and each member is judged against its own tail.
+
 **Why EVT and not a conformal quantile of the score.** A conformal threshold for
 a per-point risk ``q`` is an order statistic and needs at least ``1 / q`` scores:
 at a 15 s step and one alarm per three days that is 17,280 points, more than a
@@ -91,8 +97,10 @@ __all__ = [
     "FitMemo",
     "RateFit",
     "RatePolicy",
+    "SeriesFit",
     "TailFit",
     "fit_rate",
+    "fit_series",
     "fit_tails",
     "rate_normalized",
     "trailing_mean",
@@ -177,6 +185,23 @@ class RateFit:
         return np.fmax(point, self.run_score / self.run.threshold(q / 2, fallback))
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesFit:
+    """The rate fits of a series' scores: one, or one per ensemble member (each on that
+    member's own scores). A point's normalized score is the largest over them, each
+    fit allowed ``q / len(fits)`` (Bonferroni: the union pages at most at ``q``)."""
+
+    fits: tuple[RateFit, ...]
+    scores: tuple[FloatArray, ...]
+
+    def normalized(self, q: float, fallback: float) -> FloatArray:
+        share = q / len(self.fits)
+        out = self.fits[0].normalized(self.scores[0], share, fallback)
+        for fit, score in zip(self.fits[1:], self.scores[1:], strict=True):
+            out = np.fmax(out, fit.normalized(score, share, fallback))
+        return out
+
+
 #: Fits of blocks whose whole window lay inside the series, by (trigger, block start s):
 #: what a score cache keeps so a refresh fits only its new blocks.
 FitMemo = dict[tuple[str, float], tuple[float, float, float, float]]
@@ -188,13 +213,35 @@ def rate_normalized(
     policy: RatePolicy | None = None,
     *,
     memo: FitMemo | None = None,
+    member_scores: FloatArray | None = None,
 ) -> FloatArray:
     """Each point's score in units of its alarm threshold (> 1 alarms; the threshold is
     ``policy.fallback`` during warm-up and never below the band's edge). ``memo``:
-    block fits kept from earlier calls on the same series (read and extended)."""
+    block fits kept from earlier calls on the same series (read and extended).
+    ``member_scores`` (an ensemble's, one row per member): each member's scores get
+    their own threshold at an equal share of the risk, and the largest ratio counts."""
     policy = policy or RatePolicy()
-    fit = fit_rate(timestamps_s, score, policy, memo=memo)
-    return fit.normalized(score, policy.risk(_step_s(timestamps_s)), policy.fallback)
+    fit = fit_series(timestamps_s, score, policy, memo=memo, member_scores=member_scores)
+    return fit.normalized(policy.risk(_step_s(timestamps_s)), policy.fallback)
+
+
+def fit_series(
+    timestamps_s: FloatArray,
+    score: FloatArray,
+    policy: RatePolicy,
+    *,
+    memo: FitMemo | None = None,
+    member_scores: FloatArray | None = None,
+) -> SeriesFit:
+    """The rate fit of ``score``, or one per row of ``member_scores`` when given."""
+    if member_scores is None:
+        return SeriesFit((fit_rate(timestamps_s, score, policy, memo=memo),), (score,))
+    rows = tuple(np.asarray(row, dtype=np.float64) for row in member_scores)
+    fits = tuple(
+        fit_rate(timestamps_s, row, policy, memo=memo, name=f"member{i}:")
+        for i, row in enumerate(rows)
+    )
+    return SeriesFit(fits, rows)
 
 
 def fit_rate(
@@ -203,13 +250,15 @@ def fit_rate(
     policy: RatePolicy,
     *,
     memo: FitMemo | None = None,
+    name: str = "",
 ) -> RateFit:
-    """Both triggers' tail fits (see the module docstring)."""
-    point = fit_tails(timestamps_s, score, policy, memo=memo, trigger="point")
+    """Both triggers' tail fits (see the module docstring); ``name`` tells apart the
+    fits of several score rows of one series in ``memo``."""
+    point = fit_tails(timestamps_s, score, policy, memo=memo, trigger=f"{name}point")
     if not policy.run_points:
         return RateFit(point, None, None)
     run_score = trailing_mean(score, policy.run_points)
-    run = fit_tails(timestamps_s, run_score, policy, memo=memo, trigger="run")
+    run = fit_tails(timestamps_s, run_score, policy, memo=memo, trigger=f"{name}run")
     return RateFit(point, run, run_score)
 
 

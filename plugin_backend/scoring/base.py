@@ -73,6 +73,11 @@ class ScoredSeries:
     lower: FloatArray
     upper: FloatArray
     score: FloatArray
+    #: An ensemble's members' own scores, one row per member (``scoring.ensemble``):
+    #: the alarm layer then fits each member's tail on its own (``scoring.alarm_rate``).
+    member_scores: FloatArray | None = None
+    #: ... and their own expected values, which a refresh hands back to each member.
+    member_expected: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])

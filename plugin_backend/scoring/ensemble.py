@@ -1,31 +1,37 @@
-"""An ensemble: a point is out of band when any member's slowest view says so.
+"""An ensemble: each member scores the series as it would alone; a point pages when
+any member's score passes *that member's own* alarm threshold.
 
-Each member contributes its slowest view (``Detector._slowest_view``): a
-baseline its one band, the transformer its forecast made a block earlier. By
-default STL's band and the transformer's delayed forecast: STL knows the daily
-and weekly shape from days of history; the delayed forecast adds an expectation
-that does not follow a metric ramping away from its level. Scores are the
-largest over the members' bands (calibrated together, see ``base``); the band
-shown is where they agree. Where one member has no band yet (warm-up), the
-others judge alone.
+**Calibrate each member, then combine.** Members' scores are not on one scale: on
+a given series one member's residuals have a heavier tail than another's, and the
+largest raw score would let that member decide every alarm. So the ensemble keeps
+each member's scores (``ScoredSeries.member_scores``, one row per member) and the
+alarm layer (``scoring.alarm_rate``) fits a peaks-over-threshold tail to each row
+separately. A point's score in units of its alarm threshold is the largest over
+the members of ``member score / member threshold``, each member's threshold set at
+``q / k`` of the series' risk ``q`` (``k`` members; Bonferroni): the union of the
+members' alarms keeps the promised rate on a healthy series, whatever the members
+are and however their scores correlate.
 
-**No more views.** Two mechanisms chosen watching development scores were removed
-after measuring them over all five nab-dev corpora and the synthetic one with the
-rate-controlled alarms (``python -m benchmarks detection --ablations``):
-muting the transformer where the day it copies held an anomaly (worst corpus 41.9
-with, 41.8 without; it cost artificialWithAnomaly and realTweets), and a
-sustained-deviation view of STL's mean residual (worst 44.6 with, 48.1 without:
-realTraffic 44.6 -> 48.1, realAdExchange 48.7 -> 49.5, but realTweets 56.0 ->
-54.9, synthetic 63.2 -> 59.5). Hours just outside the band are now the alarm
-layer's business (``scoring.alarm_rate``'s run trigger), for every detector.
+The shown ``score`` is the largest member score (``<= 1`` exactly inside the band
+shown, where every member's band agrees); it plays no part in the alarms.
 
-Development scores of earlier designs, with band-edge alarms (realTraffic /
-artificial / synthetic seeds 1-3): before muting, STL + transformer 77.0 /
-84.6 / 60.2, 56.7, 64.7; before STL's phase correction, STL + transformer 77.8 /
-76.7 / 61.1, 56.8, 64.8; Holt-Winters + transformer 72.3 / 88.4 / 50.6, 46.4,
-59.1 (Holt-Winters follows a slow ramp point by point, STL's slower trend does
-not); Holt-Winters + STL + transformer 71.7 / 81.2 / 58.7, 54.7, 63.5; the
-members' bands averaged (the first design) 71.1 / 65.0 / 49.8, 43.7, 51.0.
+**Members.** By default STL and Holt-Winters: STL's robust seasonal fit and
+Holt-Winters' point-by-point recursion miss different things (a slow ramp that
+Holt-Winters follows, a daily shape that STL's half-hour bins smooth). Chosen
+leave-one-corpus-out among every subset of robust_z, STL, Holt-Winters and the
+transformer, each combined this way (``python -m benchmarks detection
+--ablations``; numbers in benchmarks/RESULTS.md). ``members=`` picks others.
+
+Measured and removed (``git log`` holds them): the largest of the members' raw
+scores with one threshold fitted on it (the previous default, STL + the
+transformer's delayed view: worst corpus 48.1; STL + Holt-Winters that way: 50.9,
+against 54.0 calibrated); calibrating each member and then fitting one threshold
+again on the largest ratio (a lower worst corpus for every subset, measured once on
+the benchmark's member scores).
+
+**Refresh.** The members' own expected values are kept too
+(``ScoredSeries.member_expected``); a score cache hands them back as a two-row
+``prior_expected``, so each member reuses its block forecasts as it would alone.
 """
 
 from __future__ import annotations
@@ -38,12 +44,14 @@ from plugin_backend.errors import InsufficientData, InvalidTarget
 from plugin_backend.scoring.base import (
     Band,
     Detector,
+    ScoredSeries,
+    intersect_bands,
 )
 from plugin_backend.types import FloatArray
 
-__all__ = ["EnsembleDetector"]
+__all__ = ["DEFAULT_MEMBERS", "EnsembleDetector", "combine"]
 
-DEFAULT_MEMBERS = ("stl", "transformer")
+DEFAULT_MEMBERS = ("stl", "holt_winters")
 
 
 class EnsembleDetector(Detector):
@@ -60,12 +68,50 @@ class EnsembleDetector(Detector):
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         from plugin_backend.scoring.registry import get_detector
 
-        if not members or "ensemble" in members:
-            raise InvalidTarget("ensemble members must be other detectors")
-        self.members = [get_detector(name) for name in members]
+        if isinstance(members, str) or not members or "ensemble" in members:
+            raise InvalidTarget("ensemble members must be a list of other detectors")
+        if len(set(members)) != len(members):
+            raise InvalidTarget(f"ensemble members must differ, got {list(members)}")
+        self.members = [
+            get_detector(name, sensitivity=sensitivity, min_deviation=min_deviation)
+            for name in members
+        ]
 
     def history_points(self, step_s: float) -> int:
         return max(member.history_points(step_s) for member in self.members)
+
+    def context_points(self, step_s: float) -> int:
+        return max(member.context_points(step_s) for member in self.members)
+
+    def score(
+        self,
+        timestamps_s: FloatArray,
+        values: FloatArray,
+        *,
+        needed_from: int = 0,
+        prior_expected: FloatArray | None = None,
+    ) -> ScoredSeries:
+        """Every member's own scores (a member without enough points yet: NaN), and
+        the band where all agree. ``prior_expected`` helps only with one row per
+        member (their own expected values, ``ScoredSeries.member_expected``, as a
+        score cache hands back): the shown expected value is none of theirs."""
+        vs = np.asarray(values, dtype=np.float64)
+        finite = int(np.count_nonzero(np.isfinite(vs)))
+        if finite < min(m.min_points for m in self.members):
+            raise InsufficientData(min(m.min_points for m in self.members), finite)
+        priors: list[FloatArray | None] = [None] * len(self.members)
+        if prior_expected is not None and prior_expected.ndim == 2:
+            priors = list(prior_expected)[: len(self.members)]
+            priors += [None] * (len(self.members) - len(priors))
+        scored: list[ScoredSeries | None] = []
+        for member, prior in zip(self.members, priors, strict=True):
+            try:
+                scored.append(
+                    member.score(timestamps_s, vs, needed_from=needed_from, prior_expected=prior)
+                )
+            except InsufficientData:
+                scored.append(None)
+        return combine(scored)
 
     def _band(
         self,
@@ -75,20 +121,31 @@ class EnsembleDetector(Detector):
         needed_from: int = 0,
         prior_expected: FloatArray | None = None,
     ) -> Band:
-        return self._views(timestamps_s, values, needed_from=needed_from)[0]
+        scored = self.score(timestamps_s, values, needed_from=needed_from)
+        return Band(scored.expected, scored.lower, scored.upper)
 
-    def _views(
-        self,
-        timestamps_s: FloatArray,
-        values: FloatArray,
-        *,
-        needed_from: int = 0,
-        prior_expected: FloatArray | None = None,
-    ) -> list[Band]:
-        finite = int(np.count_nonzero(np.isfinite(values)))
-        active = [m for m in self.members if finite >= m.min_points]
-        if not active:
-            raise InsufficientData(min(m.min_points for m in self.members), finite)
-        return [
-            member._slowest_view(timestamps_s, values, needed_from=needed_from) for member in active
-        ]
+
+def combine(scored: Sequence[ScoredSeries | None]) -> ScoredSeries:
+    """One series from its members' scores of it (None: a member that could not score
+    it yet): the shown band where all agree, the largest score, and every member's
+    scores for the alarm layer. At least one member must have scored it."""
+    known = [s for s in scored if s is not None]
+    if not known:
+        raise InvalidTarget("an ensemble needs at least one member's scores")
+    first = known[0]
+    nan = np.full(len(first), np.nan)
+    rows = np.stack([nan if s is None else np.asarray(s.score, np.float64) for s in scored])
+    expected = np.stack([nan if s is None else s.expected for s in scored])
+    with np.errstate(invalid="ignore"):
+        largest = np.fmax.reduce(rows, axis=0)
+    shown = intersect_bands([Band(s.expected, s.lower, s.upper) for s in known])
+    return ScoredSeries(
+        first.timestamps_s,
+        first.values,
+        shown.expected,
+        shown.lower,
+        shown.upper,
+        largest,
+        member_scores=rows,
+        member_expected=expected,
+    )

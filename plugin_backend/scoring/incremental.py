@@ -166,25 +166,39 @@ def _extend(
     ctx_start = max(0, first + reused - context)
     ctx_ts = cached.timestamps_s[ctx_start : first + reused]
     ctx_vs = cached.values[ctx_start : first + reused]
+    # An ensemble's members get their own expected values back (one row each).
+    known = cached.expected if cached.member_expected is None else cached.member_expected
+    prior = known[..., ctx_start : first + reused]
     tail = detector.score(
         np.concatenate([ctx_ts, timestamps_s[reused:]]),
         np.concatenate([ctx_vs, values[reused:]]),
         needed_from=ctx_ts.size,
         prior_expected=np.concatenate(
-            [
-                cached.expected[ctx_start : first + reused],
-                np.full(timestamps_s.size - reused, np.nan),
-            ]
+            [prior, np.full((*prior.shape[:-1], timestamps_s.size - reused), np.nan)], axis=-1
         ),
     )
     new = slice(ctx_ts.size, None)
     head = _slice(cached, keep)
+
+    def joined(field: str) -> FloatArray:
+        return np.concatenate([getattr(head, field), getattr(tail, field)[new]])
+
     return ScoredSeries(
-        *(
-            np.concatenate([getattr(head, f), getattr(tail, f)[new]])
-            for f in ("timestamps_s", "values", "expected", "lower", "upper", "score")
-        )
+        joined("timestamps_s"),
+        joined("values"),
+        joined("expected"),
+        joined("lower"),
+        joined("upper"),
+        joined("score"),
+        member_scores=_joined_rows(head.member_scores, tail.member_scores, new),
+        member_expected=_joined_rows(head.member_expected, tail.member_expected, new),
     )
+
+
+def _joined_rows(head: FloatArray | None, tail: FloatArray | None, new: slice) -> FloatArray | None:
+    if head is None or tail is None:
+        return None
+    return np.concatenate([head, tail[:, new]], axis=1)
 
 
 def _slice(scored: ScoredSeries, part: slice) -> ScoredSeries:
@@ -195,4 +209,8 @@ def _slice(scored: ScoredSeries, part: slice) -> ScoredSeries:
         scored.lower[part],
         scored.upper[part],
         scored.score[part],
+        member_scores=None if scored.member_scores is None else scored.member_scores[:, part],
+        member_expected=(
+            None if scored.member_expected is None else scored.member_expected[:, part]
+        ),
     )

@@ -16,9 +16,10 @@ from plugin_backend.scoring.base import Detector
 
 __all__ = ["DEFAULT_DETECTOR", "available", "detector_class", "get_detector"]
 
-#: Used when a request or config names no detector: STL with the transformer's delayed
-#: view (weights ship in the package), the best measured across the dev corpora
-#: (benchmarks/RESULTS.md, ``python -m benchmarks detection``).
+#: Used when a request or config names no detector: STL and Holt-Winters, each on its
+#: own rate-controlled threshold (``scoring.ensemble``); the best worst corpus measured
+#: across the dev corpora, members chosen leave-one-corpus-out (benchmarks/RESULTS.md,
+#: ``python -m benchmarks detection``).
 DEFAULT_DETECTOR = "ensemble"
 
 _DETECTORS: dict[str, str] = {

@@ -30,6 +30,17 @@ def test_a_refresh_scores_only_new_points_and_matches_a_full_rescore(name):
         np.testing.assert_allclose(
             getattr(refreshed, field), getattr(full, field)[200:], rtol=rtol, equal_nan=True
         )
+    if name == "ensemble":  # the alarm layer fits each member's own scores
+        assert refreshed.member_scores is not None
+        assert full.member_scores is not None
+        np.testing.assert_allclose(
+            refreshed.member_scores, full.member_scores[:, 200:], rtol=rtol, equal_nan=True
+        )
+        assert refreshed.member_expected is not None
+        assert full.member_expected is not None
+        np.testing.assert_allclose(
+            refreshed.member_expected, full.member_expected[:, 200:], rtol=rtol, equal_nan=True
+        )
 
 
 @pytest.mark.parametrize("members", [("stl",), ("holt_winters",), ("stl", "robust_z")])
@@ -45,8 +56,7 @@ def test_a_refresh_of_a_long_history_skips_blocks_before_the_context_and_still_m
     ts = 1_700_000_000 + step * np.arange(n)
     vs = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
     cache = ScoreCache()
-    # An ensemble passes its members no earlier expected values: what they skip, they
-    # skip by the context alone.
+    # An ensemble hands each member its own earlier expected values back.
     detector = get_detector("ensemble", members=members)
     assert detector.context_points(step) < n // 2
     cache.score("k", detector, ts[: n - 100], vs[: n - 100], step)
