@@ -5,41 +5,33 @@ warm-up) the model sees the ``C`` points before the block (NaN-padded and
 masked when the series is shorter) plus, when the series holds a full day of
 history before that context, the values exactly one day earlier for each
 context and horizon position. It predicts quantiles for the ``H`` points of the
-block: expected = median, band = the outer quantiles (0.01 / 0.99).
+block: the median is the expected value.
 
-The band is then calibrated per block on the model's own past residuals, as
-the baselines calibrate theirs: each of the previous ``calibration_points``
-residuals is divided by its own (uncalibrated) outer half-width and multiplied
-by ``z_0.99 = 2.326``, i.e. expressed in the standard deviations the model
-claimed for it. The robust spread of these ratios (``max(1.4826 * median,
-q75 / 1.150)``, the baselines' estimator) says how over- or under-confident the
-model has been on this series, and the block's half-widths are scaled to
-``BAND_K = 3.5`` such spreads (factor clipped to ``[1, 5]``). The model keeps
-the band's shape (wider further ahead, asymmetric, wider at uncertain hours);
-the series' own typical residuals set its width. The calibration widens a band
-the model drew too narrow but never narrows one: one factor serves both sides,
-and on a flat stretch where the model hedges upwards (a wide upper, a tight
-lower quantile) the ratios are mostly tiny upper ones, so a factor below 1 left
-the lower side inside the noise. With the old floor of 0.6, 62% of the blocks
-of a clean square wave sat at the floor, and 15 synthetic series without
-anomalies (square waves, sines and plain noise, three seeds each) drew 29 false
-alarms from the ensemble, against 11 at 1 and 0 from STL;
-``python -m benchmarks detection`` moved from 77.1 / 90.0 / 64.4, 59.0, 66.5 to
-77.1 / 90.0 / 65.1, 61.7, 67.6 (ensemble) and from 75.8 / 57.7 / 52.2, 47.9,
-59.3 to 75.8 / 58.6 / 54.3, 49.3, 59.9 (transformer alone). (The previous calibration,
-the 99th percentile of the ratios, let a few spikes in the trailing window set
-the width: on heavy-tailed series such as travel times the band grew to ten
-times the typical residual and hid real incidents. Measured on the NAB dev
-corpora: NAB standard 52.2 -> 58.5 on realTraffic and 12.1 -> 15.0 on the
-artificial corpus, and better on both for ``BAND_K`` 3-4 and windows of
-512-2000 points. Habitually spiky series are still widened by the score
-calibration in ``base``.)
+**Band width from the model's own residuals.** The half-width is
+``baselines.residual_band``'s, as STL's and Holt-Winters': ``BAND_K = 3.5`` robust
+standard deviations (``max(1.4826 * MAD, q75 / 1.150)``) of this same forecast's
+past residuals ``|value - expected|``, from the trailing ``calibration_points``
+(512) or, with two earlier days at hand, pooled at the same time of day (+-1 h on
+the last four days plus the last 2 h), and at least the baselines' ``flat_floor``
+(half the smallest recent move, so an idle series with regular one-quantum jumps
+scores 2 on a jump, not thousands). So wherever the forecast is closer than a
+rolling median the band is narrower than the robust z-score's, and a step on a
+noisy series scores accordingly. The pooled width needs 64 residuals in its pool
+(steps of 10 min or finer); at coarser steps the pool (20 residuals at 1 h) is too
+small for a robust spread and the trailing window alone sets the width.
 
-Finally each half-width is at least the baselines' ``flat_floor``: half the
-smallest move between consecutive points over the calibration window (above
-float noise), so an idle series that sits at one value with regular one-quantum
-jumps (e.g. 0 -> 20) scores 2 on a jump instead of thousands (NAB artificial
-corpus: 15.0 -> 33.1; the ``ensemble``, which then averaged this band, 72.6 -> 81.7).
+The model's quantiles no longer set the width. They did, calibrated per block on
+the ratios of past residuals to the claimed widths (clipped to 1-5x): after a
+burst the model widened its band for a whole context, and an anomaly that
+followed was hidden. Measured with the same rate-controlled alarm layer
+(``python -m benchmarks detection --detectors robust_z,transformer``, NAB standard;
+artificialNoAnomaly: false alarms per series per week), quantile width -> residual
+width: artificialWithAnomaly 72.8 -> 73.1, realAdExchange 39.4 -> 70.2, realTraffic
+24.2 -> 41.1, realTweets 46.1 -> 59.2, synthetic 46.8 -> 47.3, quiet 0.00 -> 0.00
+/wk (robust z: -5.3, 59.3, 54.9, 49.7, 36.2, 0.00). The pooling rule moves only
+realAdExchange, the one hourly corpus (always pooling: 51.5; never: 70.2, but 0.35
+false alarms a week on the quiet daily series and 53.3 on artificialWithAnomaly).
+The model's outer quantiles still serve the early phase correction below.
 
 **Two views.** A forecast from the latest points follows a metric that leaves
 its level a little at a time: each step is small, so a ramp of half a standard
@@ -48,7 +40,7 @@ occupancy climbing from 4 to 12.6 over ten points, where the per-hour profile of
 ``holt_winters`` still expected 5). So every block is also forecast from the same
 context with its last ``delayed_view`` points (default: the horizon, i.e. the
 forecast made one block earlier) masked as missing, a case the model is trained
-on (missing runs). Each view gets its own band, calibrated and floored as above;
+on (missing runs). Each view gets its own band, from its own residuals as above;
 a point's score is the larger of its two scores (the base class widens both bands
 by one habitual-spike factor, set on that score), and the band shown is where
 both agree (see ``base.intersect_bands``). Both views go through the model in
@@ -73,7 +65,7 @@ quantiles) before calibration. ``phase_days: 0`` turns it off. Measured with
 without, 77.1 / 90.0 / 64.4, 59.0, 66.5 with.
 
 Until four days are in (a young series, or after a gap), a view is also corrected
-where it missed beyond its own quantile band, on the same side, on each of the
+where it missed beyond the model's outer quantiles, on the same side, on each of the
 last two or three days (``phase_correction``'s ``band``): a batch window's edge
 then stops paging from its third day, not its fifth. On the 15 series without
 anomalies of ``python -m benchmarks detection``'s quiet table (NAB's no-anomaly
@@ -90,13 +82,14 @@ on four days of blocks for a few new points. Forecasts are therefore cached per
 block in ``_BLOCK_FORECASTS``, keyed by the model and the block's exact inputs
 (context and seasonal values): a refresh runs the model on new blocks only, and
 computes the older ones' inputs only for the stretches the correction and the
-calibration read (the needed points, and the same hours on each earlier day).
+band width read (the needed points, and the same hours on each earlier day).
 
-Causality: the band of a block depends on values before the block start and on
-timestamps up to it (horizon timestamps are the block start plus multiples of
-the typical step), so ``score(ts[:n], v[:n])`` equals the prefix of
-``score(ts, v)`` on a regular grid. All blocks of a series go through the model
-in one batched forward pass (float32, ``torch.inference_mode``).
+Causality: a point's band depends on values before it (the block's forecast on
+values before the block start) and on timestamps up to the block start (horizon
+timestamps are the block start plus multiples of the typical step), so
+``score(ts[:n], v[:n])`` equals the prefix of ``score(ts, v)`` on a regular grid.
+All blocks of a series go through the model in one batched forward pass (float32,
+``torch.inference_mode``).
 """
 
 from __future__ import annotations
@@ -114,11 +107,11 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
 from plugin_backend.scoring.baselines import (
     LRU,
+    MIN_RESIDUALS,
     PHASE_DAYS,
-    flat_floor,
+    SCALE_DAYS,
     phase_correction,
-    row_order_stat,
-    sorted_rows,
+    residual_band,
 )
 from plugin_backend.scoring.model import Forecaster, robust_normalise
 from plugin_backend.types import FloatArray
@@ -127,15 +120,9 @@ __all__ = ["DAY_S", "TransformerDetector", "clear_forecast_cache"]
 
 DAY_S = 86_400.0
 _FORWARD_CHUNK = 4096
-_CAL_MIN_POINTS = 64
-_CAL_CLIP = (1.0, 5.0)
-#: Half-width of the calibrated band in robust standard deviations (as the baselines').
-BAND_K = 3.5
-#: The outer quantiles (0.01 / 0.99) sit this many standard deviations out for Gaussian noise.
-_Z_OUTER = 2.3263
-#: Robust spread of absolute deviations: MAD -> sigma and 75% quantile -> sigma.
-_MAD_TO_SIGMA = 1.4826
-_Q75_TO_SIGMA = 1.1503
+#: Residuals a time-of-day pooled band width needs (see ``_pooled_period``); with
+#: fewer (steps above 10 min) the band width comes from the trailing window alone.
+_POOL_MIN_RESIDUALS = 64
 
 
 class TransformerDetector(Detector):
@@ -164,7 +151,15 @@ class TransformerDetector(Detector):
             raise InvalidTarget(f"delayed_view must be >= 0, got {delayed_view}")
         self.delayed_view = delayed_view
         self.model_path = model_path
-        self.calibration_points = int(calibration_points)
+        if isinstance(calibration_points, bool) or not isinstance(calibration_points, int):
+            raise InvalidTarget(
+                f"calibration_points must be an integer, got {calibration_points!r}"
+            )
+        if calibration_points < MIN_RESIDUALS:
+            raise InvalidTarget(
+                f"calibration_points must be >= {MIN_RESIDUALS}, got {calibration_points}"
+            )
+        self.calibration_points = calibration_points
         if stride is not None and stride < 1:
             raise InvalidTarget(f"stride must be >= 1, got {stride}")
         self.stride = stride
@@ -190,8 +185,31 @@ class TransformerDetector(Detector):
     def history_points(self, step_s: float) -> int:
         cfg = self.model.config
         period = self._period_points(step_s)
-        # The phase correction reads the forecasts' residuals ``phase_days`` days back.
-        return cfg.context + period * (1 + self.phase_days) + self.calibration_points + cfg.horizon
+        # The band width reads residuals ``_scale_reach`` back, each phase-corrected from
+        # forecasts ``phase_days`` days before it; a forecast reads its context and the
+        # day before it.
+        reach = self._scale_reach(period)
+        return cfg.context + period * (1 + self.phase_days) + reach + cfg.horizon
+
+    def _pooled_period(self, period: int) -> int:
+        """The daily period for ``residual_band``'s time-of-day pooled width, or 0 (a
+        trailing window only) when the pool would hold fewer than
+        ``_POOL_MIN_RESIDUALS`` residuals: the last 2 h and +-1 h on each of
+        ``SCALE_DAYS`` days are 20 residuals at an hourly step, too few for a robust
+        spread (its standard error is ~30%)."""
+        if period <= 0:
+            return 0
+        half = max(1, round(period / 24))
+        pooled = max(8, 2 * half) + SCALE_DAYS * (2 * half + 1)
+        return period if pooled >= _POOL_MIN_RESIDUALS else 0
+
+    def _scale_reach(self, period: int) -> int:
+        """How far back ``residual_band`` reads residuals, in points."""
+        reach = self.calibration_points + 1
+        pooled = self._pooled_period(period)
+        if pooled:
+            reach = max(reach, SCALE_DAYS * pooled + max(1, round(pooled / 24)) + 1)
+        return reach
 
     def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
         """The day-earlier channel: one day before each context and horizon position of
@@ -260,13 +278,14 @@ class TransformerDetector(Detector):
         step_s = median_step_s(timestamps_s)
         period = self._period_points(step_s)
         starts = _block_starts(timestamps_s, first, h, step_s)
-        # A refresh needs the new points' blocks and, for their calibration and phase
-        # correction, the forecasts of the trailing calibration window, and of that
+        # A refresh needs the new points' blocks and, for their band width and phase
+        # correction, the forecasts of the residuals the width reads, and of that
         # stretch on each of the ``phase_days`` days before: skip the rest.
         back = [d * period for d in range(self.phase_days + 1)] if period else [0]
+        reach = self._scale_reach(period)
         wanted = np.zeros(starts.size, dtype=np.bool_)
         for shift in back:  # the same stretch of the series ``d`` days earlier
-            lo, hi = needed_from - self.calibration_points - shift, n - shift
+            lo, hi = needed_from - reach - shift, n - shift
             wanted |= (starts + h > lo) & (starts < hi)
         starts = starts[wanted]
         if starts.size == 0:
@@ -341,25 +360,24 @@ class TransformerDetector(Detector):
                 cells, values, expected, period, self.phase_days, band=(lower, upper)
             )
             expected, lower, upper = expected + shift, lower + shift, upper + shift
-        # Only blocks with needed points get a calibrated band; earlier ones lent their
-        # forecasts to the calibration window and the phase correction.
+        # The band width: the robust spread of this view's own past residuals (at this
+        # time of day where the step allows), as the baselines' bands.
+        band = residual_band(
+            values,
+            expected,
+            self.calibration_points,
+            cells=cells,
+            period=self._pooled_period(period),
+            needed_from=needed_from,
+        )
+        # Only blocks with needed points get a band; earlier ones lent their forecasts
+        # to the band width and the phase correction.
         banded = starts + h > needed_from
-        factor = self._calibration(values, expected, lower, upper, starts[banded])
-        if factor is not None:
-            mult = np.full(n, np.nan)
-            block_factor = np.full(starts.size, np.nan)
-            block_factor[banded] = factor
-            mult[pos[keep]] = np.repeat(block_factor, h)[keep]
-            lower = expected - (expected - lower) * mult
-            upper = expected + (upper - expected) * mult
-        # The baselines' floor: half the series' quantum (smallest recent move above
-        # float noise), so flat or quantised series do not alarm on single-quantum moves.
-        floor = flat_floor(values, max(self.calibration_points, 1), expected, needed_from)
-        lower = expected - np.fmax(expected - lower, floor)
-        upper = expected + np.fmax(upper - expected, floor)
         shown = np.zeros(n, dtype=np.bool_)
         shown[pos[keep]] = np.repeat(banded, h)[keep]
-        return Band(*(np.where(shown, edge, np.nan) for edge in (expected, lower, upper)))
+        return Band(
+            *(np.where(shown, edge, np.nan) for edge in (band.expected, band.lower, band.upper))
+        )
 
     def _seasonal(
         self,
@@ -421,45 +439,6 @@ class TransformerDetector(Detector):
                 st = torch.from_numpy(np.ascontiguousarray(s[i : i + _FORWARD_CHUNK], np.float32))
                 outs.append(model(xt, st).numpy().astype(np.float64))
         return np.concatenate(outs, axis=0)
-
-    def _calibration(
-        self,
-        values: FloatArray,
-        expected: FloatArray,
-        lower: FloatArray,
-        upper: FloatArray,
-        starts: np.ndarray[Any, np.dtype[np.int64]],
-    ) -> FloatArray | None:
-        """Per-block half-width multiplier from the trailing residual ratios.
-
-        Each earlier point's residual is divided by its own (uncalibrated) outer
-        half-width and multiplied by ``_Z_OUTER``: the residual in the standard
-        deviations the model claimed for it. The factor for a block is
-        ``BAND_K / _Z_OUTER`` times the robust spread of these over the trailing
-        window (``max(1.4826 * median, q75 / 1.150)``, so up to a quarter of
-        outliers in the window do not widen the band), clipped to ``_CAL_CLIP``;
-        with fewer than ``_CAL_MIN_POINTS`` trailing residuals the band stays as
-        predicted.
-        """
-        window = self.calibration_points
-        if window <= 0:
-            return None
-        dev = values - expected
-        floor = 1e-12 * np.maximum(np.abs(expected), 1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = np.where(dev >= 0, upper - expected, expected - lower)
-            ratio = np.abs(dev) / np.maximum(half, floor) * _Z_OUTER
-        idx = starts[:, None] + np.arange(-window, 0)[None, :]
-        trailing = np.where(idx >= 0, ratio[np.clip(idx, 0, None)], np.nan)
-        counts = np.isfinite(trailing).sum(axis=1)
-        factor = np.ones(starts.size)
-        enough = counts >= _CAL_MIN_POINTS
-        if enough.any():
-            srt, count = sorted_rows(trailing[enough])  # ~10x faster than nanquantile
-            med, q75 = row_order_stat(srt, count, 0.5), row_order_stat(srt, count, 0.75)
-            sigma = np.maximum(_MAD_TO_SIGMA * med, q75 / _Q75_TO_SIGMA)
-            factor[enough] = np.clip(BAND_K / _Z_OUTER * sigma, *_CAL_CLIP)
-        return factor
 
 
 #: Each block's forecast (``H x Q`` floats, ~0.5 kB), keyed by the model and the

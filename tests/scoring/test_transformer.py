@@ -135,8 +135,9 @@ def test_nan_gaps_and_short_series(tiny_model: Forecaster) -> None:
     scored = TransformerDetector(model=tiny_model).score(ts, values)
     assert np.all(np.isnan(scored.score[30:36]))
     assert np.isfinite(scored.score[40:]).all()
-    assert np.isnan(scored.score[:16]).all()  # warm-up: 16 finite points first
-    assert np.isfinite(scored.expected[17:30]).all()
+    assert np.isnan(scored.score[:16]).all()  # warm-up: 16 finite points first,
+    assert np.isnan(scored.score[16:24]).all()  # then 8 misses of the forecast's own
+    assert np.isfinite(scored.expected[24:30]).all()
 
 
 def test_insufficient_data(tiny_model: Forecaster) -> None:
@@ -148,11 +149,15 @@ def test_insufficient_data(tiny_model: Forecaster) -> None:
 
 def test_history_points(tiny_model: Forecaster) -> None:
     det = TransformerDetector(model=tiny_model, calibration_points=100)
-    # context + one day for the seasonal channel and four for the phase correction
-    assert det.history_points(300.0) == 32 + 5 * 288 + 100 + 8
-    assert det.history_points(86_400.0) == 32 + 100 + 8  # no usable daily period
+    # context + one day for the seasonal channel and four for the phase correction,
+    # and the residuals of the band width: the same hour on four earlier days (+-1 h)
+    width = 4 * 288 + 12 + 1
+    assert det.history_points(300.0) == 32 + 5 * 288 + width + 8
+    assert det.history_points(86_400.0) == 32 + 101 + 8  # no daily period: the window
+    # hourly: the pool would hold 20 residuals, too few; the window alone
+    assert det.history_points(3600.0) == 32 + 5 * 24 + 101 + 8
     plain = TransformerDetector(model=tiny_model, calibration_points=100, phase_days=0)
-    assert plain.history_points(300.0) == 32 + 288 + 100 + 8
+    assert plain.history_points(300.0) == 32 + 288 + width + 8
     for bad in (-1, 1.5, True):
         with pytest.raises(InvalidTarget, match="phase_days"):
             TransformerDetector(model=tiny_model, phase_days=bad)
@@ -272,18 +277,21 @@ def test_shipped_weights_flag_a_spike_on_a_daily_pattern() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_shipped_weights_page_a_ramp_that_the_block_forecast_alone_follows(seed: int) -> None:
     # A metric leaves its level by half a standard deviation per point, up to 8: each
-    # step is small, so a forecast from the latest points follows it; the delayed view,
-    # blind to the last block, still expects the old level and pages during the ramp.
+    # step is small, so a forecast from the latest points follows it and sees only part
+    # of the ramp; the delayed view, blind to the last block, still expects the old
+    # level and pages during the ramp.
     rng = np.random.default_rng(seed)
     n = 2400
     ts = 1_700_000_000.0 + 300.0 * np.arange(n)
     values = rng.normal(0.0, 1.0, n)
     values[2000:] += np.minimum(0.5 * np.arange(n - 2000), 8.0)
-    paged = np.flatnonzero(alarms(TransformerDetector().score(ts, values), WindowPolicy()))
+    both = TransformerDetector().score(ts, values)
+    paged = np.flatnonzero(alarms(both, WindowPolicy()))
     assert np.any((paged >= 2000) & (paged < 2020))
     assert not np.any(paged[(paged >= 600) & (paged < 2000)])  # no false page before it
     fast_only = TransformerDetector(delayed_view=0).score(ts, values)
-    assert np.sum(fast_only.score[2000:2040] > 1) < 5  # what the second view is for
+    # what the second view is for: more of the ramp out of band
+    assert np.sum(both.score[2000:2040] > 1) > np.sum(fast_only.score[2000:2040] > 1) + 5
 
 
 def test_the_shown_band_is_where_both_views_agree(tiny_model: Forecaster) -> None:
@@ -438,19 +446,25 @@ def test_cached_block_forecasts_equal_fresh_ones_and_belong_to_their_model(
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_clean_daily_square_wave_raises_no_alarm_once_learnt(seed: int) -> None:
-    """On the flat stretches the model hedges upwards (a wide upper, a tight lower
-    quantile). The calibration may widen such a band but never narrows it, so the
-    lower side stays outside the small noise. (Shipped weights; narrowing to 0.6 of
-    the model's band drew 7-12 alarms here.)"""
+def test_a_clean_daily_square_wave_pages_no_more_than_the_promised_rate_once_learnt(
+    seed: int,
+) -> None:
+    """Shipped weights. Just after each jump the model undershoots by a few noise
+    sigmas, a little more on some days than on others, and the band (the spread of
+    the model's own misses, pooled over +-1 h) is narrow there: now and then the
+    edge pages, within the alarm layer's promise of one alarm per three days on a
+    healthy series. (The model's own quantiles, which hedge at the edge, once set the
+    band here: narrowing them to 0.6 drew 7-12 alarms; but they also hid anomalies
+    after any burst, see the module docstring.)"""
     day = 288
     n = 14 * day
     phase = np.arange(n) % day
     rng = np.random.default_rng(seed)
     values = np.where((phase >= 72) & (phase < 144), 80.0, 20.0) + rng.normal(0, 0.5, n)
     ts = 1_700_000_000.0 + 300.0 * np.arange(n)
-    # Two points to confirm, as when this was measured: the band is under test here,
-    # not the default policy (which pages a lone point, within its alarm budget).
-    policy = WindowPolicy(min_points=2)
-    paged = np.flatnonzero(alarms(TransformerDetector().score(ts, values), policy))
-    assert not np.any(paged >= 5 * day)
+    paged = np.flatnonzero(alarms(TransformerDetector().score(ts, values), WindowPolicy()))
+    learnt = paged[paged >= 5 * day]
+    assert learnt.size <= (n - 5 * day) / day / 3  # 9 days: at most 3
+    # Where the (at most 3) pages fall is not asserted: the default policy pages a lone
+    # point, so a noise point within the budget is allowed; the wave's edges are not
+    # paged every day (that would be 9 pages).

@@ -1,6 +1,6 @@
-"""The transformer band's calibration on its own past residuals (``_calibration``):
-a robust spread of the residuals in the model's claimed standard deviations, so
-the band is ``BAND_K`` typical residuals wide and a few spikes do not widen it."""
+"""The transformer band's width: the robust spread of the forecast's own past
+residuals (``baselines.residual_band``), so wherever the forecast is closer than a
+rolling median the band is narrower than the robust z-score's."""
 
 from __future__ import annotations
 
@@ -8,75 +8,96 @@ import numpy as np
 import pytest
 import torch
 
+from plugin_backend.errors import InvalidTarget
+from plugin_backend.scoring.baselines import BAND_K, RobustZ
+from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig
-from plugin_backend.scoring.transformer import _CAL_CLIP, BAND_K, TransformerDetector
+from plugin_backend.scoring.transformer import TransformerDetector
+from plugin_backend.scoring.windows import WindowPolicy, alarms
 
 TINY = ForecasterConfig(context=32, horizon=8, patch=8, d_model=16, layers=1, heads=2, ff=32)
 
 
 @pytest.fixture(scope="module")
-def detector() -> TransformerDetector:
+def tiny_model() -> Forecaster:
     torch.manual_seed(0)
     model = Forecaster(TINY)
     model.eval()
-    return TransformerDetector(model=model, calibration_points=512)
+    return model
 
 
-def _factor(det: TransformerDetector, residuals: np.ndarray, half: float) -> float:
-    n = residuals.size + 8
-    expected = np.zeros(n)
-    values = np.concatenate([residuals, np.zeros(8)])
-    lower, upper = expected - half, expected + half
-    factor = det._calibration(values, expected, lower, upper, np.array([n - 8]))
-    assert factor is not None
-    return float(factor[0])
-
-
-def test_a_model_calibrated_on_gaussian_noise_gets_band_k_sigmas(
-    detector: TransformerDetector,
+def test_the_band_is_band_k_robust_sigmas_of_the_views_own_residuals(
+    tiny_model: Forecaster,
 ) -> None:
+    # Under a day of points: the trailing window alone sets the width. Whatever the
+    # (random) model forecasts, the band is BAND_K standard deviations of its misses.
     rng = np.random.default_rng(0)
-    # outer half-width 2.326: the model claims sigma = 1, which is right
-    factor = _factor(detector, rng.normal(0, 1, 512), half=2.3263)
-    assert factor * 2.3263 == pytest.approx(BAND_K, rel=0.1)
+    n = 1200
+    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    values = 5.0 + rng.normal(0.0, 1.0, n)
+    detector = TransformerDetector(model=tiny_model, calibration_points=512)
+    for band in detector._views(ts, values):
+        residuals = values - band.expected
+        for i in (700, 900, 1199):
+            sigma = np.nanstd(residuals[i - 512 : i])
+            half = band.upper[i] - band.expected[i]
+            assert half == pytest.approx(BAND_K * sigma, rel=0.2)
+            assert band.expected[i] - band.lower[i] == pytest.approx(half)
 
 
-def test_over_or_under_confidence_rescales_the_band(detector: TransformerDetector) -> None:
-    rng = np.random.default_rng(1)
-    noise = rng.normal(0, 1, 512)
-    # a model twice too confident (claims sigma 0.5) is widened twice as much as one
-    # that is right; one twice too cautious keeps its own band (never narrowed: one
-    # factor serves both sides of an asymmetric band, see the module docstring)
-    right = _factor(detector, noise, half=2.3263)
-    narrow = _factor(detector, noise, half=2.3263 / 2)
-    wide = _factor(detector, noise, half=2.3263 * 2)
-    assert right > 1.2
-    assert narrow == pytest.approx(2 * right, rel=1e-6)
-    assert right / 2 < 1.0 == wide == _CAL_CLIP[0]
+def test_a_step_on_a_noisy_daily_series_pages_where_the_robust_z_score_sees_nothing() -> None:
+    # A daily swing of +-30 with noise of 2: the robust z-score's rolling median and
+    # spread take the swing in, so a step of 14 (7 noise sigmas) stays inside its band.
+    # The shipped model forecasts the swing; its band is a few of its own misses wide.
+    rng = np.random.default_rng(5)
+    day = 288
+    n = 6 * day
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    values = 100 + 30 * np.sin(2 * np.pi * np.arange(n) / day) + rng.normal(0, 2.0, n)
+    step = 5 * day + 100
+    values[step:] += 14.0
+    transformer = TransformerDetector().score(ts, values)
+    robust = RobustZ().score(ts, values)
+    assert np.all(robust.score[step : step + 4] < 1)
+    assert np.all(transformer.score[step : step + 4] > 1)
+    paged = np.flatnonzero(alarms(transformer, WindowPolicy()))
+    assert np.any((paged >= step) & (paged < step + 4))
+    assert not np.any(paged[(paged >= 3 * day) & (paged < step)])  # and no false page
 
 
-def test_a_few_spikes_in_the_trailing_window_do_not_widen_the_band(
-    detector: TransformerDetector,
-) -> None:
+def test_a_refresh_with_pooled_widths_equals_a_full_rescore(tiny_model: Forecaster) -> None:
+    # Ten-minute steps and four weeks of points: the band width pools the residuals
+    # of the same hour on four earlier days, each corrected from four days before it.
+    # A cached refresh rescores only a tail of history_points (+ the score window).
     rng = np.random.default_rng(2)
-    noise = rng.normal(0, 1, 512)
-    spiky = noise.copy()
-    spiky[rng.choice(512, 40, replace=False)] = 60.0  # ~8% huge residuals
-    quiet = _factor(detector, noise, half=2.3263)
-    assert _factor(detector, spiky, half=2.3263) == pytest.approx(quiet, rel=0.15)
-
-
-def test_the_factor_is_clipped_and_needs_enough_residuals(detector: TransformerDetector) -> None:
-    assert _factor(detector, np.zeros(512), half=1.0) == _CAL_CLIP[0]
-    assert _factor(detector, np.full(512, 1e6), half=1.0) == _CAL_CLIP[1]
-    assert _factor(detector, np.full(10, 1e6), half=1.0) == 1.0  # < 64 residuals: as predicted
+    day = 144
+    n = 4000  # ~28 days: more than the context a refresh keeps
+    ts = 1_700_000_000.0 + 600.0 * np.arange(n)
+    values = 10 + 3 * np.sin(2 * np.pi * np.arange(n) / day) + rng.normal(0, 0.3, n)
+    values[n - 50] += 5.0
+    detector = TransformerDetector(model=tiny_model, calibration_points=128)
+    assert detector.context_points(600.0) < n - 400
+    cache = ScoreCache()
+    cache.score("k", detector, ts[: n - 200], values[: n - 200], 600.0)
+    refreshed = cache.score("k", detector, ts[300:], values[300:], 600.0)
+    assert cache.hits == 1
+    full = detector.score(ts, values)
+    for name in ("expected", "lower", "upper", "score"):
+        np.testing.assert_allclose(  # float32 inference: batch composition, 6th digit
+            getattr(refreshed, name)[-300:],
+            getattr(full, name)[-300:],
+            rtol=1e-4,
+            atol=1e-6,
+            err_msg=name,
+        )
 
 
 def test_an_idle_series_with_regular_quantum_jumps_stays_below_an_instant_page(
-    detector: TransformerDetector,
+    tiny_model: Forecaster,
 ) -> None:
     # sits at 0, jumps to 20 for one point every 100: the band is at least half the
     # quantum (10), so a jump scores about 2, under the window policy's instant 3
+    detector = TransformerDetector(model=tiny_model, calibration_points=512)
     n = 2000
     ts = 1_700_000_000.0 + 300.0 * np.arange(n)
     values = np.zeros(n)
@@ -87,3 +108,9 @@ def test_an_idle_series_with_regular_quantum_jumps_stays_below_an_instant_page(
     # expected value
     for band in detector._views(ts, values):
         assert np.all(band.upper[600:] - band.expected[600:] >= 10.0 - 1e-9)
+
+
+@pytest.mark.parametrize("bad", [0, 7, 1.5, True])
+def test_a_window_too_short_for_a_robust_spread_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidTarget, match="calibration_points"):
+        TransformerDetector(calibration_points=bad)  # type: ignore[arg-type]
