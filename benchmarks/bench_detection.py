@@ -5,7 +5,7 @@ realAdExchange, artificialWithAnomaly, artificialNoAnomaly; skipped when absent)
 and the synthetic one (:mod:`benchmarks.synthetic`: 84 operations-like series,
 one labelled anomaly each, from seven kinds; needs nothing outside the
 repository). Each detector scores every file ONCE, cold (a fresh detector, and
-the module-level forecast caches of ``scoring.baselines`` and
+the shared forecast caches of ``scoring.caches`` and
 ``scoring.transformer`` cleared before every file, so ``score ms`` is the time a
 first view of that file costs); the alarm layer (``scoring.windows.alarms``, the
 default :class:`WindowPolicy` with its rate-controlled threshold) runs on those
@@ -129,7 +129,7 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 def clear_forecast_caches() -> None:
     """Forget every module-level forecast cache, so the next score is a cold one."""
-    from plugin_backend.scoring.baselines import clear_caches
+    from plugin_backend.scoring.caches import clear_caches
 
     clear_caches()
     transformer = sys.modules.get("plugin_backend.scoring.transformer")
@@ -588,9 +588,9 @@ def _print_ablations(corpus_scores: Scores, loaded: Mapping[str, Sequence[NabFil
     results += results_of({default: base}, policy_alarms(WindowPolicy()))
     for label, policy in ABLATION_POLICIES.items():
         results += results_of({f"{default} {label}": base}, policy_alarms(policy))
-    from plugin_backend.scoring import baselines
+    from plugin_backend.scoring import phase_correction
 
-    with _patched(baselines, "EARLY_PHASE_DAYS", 10**6):
+    with _patched(phase_correction, "EARLY_PHASE_DAYS", 10**6):
         early = score_all({f"{default} -early phase": _without_early_phase}, loaded)
     results += results_of(early, policy_alarms(WindowPolicy()))
     print_table(

@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.common import print_table
 from plugin_backend.detection import alarm_lookback_points
 from plugin_backend.scoring.base import ScoredSeries
-from plugin_backend.scoring.baselines import clear_caches
+from plugin_backend.scoring.caches import clear_caches
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
 from plugin_backend.scoring.warmup import warm_up

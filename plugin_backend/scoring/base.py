@@ -45,6 +45,7 @@ __all__ = [
     "ScoredSeries",
     "band_score",
     "calibrated_score",
+    "check_int",
     "intersect_bands",
     "median_step_s",
     "score_divisor",
@@ -163,6 +164,16 @@ def score_divisor(
         ordered = -np.sort(-kth[:, : k[rows].max()], axis=1)
         out[rows] = ordered[np.arange(rows.size), k[rows] - 1] / excess
     return np.maximum(out, 1.0)
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """A detector option that must be an integer in ``[low, high]`` (``InvalidTarget``
+    naming it otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidTarget(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise InvalidTarget(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
 
 
 def median_step_s(timestamps_s: FloatArray) -> float:

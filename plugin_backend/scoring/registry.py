@@ -22,9 +22,9 @@ __all__ = ["DEFAULT_DETECTOR", "available", "detector_class", "get_detector"]
 DEFAULT_DETECTOR = "ensemble"
 
 _DETECTORS: dict[str, str] = {
-    "robust_z": "plugin_backend.scoring.baselines:RobustZ",
-    "stl": "plugin_backend.scoring.baselines:SeasonalSTL",
-    "holt_winters": "plugin_backend.scoring.baselines:HoltWinters",
+    "robust_z": "plugin_backend.scoring.robust_z:RobustZ",
+    "stl": "plugin_backend.scoring.stl:SeasonalSTL",
+    "holt_winters": "plugin_backend.scoring.holt_winters:HoltWinters",
     "transformer": "plugin_backend.scoring.transformer:TransformerDetector",
     "ensemble": "plugin_backend.scoring.ensemble:EnsembleDetector",
 }
@@ -59,8 +59,13 @@ def _load(name: str, path: str) -> type[Detector]:
     return cls
 
 
+#: Constructor arguments the composition root passes in, never options a user sets.
+INJECTED = frozenset({"caches"})
+
+
 def _accepted_options(cls: type[Detector]) -> set[str] | None:
-    """Keyword options the constructor takes (None: it takes ``**kwargs``)."""
+    """Keyword options the constructor takes (None: it takes ``**kwargs``), less what
+    is injected."""
     names: set[str] = set()
     for param in inspect.signature(cls.__init__).parameters.values():
         if param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -70,7 +75,7 @@ def _accepted_options(cls: type[Detector]) -> set[str] | None:
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         ):
             names.add(param.name)
-    return names
+    return names - INJECTED
 
 
 def get_detector(name: str, /, **options: Any) -> Detector:

@@ -63,7 +63,7 @@ before the joint score calibration); the horizon is the natural choice, not the 
 view, from them a block earlier) cannot know that a batch window starts at
 06:00 sharp: each day it misses the edge by most of the step, and the echo of
 yesterday's values in the seasonal channel only blurs it. So each view gets
-STL's correction (``baselines.phase_correction``, same four days): where the
+STL's correction (``phase_correction``, same four days): where the
 view's residuals at this exact time of day on each of the last four days share
 one sign, the smallest of them is added back to the forecast (expected and both
 quantiles) before calibration. ``phase_days: 0`` turns it off. Measured with
@@ -112,15 +112,10 @@ import torch
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
-from plugin_backend.scoring.baselines import (
-    LRU,
-    PHASE_DAYS,
-    flat_floor,
-    phase_correction,
-    row_order_stat,
-    sorted_rows,
-)
+from plugin_backend.scoring.caches import LRU
 from plugin_backend.scoring.model import Forecaster, robust_normalise
+from plugin_backend.scoring.phase_correction import PHASE_DAYS, phase_correction
+from plugin_backend.scoring.robust import flat_floor, row_order_stat, sorted_rows
 from plugin_backend.types import FloatArray
 
 __all__ = ["DAY_S", "TransformerDetector", "clear_forecast_cache"]
