@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,13 +127,10 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 def clear_forecast_caches() -> None:
-    """Forget every module-level forecast cache, so the next score is a cold one."""
+    """Forget the shared forecast caches, so the next score is a cold one."""
     from plugin_backend.scoring.caches import clear_caches
 
     clear_caches()
-    transformer = sys.modules.get("plugin_backend.scoring.transformer")
-    if transformer is not None:  # never import torch just to clear its cache
-        transformer.clear_forecast_cache()
 
 
 def score_files(

@@ -63,12 +63,17 @@ class ForecastCaches:
     hw_blocks: LRU[FloatArray] = field(default_factory=lambda: LRU(2048))
     #: STL's forecast of each block before the phase correction (~6 kB at 15 s).
     stl_blocks: LRU[FloatArray] = field(default_factory=lambda: LRU(4096))
+    #: The transformer's quantile forecast of each block (``H x Q`` floats, ~0.5 kB),
+    #: keyed by the model and the block's inputs: 65,536 blocks are ~3 days at 15 s
+    #: for 8 series (~50 MB).
+    transformer_blocks: LRU[FloatArray] = field(default_factory=lambda: LRU(65_536))
 
     def clear(self) -> None:
         """Forget everything (a cold start)."""
         self.hw_warm_states.clear()
         self.hw_blocks.clear()
         self.stl_blocks.clear()
+        self.transformer_blocks.clear()
 
 
 _SHARED = ForecastCaches()

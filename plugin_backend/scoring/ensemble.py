@@ -31,6 +31,7 @@ members' bands averaged (the first design) 71.1 / 65.0 / 49.8, 43.7, 51.0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from plugin_backend.scoring.base import (
     Detector,
 )
 from plugin_backend.types import FloatArray
+
+if TYPE_CHECKING:
+    from plugin_backend.scoring.registry import DetectorFactory
 
 __all__ = ["EnsembleDetector"]
 
@@ -56,13 +60,15 @@ class EnsembleDetector(Detector):
         sensitivity: float = 1.0,
         min_deviation: float = 0.0,
         members: Sequence[str] = DEFAULT_MEMBERS,
+        factory: DetectorFactory | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         from plugin_backend.scoring.registry import get_detector
 
         if not members or "ensemble" in members:
             raise InvalidTarget("ensemble members must be other detectors")
-        self.members = [get_detector(name) for name in members]
+        create = factory.create if factory is not None else get_detector
+        self.members = [create(name) for name in members]
 
     def history_points(self, step_s: float) -> int:
         return max(member.history_points(step_s) for member in self.members)

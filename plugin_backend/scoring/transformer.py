@@ -87,7 +87,7 @@ that way.
 
 The correction reads forecasts four days back, so a refresh would run the model
 on four days of blocks for a few new points. Forecasts are therefore cached per
-block in ``_BLOCK_FORECASTS``, keyed by the model and the block's exact inputs
+block in ``ForecastCaches.transformer_blocks``, keyed by the model and the block's exact inputs
 (context and seasonal values): a refresh runs the model on new blocks only, and
 computes the older ones' inputs only for the stretches the correction and the
 calibration read (the needed points, and the same hours on each earlier day).
@@ -105,6 +105,7 @@ import hashlib
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -112,13 +113,16 @@ import torch
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
-from plugin_backend.scoring.caches import LRU
+from plugin_backend.scoring.caches import ForecastCaches, shared_caches
 from plugin_backend.scoring.model import Forecaster, robust_normalise
 from plugin_backend.scoring.phase_correction import PHASE_DAYS, phase_correction
 from plugin_backend.scoring.robust import flat_floor, row_order_stat, sorted_rows
 from plugin_backend.types import FloatArray
 
-__all__ = ["DAY_S", "TransformerDetector", "clear_forecast_cache"]
+__all__ = ["DAY_S", "ModelLoader", "TransformerDetector"]
+
+#: Loads the weights a ``model_path`` option names (``None``: the shipped ones).
+ModelLoader = Callable[[str | None], Forecaster]
 
 DAY_S = 86_400.0
 _FORWARD_CHUNK = 4096
@@ -150,6 +154,8 @@ class TransformerDetector(Detector):
         stride: int | None = None,
         delayed_view: int | None = None,
         phase_days: int = PHASE_DAYS,
+        caches: ForecastCaches | None = None,
+        load_model: ModelLoader | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         if isinstance(phase_days, bool) or not isinstance(phase_days, int) or phase_days < 0:
@@ -164,9 +170,15 @@ class TransformerDetector(Detector):
             raise InvalidTarget(f"stride must be >= 1, got {stride}")
         self.stride = stride
         self._model = model
+        self._load_model = load_model
+        self.caches = caches if caches is not None else shared_caches()
 
     @property
     def model(self) -> Forecaster:
+        """The model given, else the one ``load_model`` (injected by the registry's
+        factory) loads, else the artefact store's (a detector built on its own)."""
+        if self._model is None and self._load_model is not None:
+            self._model = self._load_model(self.model_path)
         if self._model is None:
             from plugin_backend.adapters.artifacts import load_model_or_default
 
@@ -391,19 +403,19 @@ class TransformerDetector(Detector):
 
     def _cached_forecasts(self, context: FloatArray, season: FloatArray) -> FloatArray:
         """Quantile forecasts ``(B, H, Q)`` in the series' units for each row of inputs;
-        rows seen before (same model, same values) come from ``_BLOCK_FORECASTS``, so a
+        rows seen before (same model, same values) come from the injected caches, so a
         refresh runs the model on new blocks only."""
         token = _model_token(self.model)
         inputs = np.ascontiguousarray(np.concatenate([context, season], axis=1))
         keys = [token + hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in inputs]
-        cached = [_BLOCK_FORECASTS.get(key) for key in keys]
+        cached = [self.caches.transformer_blocks.get(key) for key in keys]
         missing = [i for i, hit in enumerate(cached) if hit is None]
         if missing:
             x, s, loc, scale = robust_normalise(context[missing], season[missing])
             fresh = self._forward(x, s) * scale[:, None, None] + loc[:, None, None]
             for i, forecast in zip(missing, fresh, strict=True):
                 kept = forecast.copy()  # a view would keep the whole batch alive
-                _BLOCK_FORECASTS.put(keys[i], kept)
+                self.caches.transformer_blocks.put(keys[i], kept)
                 cached[i] = kept
         return np.stack([hit for hit in cached if hit is not None])
 
@@ -457,9 +469,6 @@ class TransformerDetector(Detector):
         return factor
 
 
-#: Each block's forecast (``H x Q`` floats, ~0.5 kB), keyed by the model and the
-#: block's inputs: 65,536 blocks are ~3 days at 15 s for 8 series (~50 MB).
-_BLOCK_FORECASTS: LRU[FloatArray] = LRU(65_536)
 _MODEL_TOKENS: weakref.WeakKeyDictionary[Forecaster, bytes] = weakref.WeakKeyDictionary()
 _TOKENS_LOCK = threading.Lock()
 
@@ -471,11 +480,6 @@ def _model_token(model: Forecaster) -> bytes:
         if token is None:
             token = _MODEL_TOKENS[model] = uuid.uuid4().bytes
         return token
-
-
-def clear_forecast_cache() -> None:
-    """Forget the cached block forecasts (a cold start)."""
-    _BLOCK_FORECASTS.clear()
 
 
 def _block_starts(
