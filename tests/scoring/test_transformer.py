@@ -25,11 +25,11 @@ from plugin_backend.adapters.artifacts import (
 )
 from plugin_backend.errors import ArtifactError, InsufficientData, InvalidTarget
 from plugin_backend.scoring.caches import clear_caches
-from plugin_backend.scoring.corpus import generate_windows
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
-from plugin_backend.scoring.train import build_train_parser, main_train, train
 from plugin_backend.scoring.transformer import TransformerDetector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
+from plugin_backend.training.corpus import generate_windows
+from plugin_backend.training.train import build_train_parser, main_train, train
 from plugin_backend.types import FloatArray
 
 TINY = ForecasterConfig(context=32, horizon=8, patch=8, d_model=16, layers=1, heads=2, ff=32)
@@ -371,7 +371,7 @@ def test_a_time_budget_fixes_a_schedule_that_steps_alone_reproduce(
 ) -> None:
     """``--max-minutes`` sets how many steps the cosine schedule spans (from the speed
     over the warm-up); the recorded command, without a clock, repeats the run exactly."""
-    import plugin_backend.scoring.train as train_module
+    import plugin_backend.training.train as train_module
 
     clock = _FakeClock(tick=0.25)  # two reads per step: 0.5 s a step
     monkeypatch.setattr(train_module, "time", clock)
