@@ -274,14 +274,6 @@ class Detector(ABC):
         what a detector lends an ensemble."""
         return self._views(timestamps_s, values, needed_from=needed_from)[-1]
 
-    def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
-        """The earlier-day values the band copies as a pattern: their times relative to
-        the scored point's, ``(first, last)`` in seconds (both before it). ``None``
-        when the band copies no single earlier day (a robust seasonal fit does not: one
-        anomalous day barely moves it). An ensemble mutes such a member where that day
-        held an anomaly, which it would otherwise expect again."""
-        return None
-
     @abstractmethod
     def _band(
         self,

@@ -200,14 +200,6 @@ class TransformerDetector(Detector):
         # The phase correction reads the forecasts' residuals ``phase_days`` days back.
         return cfg.context + period * (1 + self.phase_days) + self.calibration_points + cfg.horizon
 
-    def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
-        """The day-earlier channel: one day before each context and horizon position of
-        the point's block (the block starts up to a horizon before the point)."""
-        if not self._period_points(step_s):
-            return None
-        cfg = self.model.config
-        return (-DAY_S - (cfg.context + cfg.horizon) * step_s, -DAY_S + cfg.horizon * step_s)
-
     # -- band ----------------------------------------------------------------
     def _hidden_points(self) -> int:
         """Latest context points the delayed view does not see (0: no such view)."""
