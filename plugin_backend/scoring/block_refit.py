@@ -1,7 +1,7 @@
 """The block-refit loop STL and Holt-Winters share.
 
 The series is cut into blocks on the absolute time grid
-(:mod:`plugin_backend.scoring.timegrid`); each block is forecast from the history
+(:mod:`plugin_backend.scoring.grid_cells`); each block is forecast from the history
 before it only, so a block's forecast never changes once its points are in, and a
 cache can rescore a tail. The subclass forecasts the blocks; this class decides
 which blocks are needed, takes known ones from ``prior_expected``, and builds the
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from plugin_backend.scoring.base import Band, Detector
+from plugin_backend.scoring.grid_cells import Season, grid, group_bounds, known_blocks, season_of
 from plugin_backend.scoring.residual_band import residual_band, scale_reach
 from plugin_backend.scoring.robust import IntArray
-from plugin_backend.scoring.timegrid import Season, grid, group_bounds, known_blocks, season_of
 from plugin_backend.types import FloatArray
 
 __all__ = ["BlockRefitDetector", "BlockSpan"]

@@ -11,6 +11,14 @@ import numpy as np
 from plugin_backend.scoring.base import check_int
 from plugin_backend.scoring.block_refit import BlockRefitDetector, BlockSpan
 from plugin_backend.scoring.caches import LRU, ForecastCaches, shared_caches
+from plugin_backend.scoring.grid_cells import (
+    TREND_HISTORY,
+    Season,
+    cell_values,
+    history_span,
+    recent_finite,
+    season_of,
+)
 from plugin_backend.scoring.hw_recursion import (
     DAMPING,
     WARM,
@@ -22,14 +30,6 @@ from plugin_backend.scoring.hw_recursion import (
 )
 from plugin_backend.scoring.residual_band import MIN_RESIDUALS, scale_reach
 from plugin_backend.scoring.robust import ABS_FLOOR, REL_FLOOR, IntArray, row_nanmedian
-from plugin_backend.scoring.timegrid import (
-    TREND_HISTORY,
-    Season,
-    cell_values,
-    history_span,
-    recent_finite,
-    season_of,
-)
 from plugin_backend.types import FloatArray
 
 __all__ = ["HoltWinters"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from plugin_backend.scoring.grid_cells import SUB_BLOCK
 from plugin_backend.scoring.robust import MAD_TO_SIGMA, IntArray, row_nanmedian
-from plugin_backend.scoring.timegrid import SUB_BLOCK
 from plugin_backend.types import FloatArray
 
 __all__ = ["DAMPING", "WARM", "LaneState", "Lanes", "diff_sigma", "hw_recursion", "seasonal_init"]

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from plugin_backend.scoring.base import Band
+from plugin_backend.scoring.grid_cells import MIN_PERIOD, Season
 from plugin_backend.scoring.robust import (
     BAND_K,
     CHUNK,
@@ -22,7 +23,6 @@ from plugin_backend.scoring.robust import (
     rolling_sigma,
     row_sigma,
 )
-from plugin_backend.scoring.timegrid import MIN_PERIOD, Season
 from plugin_backend.types import FloatArray
 
 __all__ = ["MIN_RESIDUALS", "SCALE_DAYS", "residual_band", "scale_reach"]

@@ -12,6 +12,15 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import check_int
 from plugin_backend.scoring.block_refit import BlockRefitDetector, BlockSpan
 from plugin_backend.scoring.caches import ForecastCaches, shared_caches
+from plugin_backend.scoring.grid_cells import (
+    SUB_BLOCK,
+    TREND_HISTORY,
+    Season,
+    group_bounds,
+    history_span,
+    recent_finite,
+    season_of,
+)
 from plugin_backend.scoring.phase_correction import PHASE_DAYS, phase_correction
 from plugin_backend.scoring.residual_band import MIN_RESIDUALS, scale_reach
 from plugin_backend.scoring.robust import IntArray
@@ -20,15 +29,6 @@ from plugin_backend.scoring.stl_fit import (
     decompose,
     deseasonalised_forecast,
     level_trend_forecast,
-)
-from plugin_backend.scoring.timegrid import (
-    SUB_BLOCK,
-    TREND_HISTORY,
-    Season,
-    group_bounds,
-    history_span,
-    recent_finite,
-    season_of,
 )
 from plugin_backend.types import FloatArray
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from plugin_backend.scoring.grid_cells import SUB_BLOCK, TREND_HISTORY, cell_values
 from plugin_backend.scoring.robust import IntArray, row_nanmedian
-from plugin_backend.scoring.timegrid import SUB_BLOCK, TREND_HISTORY, cell_values
 from plugin_backend.types import FloatArray
 
 __all__ = ["Decomposition", "decompose", "deseasonalised_forecast", "level_trend_forecast"]

@@ -1,5 +1,7 @@
-"""The absolute time grid the block-refitted detectors (STL, Holt-Winters) work on:
-grid cells, the daily season and block sizes, and the absolute-time blocks.
+"""Cells on the absolute time grid the block-refitted detectors (STL, Holt-Winters)
+work on: grid cells, the daily season and block sizes, and the absolute-time blocks.
+(Which step a query is scored at is ``plugin_backend.timegrid``'s business; this
+module takes the points it is given.)
 
 The step is the median interval of the input (the query step: Prometheus range
 results are regular, missing samples only leave holes). Each point sits on the
