@@ -5,7 +5,7 @@ realAdExchange, artificialWithAnomaly, artificialNoAnomaly; skipped when absent)
 and the synthetic one (:mod:`benchmarks.synthetic`: 84 operations-like series,
 one labelled anomaly each, from seven kinds; needs nothing outside the
 repository). Each detector scores every file ONCE, cold (a fresh detector, and
-the module-level forecast caches of ``scoring.baselines`` and
+the shared forecast caches of ``scoring.caches`` and
 ``scoring.transformer`` cleared before every file, so ``score ms`` is the time a
 first view of that file costs); the alarm layer (``scoring.windows.alarms``, the
 default :class:`WindowPolicy` with its rate-controlled threshold) runs on those
@@ -45,7 +45,6 @@ import dataclasses
 import itertools
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,13 +135,10 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 def clear_forecast_caches() -> None:
-    """Forget every module-level forecast cache, so the next score is a cold one."""
-    from plugin_backend.scoring.baselines import clear_caches
+    """Forget the shared forecast caches, so the next score is a cold one."""
+    from plugin_backend.scoring.caches import clear_caches
 
     clear_caches()
-    transformer = sys.modules.get("plugin_backend.scoring.transformer")
-    if transformer is not None:  # never import torch just to clear its cache
-        transformer.clear_forecast_cache()
 
 
 def score_files(

@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.common import print_table
 from plugin_backend.detection import alarm_lookback_points
 from plugin_backend.scoring.base import ScoredSeries
-from plugin_backend.scoring.baselines import clear_caches
+from plugin_backend.scoring.caches import clear_caches
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
 from plugin_backend.scoring.warmup import warm_up
@@ -57,10 +57,7 @@ def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int, 
     # Scores are needed from the alarm threshold's window before the panel on.
     needed_from = max(history - alarm_lookback_points(pager_policy()), 0)
     cache = ScoreCache()
-    from plugin_backend.scoring.transformer import clear_forecast_cache  # torch: not at import
-
     clear_caches()  # nothing cached: not even the blocks an earlier detector's run left
-    clear_forecast_cache()
     started = time.perf_counter()
     cache.score("k", detector, ts[:first_n], vs[:first_n], step_s, needed_from=needed_from)
     first_s = time.perf_counter() - started

@@ -3,7 +3,7 @@
 nab-dev holds 13 files and 20 windows, so one alarm more or less moves a corpus
 score by several points. This corpus adds many series, drawn from shapes an SRE's
 Prometheus holds and written independently of the transformer's training corpus
-(``plugin_backend.scoring.corpus``). Its scores are development scores, not
+(``plugin_backend.training.corpus``). Its scores are development scores, not
 held-out ones: detector constants and the default detector were chosen with seeds
 1-3 in view (seeds 4-6 were first scored late in development, so less so).
 Each series has:

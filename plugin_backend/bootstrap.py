@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from plugin_backend.explain import ExplainService
     from plugin_backend.ports import ChangeEventSource
     from plugin_backend.rules import RuleSet
+    from plugin_backend.scoring.model import Forecaster
+    from plugin_backend.scoring.registry import DetectorFactory
     from plugin_backend.store import Store
 
 __all__ = [
     "LOCAL_LLM_URL",
     "build_dependencies",
     "build_detection",
+    "build_detectors",
     "build_explain",
     "build_grafana",
     "build_llm",
@@ -124,16 +127,33 @@ def build_rules(settings: Settings) -> RuleSet | None:
     return load_rules(settings.rules)
 
 
+def build_detectors() -> DetectorFactory:
+    """Detectors sharing one set of forecast caches, with the transformer's weights
+    read through the artefact store (a bad ``model_path`` falls back to the shipped
+    weights; loaded lazily, after gunicorn forks)."""
+    from plugin_backend.scoring.caches import ForecastCaches
+    from plugin_backend.scoring.registry import DetectorFactory
+
+    def load_model(path: str | None) -> Forecaster:
+        from plugin_backend.adapters.artifacts import load_model_or_default
+
+        return load_model_or_default(path)[0]
+
+    return DetectorFactory(caches=ForecastCaches(), load_model=load_model)
+
+
 def build_detection(
     settings: Settings, source: SeriesSource, telemetry: Telemetry | None = None
 ) -> DetectionService:
-    """Detection over ``source`` with this process's score cache and limits."""
+    """Detection over ``source`` with this process's score cache, forecast caches,
+    transformer weights and limits."""
     from plugin_backend.detection import DetectionService
     from plugin_backend.scoring.incremental import ScoreCache
 
     return DetectionService(
         source,
         cache=ScoreCache(settings.score_cache_entries),
+        detectors=build_detectors(),
         max_history_points=settings.max_points_per_series,
         max_series=settings.max_scored_series,
         observe_scoring=telemetry.scoring_observer() if telemetry is not None else None,

@@ -390,7 +390,7 @@ def _llm_serve(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _train(_settings: Settings, args: argparse.Namespace) -> int:
-    from plugin_backend.scoring.train import main_train
+    from plugin_backend.training.train import main_train
 
     return main_train(list(args.train_args))
 

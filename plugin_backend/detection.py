@@ -18,7 +18,7 @@ from plugin_backend.ports import SeriesSource
 from plugin_backend.scoring.alarm_rate import RatePolicy
 from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
-from plugin_backend.scoring.registry import get_detector
+from plugin_backend.scoring.registry import DetectorFactory
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows, pager_policy
 from plugin_backend.timegrid import DEFAULT_SCRAPE_S, ScoringGrid, scoring_grid, scoring_step
 from plugin_backend.types import FloatArray, Labels, TimeRange
@@ -59,9 +59,11 @@ class DetectionService:
         max_series: int = 50,
         observe_scoring: Callable[[str, float], None] | None = None,
         scrape_s: float = DEFAULT_SCRAPE_S,
+        detectors: DetectorFactory | None = None,
     ) -> None:
         self.source = source
         self.cache = cache if cache is not None else ScoreCache()
+        self.detectors = detectors if detectors is not None else DetectorFactory()
         self.max_history_points = max_history_points
         #: The finest scoring step (the sources' scrape interval).
         self.scrape_s = scrape_s
@@ -78,7 +80,7 @@ class DetectionService:
     ) -> list[SeriesAnomalies]:
         """Score ``expr`` over ``time_range`` on its grid (no finer than ``floor_s``, by
         default the scrape interval) and find its windows."""
-        detector = get_detector(
+        detector = self.detectors.create(
             options.detector, sensitivity=options.sensitivity, min_deviation=options.min_deviation
         )
         policy = _policy(options)
@@ -146,7 +148,9 @@ class DetectionService:
     ) -> ScoringGrid:
         """Where ``detect`` scores ``time_range``: the grid's step (``timegrid``: from the
         range and ``floor_s``, by default the scrape interval) and the fetched span."""
-        return self._grid(time_range, get_detector(options.detector), _policy(options), floor_s)
+        return self._grid(
+            time_range, self.detectors.create(options.detector), _policy(options), floor_s
+        )
 
     def _grid(
         self,

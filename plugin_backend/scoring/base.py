@@ -45,6 +45,7 @@ __all__ = [
     "ScoredSeries",
     "band_score",
     "calibrated_score",
+    "check_int",
     "intersect_bands",
     "median_step_s",
     "score_divisor",
@@ -170,6 +171,16 @@ def score_divisor(
     return np.maximum(out, 1.0)
 
 
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """A detector option that must be an integer in ``[low, high]`` (``InvalidTarget``
+    naming it otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidTarget(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise InvalidTarget(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
 def median_step_s(timestamps_s: FloatArray) -> float:
     """The typical sampling interval (robust to gaps)."""
     if timestamps_s.shape[0] < 2:
@@ -267,14 +278,6 @@ class Detector(ABC):
         """The view that follows the latest points least (the last of ``_views``);
         what a detector lends an ensemble."""
         return self._views(timestamps_s, values, needed_from=needed_from)[-1]
-
-    def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
-        """The earlier-day values the band copies as a pattern: their times relative to
-        the scored point's, ``(first, last)`` in seconds (both before it). ``None``
-        when the band copies no single earlier day (a robust seasonal fit does not: one
-        anomalous day barely moves it). An ensemble mutes such a member where that day
-        held an anomaly, which it would otherwise expect again."""
-        return None
 
     @abstractmethod
     def _band(

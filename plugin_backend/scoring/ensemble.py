@@ -37,6 +37,7 @@ the benchmark's member scores).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from plugin_backend.scoring.base import (
     intersect_bands,
 )
 from plugin_backend.types import FloatArray
+
+if TYPE_CHECKING:
+    from plugin_backend.scoring.registry import DetectorFactory
 
 __all__ = ["DEFAULT_MEMBERS", "EnsembleDetector", "combine"]
 
@@ -64,6 +68,7 @@ class EnsembleDetector(Detector):
         sensitivity: float = 1.0,
         min_deviation: float = 0.0,
         members: Sequence[str] = DEFAULT_MEMBERS,
+        factory: DetectorFactory | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         from plugin_backend.scoring.registry import get_detector
@@ -72,9 +77,9 @@ class EnsembleDetector(Detector):
             raise InvalidTarget("ensemble members must be a list of other detectors")
         if len(set(members)) != len(members):
             raise InvalidTarget(f"ensemble members must differ, got {list(members)}")
+        create = factory.create if factory is not None else get_detector
         self.members = [
-            get_detector(name, sensitivity=sensitivity, min_deviation=min_deviation)
-            for name in members
+            create(name, sensitivity=sensitivity, min_deviation=min_deviation) for name in members
         ]
 
     def history_points(self, step_s: float) -> int:

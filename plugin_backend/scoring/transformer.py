@@ -55,7 +55,7 @@ before the joint score calibration); the horizon is the natural choice, not the 
 view, from them a block earlier) cannot know that a batch window starts at
 06:00 sharp: each day it misses the edge by most of the step, and the echo of
 yesterday's values in the seasonal channel only blurs it. So each view gets
-STL's correction (``baselines.phase_correction``, same four days): where the
+STL's correction (``phase_correction``, same four days): where the
 view's residuals at this exact time of day on each of the last four days share
 one sign, the smallest of them is added back to the forecast (expected and both
 quantiles) before calibration. ``phase_days: 0`` turns it off. Measured with
@@ -79,7 +79,7 @@ that way.
 
 The correction reads forecasts four days back, so a refresh would run the model
 on four days of blocks for a few new points. Forecasts are therefore cached per
-block in ``_BLOCK_FORECASTS``, keyed by the model and the block's exact inputs
+block in ``ForecastCaches.transformer_blocks``, keyed by the model and the block's exact inputs
 (context and seasonal values): a refresh runs the model on new blocks only, and
 computes the older ones' inputs only for the stretches the correction and the
 band width read (the needed points, and the same hours on each earlier day).
@@ -98,6 +98,7 @@ import hashlib
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -105,18 +106,16 @@ import torch
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import Band, Detector, median_step_s
-from plugin_backend.scoring.baselines import (
-    LRU,
-    MIN_RESIDUALS,
-    PHASE_DAYS,
-    SCALE_DAYS,
-    phase_correction,
-    residual_band,
-)
+from plugin_backend.scoring.caches import ForecastCaches, shared_caches
 from plugin_backend.scoring.model import Forecaster, robust_normalise
+from plugin_backend.scoring.phase_correction import PHASE_DAYS, phase_correction
+from plugin_backend.scoring.residual_band import MIN_RESIDUALS, SCALE_DAYS, residual_band
 from plugin_backend.types import FloatArray
 
-__all__ = ["DAY_S", "TransformerDetector", "clear_forecast_cache"]
+__all__ = ["DAY_S", "ModelLoader", "TransformerDetector"]
+
+#: Loads the weights a ``model_path`` option names (``None``: the shipped ones).
+ModelLoader = Callable[[str | None], Forecaster]
 
 DAY_S = 86_400.0
 _FORWARD_CHUNK = 4096
@@ -142,6 +141,8 @@ class TransformerDetector(Detector):
         stride: int | None = None,
         delayed_view: int | None = None,
         phase_days: int = PHASE_DAYS,
+        caches: ForecastCaches | None = None,
+        load_model: ModelLoader | None = None,
     ) -> None:
         super().__init__(sensitivity=sensitivity, min_deviation=min_deviation)
         if isinstance(phase_days, bool) or not isinstance(phase_days, int) or phase_days < 0:
@@ -164,9 +165,15 @@ class TransformerDetector(Detector):
             raise InvalidTarget(f"stride must be >= 1, got {stride}")
         self.stride = stride
         self._model = model
+        self._load_model = load_model
+        self.caches = caches if caches is not None else shared_caches()
 
     @property
     def model(self) -> Forecaster:
+        """The model given, else the one ``load_model`` (injected by the registry's
+        factory) loads, else the artefact store's (a detector built on its own)."""
+        if self._model is None and self._load_model is not None:
+            self._model = self._load_model(self.model_path)
         if self._model is None:
             from plugin_backend.adapters.artifacts import load_model_or_default
 
@@ -210,14 +217,6 @@ class TransformerDetector(Detector):
         if pooled:
             reach = max(reach, SCALE_DAYS * pooled + max(1, round(pooled / 24)) + 1)
         return reach
-
-    def copied_day_s(self, step_s: float) -> tuple[float, float] | None:
-        """The day-earlier channel: one day before each context and horizon position of
-        the point's block (the block starts up to a horizon before the point)."""
-        if not self._period_points(step_s):
-            return None
-        cfg = self.model.config
-        return (-DAY_S - (cfg.context + cfg.horizon) * step_s, -DAY_S + cfg.horizon * step_s)
 
     # -- band ----------------------------------------------------------------
     def _hidden_points(self) -> int:
@@ -414,19 +413,19 @@ class TransformerDetector(Detector):
 
     def _cached_forecasts(self, context: FloatArray, season: FloatArray) -> FloatArray:
         """Quantile forecasts ``(B, H, Q)`` in the series' units for each row of inputs;
-        rows seen before (same model, same values) come from ``_BLOCK_FORECASTS``, so a
+        rows seen before (same model, same values) come from the injected caches, so a
         refresh runs the model on new blocks only."""
         token = _model_token(self.model)
         inputs = np.ascontiguousarray(np.concatenate([context, season], axis=1))
         keys = [token + hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in inputs]
-        cached = [_BLOCK_FORECASTS.get(key) for key in keys]
+        cached = [self.caches.transformer_blocks.get(key) for key in keys]
         missing = [i for i, hit in enumerate(cached) if hit is None]
         if missing:
             x, s, loc, scale = robust_normalise(context[missing], season[missing])
             fresh = self._forward(x, s) * scale[:, None, None] + loc[:, None, None]
             for i, forecast in zip(missing, fresh, strict=True):
                 kept = forecast.copy()  # a view would keep the whole batch alive
-                _BLOCK_FORECASTS.put(keys[i], kept)
+                self.caches.transformer_blocks.put(keys[i], kept)
                 cached[i] = kept
         return np.stack([hit for hit in cached if hit is not None])
 
@@ -441,9 +440,6 @@ class TransformerDetector(Detector):
         return np.concatenate(outs, axis=0)
 
 
-#: Each block's forecast (``H x Q`` floats, ~0.5 kB), keyed by the model and the
-#: block's inputs: 65,536 blocks are ~3 days at 15 s for 8 series (~50 MB).
-_BLOCK_FORECASTS: LRU[FloatArray] = LRU(65_536)
 _MODEL_TOKENS: weakref.WeakKeyDictionary[Forecaster, bytes] = weakref.WeakKeyDictionary()
 _TOKENS_LOCK = threading.Lock()
 
@@ -455,11 +451,6 @@ def _model_token(model: Forecaster) -> bytes:
         if token is None:
             token = _MODEL_TOKENS[model] = uuid.uuid4().bytes
         return token
-
-
-def clear_forecast_cache() -> None:
-    """Forget the cached block forecasts (a cold start)."""
-    _BLOCK_FORECASTS.clear()
 
 
 def _block_starts(

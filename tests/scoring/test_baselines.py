@@ -1,25 +1,19 @@
-"""Baseline detectors (robust z, block STL, robust Holt-Winters) and the registry."""
+"""Baseline detectors (robust z, block STL, robust Holt-Winters): the contract every one keeps."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from plugin_backend.errors import InsufficientData, InvalidTarget, ModelError
+from plugin_backend.errors import InsufficientData, InvalidTarget
 from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector, ScoredSeries
-from plugin_backend.scoring.baselines import (
-    DAMPING,
-    HoltWinters,
-    RobustZ,
-    SeasonalSTL,
-    _hw_recursion,
-    _Lanes,
-    phase_correction,
-)
+from plugin_backend.scoring.caches import ForecastCaches
+from plugin_backend.scoring.holt_winters import HoltWinters
+from plugin_backend.scoring.hw_recursion import DAMPING, Lanes, hw_recursion
+from plugin_backend.scoring.phase_correction import phase_correction
+from plugin_backend.scoring.robust_z import RobustZ
+from plugin_backend.scoring.stl import SeasonalSTL
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 from plugin_backend.types import FloatArray
 
@@ -318,7 +312,7 @@ def test_holt_winters_recursion_matches_statsmodels() -> None:
     y += rng.normal(0, 0.5, y.size)
     level0, profile = 20.0, 5 * np.sin(2 * np.pi * np.arange(m) / m)
     alpha, beta, gamma = 0.3, 0.1, 0.2
-    lanes = _Lanes(
+    lanes = Lanes(
         data=y[None, :],
         level=np.array([level0]),
         seasonal=profile[None, :],
@@ -328,7 +322,7 @@ def test_holt_winters_recursion_matches_statsmodels() -> None:
         beta=np.array([beta]),
         gamma=np.array([gamma]),
     )
-    forecasts, _, _ = _hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
+    forecasts, _, _ = hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
     fit = ExponentialSmoothing(
         y,
         trend="add",
@@ -422,10 +416,6 @@ def test_detector_options_are_validated() -> None:
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_lists_every_detector() -> None:
-    assert registry.available() == ["robust_z", "stl", "holt_winters", "transformer", "ensemble"]
-
-
 def test_registry_default_needs_only_packaged_files_and_pages_a_spike() -> None:
     # The default (the STL + transformer ensemble) loads the weights shipped in the
     # package: nothing to train or download before the first panel.
@@ -437,57 +427,13 @@ def test_registry_default_needs_only_packaged_files_and_pages_a_spike() -> None:
     assert np.nanmax(scored.score[ANOMALY + 1 :]) < 3
 
 
-def test_registry_builds_with_options() -> None:
-    detector = registry.get_detector("robust_z", sensitivity=2)
-    assert isinstance(detector, RobustZ)
-    assert detector.sensitivity == 2.0
-    stl = registry.get_detector("stl", min_deviation=0.5, weekly=False)
-    assert isinstance(stl, SeasonalSTL)
-    assert stl.min_deviation == 0.5
-    assert not stl.weekly
-    assert isinstance(registry.get_detector("holt_winters"), HoltWinters)
-
-
-def test_registry_unknown_name() -> None:
-    with pytest.raises(InvalidTarget, match=r"unknown detector 'x'; available: robust_z, stl"):
-        registry.get_detector("x")
-
-
-def test_registry_unknown_or_bad_option() -> None:
-    with pytest.raises(InvalidTarget, match="'windw'"):
-        registry.get_detector("robust_z", windw=10)
-    with pytest.raises(InvalidTarget, match="sensitivity"):
-        registry.get_detector("stl", sensitivity=0)
-    with pytest.raises(InvalidTarget):
-        registry.get_detector("robust_z", sensitivity="high")
-
-
-def test_registry_missing_module_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry._DETECTORS, "ghost", "plugin_backend.scoring.no_such_module:Ghost")
-    with pytest.raises(ModelError, match="ghost"):
-        registry.get_detector("ghost")
-    monkeypatch.setitem(registry._DETECTORS, "nonclass", "plugin_backend.errors:InvalidTarget")
-    with pytest.raises(ModelError, match="not a Detector"):
-        registry.get_detector("nonclass")
-
-
-def test_importing_the_registry_imports_no_detector() -> None:
-    code = (
-        "import sys, plugin_backend.scoring.registry as r; r.available(); "
-        "bad = [m for m in ('torch', 'statsmodels', 'plugin_backend.scoring.baselines') "
-        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
     m = 24
     rng = np.random.default_rng(3)
     y = 50 + 10 * np.sin(2 * np.pi * np.arange(5 * m) / m) + rng.normal(0, 1, 5 * m)
     y[40] = 200.0  # an outlier the clipping must treat the same in both runs
     y[70:73] = np.nan
-    lanes = _Lanes(
+    lanes = Lanes(
         data=np.stack([y, y]),
         level=np.array([50.0, 50.0]),
         seasonal=np.stack([10 * np.sin(2 * np.pi * np.arange(m) / m)] * 2),
@@ -497,11 +443,11 @@ def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
         beta=np.array([0.0, 0.1]),
         gamma=np.array([0.05, 0.2]),
     )
-    whole, loss, _ = _hw_recursion(lanes, damping=DAMPING, phase0=3, loss_from=10, loss_to=60)
-    _, _, state = _hw_recursion(
+    whole, loss, _ = hw_recursion(lanes, damping=DAMPING, phase0=3, loss_from=10, loss_to=60)
+    _, _, state = hw_recursion(
         lanes, damping=DAMPING, phase0=3, loss_from=10, loss_to=60, steps=range(60)
     )
-    rest, loss2, _ = _hw_recursion(
+    rest, loss2, _ = hw_recursion(
         lanes,
         damping=DAMPING,
         phase0=3,
@@ -515,25 +461,24 @@ def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
 
 
 def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
-    from plugin_backend.scoring import baselines
-
     step = 300.0
     n = 288 * 6
     rng = np.random.default_rng(8)
     ts = 1_700_000_000 + step * np.arange(n)
     vs = 100 + 20 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 2, n)
-    baselines.clear_caches()  # cold
-    cold = HoltWinters().score(ts, vs)
-    assert len(baselines._WARM_STATES._items) >= 1
-    warm = HoltWinters().score(ts, vs)  # the latest block's warm-up now comes from cache
+    caches = ForecastCaches()  # cold
+    cold = HoltWinters(caches=caches).score(ts, vs)
+    assert len(caches.hw_warm_states) >= 1
+    # the latest block's warm-up now comes from the cache
+    warm = HoltWinters(caches=caches).score(ts, vs)
     np.testing.assert_array_equal(cold.expected, warm.expected)
     np.testing.assert_array_equal(cold.score, warm.score)
     changed = vs.copy()
     changed[n - 400] += 50  # data inside a warm-up changes: the cached state must not be used
-    baselines.clear_caches()
-    fresh = HoltWinters().score(ts, changed)
-    HoltWinters().score(ts, vs)  # caches the unchanged series' states
-    again = HoltWinters().score(ts, changed)
+    caches = ForecastCaches()
+    fresh = HoltWinters(caches=caches).score(ts, changed)
+    HoltWinters(caches=caches).score(ts, vs)  # caches the unchanged series' states
+    again = HoltWinters(caches=caches).score(ts, changed)
     np.testing.assert_array_equal(fresh.expected, again.expected)
 
 
@@ -545,8 +490,6 @@ def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
 def test_stl_forecasts_reused_from_an_earlier_window_equal_a_cold_fit(
     step: float, days: float
 ) -> None:
-    from plugin_backend.scoring.baselines import clear_caches
-
     n = int(days * 86_400 / step)
     rng = np.random.default_rng(11)
     ts = T0 + step * np.arange(n)
@@ -554,13 +497,12 @@ def test_stl_forecasts_reused_from_an_earlier_window_equal_a_cold_fit(
     values = 50 + 10 * np.sin(phase) + rng.normal(0, 1, n)
     values[n // 3 : n // 3 + n // 50] = np.nan  # a scrape outage
     values[2 * n // 3 :] += 15  # a level shift
-    detector = SeasonalSTL()
-    clear_caches()
+    detector = SeasonalSTL(caches=ForecastCaches())
     detector.score(ts[: n - n // 10], values[: n - n // 10])
     # A later window: it starts later (old points dropped) and has new points.
     later = slice(n // 20, None)
     reused = detector.score(ts[later], values[later])
-    clear_caches()
+    detector.caches.clear()
     cold = detector.score(ts[later], values[later])
     for field in ("expected", "lower", "upper", "score"):
         np.testing.assert_array_equal(getattr(reused, field), getattr(cold, field), err_msg=field)

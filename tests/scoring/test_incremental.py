@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from plugin_backend.scoring.baselines import clear_caches
+from plugin_backend.scoring.caches import clear_caches
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import get_detector
 
@@ -75,16 +75,16 @@ def test_a_refresh_of_a_long_history_skips_blocks_before_the_context_and_still_m
 
 
 def _count_stl_fits(monkeypatch):
-    from plugin_backend.scoring import baselines
+    from plugin_backend.scoring import stl
 
     calls = [0]
-    decompose = baselines._decompose
+    decompose = stl.decompose
 
     def counted(*args, **kwargs):
         calls[0] += 1
         return decompose(*args, **kwargs)
 
-    monkeypatch.setattr(baselines, "_decompose", counted)
+    monkeypatch.setattr(stl, "decompose", counted)
     return calls
 
 

@@ -24,11 +24,12 @@ from plugin_backend.adapters.artifacts import (
     save_model,
 )
 from plugin_backend.errors import ArtifactError, InsufficientData, InvalidTarget
-from plugin_backend.scoring.corpus import generate_windows
+from plugin_backend.scoring.caches import clear_caches
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig, robust_normalise
-from plugin_backend.scoring.train import build_train_parser, main_train, train
-from plugin_backend.scoring.transformer import TransformerDetector, clear_forecast_cache
+from plugin_backend.scoring.transformer import TransformerDetector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
+from plugin_backend.training.corpus import generate_windows
+from plugin_backend.training.train import build_train_parser, main_train, train
 from plugin_backend.types import FloatArray
 
 TINY = ForecasterConfig(context=32, horizon=8, patch=8, d_model=16, layers=1, heads=2, ff=32)
@@ -378,7 +379,7 @@ def test_a_time_budget_fixes_a_schedule_that_steps_alone_reproduce(
 ) -> None:
     """``--max-minutes`` sets how many steps the cosine schedule spans (from the speed
     over the warm-up); the recorded command, without a clock, repeats the run exactly."""
-    import plugin_backend.scoring.train as train_module
+    import plugin_backend.training.train as train_module
 
     clock = _FakeClock(tick=0.25)  # two reads per step: 0.5 s a step
     monkeypatch.setattr(train_module, "time", clock)
@@ -428,7 +429,7 @@ def test_cached_block_forecasts_equal_fresh_ones_and_belong_to_their_model(
     """A refresh reuses block forecasts (keyed by the model and the block's inputs):
     they match a cold run, and another model's forecasts are never taken for them."""
     ts, values = _series(1200)
-    clear_forecast_cache()
+    clear_caches()
     cold = TransformerDetector(model=tiny_model).score(ts, values)
     warm = TransformerDetector(model=tiny_model).score(ts, values)  # every block cached
     for field in ("expected", "lower", "upper", "score"):
@@ -439,7 +440,7 @@ def test_cached_block_forecasts_equal_fresh_ones_and_belong_to_their_model(
     other = Forecaster(TINY)
     other.eval()
     elsewhere = TransformerDetector(model=other).score(ts, values)
-    clear_forecast_cache()
+    clear_caches()
     alone = TransformerDetector(model=other).score(ts, values)
     np.testing.assert_allclose(elsewhere.expected, alone.expected, rtol=1e-5, equal_nan=True)
     assert not np.allclose(elsewhere.expected[300:], cold.expected[300:])

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from plugin_backend.errors import InvalidTarget
-from plugin_backend.scoring.baselines import BAND_K, RobustZ
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.model import Forecaster, ForecasterConfig
+from plugin_backend.scoring.robust import BAND_K
+from plugin_backend.scoring.robust_z import RobustZ
 from plugin_backend.scoring.transformer import TransformerDetector
 from plugin_backend.scoring.windows import WindowPolicy, alarms
 

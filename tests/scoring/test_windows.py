@@ -10,7 +10,7 @@ import pytest
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.scoring.base import ScoredSeries
-from plugin_backend.scoring.baselines import RobustZ
+from plugin_backend.scoring.robust_z import RobustZ
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, alarms, find_windows
 from plugin_backend.types import FloatArray
 

@@ -110,7 +110,8 @@ def test_scores_at_the_scrape_step_are_the_detectors_own(client):
     direct = get_detector("ensemble").score(series.timestamps_s, series.values)
     at = {round(t * 1000): s for t, s in zip(direct.timestamps_s, direct.score, strict=True)}
     shown = [(t, v) for v, t in frame["datapoints"]]
-    assert shown[0][0] == START_S * 1000 and len(shown) == 6 * 240 + 1
+    assert shown[0][0] == START_S * 1000
+    assert len(shown) == 6 * 240 + 1
     assert [v for _, v in shown] == pytest.approx([at[t] for t, _ in shown], rel=1e-12)
 
 

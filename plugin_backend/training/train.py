@@ -37,13 +37,13 @@ import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from plugin_backend.adapters.artifacts import DEFAULT_WEIGHTS_DIR, save_model
-from plugin_backend.scoring.corpus import WindowBatch, generate_windows
 from plugin_backend.scoring.model import (
     Forecaster,
     ForecasterConfig,
     pinball_loss,
     robust_normalise,
 )
+from plugin_backend.training.corpus import WindowBatch, generate_windows
 
 __all__ = ["TrainReport", "main_train", "train"]
 
@@ -384,7 +384,7 @@ def train(  # noqa: PLR0915
             "stopped_early": stopped_early,
             "device": str(dev),
             "elapsed_s": round(elapsed, 1),
-            "corpus": "plugin_backend.scoring.corpus (synthetic only)",
+            "corpus": "plugin_backend.training.corpus (synthetic only)",
             "clean_targets": clean_targets,
             "init_from": str(init_from) if init_from is not None else None,
         },

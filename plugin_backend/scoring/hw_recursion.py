@@ -1,0 +1,191 @@
+"""The robust damped Holt-Winters recursion, vectorised over lanes (one per block and
+candidate smoothing parameters), and the classical decomposition lanes start from."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from plugin_backend.scoring.grid_cells import SUB_BLOCK
+from plugin_backend.scoring.robust import MAD_TO_SIGMA, IntArray, row_nanmedian
+from plugin_backend.types import FloatArray
+
+__all__ = ["DAMPING", "WARM", "LaneState", "Lanes", "diff_sigma", "hw_recursion", "seasonal_init"]
+
+#: Per-step trend damping (the trend's whole future contribution is <= 49 steps of it).
+DAMPING = 0.98
+#: Errors are clipped at CLIP * sigma before they update the state (Huber-type robust HW).
+CLIP = 3.0
+#: Smoothing of the running error scale, and E[min(Z^2, CLIP^2)] for Z ~ N(0, 1).
+_SCALE_RATE = 0.05
+_CLIPPED_VAR = 0.9707
+#: Observed points a lane needs before it forecasts (when it starts without history).
+WARM = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """One recursion per lane, all lanes stepped together over the same T cells."""
+
+    data: FloatArray  # (lanes, T)
+    level: FloatArray  # (lanes,) NaN: start at the first finite point
+    seasonal: FloatArray | None  # (lanes, period), phase 0 at step ``phase0``
+    sigma: FloatArray  # (lanes,) inf: no clipping
+    seen: IntArray  # (lanes,) observations behind the initial state
+    alpha: FloatArray
+    beta: FloatArray
+    gamma: FloatArray
+
+
+@dataclass(slots=True)
+class LaneState:
+    """The recursion's state between two steps (one row per lane)."""
+
+    level: FloatArray
+    trend: FloatArray
+    seasonal: FloatArray | None
+    sigma: FloatArray
+    seen: IntArray
+    loss: FloatArray
+    loss_n: FloatArray
+
+    def take(self, rows: slice) -> LaneState:
+        return LaneState(
+            self.level[rows].copy(),
+            self.trend[rows].copy(),
+            self.seasonal[rows].copy() if self.seasonal is not None else None,
+            self.sigma[rows].copy(),
+            self.seen[rows].copy(),
+            self.loss[rows].copy(),
+            self.loss_n[rows].copy(),
+        )
+
+    @staticmethod
+    def stack(parts: list[LaneState]) -> LaneState:
+        seasonals = [p.seasonal for p in parts if p.seasonal is not None]
+        return LaneState(
+            np.concatenate([p.level for p in parts]),
+            np.concatenate([p.trend for p in parts]),
+            np.concatenate(seasonals) if seasonals else None,
+            np.concatenate([p.sigma for p in parts]),
+            np.concatenate([p.seen for p in parts]),
+            np.concatenate([p.loss for p in parts]),
+            np.concatenate([p.loss_n for p in parts]),
+        )
+
+
+def _initial_state(lanes: Lanes) -> LaneState:
+    n_lanes = lanes.data.shape[0]
+    return LaneState(
+        level=lanes.level.copy(),
+        trend=np.zeros(n_lanes),
+        seasonal=lanes.seasonal.copy() if lanes.seasonal is not None else None,
+        sigma=lanes.sigma.copy(),
+        seen=lanes.seen.copy(),
+        loss=np.zeros(n_lanes),
+        loss_n=np.zeros(n_lanes),
+    )
+
+
+def hw_recursion(
+    lanes: Lanes,
+    *,
+    damping: float,
+    phase0: int,
+    loss_from: int,
+    loss_to: int,
+    steps: range | None = None,
+    state: LaneState | None = None,
+) -> tuple[FloatArray, FloatArray, LaneState]:
+    """Additive damped Holt-Winters in error-correction form, one lane per row.
+
+    ``yhat_t = l + phi*b + s[phase]``; with ``e = y_t - yhat_t`` clipped to
+    ``+- CLIP*sigma``: ``l = l + phi*b + alpha*e``, ``b = phi*b + alpha*beta*e``,
+    ``s[phase] += gamma*e`` -- statsmodels'
+    ``ExponentialSmoothing(trend="add", damped_trend=True, seasonal="add")`` when
+    nothing is clipped. Missing points leave the state coasting.
+    Runs ``steps`` (every column by default) from ``state`` (the lanes' initial
+    state by default). Returns the one-step forecasts (NaN until a lane is warm, and
+    outside ``steps``), each lane's mean clipped absolute error over steps
+    ``[loss_from, loss_to)``, and the state after the last step.
+    """
+    data = lanes.data
+    n_lanes, total = data.shape
+    steps = steps if steps is not None else range(total)
+    s = state.take(slice(None)) if state is not None else _initial_state(lanes)
+    level, trend, seasonal, sigma, seen = s.level, s.trend, s.seasonal, s.sigma, s.seen
+    loss, loss_n = s.loss, s.loss_n
+    period = seasonal.shape[1] if seasonal is not None else 1
+    sigma0 = lanes.sigma
+    alpha, beta, gamma = lanes.alpha, lanes.beta, lanes.gamma
+    forecasts = np.full((n_lanes, total), np.nan)
+    for t in steps:
+        y = data[:, t]
+        phase = (t - phase0) % period
+        season_t = seasonal[:, phase] if seasonal is not None else 0.0
+        yhat = level + damping * trend + season_t
+        forecasts[:, t] = np.where(seen >= WARM, yhat, np.nan)
+        observed = np.isfinite(y)
+        fresh = observed & np.isnan(level)
+        error = np.where(observed & ~fresh, y - yhat, 0.0)
+        bound = CLIP * sigma
+        clipped = np.clip(error, -bound, bound)
+        if loss_from <= t < loss_to:
+            scored = observed & ~fresh & (seen >= WARM)
+            loss += np.where(scored, np.minimum(np.abs(error), CLIP * sigma0), 0.0)
+            loss_n += scored
+        level = np.where(fresh, y - season_t, level + damping * trend + alpha * clipped)
+        trend = damping * trend + alpha * beta * clipped
+        if seasonal is not None:
+            seasonal[:, phase] += gamma * clipped
+        update = observed & ~fresh & np.isfinite(sigma)
+        sigma = np.where(
+            update,
+            np.sqrt(
+                (1 - _SCALE_RATE) * sigma**2
+                + _SCALE_RATE * np.minimum(error**2, bound**2) / _CLIPPED_VAR
+            ),
+            sigma,
+        )
+        seen += observed
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_loss = np.where(loss_n > 0, loss / loss_n, np.inf)
+    return forecasts, mean_loss, LaneState(level, trend, seasonal, sigma, seen, loss, loss_n)
+
+
+def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Classical decomposition of ``(blocks, days * period)`` histories: centred
+    moving average over one period, per-phase median of the detrended values over
+    the days, centred. Returns (profile, deseasonalised history, robust sigma)."""
+    blocks, cells = history.shape
+    days = cells // period
+    ok = np.isfinite(history)
+    filled = np.where(ok, history, 0.0)
+    csum = np.concatenate((np.zeros((blocks, 1)), np.cumsum(filled, axis=1)), axis=1)
+    ccount = np.concatenate((np.zeros((blocks, 1)), np.cumsum(ok, axis=1)), axis=1)
+    half = period // 2
+    centre = np.arange(half, cells - (period - half) + 1)
+    total = csum[:, centre + (period - half)] - csum[:, centre - half]
+    count = ccount[:, centre + (period - half)] - ccount[:, centre - half]
+    moving = np.full((blocks, cells), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        moving[:, centre] = np.where(count >= period / 2, total / count, np.nan)
+    detrended = (history - moving).reshape(blocks, days, period)
+    rows = detrended.transpose(0, 2, 1).reshape(blocks * period, days)
+    profile = row_nanmedian(rows).reshape(blocks, period)
+    known = np.isfinite(profile)
+    centre_level = np.where(known, profile, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    profile = np.where(known, profile - centre_level[:, None], 0.0)
+    deseason = history - np.tile(profile, (1, days))
+    remainder = np.abs(detrended.reshape(blocks, cells) - np.tile(profile, (1, days)))
+    sigma = MAD_TO_SIGMA * row_nanmedian(remainder)
+    return profile, deseason, sigma
+
+
+def diff_sigma(history: FloatArray) -> FloatArray:
+    """Robust noise scale from first differences (``inf`` where unknown)."""
+    diffs = np.abs(np.diff(history, axis=1))
+    sigma = MAD_TO_SIGMA * row_nanmedian(diffs, SUB_BLOCK) / math.sqrt(2)
+    return np.where(np.isfinite(sigma), sigma, np.inf)
