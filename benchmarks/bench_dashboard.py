@@ -1,10 +1,11 @@
 """A dashboard of 5 anomaly panels opened cold: how long each panel takes.
 
-A real Prometheus backfilled with the test dataset (two days at 15 s) and a real
-``plugin-backend serve`` (gunicorn, 2 workers, as users deploy it). Each round starts
-a fresh server (nothing cached: no scores, no forecasts; the model is loaded, as
-after the server's warm-up) and requests the 5 panels at once, as Grafana does when
-a dashboard opens: 6 h range, 20 s step, the default detector. Two dashboards:
+A real Prometheus backfilled with two weeks at 15 s of 5 seasonal gauges (about
+what a default Prometheus keeps, so a detector gets the history it asks for) and a
+real ``plugin-backend serve`` (gunicorn, 2 workers, as users deploy it). Each round
+starts a fresh server (nothing cached: no scores, no forecasts; the model is loaded,
+as after the server's warm-up) and requests the 5 panels at once, as Grafana does
+when a dashboard opens: 6 h range, 20 s step, the default detector. Two dashboards:
 
 * ``5 series``: one anomaly-score panel for each of 5 series (nothing to share);
 * ``1 series``: the anomaly overview of one series -- band, score, windows table,
@@ -15,24 +16,32 @@ Target (issue 18): <= 2 s p50 per panel.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 
-from benchmarks.common import backfilled_prometheus, gunicorn_backend, percentile, print_table
-from plugin_backend.devtools.testdata import DATA_END_S
+from benchmarks.common import gunicorn_backend, percentile, print_table
+from plugin_backend.devtools.promserver import PrometheusServer, SyntheticSeries, start_backfilled
+
+DATA_END_S = 1_767_225_600  # 2026-01-01T00:00:00Z
+HISTORY_DAYS = 14
 
 ROUNDS = 5
 RANGE_S = 6 * 3600
 STEP_S = 20
-ONE = 'bench_gauge{series="0"}'
+ONE = 'dash_gauge{series="0"}'
 DASHBOARDS: dict[str, list[tuple[str, dict[str, Any], int]]] = {
     # (kind, payload, maxDataPoints)
     "5 series": [
-        ("anomaly_score", {"expr": f'bench_gauge{{series="{i}"}}'}, RANGE_S // STEP_S + 1)
+        ("anomaly_score", {"expr": f'dash_gauge{{series="{i}"}}'}, RANGE_S // STEP_S + 1)
         for i in range(5)
     ],
     "1 series": [
@@ -43,6 +52,32 @@ DASHBOARDS: dict[str, list[tuple[str, dict[str, Any], int]]] = {
         ("anomaly_score", {"expr": ONE, "direction": "up"}, 700),
     ],
 }
+
+
+def _gauges() -> list[SyntheticSeries]:
+    ts = np.arange(DATA_END_S - HISTORY_DAYS * 86_400, DATA_END_S + 15, 15, dtype=np.float64)
+    day = 2 * np.pi * ts / 86_400
+    return [
+        SyntheticSeries(
+            labels={"__name__": "dash_gauge", "series": str(i)},
+            timestamps_s=ts,
+            values=100.0
+            + 10.0 * i
+            + 20.0 * np.sin(day + 0.6 * i)
+            + 2.0 * np.random.default_rng(300 + i).standard_normal(ts.size),
+        )
+        for i in range(5)
+    ]
+
+
+@contextmanager
+def _prometheus() -> Iterator[PrometheusServer]:
+    with tempfile.TemporaryDirectory(prefix="bench-dash-") as tmp:
+        server = start_backfilled(_gauges(), Path(tmp), timeout_s=120)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def _iso(ts: float) -> str:
@@ -83,7 +118,7 @@ def _round(
 
 def main() -> None:
     rows = []
-    with backfilled_prometheus() as prom:
+    with _prometheus() as prom:
         for name, panels in DASHBOARDS.items():
             per_panel: list[float] = []
             whole: list[float] = []

@@ -17,6 +17,9 @@ import requests
 from plugin_backend.devtools.promserver import PrometheusServer, find_free_port, start_backfilled
 from plugin_backend.devtools.testdata import build_test_series
 
+#: A loaded 2-core machine can take over a minute to import and warm the model up.
+START_TIMEOUT_S = 180.0
+
 
 @contextmanager
 def backfilled_prometheus() -> Iterator[PrometheusServer]:
@@ -55,7 +58,7 @@ def gunicorn_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 if requests.get(url + "/readyz", timeout=1).status_code == 200:
@@ -63,6 +66,8 @@ def gunicorn_server(
             except requests.RequestException:  # not listening yet, or warming up
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.terminate()  # else reading its stderr waits for it forever
+                proc.wait(timeout=20)
                 stderr = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"backend did not start: {stderr[-2000:]}")
             time.sleep(0.2)

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "plugin_backend"
 # Modules that must stay pure: numbers and value objects in, the same out.
 PURE = [
     "types.py",
+    "timegrid.py",
     "errors.py",
     "ports.py",
     "promql.py",
