@@ -45,8 +45,8 @@ docs: $(STAMP)
 	$(BIN)/python -m plugin_backend.config_doc > docs/configuration.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugin_backend tests benchmarks
-	$(BIN)/ruff format --check plugin_backend tests benchmarks
+	$(BIN)/ruff check plugin_backend testkit tests benchmarks
+	$(BIN)/ruff format --check plugin_backend testkit tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -29,7 +29,7 @@ import numpy as np
 import requests
 
 from benchmarks.common import gunicorn_backend, percentile, print_table
-from plugin_backend.devtools.promserver import PrometheusServer, SyntheticSeries, start_backfilled
+from testkit.promserver import PrometheusServer, SyntheticSeries, start_backfilled
 
 DATA_END_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 HISTORY_DAYS = 14

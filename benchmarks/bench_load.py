@@ -11,7 +11,7 @@ import time
 
 from benchmarks.common import backfilled_prometheus, gunicorn_server, percentile, print_table
 from benchmarks.load import children_of, rss_bytes, run_load
-from plugin_backend.devtools.testdata import DATA_END_S
+from testkit.testdata import DATA_END_S
 
 RATE_PER_S = 200.0
 DURATION_S = 60.0

@@ -26,11 +26,11 @@ from pathlib import Path
 from benchmarks.common import percentile, print_table
 from plugin_backend.adapters.demo import DemoSource, incidents_between
 from plugin_backend.adapters.prometheus import PrometheusClient
-from plugin_backend.devtools.incidents import merge_cases, scenario_suite
-from plugin_backend.devtools.promserver import start_backfilled
 from plugin_backend.errors import BackendError
 from plugin_backend.explain import ExplainService
 from plugin_backend.llm.writer import NoteWriter
+from testkit.incidents import merge_cases, scenario_suite
+from testkit.promserver import start_backfilled
 
 DAY_START_S = 1_767_225_600
 DAYS = 2

@@ -22,8 +22,8 @@ from benchmarks.common import (
 )
 from plugin_backend.adapters.prometheus import PrometheusClient
 from plugin_backend.datasource.render import legend_name, timeseries_frame
-from plugin_backend.devtools.testdata import DATA_END_S
 from plugin_backend.types import TimeRange
+from testkit.testdata import DATA_END_S
 
 EXPR = "bench_gauge"
 STEP_S = 15

@@ -3,7 +3,7 @@
 Sources (:data:`SOURCES`), each backfilled (promtool, OpenMetrics) into its own
 throw-away Prometheus:
 
-* ``sim``: the project's own simulator (:mod:`plugin_backend.devtools.incidents`),
+* ``sim``: the project's own simulator (:mod:`testkit.incidents`),
   ``N`` incidents of each of its 8 fault types, 15 s steps, 1 h fetched per case;
 * ``estate2``: :mod:`benchmarks.estate2`, written from a different model of an estate
   (other topology, fault mechanics and timings, distractors), 30 s steps, 3 h;
@@ -55,8 +55,6 @@ from benchmarks import estate2, petshop
 from benchmarks.common import percentile, print_table
 from benchmarks.rca_case import RcaCase, RcaSource
 from plugin_backend.adapters.prometheus import PrometheusClient
-from plugin_backend.devtools import incidents
-from plugin_backend.devtools.promserver import start_backfilled
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.dependencies import DependencyMap, load_dependency_map
 from plugin_backend.rca.ensemble import ensemble_rank, fuse
@@ -65,6 +63,8 @@ from plugin_backend.rca.methods import Ranker as MethodRanker
 from plugin_backend.rca.nsigma import nsigma_rank
 from plugin_backend.rca.ranking import rank_causes
 from plugin_backend.types import Series, TimeRange, format_series_name
+from testkit import incidents
+from testkit.promserver import start_backfilled
 
 N_PER_FAULT = 10
 N_PER_FAULT_ESTATE2 = 8

@@ -20,11 +20,11 @@ from plugin_backend.adapters.demo import DemoSource, incidents_between
 from plugin_backend.adapters.grafana import GrafanaClient
 from plugin_backend.delivery import OutboxDeliverer
 from plugin_backend.detection import DetectionService
-from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.explain import ExplainService
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.watch import RuleCycle
+from testkit.fakegrafana import FakeGrafana
 
 DAY_START_S = 1764000000.0
 DAYS = 2

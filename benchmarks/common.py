@@ -14,8 +14,8 @@ from pathlib import Path
 
 import requests
 
-from plugin_backend.devtools.promserver import PrometheusServer, find_free_port, start_backfilled
-from plugin_backend.devtools.testdata import build_test_series
+from testkit.promserver import PrometheusServer, find_free_port, start_backfilled
+from testkit.testdata import build_test_series
 
 #: A loaded 2-core machine can take over a minute to import and warm the model up.
 START_TIMEOUT_S = 180.0

@@ -1,6 +1,6 @@
 """A second incident generator, from a different model of an estate than the project's own.
 
-Written apart from :mod:`plugin_backend.devtools.incidents` (other topology, metric
+Written apart from :mod:`testkit.incidents` (other topology, metric
 vocabulary, fault mechanics and timings), so that no single generator is the one every
 ranking choice is made on. Seeded and deterministic (numpy ``Generator`` on ``PCG64``).
 
@@ -80,8 +80,8 @@ from typing import Any, Literal
 import numpy as np
 
 from benchmarks.rca_case import RcaCase, RcaSource
-from plugin_backend.devtools.promserver import FloatArray, SyntheticSeries
 from plugin_backend.types import format_series_name
+from testkit.promserver import FloatArray, SyntheticSeries
 
 __all__ = [
     "FAULTS",

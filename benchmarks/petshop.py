@@ -55,8 +55,8 @@ from typing import Any, Literal
 import numpy as np
 
 from benchmarks.rca_case import RcaCase, RcaSource
-from plugin_backend.devtools.promserver import FloatArray, SyntheticSeries
 from plugin_backend.types import format_series_name
+from testkit.promserver import FloatArray, SyntheticSeries
 
 __all__ = [
     "DATASET_DIR",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from plugin_backend.devtools.promserver import SyntheticSeries
+from testkit.promserver import SyntheticSeries
 
 __all__ = ["RcaCase", "RcaSource"]
 

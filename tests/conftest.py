@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from plugin_backend.devtools.pgserver import PostgresServer, find_postgres_bin
-from plugin_backend.devtools.promserver import PrometheusServer, start_backfilled
-from plugin_backend.devtools.redisserver import RedisServer
-from plugin_backend.devtools.testdata import build_test_series
+from testkit.pgserver import PostgresServer, find_postgres_bin
+from testkit.promserver import PrometheusServer, start_backfilled
+from testkit.redisserver import RedisServer
+from testkit.testdata import build_test_series
 from tests.needs import require_binary, require_installed
 
 # --- tiers (tests/README.md) -----------------------------------------------------
@@ -68,7 +68,7 @@ def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 # --- real Prometheus ---------------------------------------------------------
 # One Prometheus per test session, over the deterministic dataset of
-# plugin_backend.devtools.testdata (backfilled with promtool into a temp dir).
+# testkit.testdata (backfilled with promtool into a temp dir).
 
 
 @pytest.fixture(scope="session")

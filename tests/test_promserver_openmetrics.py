@@ -1,4 +1,4 @@
-"""Output format of plugin_backend.devtools.promserver.write_openmetrics (no server needed)."""
+"""Output format of testkit.promserver.write_openmetrics (no server needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin_backend.devtools.promserver import SyntheticSeries, backfill, write_openmetrics
+from testkit.promserver import SyntheticSeries, backfill, write_openmetrics
 from tests.needs import require_binary
 
 T0 = 1_767_225_600

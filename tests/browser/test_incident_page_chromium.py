@@ -20,12 +20,12 @@ import requests
 
 from plugin_backend.adapters.demo import DemoSource
 from plugin_backend.detection import DetectionService
-from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Incident, incident_id
 from plugin_backend.rules import parse_rules
 from plugin_backend.store import Store
 from plugin_backend.watch import RuleCycle
+from testkit.promserver import find_free_port
 from tests.demo_faults import demo_fault_start
 
 pytestmark = pytest.mark.integration

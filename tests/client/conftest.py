@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from plugin_backend.devtools.promserver import find_free_port
+from testkit.promserver import find_free_port
 from tests.client.support import (
     CLIENT_DIR,
     LOCK_STAMP,

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from plugin_backend.devtools.promserver import find_free_port
+from testkit.promserver import find_free_port
 from tests.client.support import (
     API_TOKEN,
     BASIC_PASSWORD,

@@ -11,9 +11,9 @@ import pytest
 
 from plugin_backend.adapters.grafana import GrafanaClient
 from plugin_backend.delivery import DeliveryPolicy, OutboxDeliverer
-from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.store import Store
+from testkit.fakegrafana import FakeGrafana
 
 TOKEN = "glsa_test_token"
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from plugin_backend.devtools.testdata import DATA_END_S, DEPLOY_S
+from testkit.testdata import DATA_END_S, DEPLOY_S
 
 pytestmark = pytest.mark.integration
 

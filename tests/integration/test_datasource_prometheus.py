@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin_backend.config import load_settings
-from plugin_backend.devtools.testdata import DATA_END_S, DEPLOY_S, WEIRD_FROM_S
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.web import create_app
+from testkit.testdata import DATA_END_S, DEPLOY_S, WEIRD_FROM_S
 
 pytestmark = pytest.mark.integration
 

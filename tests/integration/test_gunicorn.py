@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from plugin_backend.devtools.promserver import find_free_port
-from plugin_backend.devtools.testdata import DATA_END_S
+from testkit.promserver import find_free_port
+from testkit.testdata import DATA_END_S
 
 pytestmark = pytest.mark.integration
 

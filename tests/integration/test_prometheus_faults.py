@@ -14,9 +14,9 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from plugin_backend.config import load_settings
-from plugin_backend.devtools.promserver import SyntheticSeries, start_backfilled
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.web import create_app
+from testkit.promserver import SyntheticSeries, start_backfilled
 
 pytestmark = pytest.mark.integration
 

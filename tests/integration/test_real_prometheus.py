@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from plugin_backend.devtools.promserver import PrometheusServer
-from plugin_backend.devtools.testdata import (
+from testkit.promserver import PrometheusServer
+from testkit.testdata import (
     BENCH_SERIES,
     DATA_END_S,
     DATA_START_S,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from plugin_backend.devtools.fakegrafana import FakeGrafana
-from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.store import Store
+from testkit.fakegrafana import FakeGrafana
+from testkit.promserver import find_free_port
 from tests.demo_faults import demo_fault_start
 
 TOKEN = "glsa_e2e"

@@ -6,9 +6,9 @@ import pytest
 
 from plugin_backend.adapters.demo import DemoSource
 from plugin_backend.adapters.grafana import GrafanaClient
-from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.explain import ExplainService
 from plugin_backend.types import TimeRange
+from testkit.fakegrafana import FakeGrafana
 from tests.demo_faults import demo_fault_start
 
 TOKEN = "glsa_events"

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from plugin_backend.devtools.testdata import DEPLOY_S
 from plugin_backend.explain import llm_hint
+from testkit.testdata import DEPLOY_S
 
 QUERY = 'sum(rate(http_requests_total{service="checkout"}[5m]))'
 

@@ -4,7 +4,7 @@
   estate (the JSON-datasource panels run against it), notes from a stub
   OpenAI-compatible LLM (so the LLM self-metrics exist);
 * ``source_backend``: the same over ``stack_prometheus`` (Prometheus-source metrics);
-* ``demoapp``: ``python -m plugin_backend.devtools.demoapp`` (the stack's demo app);
+* ``demoapp``: ``python -m plugin_backend.demoapp`` (the stack's demo app);
 * ``stack_prometheus``: a real Prometheus run with ``deploy/prometheus/prometheus.yml``,
   its targets pointed at the processes above and a 1 s scrape interval.
 """
@@ -28,8 +28,8 @@ import requests
 import yaml
 
 from plugin_backend.config import Settings
-from plugin_backend.devtools.fakegrafana import FakeGrafana
-from plugin_backend.devtools.promserver import find_free_port
+from testkit.fakegrafana import FakeGrafana
+from testkit.promserver import find_free_port
 from tests.needs import require_binary
 from tests.processes import ServiceProcess
 from tests.stack.support import (
@@ -229,7 +229,7 @@ def demoapp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     workdir = tmp_path_factory.mktemp("demoapp")
     port = find_free_port()
     app = _start(
-        [sys.executable, "-m", "plugin_backend.devtools.demoapp", "--port", str(port)],
+        [sys.executable, "-m", "plugin_backend.demoapp", "--port", str(port)],
         dict(os.environ),
         workdir / "demoapp.log",
         f"http://127.0.0.1:{port}",

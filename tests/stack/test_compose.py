@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from plugin_backend import demoapp
 from plugin_backend.cli import build_parser
 from plugin_backend.config import Settings, load_settings
-from plugin_backend.devtools import demoapp
 from tests.needs import require_binary
 from tests.stack.support import COMPOSE_FILE, ROOT, load_yaml
 
@@ -152,7 +152,7 @@ def test_the_worker_command(services: dict[str, dict[str, Any]]) -> None:
 
 def test_the_demo_command(services: dict[str, dict[str, Any]]) -> None:
     command = services["demo"]["command"]
-    assert command[:3] == ["python", "-m", "plugin_backend.devtools.demoapp"]
+    assert command[:3] == ["python", "-m", "plugin_backend.demoapp"]
     args = demoapp.build_parser().parse_args(command[3:])
     assert (args.host, args.port) == ("0.0.0.0", 8000)
 

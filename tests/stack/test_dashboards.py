@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugin_backend.devtools import dashboards as generator
+from testkit import dashboards as generator
 from tests.stack.support import (
     DASHBOARDS,
     GRAFANA_BUILTIN_UIDS,
@@ -69,7 +69,7 @@ def test_committed_dashboards_are_the_generators_output() -> None:
     for name, board in generated.items():
         committed = (DASHBOARDS / name).read_text(encoding="utf-8")
         assert committed == generator.render(board), (
-            f"{name} is stale: run `python -m plugin_backend.devtools.dashboards`"
+            f"{name} is stale: run `python -m testkit.dashboards`"
         )
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugin_backend.devtools.demoapp import FAULTS, RAMP_S, DemoApp, make_server
+from plugin_backend.demoapp import FAULTS, RAMP_S, DemoApp, make_server
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00 UTC
 

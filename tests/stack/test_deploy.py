@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
+from plugin_backend import demoapp
 from plugin_backend.bootstrap import build_dependencies
 from plugin_backend.config import load_settings
-from plugin_backend.devtools import demoapp
 from plugin_backend.rules import load_rules
 from tests.needs import require_binary
 from tests.stack.support import (

@@ -163,7 +163,7 @@ def test_wrong_admin_password_fails_with_grafanas_message(grafana, env, capsys) 
 
 
 def test_gives_up_when_grafana_never_answers(env, capsys) -> None:
-    from plugin_backend.devtools.promserver import find_free_port
+    from testkit.promserver import find_free_port
 
     closed = f"http://127.0.0.1:{find_free_port()}"
     assert grafana_token.main({**env, "GRAFANA_URL": closed, "WAIT_S": "1"}) == 1

@@ -4,9 +4,9 @@ of its own."""
 
 from __future__ import annotations
 
-from plugin_backend.devtools.pgserver import PostgresServer
 from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.store import Store
+from testkit.pgserver import PostgresServer
 
 T = 1_780_000_000.0
 

@@ -18,7 +18,6 @@ from plugin_backend.adapters.demo import DemoSource
 from plugin_backend.adapters.llm_openai import models_url
 from plugin_backend.config import load_settings
 from plugin_backend.detection import DetectionService
-from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.errors import StoreError, UpstreamError
 from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Incident, annotation_for, incident_id
@@ -37,6 +36,7 @@ from plugin_backend.web.incident_views import (
 )
 from plugin_backend.web.pages import SECURITY_HEADERS
 from plugin_backend.web.plots import Band, Line, Shade, format_number, time_plot
+from testkit.promserver import find_free_port
 from tests.demo_faults import demo_fault_start
 
 FAULT_START_S = demo_fault_start("pg_pool_exhaustion")  # 30 min, seed 7

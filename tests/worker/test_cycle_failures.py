@@ -18,8 +18,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from plugin_backend.devtools.promserver import find_free_port
 from plugin_backend.store import Store
+from testkit.promserver import find_free_port
 
 # Runs `plugin-backend worker` as a subprocess, as operators do.
 pytestmark = pytest.mark.processes

@@ -15,7 +15,6 @@ from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.config import load_settings
 from plugin_backend.delivery import OutboxDeliverer
 from plugin_backend.detection import DetectionService
-from plugin_backend.devtools.fakegrafana import FakeGrafana
 from plugin_backend.explain import ExplainService
 from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.rules import parse_rules
@@ -24,6 +23,7 @@ from plugin_backend.telemetry import Telemetry
 from plugin_backend.watch import RuleCycle
 from plugin_backend.web import create_app
 from plugin_backend.worker import Worker
+from testkit.fakegrafana import FakeGrafana
 from tests.demo_faults import demo_fault_start
 
 SCRIPT = "<script>window.__pwned=1</script>"

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from plugin_backend.devtools.promserver import find_free_port
+from testkit.promserver import find_free_port
 
 __all__ = ["RedisServer", "find_redis_server"]
 

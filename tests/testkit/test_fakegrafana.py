@@ -1,4 +1,4 @@
-"""The fake Grafana of plugin_backend.devtools.fakegrafana: the annotation API, auth and
+"""The fake Grafana of testkit.fakegrafana: the annotation API, auth and
 orgs, every fault mode, the CLI, and (when ../shared/contracts holds it) Grafana's
 annotations contract for every answer the fake gives and every body the tests send."""
 
@@ -22,7 +22,7 @@ from jsonschema import Draft4Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from plugin_backend.devtools.fakegrafana import (
+from testkit.fakegrafana import (
     DEFAULT_FIND_LIMIT,
     FIND_QUERY_PARAMS,
     FakeGrafana,
@@ -646,7 +646,7 @@ def test_start_stop_and_restart_on_the_same_port() -> None:
 
 
 def test_command_line_serves_until_terminated() -> None:
-    module = "plugin_backend.devtools.fakegrafana"
+    module = "testkit.fakegrafana"
     args = ["--port", "0", "--token", TOKEN, "--org-id", "3"]
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args],

@@ -4,16 +4,16 @@ Nothing in the service imports this package. It holds the harness that runs a
 real Prometheus (Debian package ``prometheus``: the ``prometheus`` server and
 ``promtool``) over synthetic, backfilled data:
 
-* :mod:`plugin_backend.devtools.promserver` writes OpenMetrics text, backfills
+* :mod:`testkit.promserver` writes OpenMetrics text, backfills
   it with ``promtool tsdb create-blocks-from openmetrics`` and starts/stops a
   throw-away Prometheus server on 127.0.0.1.
-* :mod:`plugin_backend.devtools.testdata` builds the deterministic dataset the
+* :mod:`testkit.testdata` builds the deterministic dataset the
   integration tests and benchmarks query.
 """
 
 from __future__ import annotations
 
-from plugin_backend.devtools.promserver import (
+from testkit.promserver import (
     PrometheusServer,
     SyntheticSeries,
     backfill,

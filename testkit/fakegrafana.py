@@ -33,7 +33,7 @@ Usage::
                       headers=grafana.auth_headers)
         assert grafana.annotations()[0]["text"] == "deploy"
 
-or as a process: ``python -m plugin_backend.devtools.fakegrafana --port 3000 --token T``
+or as a process: ``python -m testkit.fakegrafana --port 3000 --token T``
 prints one JSON line with the URL and serves until SIGTERM/SIGINT.
 
 Tooling only: never imported by the service at run time.
@@ -1013,7 +1013,7 @@ def _check_status(status: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a fake Grafana until SIGTERM/SIGINT; print ``{"url": ...}`` once ready."""
     parser = argparse.ArgumentParser(
-        prog="python -m plugin_backend.devtools.fakegrafana",
+        prog="python -m testkit.fakegrafana",
         description="A fake Grafana annotations API for manual runs and tests.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="IPv4 address (default 127.0.0.1)")

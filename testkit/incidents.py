@@ -1,7 +1,7 @@
 """Incident simulator: a small service estate with injected faults, for RCA benchmarks.
 
 Pure numpy, deterministic per ``(fault, seed, start_s)`` (noise comes from the raw
-``PCG64`` bit stream, like :mod:`plugin_backend.devtools.testdata`).
+``PCG64`` bit stream, like :mod:`testkit.testdata`).
 
 The estate (:data:`SERVICES`, :func:`dependency_map`)::
 
@@ -73,8 +73,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from plugin_backend.devtools.promserver import FloatArray, SyntheticSeries
 from plugin_backend.types import format_series_name
+from testkit.promserver import FloatArray, SyntheticSeries
 
 __all__ = [
     "AFTER_S",

@@ -1,6 +1,6 @@
 """The Grafana dashboards of the compose stack, generated: ``dashboards/*.json``.
 
-``python -m plugin_backend.devtools.dashboards`` rewrites the committed files;
+``python -m testkit.dashboards`` rewrites the committed files;
 ``--check`` exits 1 when they differ from what this module generates (the stack
 tests check the same). Three dashboards:
 
@@ -37,7 +37,7 @@ __all__ = [
 JSON_DS = {"type": "simpod-json-datasource", "uid": "plugin-backend"}
 PROMETHEUS_DS = {"type": "prometheus", "uid": "prometheus"}
 GRAFANA_DS = {"type": "grafana", "uid": "-- Grafana --"}
-DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "dashboards"
+DASHBOARDS_DIR = Path(__file__).resolve().parents[1] / "dashboards"
 SCHEMA_VERSION = 39
 DETECTORS = ("robust_z", "holt_winters", "stl", "transformer", "ensemble")
 RATE = "$__rate_interval"
@@ -580,7 +580,7 @@ def render(dashboard: Json) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugin_backend.devtools.dashboards")
+    parser = argparse.ArgumentParser(prog="python -m testkit.dashboards")
     parser.add_argument("--out", type=Path, default=DASHBOARDS_DIR, help="(dashboards/)")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the files differ from the generator"

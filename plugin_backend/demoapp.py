@@ -1,6 +1,6 @@
 """The demo application of the docker compose stack: a simulated shop that Prometheus scrapes.
 
-``python -m plugin_backend.devtools.demoapp --port 8000`` serves ``GET /metrics``
+``python -m plugin_backend.demoapp --port 8000`` serves ``GET /metrics``
 (Prometheus text format) for four services, ``frontend -> checkout -> postgres``
 and ``checkout -> redis``, driven by a background thread that advances the
 simulation once a second: traffic follows a daily cycle (peak 15:00 UTC) with an
@@ -29,7 +29,7 @@ each ramping in over :data:`RAMP_S` seconds:
 * ``cache_failure`` - the redis hit ratio collapses, postgres connections, CPU and
   latency rise, checkout latency follows.
 
-Tooling only: the service never imports it.
+An entry point of the compose stack's image only: the service never imports it.
 """
 
 from __future__ import annotations
@@ -449,7 +449,7 @@ def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> Thre
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m plugin_backend.devtools.demoapp",
+        prog="python -m plugin_backend.demoapp",
         description="Demo shop exporting Prometheus metrics, with injectable faults.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in Docker)")

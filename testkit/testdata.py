@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugin_backend.devtools.promserver import FloatArray, SyntheticSeries
+from testkit.promserver import FloatArray, SyntheticSeries
 
 __all__ = [
     "BENCH_SERIES",

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from plugin_backend.devtools.promserver import find_free_port
+from testkit.promserver import find_free_port
 
 __all__ = ["PostgresServer", "find_postgres_bin"]
 

@@ -3,7 +3,7 @@ comes back empty (nothing persisted), as a broker crash would leave it."""
 
 from __future__ import annotations
 
-from plugin_backend.devtools.redisserver import RedisServer
+from testkit.redisserver import RedisServer
 from tests.needs import require_binary, require_installed
 
 

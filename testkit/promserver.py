@@ -250,7 +250,7 @@ def find_free_port() -> int:
 
 
 _EMPTY_SCRAPE_CONFIG = """\
-# Written by plugin_backend.devtools.promserver: no scraping, backfilled data only.
+# Written by testkit.promserver: no scraping, backfilled data only.
 global:
   evaluation_interval: 1h
 scrape_configs: []

@@ -1,4 +1,4 @@
-"""The incident simulator of plugin_backend.devtools.incidents (no Prometheus needed)."""
+"""The incident simulator of testkit.incidents (no Prometheus needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin_backend.devtools.incidents import (
+from plugin_backend.types import format_series_name
+from testkit.incidents import (
     DAY_S,
     FAULTS,
     HISTORY_S,
@@ -20,8 +21,7 @@ from plugin_backend.devtools.incidents import (
     scenario_suite,
     simulate,
 )
-from plugin_backend.devtools.promserver import SyntheticSeries, write_openmetrics
-from plugin_backend.types import format_series_name
+from testkit.promserver import SyntheticSeries, write_openmetrics
 
 START = SUITE_EPOCH_S + 10 * 3600 + 15 * 77  # a weekday morning, on the 15 s grid
 
