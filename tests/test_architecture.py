@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,43 @@ def test_only_the_http_layer_imports_requests() -> None:
         and any(m.split(".")[0] in {"requests", "urllib3"} for m in _imported_modules(p))
     }
     assert not offenders, f"{sorted(offenders)} import requests: use adapters/http.py"
+
+
+# --- test tooling stays out of the service and its wheel -----------------------------
+# testkit/ (fake Grafana, simulators, Prometheus/PostgreSQL/Redis launchers) sits beside
+# the package: tests and benchmarks import it from the checkout, the service never does.
+ROOT = PACKAGE.parent
+TOOLING = {"testkit", "tests", "benchmarks"}
+
+
+def _names_tooling(path: Path) -> set[str]:
+    """Tooling this file imports, or names in a string (`-m testkit.x`, importlib)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    strings = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value == "testkit" or node.value.startswith("testkit."))
+    }
+    imported = {m for m in _imported_modules(path) if m.split(".")[0] in TOOLING}
+    return imported | strings
+
+
+def test_the_runtime_package_never_imports_the_testkit() -> None:
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(_names_tooling(p)) for p in PACKAGE.rglob("*.py")
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_wheel_holds_the_package_and_not_the_testkit() -> None:
+    # The package list setuptools builds the wheel from ([tool.setuptools.packages.find]).
+    pyprojecttoml = pytest.importorskip("setuptools.config.pyprojecttoml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # setuptools' deprecation notes on other fields
+        config = pyprojecttoml.read_configuration(ROOT / "pyproject.toml", expand=True)
+    packages = set(config["tool"]["setuptools"]["packages"])
+    assert {"plugin_backend", "plugin_backend.scoring", "plugin_backend.web"} <= packages
+    assert (ROOT / "testkit" / "__init__.py").is_file()
+    assert not {p for p in packages if p.split(".")[0] in TOOLING}, sorted(packages)
