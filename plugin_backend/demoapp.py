@@ -62,6 +62,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from plugin_backend.adapters import demo_estate
+
 __all__ = [
     "FAULTS",
     "HTTP_SERVICES",
@@ -77,9 +79,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("frontend", "checkout", "postgres", "redis")
-HTTP_SERVICES = ("frontend", "checkout")
-NODES = {"frontend": "node-a", "checkout": "node-a", "postgres": "node-b", "redis": "node-a"}
+# The shop of adapters/demo_estate.py without payments: one instance of each service,
+# on the service's first node.
+_SIMULATED = tuple(s for s in demo_estate.SERVICES if s.name != "payments")
+SERVICES = tuple(s.name for s in _SIMULATED)
+HTTP_SERVICES = tuple(s.name for s in _SIMULATED if s.serves_http)
+NODES = {s.name: s.nodes[0] for s in _SIMULATED}
 FAULTS = {
     "cpu_hog": "checkout CPU pinned near 100%; checkout then frontend latency rise",
     "slow_dependency": "postgres queries ~10x slower; the connection pool fills up, "
@@ -91,11 +96,11 @@ FAULTS = {
 RAMP_S = 20.0  # a fault reaches full strength this long after it starts
 MAX_FAULT_S = 86_400.0
 WINDOW_S = 60.0  # the rolling gauges summarise this much simulated time
-PG_MAX_CONNECTIONS = 100.0
+PG_MAX_CONNECTIONS = demo_estate.PG_MAX_CONNECTIONS
 _BASE_RPS = {"frontend": 30.0, "checkout": 12.0}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LATENCY_SIGMA = 0.35  # log-normal spread of request latencies (p99 ~ 2.3 x median)
-_DAY_S, _HOUR_S, _PEAK_S = 86_400.0, 3_600.0, 15 * 3_600.0
+_DAY_S, _HOUR_S, _PEAK_S = 86_400.0, 3_600.0, demo_estate.DAILY_PEAK_S
 _FAULT_PATH = re.compile(r"^/faults/([a-z_]+)$")
 
 FloatArray = npt.NDArray[np.float64]

@@ -27,6 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from plugin_backend.adapters.demo_estate import (
+    DAILY_PEAK_S,
+    NODES,
+    PG_MAX_CONNECTIONS,
+    SERVICES,
+)
 from plugin_backend.errors import ConfigError, InvalidQuery, InvalidTimeRange
 from plugin_backend.promql import Matcher, parse_selector
 from plugin_backend.types import FloatArray, Labels, Series, TimeRange, format_series_name
@@ -50,7 +56,6 @@ FAULTS = ("pg_pool_exhaustion", "bad_deploy", "disk_saturation", "redis_failure"
 # this sanity cap: the SeriesSource contract has no 11,000-step limit.
 MAX_POINTS = 200_000
 JOB = "demo"
-PG_MAX_CONNECTIONS = 100.0
 _DEFAULT_WINDOW_S = 6 * 3600.0  # series/labels calls without a time range look back this far
 _MAX_METADATA_WINDOW_S = 31 * 86400.0  # series/labels calls look at most this far back
 _UNSUPPORTED = (
@@ -71,7 +76,7 @@ _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y"
 # --- load shape: daily peak 15:00 UTC, trough 03:00; weekly trough Sunday noon --------
 _DAY, _WEEK = 86_400.0, 604_800.0
 _W_DAY, _W_WEEK = 2 * math.pi / _DAY, 2 * math.pi / _WEEK
-_A_DAY, _A_WEEK, _PEAK_S = 0.45, 0.15, 15 * 3600.0  # unix time 0 was a Thursday 00:00 UTC
+_A_DAY, _A_WEEK, _PEAK_S = 0.45, 0.15, DAILY_PEAK_S  # unix time 0 was a Thursday 00:00 UTC
 
 
 def _load(t: FloatArray) -> FloatArray:
@@ -354,14 +359,10 @@ _MEM = {  # base bytes, leak bytes per hour since the last restart
     "postgres": (1200 * _MB, 0.0),
     "redis": (420 * _MB, 0.5 * _MB),
 }
-_INSTANCES = (  # service, instance, node, share of the service's traffic
-    ("frontend", "frontend-0:8080", "node-a", 0.5),
-    ("frontend", "frontend-1:8080", "node-b", 0.5),
-    ("checkout", "checkout-0:8080", "node-a", 0.5),
-    ("checkout", "checkout-1:8080", "node-b", 0.5),
-    ("payments", "payments-0:8080", "node-b", 1.0),
-    ("postgres", "postgres-0:9187", "node-b", 0.0),
-    ("redis", "redis-0:9121", "node-a", 0.0),
+_INSTANCES = tuple(  # service, instance, node, share of the service's HTTP traffic
+    (s.name, instance, node, 1.0 / len(s.nodes) if s.serves_http else 0.0)
+    for s in SERVICES
+    for instance, node in zip(s.instances, s.nodes, strict=True)
 )
 _VERSIONS = {"frontend": "3.14.2", "payments": "1.8.4", "postgres": "16.4", "redis": "7.2.5"}
 
@@ -398,7 +399,7 @@ def _gens() -> Iterable[tuple[dict[str, str], _Gen, Callable[[_Ctx, float], Floa
     yield _labels("pg_connections_max", service="postgres"), const(PG_MAX_CONNECTIONS), None
     yield _labels("pg_query_duration_seconds_p99", service="postgres"), _pg_latency, None
     yield _labels("redis_hit_ratio", service="redis"), _redis_hits, None
-    for node in ("node-a", "node-b"):
+    for node in NODES:
         yield _labels("node_cpu_usage_ratio", node=node), _node_cpu(node), None
         yield _labels("node_disk_io_utilization_ratio", node=node), _node_disk(node), None
 
