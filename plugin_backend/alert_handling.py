@@ -17,8 +17,6 @@ __all__ = ["AlertHandler"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW_S = 1800.0
-
 
 class AlertHandler:
     def __init__(
@@ -87,7 +85,8 @@ class AlertHandler:
             return incident
         rules = self.rules()
         rule = rules.get(event.labels.get("rule", "")) if rules is not None else None
-        window_s = rule.explain_window_s if rule is not None else DEFAULT_WINDOW_S
+        # Without a rule's override the window follows the symptom's own onset.
+        window_s = rule.explain_window_s if rule is not None else None
         try:
             report = self.explain.explain(incident.query, event.starts_at_s, window_s)
         except BackendError as exc:

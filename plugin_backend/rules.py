@@ -14,7 +14,8 @@ rules:
     sensitivity: 1                       # 2 = twice the alarms (1 per 3 days on a healthy series)
     min_deviation: 0                     # ignore deviations smaller than this (series units)
     rate_control: true                   # false: page at the band's edge (2 points out)
-    explain_window: 30m                  # how far back root cause looks for the cause
+    explain_window: 2h                   # cap how far back root cause looks (default: as far
+                                         #   back as the symptom's own onset needs)
     labels: {team: payments}             # extra annotation tags (key:value)
 ```
 
@@ -57,7 +58,8 @@ class Rule(BaseModel):
     sensitivity: float = Field(1.0, gt=0, le=100)
     min_deviation: float = Field(0.0, ge=0)
     rate_control: bool = True
-    explain_window_s: float = Field(1800.0, alias="explain_window", ge=60, le=7 * 86_400)
+    # None: the window follows the symptom's own onset (rca.window); a value overrides it.
+    explain_window_s: float | None = Field(None, alias="explain_window", ge=60, le=7 * 86_400)
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")

@@ -181,7 +181,7 @@ class RuleCycle:
         incident = dataclasses.replace(incident, normal_low=low, normal_high=high)
         return self._explained(incident, at_s=window.confirmed_s, window_s=rule.explain_window_s)
 
-    def _explained(self, incident: Incident, *, at_s: float, window_s: float) -> Incident:
+    def _explained(self, incident: Incident, *, at_s: float, window_s: float | None) -> Incident:
         if self.explain is None:
             return incident
         try:

@@ -12,6 +12,7 @@ ranker of the same signature.
 * ``evidence``: per-series baseline, robust deviation, onset and change events.
 * ``dependencies``: an optional service/node dependency map.
 * ``ranking``: timing, cascade and tracking (``rank_causes``) and the naive baseline.
+* ``load``: load is a cause (a rising request rate at its origin), or an effect of callers.
 * ``window``: a window that follows the symptom's own change-point onset.
 * ``counters``: counters to per-second rates.
 * ``entities``: the entity (service, node, component) of a series; one cause each.

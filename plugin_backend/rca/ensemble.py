@@ -9,8 +9,9 @@ cause (the simulator, the demo estate's pool exhaustion).
 Reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009): each entity gets
 the mean of ``1 / (FUSION_K + rank)`` over the entity rankings that rank it (a
 ranker that cannot judge a cause, BARO a deploy event, abstains); no scores need
-to be comparable. Each entity is shown by ``rank_causes``' cause where it has one (its
-evidence has onset, lead and parts), else by the walk's; ``Cause.score`` is the
+to be comparable; a tie goes to the first ranking's order. Each entity is shown
+by ``rank_causes``' cause where it has one (its evidence has onset, lead and
+parts), else by the walk's; ``Cause.score`` is the
 fused value over the largest possible one (``(0, 1]``), the parts in
 ``components`` as ``rank_<ranker>``.
 """
@@ -51,7 +52,11 @@ def fuse(rankings: Mapping[str, Sequence[Cause]]) -> list[Cause]:
     # A ranker that cannot judge a cause abstains (BARO has no curve for a deploy).
     fused = {k: v / len(parts[k]) for k, v in total.items()}
     best = 1.0 / (FUSION_K + 1.0)
-    order = sorted(fused, key=lambda k: (-fused[k], shown[k].series))
+    # Ties go to the first ranking's order (``rank_causes``: it has the timing evidence).
+    first = f"rank_{next(iter(rankings), '')}"
+    order = sorted(
+        fused, key=lambda k: (-fused[k], parts[k].get(first, float("inf")), shown[k].series)
+    )
     return [
         dataclasses.replace(
             shown[k],

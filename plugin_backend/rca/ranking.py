@@ -4,7 +4,7 @@ Every candidate gets ``Evidence`` (``evidence.py``) over the same range as the
 symptom; candidates that did not change in the window come last (score 0). For
 the changed ones a raw score adds up, each part in about ``[-1, 1]``:
 
-``raw = S + 2 T + 2 R + C + Q + 0.5 P + 0.3 E + M + X``
+``raw = S + 2 T + 2 R + C + Q + 0.5 P + 0.3 E + M + X + L``
 
 ``R`` tracking (weight 2: with ~150 candidates many change, so the symptom itself
     must be compared): the best Pearson correlation ``r`` of the candidate's
@@ -62,6 +62,18 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     from callers); unrelated -1.5; plus ``0.5 x`` the share of later-changing
     entities downstream of the candidate ("explains many"). Series whose entity
     the map does not know get 0.
+``L`` load (``load.load_roles``)
+    Load is a cause: a rising request rate into the symptom's entity or (with a map)
+    one of its callers, the origin of that rise, gets ``+origin``; any other rising
+    request rate into an entity with callers is their effect (their load passing
+    through, or their changed demand: a cache's misses sent to the database) and
+    gets -1; both times ``max(r, 0)``. For a load rise, only earlier
+    load rises count in ``Q``, and a simultaneous one counts as leading by a step in
+    ``T`` (a surge acts within a scrape interval).
+``Q`` for a node's series (with a map) also counts simultaneous changes of the same
+    resource (CPU, memory, disk, network, by metric name) in the same direction by
+    what runs on the node: a node's usage sums its tenants', so a runaway process
+    ranks above its host.
 ``X`` change event
     +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
@@ -90,6 +102,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+import numpy.typing as npt
 
 from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca.dependencies import (
@@ -109,6 +122,7 @@ from plugin_backend.rca.evidence import (
     deviation,
     infer_step,
 )
+from plugin_backend.rca.load import load_roles
 from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
@@ -261,6 +275,54 @@ def _map_term(
     return relation + 0.5 * explains
 
 
+# Machine resources by the words of metric names (``node_load1`` is CPU run-queue).
+_RESOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cpu", ("cpu", "load1", "load5", "load15")),
+    ("memory", ("memory", "mem_")),
+    ("disk", ("disk", "filesystem")),
+    ("network", ("network",)),
+)
+
+
+def _resource(metric: str) -> str | None:
+    """The machine resource a metric measures, by its name (``None``: not one)."""
+    name = metric.lower()
+    return next((r for r, words in _RESOURCES if any(w in name for w in words)), None)
+
+
+def _contained(
+    i: int,
+    *,
+    pool: Sequence[Series],
+    evs: Sequence[Evidence],
+    entities: Sequence[str | None],
+    delta: FloatArray,
+    step: float,
+    dependencies: DependencyMap,
+) -> npt.NDArray[np.bool_]:
+    """For a node's series ``i``: the changes (within a step of it) of the same resource,
+    same direction, by what runs on the node (per the map), which its own change sums up.
+    ``delta`` has one entry more than ``pool`` (the symptom)."""
+    out = np.zeros(delta.shape, dtype=bool)
+    node = entities[i]
+    labels = pool[i].labels
+    resource = _resource(pool[i].metric)
+    if resource is None or node is None or not any(labels.get(n) for n in NODE_LABELS):
+        return out
+    tenants = dependencies.dependents(node)
+    for j, ev in enumerate(evs):
+        if (
+            j != i
+            and entities[j] in tenants
+            and ev.changed
+            and abs(float(delta[j])) <= step
+            and ev.direction == evs[i].direction
+            and _resource(pool[j].metric) == resource
+        ):
+            out[j] = True
+    return out
+
+
 def is_marker(series: Series) -> bool:
     """A series whose presence is the news: a version (``*_info``) or an annotated
     change (``*_event``), not a measurement."""
@@ -377,6 +439,17 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
     downstream: dict[str, frozenset[str]] = {}
     related: dict[str, frozenset[str]] = {}
     half = 0.5 * step
+    roles = load_roles(
+        [s.labels for s in pool],
+        evs,
+        entities[:n],
+        symptom_entity=sym_entity,
+        symptom_onset_s=ref,
+        step_s=step,
+        dependencies=dependencies,
+    )
+    loads = roles.origin
+    is_load = np.array([v > 0 for v in loads] + [False])
 
     causes: list[tuple[bool, float, float, Cause]] = []
     for i, (series, ev) in enumerate(zip(pool, evs, strict=True)):
@@ -397,6 +470,24 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         cascade = 1.0 - math.exp(-float(np.sum(weights[near])) / 2.0)
         before = changed & np.isfinite(delta) & (delta < -half) & (delta >= -CASCADE_GAP_S)
         before[i] = False
+        if dependencies is not None:
+            # A node's usage is the sum of what runs on it: a simultaneous change of the
+            # same resource by something running there explains it.
+            before |= _contained(
+                i,
+                pool=pool,
+                evs=evs,
+                entities=entities,
+                delta=delta,
+                step=step,
+                dependencies=dependencies,
+            )
+        if loads[i] > 0:
+            # Only more load explains load; a surge acts within a step.
+            before &= is_load
+            lead_for_timing = max(lead, step)
+        else:
+            lead_for_timing = lead
         n_before = sum(
             float(strength[j])
             for j in np.flatnonzero(before)
@@ -408,7 +499,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         shared = 1.0 - math.exp(-shared_n / 3.0)
         parts = {
             "strength": s,
-            "timing": _timing(lead, step, _creep(ev, analysed[i][1])),
+            "timing": _timing(lead_for_timing, step, _creep(ev, analysed[i][1])),
             "cascade": cascade,
             "precedence": math.exp(-n_before / 1.5),
             "persistence": _persistence(ev),
@@ -416,6 +507,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             "change_event": 0.0,
             "dependency": 0.0,
             "tracking": float(tracks[i]),
+            "load": (loads[i] - float(roles.effect[i])) * float(np.clip(tracks[i], 0.0, 1.0)),
         }
         if dependencies is not None:
             later = {e for j in np.flatnonzero(after) if (e := entities[int(j)]) is not None}
@@ -443,6 +535,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             + parts["dependency"]
             + parts["change_event"]
             + 2.0 * parts["tracking"]
+            + parts["load"]
         )
         parts["raw"] = raw
         score = 1.0 / (1.0 + math.exp(-(raw - _RAW_MIDPOINT)))

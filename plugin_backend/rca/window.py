@@ -7,6 +7,9 @@ as the symptom has already been in trouble (a symptom that ramped for 40 min had
 cause ramping before that). The baseline is what comes before, at least
 ``MIN_BASELINE_POINTS`` samples when the data has them, up to ``MAX_BASELINE_S``
 (older data adds little and costs time; a day would mix in the daily cycle).
+An onset that would leave less normal history before it than trouble after it (a
+daily cycle drifting away from the first regime) is not followed: the window is then
+``LEAD_S``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def symptom_window(symptom: Series, *, at_s: float, step_s: float) -> tuple[floa
     start = max(first, at_s - MAX_BASELINE_S - 4 * LEAD_S)
     found = onset(symptom, at_s=at_s, start_s=start)
     trouble = at_s - found if found is not None else 0.0
+    if trouble > 0.5 * (at_s - start):
+        # Trouble over most of the history (a daily cycle drifting away from the first
+        # regime): no normal period to compare with, so no onset to follow.
+        trouble = 0.0
     window = trouble + max(LEAD_S, trouble)
     available = at_s - window - first
     baseline = max(available, MIN_BASELINE_POINTS * step_s)

@@ -29,3 +29,21 @@ def test_without_a_window_it_reaches_back_past_the_symptoms_onset(late_s: float)
 def test_an_explicit_window_is_an_override() -> None:
     report = ExplainService(DemoSource(seed=7)).explain(SYMPTOM, DEPLOY_S + 600, 900.0)
     assert report.symptom["window_s"] == 900.0
+
+
+def test_a_daily_cycle_drifting_from_the_first_regime_is_not_followed_back_for_hours() -> None:
+    """Eight hours of a symptom that only follows its daily cycle: change points mark the
+    drift, but no onset with a normal period before it exists, so the window stays
+    ``LEAD_S`` (it reached back 15 hours on the demo estate)."""
+    import numpy as np
+
+    from plugin_backend.rca.window import symptom_window
+    from plugin_backend.types import Series
+
+    step = 60.0
+    t = 1_700_000_000.0 + step * np.arange(int(8 * 3600 / step))
+    rng = np.random.default_rng(3)
+    x = 0.2 + 0.08 * np.sin(2 * np.pi * (t % 86_400) / 86_400) + rng.normal(0, 0.002, t.size)
+    at = float(t[-1])
+    window, _ = symptom_window(Series({"__name__": "p99"}, t, x), at_s=at, step_s=step)
+    assert window == LEAD_S

@@ -196,6 +196,15 @@ def test_fusion_prefers_what_both_rankers_put_high_over_one_rankers_favourite() 
     assert 0.0 < fused[-1].score < fused[0].score <= 1.0
 
 
+def test_a_fusion_tie_goes_to_the_first_rankers_order_not_to_the_alphabet() -> None:
+    # "b" and "a" swap places between the rankers: equal fused scores.
+    timing = [_cause("b", "b"), _cause("a", "a")]
+    jump = [_cause("a2", "a"), _cause("b2", "b")]
+    fused = fuse({"timing": timing, "jump": jump})
+    assert fused[0].components["fused"] == fused[1].components["fused"]
+    assert [c.entity for c in fused] == ["b", "a"]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_ensemble_ranks_the_planted_cause_first_with_and_without_a_map(seed: int) -> None:
     symptom, candidates = _estate(seed)

@@ -107,3 +107,36 @@ def test_a_failing_alert_is_retried_then_marked_failed(worker):
     for _ in range(5):
         worker.process_alerts()
     assert worker.store.alert_counts() == {"pending": 0, "done": 1, "failed": 1}
+
+
+def test_root_cause_looks_back_from_the_symptoms_onset_unless_the_rule_sets_a_window():
+    """The alert path and the worker's rule path leave the window to the symptom's own
+    onset (``explain(..., window_s=None)``) unless the rule sets ``explain_window``."""
+    asked: list[float | None] = []
+
+    class Spy(ExplainService):
+        def explain(self, query, at_s, window_s=None):
+            asked.append(window_s)
+            return super().explain(query, at_s, window_s)
+
+    source = DemoSource(seed=7)
+    event = next(iter(alert_events("alertmanager", _alertmanager("firing"))))
+    capped = parse_rules(
+        "rules:\n  - name: checkout-latency\n"
+        "    expr: 'http_request_duration_seconds_p99{service=\"checkout\"}'\n"
+        "    explain_window: 2h\n"
+    )
+    for rules, expected in ((RULES, None), (capped, 7200.0)):
+        handler = AlertHandler(Spy(source), lambda rules=rules: rules, link_base=None)
+        incident, _ = handler.handle(event, None, FAULT_START_S + 600) or (None, None)
+        assert incident is not None
+        assert asked[-1] == expected
+        assert incident.cause == 'pg_connections_in_use{job="demo", service="postgres"}'
+    rule = RULES.get("checkout-latency")
+    assert rule is not None
+    cycle = RuleCycle(DetectionService(source), Spy(source))
+    before = len(asked)
+    result = cycle.run(rule, FAULT_START_S + 900, [], lookback_s=7200)
+    assert result.changed
+    assert len(asked) > before
+    assert asked[before:] == [None] * (len(asked) - before)

@@ -40,6 +40,7 @@ def test_a_valid_file_with_defaults_and_durations():
         2,
     )
     assert first.detector == DEFAULT_DETECTOR
+    assert first.explain_window_s is None  # root cause follows the symptom's own onset
     assert (second.every_s, second.step_s, second.explain_window_s) == (120.0, 60.0, 3600.0)
     assert (second.direction, second.sensitivity, second.labels) == (
         "up",
