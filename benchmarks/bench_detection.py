@@ -32,9 +32,10 @@ previous way (one threshold on the largest raw score). ``--ablations`` adds the
 default with one mechanism of the alarm layer removed at a time.
 ``BENCH_PROGRESS=1`` prints each corpus' scoring time as it goes.
 
-Two more tables give each detector's gap to the robust z-score and to STL with a
-95% interval from resampling files: on a corpus of six files one alarm moves the
-score by several points, and those tables say which gaps are noise.
+Three more tables give each detector's gap to the robust z-score, to STL and to
+the default detector with a 95% interval from resampling files: on a corpus of six
+files one alarm moves the score by several points, and those tables say which gaps
+are noise (and whether another detector's lead over the default is).
 
 Run: ``python -m benchmarks detection [--detectors a,b] [--ablations]``.
 """
@@ -605,7 +606,7 @@ def main(names: Sequence[str] | None = None, *, ablations: bool = False) -> None
         ["detector", *corpora, "worst"],
         summary_rows(results, corpora),
     )
-    for baseline in BASELINES:
+    for baseline in (*BASELINES, registry.DEFAULT_DETECTOR):
         rows = comparison_rows(windowed(results), baseline)
         if rows:
             print_table(
