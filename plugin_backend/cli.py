@@ -136,6 +136,21 @@ def _add_store_commands(commands: Any) -> None:
         metavar="N",
         help="--engine celery: task processes (default: one per CPU)",
     )
+    worker.add_argument(
+        "--queues",
+        default="rules,delivery",
+        metavar="Q[,Q]",
+        help="--engine celery: the queues this worker serves (rules, delivery, notes); "
+        "`--queues notes --concurrency K` writes LLM notes, K at a time",
+    )
+    worker.add_argument(
+        "--note-concurrency",
+        type=int,
+        default=1,
+        metavar="K",
+        help="--engine celery without `notes` in --queues: start a note worker beside this "
+        "one writing K LLM notes at a time (0: none here; default 1)",
+    )
     worker.set_defaults(handler=_worker)
 
     rules = commands.add_parser("rules", help="watch-rules files")

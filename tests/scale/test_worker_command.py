@@ -68,9 +68,9 @@ def test_celery_dash_a_finds_the_app_configured_from_the_environment() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "redis://127.0.0.1:6390/3",
-        "['delivery', 'rules']",
+        "['delivery', 'notes', 'rules']",
         "['plugin_backend.alerts', 'plugin_backend.deliver', 'plugin_backend.purge', "
-        "'plugin_backend.rule_tick']",
+        "'plugin_backend.rule_tick', 'plugin_backend.write_note']",
     ]
 
 
