@@ -24,13 +24,16 @@ DEMO_RULES = (
 )
 
 
-def rules_yaml(every: str, rules: tuple[tuple[str, str], ...] = DEMO_RULES) -> str:
+def rules_yaml(
+    every: str, rules: tuple[tuple[str, str], ...] = DEMO_RULES, detector: str = "ensemble"
+) -> str:
     lines = ["rules:"]
     for name, expr in rules:
         lines += [
             f"  - name: {name}",
             f"    expr: '{expr}'",
             f"    every: {every}",
+            f"    detector: {detector}",
             "    dashboard_uid: anomaly-overview",
             "    panel_id: 2",
             "    direction: up",
@@ -55,7 +58,14 @@ class Cluster:
         command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
         command += ["--concurrency", str(concurrency), *extra]
         with log.open("w") as out:
-            proc = subprocess.Popen(command, env=environ, stdout=out, stderr=subprocess.STDOUT)
+            # a session of its own: ``kill`` takes the Celery parent and its pool at once
+            proc = subprocess.Popen(
+                command,
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         self.logs.append(log)
         return proc
@@ -71,6 +81,11 @@ class Cluster:
                 return found
             time.sleep(0.25)
         raise AssertionError(f"{what}: not within {timeout_s} s\n{self.log_tails()}")
+
+    def kill(self, n: int) -> None:
+        """``kill -9`` worker ``n`` and its pool processes, as when its machine dies."""
+        os.killpg(self.procs[n].pid, signal.SIGKILL)
+        self.procs[n].wait(timeout=30)
 
     def stop(self) -> list[int | None]:
         for proc in self.procs:
