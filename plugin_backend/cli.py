@@ -144,6 +144,11 @@ def _add_store_commands(commands: Any) -> None:
         "`--queues notes --concurrency K` writes LLM notes, K at a time",
     )
     worker.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="--engine celery: run tasks only, enqueue no ticks (another worker schedules)",
+    )
+    worker.add_argument(
         "--note-concurrency",
         type=int,
         default=1,

@@ -167,4 +167,5 @@ def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -
         queues=queues,
         note_concurrency=args.note_concurrency,
         since_s=since_s,
+        schedule=not args.no_schedule,
     )

@@ -342,15 +342,17 @@ def run_celery_worker(
     queues: tuple[str, ...] = (RULES_QUEUE, DELIVERY_QUEUE),
     note_concurrency: int = 1,
     since_s: float | None = None,
+    schedule: bool = True,
 ) -> int:
     """``plugin-backend worker --engine celery``: a Celery worker (``concurrency``
     processes, default one per CPU) on ``queues``, with a tick scheduler beside it when
-    it runs rules. Notes are written by workers of their own (``queues == ("notes",)``):
-    unless it is one, or ``note_concurrency`` is 0, this one starts such a worker
-    beside itself with ``note_concurrency`` processes, when an LLM writes the notes."""
+    it runs rules (unless not ``schedule``). Notes are written by workers of their own
+    (``queues == ("notes",)``): unless it is one, or ``note_concurrency`` is 0, this one
+    starts such a worker beside itself with ``note_concurrency`` processes, when an LLM
+    writes the notes."""
     settings = settings.model_copy(update={"rules": Path(rules_path)})
     notes_only = queues == (NOTES_QUEUE,)
-    app = create_celery(settings, schedule=RULES_QUEUE in queues, since_s=since_s)
+    app = create_celery(settings, schedule=schedule and RULES_QUEUE in queues, since_s=since_s)
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
