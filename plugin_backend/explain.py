@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,20 +134,21 @@ class ExplainService:
             "window_s": window_s,
             "evidence": evidence.to_dict(),
         }
+        template = template_summary(symptom.name, changed)
         draft = {
             "symptom": symptom_info,
             "causes": [cause.to_dict() for cause in changed],
-            "summary": template_summary(symptom.name, changed),
+            "summary": template,
         }
         if not write_note:
             llm = {"provider": self.writer.provider, "model": self.writer.model, "pending": True}
             return RootCauseReport(
-                symptom_info, changed, draft["summary"], len(candidates), {**llm, "fallback": True}
+                symptom_info, changed, template, len(candidates), {**llm, "fallback": True}
             )
         note = self.writer.write(draft)
         return RootCauseReport(symptom_info, changed, note.text, len(candidates), note.to_dict())
 
-    def write_note(self, report: dict[str, Any]) -> WrittenNote:
+    def write_note(self, report: Mapping[str, Any]) -> WrittenNote:
         """The note of a report made with ``write_note=False`` (its ``to_dict()``): the
         LLM's, or the template whenever it fails, as ``explain`` would have written."""
         draft = {key: report.get(key) for key in ("symptom", "causes", "summary")}
