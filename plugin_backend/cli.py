@@ -228,6 +228,12 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.engine == "celery" and args.metrics_port:
+        # the pool's processes write their metrics to files this one serves: set before
+        # prometheus-client is first imported (it picks its value class then)
+        from plugin_backend.server import prepare_multiproc_dir
+
+        prepare_multiproc_dir(settings)
     from plugin_backend.worker_main import run_worker
 
     return run_worker(settings, args)

@@ -144,8 +144,6 @@ def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -
     queues = parse_queues(args.queues)
     if args.note_concurrency < 0:
         raise ConfigError("worker: --note-concurrency must be 0 or more")
-    if args.metrics_port:
-        raise ConfigError("worker: --metrics-port is not served by --engine celery yet")
     if settings.broker_url is None:
         raise ConfigError(
             "worker --engine celery needs PLUGIN_BACKEND_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
@@ -168,4 +166,5 @@ def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -
         note_concurrency=args.note_concurrency,
         since_s=since_s,
         schedule=not args.no_schedule,
+        metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
     )

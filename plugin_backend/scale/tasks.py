@@ -27,6 +27,7 @@ on its first task, after Celery forked it, from the same settings as
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -343,6 +344,7 @@ def run_celery_worker(
     note_concurrency: int = 1,
     since_s: float | None = None,
     schedule: bool = True,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """``plugin-backend worker --engine celery``: a Celery worker (``concurrency``
     processes, default one per CPU) on ``queues``, with a tick scheduler beside it when
@@ -362,6 +364,8 @@ def run_celery_worker(
         argv.append("--hostname=notes@%h")
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
+    if metrics is not None:
+        _serve_metrics(*metrics)
     notes = None
     if NOTES_QUEUE not in queues and note_concurrency > 0 and settings.llm_provider != "none":
         notes = _start_note_worker(rules_path, note_concurrency)
@@ -371,6 +375,23 @@ def run_celery_worker(
         if notes is not None:
             _stop(notes)
     return 0
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """``/metrics`` of all this worker's pool processes (prometheus-client multiprocess
+    mode: ``cli`` set its directory before anything imported prometheus-client)."""
+    from celery.signals import worker_process_shutdown
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from plugin_backend.telemetry import mark_process_dead
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    worker_process_shutdown.connect(
+        lambda pid=None, **_: mark_process_dead(pid or os.getpid()), weak=False
+    )
+    log.info("worker metrics on http://%s:%d/metrics", host, port)
 
 
 def _start_note_worker(rules_path: str, concurrency: int) -> subprocess.Popen[bytes]:
