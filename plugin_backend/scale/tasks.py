@@ -295,6 +295,10 @@ def create_celery(
         current_settings()
         return runtime().purge()
 
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(_one_math_thread, weak=False)
+
     if schedule:
 
         class Scheduling(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -333,6 +337,14 @@ def create_celery(
 
         app.steps["worker"].add(Scheduling)
     return app
+
+
+def _one_math_thread(**_: Any) -> None:
+    """A pool process computes on one thread (torch, BLAS): the pool has one process per
+    core, and each taking every core for its own threads oversubscribes them. Read by
+    torch when it is first imported, in the task; an operator's setting is kept."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 def run_celery_worker(
