@@ -194,9 +194,10 @@ class RuleCycle:
         if self.explain is None:
             return incident
         try:
-            report = self.explain.explain(
-                incident.query, at_s, window_s, write_note=not self.defer_notes
-            )
+            if self.defer_notes:
+                report = self.explain.explain(incident.query, at_s, window_s, write_note=False)
+            else:
+                report = self.explain.explain(incident.query, at_s, window_s)
         except BackendError as exc:
             log.warning("root cause of %s failed: %s", incident.title, exc.message)
             return dataclasses.replace(incident, note=f"Root cause not available: {exc.message}")
