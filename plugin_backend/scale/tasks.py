@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from plugin_backend.config import Settings, load_settings
+from plugin_backend.config import Settings, load_settings, pin_math_threads
 from plugin_backend.errors import ConfigError, UpstreamError
 from plugin_backend.rules import load_rules
 from plugin_backend.scale.queues import DELIVERY_QUEUE, NOTES_QUEUE, QUEUES, RULES_QUEUE
@@ -343,8 +343,7 @@ def _one_math_thread(**_: Any) -> None:
     """A pool process computes on one thread (torch, BLAS): the pool has one process per
     core, and each taking every core for its own threads oversubscribes them. Read by
     torch when it is first imported, in the task; an operator's setting is kept."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    pin_math_threads(1)
 
 
 def run_celery_worker(
