@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from benchmarks import (
     bench_dashboard,
@@ -11,6 +12,7 @@ from benchmarks import (
     bench_notes,
     bench_query,
     bench_rca,
+    bench_scale,
     bench_scoring,
     bench_worker,
 )
@@ -24,11 +26,13 @@ BENCHMARKS = {
     "notes": bench_notes.main,
     "worker": bench_worker.main,
     "load": bench_load.main,
+    "scale": bench_scale.main,
 }
 
 
 def main(argv: list[str]) -> int:
-    """``python -m benchmarks [query|detection ...] [--detectors a,b] [--ablations]``."""
+    """``python -m benchmarks [query|detection ...] [--detectors a,b] [--ablations]
+    [--rules N] [--detector D]`` (the last two: ``scale``)."""
     detectors: list[str] | None = None
     ablations = "--ablations" in argv
     argv = [a for a in argv if a != "--ablations"]
@@ -36,6 +40,12 @@ def main(argv: list[str]) -> int:
         at = argv.index("--detectors")
         detectors = argv[at + 1].split(",")
         argv = argv[:at] + argv[at + 2 :]
+    scale: dict[str, Any] = {}
+    for flag, key, kind in (("--rules", "count", int), ("--detector", "detector", str)):
+        if flag in argv:
+            at = argv.index(flag)
+            scale[key] = kind(argv[at + 1])
+            argv = argv[:at] + argv[at + 2 :]
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -44,6 +54,8 @@ def main(argv: list[str]) -> int:
     for name in names:
         if name == "detection":
             bench_detection.main(detectors, ablations=ablations)
+        elif name == "scale":
+            bench_scale.main(**scale)
         else:
             BENCHMARKS[name]()
     return 0

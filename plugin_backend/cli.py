@@ -136,6 +136,26 @@ def _add_store_commands(commands: Any) -> None:
         metavar="N",
         help="--engine celery: task processes (default: one per CPU)",
     )
+    worker.add_argument(
+        "--queues",
+        default="rules,delivery",
+        metavar="Q[,Q]",
+        help="--engine celery: the queues this worker serves (rules, delivery, notes); "
+        "`--queues notes --concurrency K` writes LLM notes, K at a time",
+    )
+    worker.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="--engine celery: run tasks only, enqueue no ticks (another worker schedules)",
+    )
+    worker.add_argument(
+        "--note-concurrency",
+        type=int,
+        default=1,
+        metavar="K",
+        help="--engine celery without `notes` in --queues: start a note worker beside this "
+        "one writing K LLM notes at a time (0: none here; default 1)",
+    )
     worker.set_defaults(handler=_worker)
 
     rules = commands.add_parser("rules", help="watch-rules files")
@@ -208,6 +228,12 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.engine == "celery" and args.metrics_port:
+        # the pool's processes write their metrics to files this one serves: set before
+        # prometheus-client is first imported (it picks its value class then)
+        from plugin_backend.server import prepare_multiproc_dir
+
+        prepare_multiproc_dir(settings)
     from plugin_backend.worker_main import run_worker
 
     return run_worker(settings, args)

@@ -31,12 +31,22 @@ from pydantic import (
 from plugin_backend.errors import ConfigError
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
 
-__all__ = ["ENV_PREFIX", "MULTIPROC_ENV", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "MULTIPROC_ENV", "Settings", "load_settings", "pin_math_threads"]
 
 ENV_PREFIX = "PLUGIN_BACKEND_"
 CONFIG_FILE_VAR = ENV_PREFIX + "CONFIG"
 # prometheus-client reads this when it is first imported: set it before that.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MATH_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pin_math_threads(threads: int = 1) -> None:
+    """Process wiring: libraries that compute on threads (torch, BLAS), imported after
+    this, use ``threads`` each, unless the operator set their variable."""
+    for name in MATH_THREAD_ENV:
+        os.environ.setdefault(name, str(threads))
+
+
 MIN_TOKEN_LENGTH = 16
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from plugin_backend.errors import InvalidQuery, UpstreamError
-from plugin_backend.llm.writer import NoteWriter
+from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
@@ -79,10 +79,25 @@ class ExplainService:
         self.budget = budget
         self.identifying_labels = tuple(identifying_labels)
 
-    def explain(self, query: str, at_s: float, window_s: float | None = None) -> RootCauseReport:
+    @property
+    def writes_with_llm(self) -> bool:
+        """Whether notes come from an LLM (slow: seconds), not only the template."""
+        return self.writer.llm is not None
+
+    def explain(
+        self,
+        query: str,
+        at_s: float,
+        window_s: float | None = None,
+        *,
+        write_note: bool = True,
+    ) -> RootCauseReport:
         """Rank the causes of ``query``'s change at ``at_s``. Without ``window_s`` the
         window follows the symptom (its change-point onset, ``rca.window``); with it,
-        causes are looked for in ``[at_s - window_s, at_s]`` after a 1 h baseline."""
+        causes are looked for in ``[at_s - window_s, at_s]`` after a 1 h baseline.
+        ``write_note=False``: the note is the template, marked ``pending`` in the
+        report's ``llm`` block, for ``write_note`` to upgrade later (a task queue runs
+        the slow LLM apart from scoring)."""
         if window_s is None:
             probe = TimeRange(at_s - PROBE_S, at_s)
             found = self.source.query_range(query, probe, _step_for(probe))
@@ -119,13 +134,25 @@ class ExplainService:
             "window_s": window_s,
             "evidence": evidence.to_dict(),
         }
+        template = template_summary(symptom.name, changed)
         draft = {
             "symptom": symptom_info,
             "causes": [cause.to_dict() for cause in changed],
-            "summary": template_summary(symptom.name, changed),
+            "summary": template,
         }
+        if not write_note:
+            llm = {"provider": self.writer.provider, "model": self.writer.model, "pending": True}
+            return RootCauseReport(
+                symptom_info, changed, template, len(candidates), {**llm, "fallback": True}
+            )
         note = self.writer.write(draft)
         return RootCauseReport(symptom_info, changed, note.text, len(candidates), note.to_dict())
+
+    def write_note(self, report: Mapping[str, Any]) -> WrittenNote:
+        """The note of a report made with ``write_note=False`` (its ``to_dict()``): the
+        LLM's, or the template whenever it fails, as ``explain`` would have written."""
+        draft = {key: report.get(key) for key in ("symptom", "causes", "summary")}
+        return self.writer.write(draft)
 
     def _candidates(self, symptom: Series, span: TimeRange, step_s: float) -> list[Series]:
         """Every series when the estate fits the budget; else those sharing an identifying

@@ -186,6 +186,8 @@ class WorkerMetrics:
             "Latest anomaly score of each watch rule (max over its series; > 1 = anomalous).",
             ["rule"],
             registry=registry,
+            # many processes (the Celery engine): the value set last, by any live one
+            multiprocess_mode="livemostrecent",
         )
         self.cycles = Counter(
             "plugin_backend_worker_cycles_total",
@@ -217,6 +219,8 @@ class WorkerMetrics:
             "Annotation outbox rows by state (pending, delivered, failed).",
             ["state"],
             registry=registry,
+            # many processes (the Celery engine): the value set last, by any live one
+            multiprocess_mode="livemostrecent",
         )
         self.deliveries = Counter(
             "plugin_backend_outbox_deliveries_total",
@@ -228,6 +232,8 @@ class WorkerMetrics:
             "plugin_backend_rules_loaded",
             "Watch rules currently loaded.",
             registry=registry,
+            # many processes (the Celery engine): the value set last, by any live one
+            multiprocess_mode="livemostrecent",
         )
         self.rules_reload_failures = Counter(
             "plugin_backend_rules_reload_failures_total",

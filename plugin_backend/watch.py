@@ -29,7 +29,14 @@ from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy
 from plugin_backend.timegrid import align_range
 from plugin_backend.types import TimeRange, format_series_name
 
-__all__ = ["DETECTION_KEY", "CycleResult", "RuleCycle", "detection_record", "incident_title"]
+__all__ = [
+    "DETECTION_KEY",
+    "CycleResult",
+    "RuleCycle",
+    "detection_record",
+    "incident_title",
+    "needs_note",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +95,15 @@ class RuleCycle:
         *,
         link_base: str | None = None,
         policy: WindowPolicy | None = None,
+        defer_notes: bool = False,
     ) -> None:
         self.detection = detection
         self.explain = explain
         self.link_base = link_base
         self.policy = policy or WindowPolicy()
+        # True: a new incident gets the template note, marked pending (``needs_note``),
+        # and a task writes the LLM's later, so a slow model never holds up scoring.
+        self.defer_notes = defer_notes
 
     def run(
         self,
@@ -185,7 +196,10 @@ class RuleCycle:
         if self.explain is None:
             return incident
         try:
-            report = self.explain.explain(incident.query, at_s, window_s)
+            if self.defer_notes:
+                report = self.explain.explain(incident.query, at_s, window_s, write_note=False)
+            else:
+                report = self.explain.explain(incident.query, at_s, window_s)
         except BackendError as exc:
             log.warning("root cause of %s failed: %s", incident.title, exc.message)
             return dataclasses.replace(incident, note=f"Root cause not available: {exc.message}")
@@ -203,6 +217,13 @@ class RuleCycle:
             annotation_for(incident, link_base=self.link_base) if incident.dashboard_uid else None
         )
         result.changed.append((incident, annotation))
+
+
+def needs_note(incident: Incident) -> bool:
+    """Whether ``incident``'s note is the template, waiting for the LLM's
+    (``RuleCycle(defer_notes=True)``)."""
+    llm = (incident.report or {}).get("llm")
+    return isinstance(llm, dict) and llm.get("pending") is True
 
 
 def _latest_score(found: Sequence[SeriesAnomalies]) -> float | None:

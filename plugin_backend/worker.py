@@ -8,6 +8,7 @@ the outbox's tag lookup keeps delivery from duplicating.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -21,11 +22,11 @@ from plugin_backend.alert_handling import AlertHandler
 from plugin_backend.alerts import AlertEvent, alert_events
 from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
 from plugin_backend.errors import BackendError, ConfigError, StoreError, UpstreamError
-from plugin_backend.incidents import AlertJob, Incident, incident_id
+from plugin_backend.incidents import AlertJob, Incident, annotation_for, incident_id
 from plugin_backend.rules import Rule, RuleSet, load_rules
 from plugin_backend.store import LeaseLost, Store
 from plugin_backend.telemetry import WorkerMetrics
-from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle
+from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle, needs_note
 
 __all__ = ["RuleRun", "StepFailure", "Worker", "WorkerReport"]
 
@@ -250,6 +251,42 @@ class Worker:
                 log.info("incident %s opened: %s", incident.id, incident.title)
         return RuleRun("ok", result)
 
+    def write_note(self, incident_id: str, *, holder: str | None = None) -> str:
+        """Upgrade a rule incident's pending template note (``RuleCycle(defer_notes=True)``)
+        to the LLM's, and queue its annotation again. The LLM runs without the rule's
+        lease (its cycles go on meanwhile); the note is saved under the lease, into the
+        incident as it is then. Returns ``written``, ``not needed`` (no incident, or
+        its note is no longer pending) or ``busy`` (the lease stayed taken for
+        ``RULE_LEASE_S``: try again later)."""
+        explain = self.cycle.explain
+        incident = self.store.get_incident(incident_id)
+        if explain is None or incident is None or incident.rule is None or not needs_note(incident):
+            return "not needed"
+        written = explain.write_note(incident.report or {})
+        holder = holder or self.holder
+        deadline = time.monotonic() + RULE_LEASE_S
+        while not self.store.acquire_rule(
+            incident.rule, holder, self.clock(), lease_s=RULE_LEASE_S
+        ):
+            if time.monotonic() > deadline:
+                return "busy"
+            time.sleep(0.2)
+        try:
+            current = self.store.get_incident(incident_id)
+            if current is None or not needs_note(current):
+                return "not needed"
+            report = {**(current.report or {}), "summary": written.text, "llm": written.to_dict()}
+            updated = dataclasses.replace(current, note=written.text, report=report)
+            annotation = (
+                annotation_for(updated, link_base=self.cycle.link_base)
+                if updated.dashboard_uid
+                else None
+            )
+            self.store.save_incident(updated, annotation, now_s=self.clock(), holder=holder)
+        finally:
+            self._release_name(incident.rule, holder)
+        return "written"
+
     def _renew_lease(self, rule: Rule, holder: str, done: threading.Event) -> None:
         while not done.wait(RULE_LEASE_RENEW_S):
             try:
@@ -262,10 +299,13 @@ class Worker:
                 log.warning("rule %s: lease not renewed: %s", rule.name, exc.message)
 
     def _release(self, rule: Rule, holder: str) -> None:
+        self._release_name(rule.name, holder)
+
+    def _release_name(self, rule: str, holder: str) -> None:
         try:
-            self.store.release_rule(rule.name, holder)
+            self.store.release_rule(rule, holder)
         except BackendError as exc:  # the lease then expires by itself
-            log.warning("rule %s: lease not released: %s", rule.name, exc.message)
+            log.warning("rule %s: lease not released: %s", rule, exc.message)
 
     def _known(self, rule: Rule, now: float, lookback_s: float) -> list[Incident]:
         since = now - lookback_s - self.cycle.policy.max_gap_s

@@ -38,8 +38,15 @@ DELIVERY_BATCH = 20  # rows per pass; rule cycles and alerts run between passes
 
 
 def build_worker(
-    settings: Settings, rules_path: str, registry: CollectorRegistry | None = None
+    settings: Settings,
+    rules_path: str,
+    registry: CollectorRegistry | None = None,
+    *,
+    defer_notes: bool = False,
 ) -> Worker:
+    """The worker of ``settings``. ``defer_notes``: new incidents get the template note
+    and a note task writes the LLM's later (the Celery engine; no effect without an
+    LLM)."""
     rules = load_rules(rules_path)
     store = build_store(settings)
     store.migrate()
@@ -71,7 +78,12 @@ def build_worker(
         store=store,
         rules=rules,
         rules_path=rules_path,
-        cycle=RuleCycle(detection, explain, link_base=link),
+        cycle=RuleCycle(
+            detection,
+            explain,
+            link_base=link,
+            defer_notes=defer_notes and explain.writes_with_llm,
+        ),
         # the handler reads the worker's current rules (they change on SIGHUP)
         alerts=AlertHandler(explain, lambda: worker.rules, link_base=link),
         deliverer=deliverer,
@@ -124,11 +136,14 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -> int:
-    for flag, value in (("--once", args.once), ("--since", args.since)):
-        if value:
-            raise ConfigError(f"worker: {flag} runs the one-process worker, not --engine celery")
-    if args.metrics_port:
-        raise ConfigError("worker: --metrics-port is not served by --engine celery yet")
+    if args.once:
+        raise ConfigError("worker: --once runs the one-process worker, not --engine celery")
+    since_s = parse_duration_s(args.since, what="--since") if args.since else None
+    from plugin_backend.scale.queues import parse_queues
+
+    queues = parse_queues(args.queues)
+    if args.note_concurrency < 0:
+        raise ConfigError("worker: --note-concurrency must be 0 or more")
     if settings.broker_url is None:
         raise ConfigError(
             "worker --engine celery needs PLUGIN_BACKEND_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
@@ -143,4 +158,13 @@ def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -
         ) from None
     from plugin_backend.scale.tasks import run_celery_worker
 
-    return run_celery_worker(settings, rules_path=rules_path, concurrency=args.concurrency)
+    return run_celery_worker(
+        settings,
+        rules_path=rules_path,
+        concurrency=args.concurrency,
+        queues=queues,
+        note_concurrency=args.note_concurrency,
+        since_s=since_s,
+        schedule=not args.no_schedule,
+        metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+    )

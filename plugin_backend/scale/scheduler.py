@@ -37,7 +37,9 @@ TICK_RETENTION_S = 86_400.0  # rule_ticks rows kept this long (purged with ":pur
 class TaskSender(Protocol):
     """Where the scheduler sends work (the Celery app's queues)."""
 
-    def rule_tick(self, rule: str, tick_s: float, *, expires_s: float) -> None: ...
+    def rule_tick(
+        self, rule: str, tick_s: float, *, expires_s: float, lookback_s: float | None = None
+    ) -> None: ...
 
     def housekeeping(self, name: str, *, expires_s: float) -> None: ...
 
@@ -56,12 +58,16 @@ class TickScheduler:
         *,
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
+        since_s: float | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.send = send
         self.clock = clock
         self.poll_s = poll_s
+        # ``--since``: each rule's first tick replays this much history (a replay finds
+        # what live cycles would have: ``watch``), in place of its live tick
+        self.since_s = since_s
         self._last: dict[str, float] = {}  # name -> last tick this scheduler handled
 
     def run_once(self) -> int:
@@ -82,6 +88,11 @@ class TickScheduler:
                 expires = tick + every_s
                 if name in HOUSEKEEPING:
                     self.send.housekeeping(name, expires_s=expires)
+                elif self.since_s is not None and name not in self._last:
+                    # a replay is no live tick: it may wait in the queue for longer
+                    self.send.rule_tick(
+                        name, tick, expires_s=tick + 3600.0, lookback_s=self.since_s
+                    )
                 else:
                     self.send.rule_tick(name, tick, expires_s=expires)
             except (BackendError, OSError) as exc:  # store or broker down: retried next poll

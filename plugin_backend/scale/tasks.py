@@ -4,10 +4,15 @@ its worker.
 
 Tasks (no result backend: outcomes are in the store and the logs):
 
-* ``plugin_backend.rule_tick(rule, tick_s)`` on queue ``rules``: one rule's cycle
-  (fetch, score, incident bookkeeping, root cause, note) as of its tick, via
-  ``Worker.run_rule`` under the rule's store lease. The tick's row in ``rule_ticks``
-  makes it run once however often it is delivered, and records how it ended.
+* ``plugin_backend.rule_tick(rule, tick_s[, lookback_s])`` on queue ``rules``: one
+  rule's cycle (fetch, score, incident bookkeeping, root cause with the template
+  note) as of its tick, via ``Worker.run_rule`` under the rule's store lease. The
+  tick's row in ``rule_ticks`` makes it run once however often it is delivered, and
+  records how it ended. ``lookback_s``: a replay (``--since``).
+* ``plugin_backend.write_note(incident_id)`` on queue ``notes``: the LLM's note of a
+  new incident (``Worker.write_note``), enqueued by the tick that opened it. Its own
+  queue, served by its own worker processes (``--queues notes --concurrency K``: at
+  most K notes at once per such worker), so a slow model never holds up scoring.
 * ``plugin_backend.deliver`` on queue ``delivery``: one pass over the annotation outbox
   (rows are claimed with a lease, so passes may overlap). A tick that saved an
   annotation enqueues one at once; the scheduler enqueues one every 2 s.
@@ -22,21 +27,30 @@ on its first task, after Celery forked it, from the same settings as
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from plugin_backend.config import Settings, load_settings
+from plugin_backend.config import Settings, load_settings, pin_math_threads
 from plugin_backend.errors import ConfigError, UpstreamError
 from plugin_backend.rules import load_rules
+from plugin_backend.scale.queues import DELIVERY_QUEUE, NOTES_QUEUE, QUEUES, RULES_QUEUE
 from plugin_backend.scale.scheduler import TICK_RETENTION_S, TickScheduler
+from plugin_backend.scale.state import SharedScoreCache
 from plugin_backend.store import Store
+from plugin_backend.watch import DEFAULT_LOOKBACK_S, needs_note
 from plugin_backend.worker import Worker
 
 __all__ = [
     "DELIVERY_QUEUE",
+    "NOTES_QUEUE",
+    "QUEUES",
     "RULES_QUEUE",
     "CelerySender",
     "TaskRuntime",
@@ -47,8 +61,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RULES_QUEUE = "rules"
-DELIVERY_QUEUE = "delivery"
+NOTE_RETRY_S = 5.0  # a note whose rule stayed busy is saved again this much later
+NOTE_RETRIES = 12
 _TICK_OUTCOME = {"ok": "done", "skipped": "skipped", "error": "failed"}
 
 
@@ -59,7 +73,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # each queue on its own exchange and key: a task routed to one is never copied to both
     queues = [
         Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
-        for name in (RULES_QUEUE, DELIVERY_QUEUE)
+        for name in QUEUES
     ]
     if settings.broker_url is None:
         raise ConfigError(
@@ -73,6 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "plugin_backend.deliver": {"queue": DELIVERY_QUEUE},
             "plugin_backend.purge": {"queue": DELIVERY_QUEUE},
+            "plugin_backend.write_note": {"queue": NOTES_QUEUE},
         },
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -93,17 +108,34 @@ def _rules_path(settings: Settings) -> str:
 class TaskRuntime:
     """What a worker process's tasks run on: one ``Worker`` built from the settings."""
 
-    def __init__(self, worker: Worker, send_delivery: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        send_delivery: Callable[[], None],
+        send_note: Callable[[str], None] | None = None,
+    ) -> None:
         self.worker = worker
         self._send_delivery = send_delivery
+        self._send_note = send_note
 
     @classmethod
-    def from_settings(cls, settings: Settings, send_delivery: Callable[[], None]) -> TaskRuntime:
+    def from_settings(
+        cls,
+        settings: Settings,
+        send_delivery: Callable[[], None],
+        send_note: Callable[[str], None] | None = None,
+    ) -> TaskRuntime:
         from plugin_backend.worker_main import build_worker
 
-        return cls(build_worker(settings, _rules_path(settings)), send_delivery)
+        worker = build_worker(settings, _rules_path(settings), defer_notes=True)
+        shared = shared_score_cache(settings)
+        if shared is not None:
+            worker.cycle.detection.cache = shared
+        return cls(worker, send_delivery, send_note)
 
-    def rule_tick(self, rule_name: str, tick_s: float, task_id: str) -> dict[str, Any]:
+    def rule_tick(
+        self, rule_name: str, tick_s: float, task_id: str, lookback_s: float | None = None
+    ) -> dict[str, Any]:
         worker, store = self.worker, self.worker.store
         holder = f"{worker.holder}:{task_id[:8]}"
         outcome = store.start_tick(rule_name, tick_s, holder, time.time())
@@ -115,15 +147,30 @@ class TaskRuntime:
             log.error("rule %s tick %.0f: no such rule in this worker's rules", rule_name, tick_s)
             store.finish_tick(rule_name, tick_s, "skipped", time.time(), error="unknown rule")
             return {"rule": rule_name, "tick_s": tick_s, "outcome": "unknown rule"}
-        run = worker.run_rule(rule, at_s=tick_s, holder=holder)
+        run = worker.run_rule(
+            rule, at_s=tick_s, holder=holder, lookback_s=lookback_s or DEFAULT_LOOKBACK_S
+        )
         error = str(run.failure) if run.failure else None
         if run.outcome == "skipped":
             error = "another worker held the rule's lease"
+        cache = worker.cycle.detection.cache
+        if run.outcome == "ok" and isinstance(cache, SharedScoreCache):
+            cache.flush()  # before the tick is done: the rule's next tick may run elsewhere
         store.finish_tick(rule_name, tick_s, _TICK_OUTCOME[run.outcome], time.time(), error)
         opened = run.result.opened if run.result else []
         if run.result and any(annotation for _, annotation in run.result.changed):
             self._send_delivery()
+        if run.result and self._send_note is not None:
+            for incident, _ in run.result.changed:
+                if incident.id in opened and needs_note(incident):
+                    self._send_note(incident.id)
         return {"rule": rule_name, "tick_s": tick_s, "outcome": run.outcome, "opened": opened}
+
+    def write_note(self, incident_id: str, task_id: str) -> str:
+        outcome = self.worker.write_note(incident_id, holder=f"{self.worker.holder}:{task_id[:8]}")
+        if outcome == "written":
+            self._send_delivery()
+        return outcome
 
     def deliver(self) -> dict[str, int]:
         return dict(self.worker.deliver().outcomes)
@@ -136,6 +183,19 @@ class TaskRuntime:
         return self.worker.store.purge_ticks(time.time() - TICK_RETENTION_S)
 
 
+def shared_score_cache(settings: Settings) -> SharedScoreCache | None:
+    """The score cache in the broker's Redis (``scale.state``); ``None`` when the broker
+    is not Redis (each worker then keeps its own, as the one-process worker does)."""
+    url = settings.broker_url.get_secret_value() if settings.broker_url else ""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        log.warning("detector state stays in each worker's memory: the broker is not Redis")
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    return SharedScoreCache(client, settings.score_cache_entries)
+
+
 class CelerySender:
     """The scheduler's ``TaskSender`` over a Celery app (a broker error is an
     ``UpstreamError``: the scheduler logs it and goes on)."""
@@ -143,8 +203,11 @@ class CelerySender:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def rule_tick(self, rule: str, tick_s: float, *, expires_s: float) -> None:
-        self._send("plugin_backend.rule_tick", [rule, tick_s], expires_s)
+    def rule_tick(
+        self, rule: str, tick_s: float, *, expires_s: float, lookback_s: float | None = None
+    ) -> None:
+        args = [rule, tick_s] if lookback_s is None else [rule, tick_s, lookback_s]
+        self._send("plugin_backend.rule_tick", args, expires_s)
 
     def housekeeping(self, name: str, *, expires_s: float) -> None:
         task = {":deliver": "deliver", ":alerts": "alerts", ":purge": "purge"}[name]
@@ -159,10 +222,13 @@ class CelerySender:
             raise UpstreamError(f"broker: {type(exc).__name__}: {exc}") from exc
 
 
-def create_celery(settings: Settings | None = None, *, schedule: bool = True) -> Any:
+def create_celery(
+    settings: Settings | None = None, *, schedule: bool = True, since_s: float | None = None
+) -> Any:
     """The Celery app. ``settings`` default to the environment's, read when Celery first
     needs its configuration (so ``celery -A plugin_backend.scale.app`` imports cheaply).
-    ``schedule``: its workers also run a ``TickScheduler`` (in the main process)."""
+    ``schedule``: its workers also run a ``TickScheduler`` (in the main process), which
+    first replays ``since_s`` of history when given."""
     from celery import Celery, bootsteps
 
     app = Celery("plugin_backend", set_as_current=False)
@@ -179,12 +245,17 @@ def create_celery(settings: Settings | None = None, *, schedule: bool = True) ->
     def runtime() -> TaskRuntime:
         with lock:
             if "runtime" not in state:
-                state["runtime"] = TaskRuntime.from_settings(state["settings"], send_delivery)
+                state["runtime"] = TaskRuntime.from_settings(
+                    state["settings"], send_delivery, send_note
+                )
             built: TaskRuntime = state["runtime"]
             return built
 
     def send_delivery() -> None:
         app.send_task("plugin_backend.deliver")
+
+    def send_note(incident_id: str) -> None:
+        app.send_task("plugin_backend.write_note", args=[incident_id])
 
     if settings is not None:
         app.conf.update(celery_config(settings))
@@ -195,9 +266,19 @@ def create_celery(settings: Settings | None = None, *, schedule: bool = True) ->
         )
 
     @app.task(name="plugin_backend.rule_tick", bind=True, shared=False)
-    def rule_tick(task: Any, rule: str, tick_s: float) -> dict[str, Any]:
+    def rule_tick(
+        task: Any, rule: str, tick_s: float, lookback_s: float | None = None
+    ) -> dict[str, Any]:
         current_settings()
-        return runtime().rule_tick(rule, float(tick_s), task.request.id or "direct")
+        return runtime().rule_tick(rule, float(tick_s), task.request.id or "direct", lookback_s)
+
+    @app.task(name="plugin_backend.write_note", bind=True, shared=False, max_retries=NOTE_RETRIES)
+    def write_note(task: Any, incident_id: str) -> str:
+        current_settings()
+        outcome = runtime().write_note(incident_id, task.request.id or "direct")
+        if outcome == "busy":  # the rule's cycles held its lease throughout: later
+            raise task.retry(countdown=NOTE_RETRY_S)
+        return outcome
 
     @app.task(name="plugin_backend.deliver", shared=False)
     def deliver() -> dict[str, int]:
@@ -213,6 +294,10 @@ def create_celery(settings: Settings | None = None, *, schedule: bool = True) ->
     def purge() -> int:
         current_settings()
         return runtime().purge()
+
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(_one_math_thread, weak=False)
 
     if schedule:
 
@@ -232,7 +317,9 @@ def create_celery(settings: Settings | None = None, *, schedule: bool = True) ->
                 rules = load_rules(Path(_rules_path(settings)))
                 self.store = Store(settings.store_url)
                 self.store.migrate()
-                scheduler = TickScheduler(self.store, lambda: rules, CelerySender(app))
+                scheduler = TickScheduler(
+                    self.store, lambda: rules, CelerySender(app), since_s=since_s
+                )
                 self.thread = threading.Thread(
                     target=scheduler.run_forever,
                     args=(self.stop_event,),
@@ -252,16 +339,86 @@ def create_celery(settings: Settings | None = None, *, schedule: bool = True) ->
     return app
 
 
-def run_celery_worker(settings: Settings, *, rules_path: str, concurrency: int | None) -> int:
-    """``plugin-backend worker --engine celery``: a Celery worker (``concurrency`` processes,
-    default one per CPU) on both queues, with a tick scheduler beside it."""
-    app = create_celery(settings.model_copy(update={"rules": Path(rules_path)}))
+def _one_math_thread(**_: Any) -> None:
+    """A pool process computes on one thread (torch, BLAS): the pool has one process per
+    core, and each taking every core for its own threads oversubscribes them. Read by
+    torch when it is first imported, in the task; an operator's setting is kept."""
+    pin_math_threads(1)
+
+
+def run_celery_worker(
+    settings: Settings,
+    *,
+    rules_path: str,
+    concurrency: int | None,
+    queues: tuple[str, ...] = (RULES_QUEUE, DELIVERY_QUEUE),
+    note_concurrency: int = 1,
+    since_s: float | None = None,
+    schedule: bool = True,
+    metrics: tuple[str, int] | None = None,
+) -> int:
+    """``plugin-backend worker --engine celery``: a Celery worker (``concurrency``
+    processes, default one per CPU) on ``queues``, with a tick scheduler beside it when
+    it runs rules (unless not ``schedule``). Notes are written by workers of their own
+    (``queues == ("notes",)``): unless it is one, or ``note_concurrency`` is 0, this one
+    starts such a worker beside itself with ``note_concurrency`` processes, when an LLM
+    writes the notes."""
+    settings = settings.model_copy(update={"rules": Path(rules_path)})
+    notes_only = queues == (NOTES_QUEUE,)
+    app = create_celery(settings, schedule=schedule and RULES_QUEUE in queues, since_s=since_s)
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
-        f"--queues={RULES_QUEUE},{DELIVERY_QUEUE}",
+        f"--queues={','.join(queues)}",
     ]
+    if notes_only:
+        argv.append("--hostname=notes@%h")
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    app.worker_main(argv)
+    if metrics is not None:
+        _serve_metrics(*metrics)
+    notes = None
+    if NOTES_QUEUE not in queues and note_concurrency > 0 and settings.llm_provider != "none":
+        notes = _start_note_worker(rules_path, note_concurrency)
+    try:
+        app.worker_main(argv)
+    finally:
+        if notes is not None:
+            _stop(notes)
     return 0
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """``/metrics`` of all this worker's pool processes (prometheus-client multiprocess
+    mode: ``cli`` set its directory before anything imported prometheus-client)."""
+    from celery.signals import worker_process_shutdown
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from plugin_backend.telemetry import mark_process_dead
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    worker_process_shutdown.connect(
+        lambda pid=None, **_: mark_process_dead(pid or os.getpid()), weak=False
+    )
+    log.info("worker metrics on http://%s:%d/metrics", host, port)
+
+
+def _start_note_worker(rules_path: str, concurrency: int) -> subprocess.Popen[bytes]:
+    """A worker process for the ``notes`` queue (same environment and settings)."""
+    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
+    command += ["--rules", rules_path, "--queues", NOTES_QUEUE]
+    command += ["--concurrency", str(concurrency)]
+    log.info("starting a note worker: %d at a time", concurrency)
+    return subprocess.Popen(command)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -123,6 +123,26 @@ class ScoreCache:
                 for block in [b for b in memo if b[1] > changed_s]:
                     memo.pop(block, None)
 
+    def export(self, key: Hashable) -> tuple[ScoredSeries, FitMemo] | None:
+        """The scores and block fits kept under ``key`` (``None``: none), e.g. to hand a
+        series' state to another process (``scale.state``)."""
+        with self._lock:
+            scored = self._entries.get(key)
+            if scored is None:
+                return None
+            return scored, dict(self._fit_memos.get(key, {}))
+
+    def restore(self, key: Hashable, scored: ScoredSeries, memo: FitMemo) -> None:
+        """Keep ``scored`` and ``memo`` under ``key``, as if scored here (``export``'s
+        inverse): the next ``score`` extends them exactly as it would have its own."""
+        with self._lock:
+            self._entries[key] = scored
+            self._entries.move_to_end(key)
+            self._fit_memos[key] = dict(memo)
+            while len(self._entries) > self.max_entries:
+                evicted, _ = self._entries.popitem(last=False)
+                self._fit_memos.pop(evicted, None)
+
     def fit_memo(self, key: Hashable) -> FitMemo:
         """The alarm threshold's block fits of the series under ``key`` (the alarm
         layer's state: ``scoring.alarm_rate``), kept and evicted with its scores."""

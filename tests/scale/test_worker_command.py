@@ -68,9 +68,9 @@ def test_celery_dash_a_finds_the_app_configured_from_the_environment() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "redis://127.0.0.1:6390/3",
-        "['delivery', 'rules']",
+        "['delivery', 'notes', 'rules']",
         "['plugin_backend.alerts', 'plugin_backend.deliver', 'plugin_backend.purge', "
-        "'plugin_backend.rule_tick']",
+        "'plugin_backend.rule_tick', 'plugin_backend.write_note']",
     ]
 
 
@@ -132,3 +132,63 @@ def test_two_celery_workers_run_every_tick_once(
     assert ran_ok == sorted(t.tick_s for t in ticks if t.state == "done")
     assert len(set(ran_ok)) == len(ran_ok)
     assert all(t.state in {"done", "skipped", "queued"} for t in ticks), ticks
+
+
+def test_the_celery_worker_serves_its_pool_processes_metrics(
+    redis_url: str, tmp_path: Path
+) -> None:
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+    from plugin_backend.devtools.promserver import find_free_port
+    from tests.processes import local_session
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_YAML, encoding="utf-8")
+    port = find_free_port()
+    env = _env(
+        PLUGIN_BACKEND_BROKER_URL=redis_url,
+        PLUGIN_BACKEND_STORE_URL=f"sqlite:///{tmp_path / 'store.db'}",
+        PLUGIN_BACKEND_WARM_DETECTORS="none",
+        PLUGIN_BACKEND_LLM_PROVIDER="none",
+        PLUGIN_BACKEND_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
+    command += ["--rules", str(rules), "--concurrency", "2", "--metrics-port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    http = local_session()
+    try:
+        deadline = time.monotonic() + 180
+        text = ""
+        ok = re.compile(
+            r'^plugin_backend_worker_cycles_total\{outcome="ok",rule="checkout-latency"\} '
+            r"([0-9.e+]+)$",
+            re.MULTILINE,
+        )
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                text = http.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except OSError:
+                text = ""
+            found = ok.search(text)
+            if found and float(found.group(1)) >= 2:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(
+                f"no two cycles counted: {text[-2000:]}\n{log.read_text()[-3000:]}"
+            )
+        # one series per rule, whichever pool process ran its last tick
+        scores = re.findall(
+            r'^plugin_backend_anomaly_score\{rule="checkout-latency"\} ', text, re.M
+        )
+        assert len(scores) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        http.close()
+    assert code == 0

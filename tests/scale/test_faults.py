@@ -1,0 +1,223 @@
+"""Faults of the Celery engine, with real processes: ``plugin-backend worker --engine
+celery`` workers on a real redis-server and PostgreSQL, annotating a fake Grafana,
+over the demo estate (rules every 5 s; a 5 h replay first, so that incidents and
+annotations exist: the estate has a 30 min fault every 4 h 7 min).
+
+* ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: its rules
+  run again on the other within RESUME_S (the rule's lease, ``RULE_LEASE_S``, runs
+  out; the killed tick itself is not redelivered, the rule's next one runs); no
+  annotation lost or duplicated on the fake Grafana's record.
+* Redis restarted (empty: no persistence), then PostgreSQL restarted, mid-run: the
+  workers reconnect by themselves; every tick outside the restart windows ran; the
+  outbox is intact (every incident annotated once).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin_backend.devtools.fakegrafana import FakeGrafana
+from plugin_backend.devtools.pgserver import PostgresServer
+from plugin_backend.devtools.redisserver import RedisServer
+from plugin_backend.store import Store
+from plugin_backend.worker import RULE_LEASE_S
+from tests.needs import require_binary, require_installed
+from tests.scale.cluster import DEMO_RULES, Cluster, rules_yaml
+
+pytestmark = pytest.mark.processes
+
+EVERY_S = 5.0
+# A killed worker's rules run again elsewhere within: its lease runs out, then the
+# rule's next tick (every EVERY_S) is picked up (a poll, a queue hop).
+RESUME_S = RULE_LEASE_S + 2 * EVERY_S + 5.0
+# After Redis or PostgreSQL is back, ticks run again within this (Celery's reconnect
+# backoff; the scheduler retries every second).
+RECOVERY_S = 15.0
+TOKEN = "glsa_fault_test"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: it is restarted."""
+    require_binary("redis-server", "Debian package redis-server")
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _cluster(tmp_path: Path, store_url: str, broker_url: str, grafana: FakeGrafana) -> Cluster:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_yaml("5s", detector="robust_z"), encoding="utf-8")
+    return Cluster(
+        {
+            "PLUGIN_BACKEND_BROKER_URL": broker_url,
+            "PLUGIN_BACKEND_STORE_URL": store_url,
+            "PLUGIN_BACKEND_RULES": str(rules),
+            "PLUGIN_BACKEND_GRAFANA_URL": grafana.url,
+            "PLUGIN_BACKEND_GRAFANA_TOKEN": TOKEN,
+            "PLUGIN_BACKEND_GRAFANA_TIMEOUT_S": "2",
+            "PLUGIN_BACKEND_LLM_PROVIDER": "none",
+            "PLUGIN_BACKEND_WARM_DETECTORS": "none",
+        },
+        tmp_path,
+    )
+
+
+def _live_ticks_done(store: Store, after_s: float) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {name: [] for name, _ in DEMO_RULES}
+    for tick in store.rule_ticks(limit=10_000):
+        if tick.rule in found and tick.state == "done" and tick.updated_s > after_s:
+            found[tick.rule].append(tick)
+    return found
+
+
+def _annotated_once(store: Store, grafana: FakeGrafana) -> int:
+    """Every incident with a panel is on Grafana exactly once, as its outbox row says."""
+    rows = {row.incident_id: row for row in store.outbox_rows(limit=10_000)}
+    assert all(row.state == "delivered" for row in rows.values()), rows
+    by_tag: dict[str, list[dict[str, Any]]] = {}
+    for annotation in grafana.annotations():
+        for tag in annotation["tags"]:
+            if tag.startswith("incident:"):
+                by_tag.setdefault(tag.removeprefix("incident:"), []).append(annotation)
+    incidents = [i for i in store.list_incidents(limit=10_000) if i.dashboard_uid]
+    assert sorted(by_tag) == sorted(i.id for i in incidents)
+    for incident in incidents:
+        (annotation,) = by_tag[incident.id]  # not lost, not duplicated
+        assert annotation["text"] == rows[incident.id].text
+        assert annotation["time"] == rows[incident.id].time_ms
+    return len(incidents)
+
+
+def _delivered(store: Store) -> bool:
+    counts = store.outbox_counts()
+    return counts["pending"] == 0 and counts["delivered"] > 0
+
+
+def test_kill_9_of_one_of_two_workers_mid_task(
+    postgres_url: str, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    store = Store(postgres_url)
+    store.migrate()
+    with FakeGrafana(token=TOKEN) as grafana:
+        cluster = _cluster(tmp_path, postgres_url, own_redis.url(0), grafana)
+        try:
+            for _ in range(2):
+                cluster.start("--since", "5h")
+            cluster.wait("the replay's annotations", lambda: _delivered(store))
+            grafana.delay(1.0)  # deliveries in flight when the worker dies
+            started = time.time()
+            cluster.wait(
+                "ticks running", lambda: _live_ticks_done(store, started)[DEMO_RULES[0][0]]
+            )
+            victim_holder = _holder_of(cluster, 0)
+
+            def running_on_victim() -> list[Any]:
+                return [
+                    t
+                    for t in store.rule_ticks(limit=50)
+                    if t.state == "running" and (t.holder or "").startswith(victim_holder)
+                ]
+
+            (running, *_) = cluster.wait("a task running on worker 0", running_on_victim, 60)
+            cluster.kill(0)
+            killed_at = time.time()
+            grafana.delay(0.0)
+            # the rule worker 0 was running runs again on worker 1, within RESUME_S
+            resumed = cluster.wait(
+                f"rule {running.rule} on the other worker",
+                lambda: [
+                    t
+                    for t in _live_ticks_done(store, killed_at)[running.rule]
+                    if not (t.holder or "").startswith(victim_holder)
+                ],
+                RESUME_S + 30,
+            )
+            assert min(t.updated_s for t in resumed) - killed_at <= RESUME_S
+            # and so do all the rules, from then on
+            cluster.wait(
+                "every rule ticking on worker 1",
+                lambda: all(_live_ticks_done(store, killed_at + RESUME_S).values()),
+                RESUME_S + 30,
+            )
+            cluster.wait("every annotation delivered", lambda: _delivered(store), 60)
+            assert _annotated_once(store, grafana) >= 1
+        finally:
+            codes = cluster.stop()
+        assert codes[1] == 0, cluster.log_tails()
+    store.close()
+
+
+def test_redis_then_postgresql_restarted_mid_run(
+    postgres: PostgresServer, postgres_url: str, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    store = Store(postgres_url)
+    store.migrate()
+    windows: list[tuple[float, float]] = []
+    with FakeGrafana(token=TOKEN) as grafana:
+        cluster = _cluster(tmp_path, postgres_url, own_redis.url(0), grafana)
+        try:
+            for _ in range(2):
+                cluster.start("--since", "5h")
+            cluster.wait("the replay's annotations", lambda: _delivered(store))
+            begin = time.time()
+            cluster.wait("live ticks", lambda: all(_live_ticks_done(store, begin).values()), 60)
+            for restart in (own_redis.restart, postgres.restart):
+                down = time.time()
+                restart()
+                up = time.time()
+                windows.append((down, up))
+                cluster.wait(
+                    "ticks after the restart",
+                    lambda up=up: all(_live_ticks_done(store, up).values()),
+                    RECOVERY_S + 30,
+                )
+            time.sleep(RECOVERY_S)
+            end = time.time()
+            cluster.wait("every annotation delivered", lambda: _delivered(store), 60)
+            assert _annotated_once(store, grafana) >= 1
+        finally:
+            codes = cluster.stop()
+        assert codes == [0, 0], cluster.log_tails()
+    # every tick of every rule between the live start and the end ran, but for those
+    # due while Redis or PostgreSQL was down (or in the RECOVERY_S after)
+    states = {(t.rule, t.tick_s): t.state for t in store.rule_ticks(limit=10_000)}
+    store.close()
+    first = math.ceil(begin / EVERY_S) * EVERY_S
+    lost = []
+    for name, _ in DEMO_RULES:
+        tick = first
+        while tick < end - EVERY_S - 5.0:
+            in_window = any(down - EVERY_S <= tick <= up + RECOVERY_S for down, up in windows)
+            if not in_window and states.get((name, tick)) != "done":
+                lost.append((name, tick, states.get((name, tick))))
+            tick += EVERY_S
+    assert not lost, (lost, windows, cluster.log_tails())
+
+
+def _holder_of(cluster: Cluster, n: int) -> str:
+    """The rule-lease holder prefix of worker ``n``'s pool process (host:pid:)."""
+    parent = cluster.procs[n].pid
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:  # the field after the state: the parent's pid
+            children.append(int(stat.parent.name))
+    assert len(children) == 1, f"one prefork pool process under {parent}: {children}"
+    return f"{socket.gethostname()}:{children[0]}:"

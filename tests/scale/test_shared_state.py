@@ -1,0 +1,101 @@
+"""Per-rule detector state in Redis: a rule's ticks alternating between two workers
+(two score caches, as two processes have) find what one worker finds, bit for bit,
+and each worker extends the other's state instead of rescoring. Real redis-server;
+the demo estate's checkout latency through its pg_pool_exhaustion fault, scored by
+Holt-Winters (a detector with state: a cold start scores it differently)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from plugin_backend.adapters.demo import DemoSource
+from plugin_backend.datasource.step import align_range
+from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
+from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.types import TimeRange
+from tests.needs import require_installed
+
+try:
+    import redis
+
+    from plugin_backend.scale.state import STATE_TTL_S, SharedScoreCache, state_key
+except ImportError:  # pragma: no cover - CI installs the scale extra
+    redis = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.processes
+
+FAULT_START_S = 1764018000.0
+EXPR = 'http_request_duration_seconds_p99{service="checkout"}'
+OPTIONS = DetectOptions(detector="holt_winters")
+TICKS = [FAULT_START_S - 900 + 180 * k for k in range(14)]
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    if redis is None:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+    c = redis.Redis.from_url(redis_url, decode_responses=False)
+    yield c
+    c.close()
+
+
+def _tick(service: DetectionService, now_s: float) -> list[SeriesAnomalies]:
+    span = align_range(TimeRange(now_s - 3 * 3600, now_s), 15.0)
+    return service.detect(EXPR, span, 15.0, OPTIONS)
+
+
+def _alarms(found: list[SeriesAnomalies]) -> list[tuple[float, float, bool]]:
+    return [(w.start_s, w.end_s, w.open) for a in found for w in a.windows]
+
+
+def test_ticks_alternating_between_two_workers_find_what_one_worker_finds(
+    client: redis.Redis,
+) -> None:
+    source = DemoSource(seed=7)
+    one = DetectionService(source, cache=ScoreCache())
+    caches = [SharedScoreCache(client), SharedScoreCache(client)]
+    workers = [DetectionService(source, cache=c) for c in caches]
+    alarms_seen = 0
+    for n, now in enumerate(TICKS):
+        expected = _tick(one, now)
+        # A, A, A, B, A, B, B, A, ...: the rule moves whichever way the queue sends it
+        at = (n // 3 + n) % 2 if n >= 3 else 0
+        found = _tick(workers[at], now)
+        caches[at].flush()
+        assert _alarms(found) == _alarms(expected), f"tick {n} on worker {at}"
+        for got, want in zip(found, expected, strict=True):
+            assert np.array_equal(got.scored.score, want.scored.score, equal_nan=True)
+            assert np.array_equal(got.scored.upper, want.scored.upper, equal_nan=True)
+        alarms_seen += len(_alarms(expected))
+    assert alarms_seen, "the fault's window is among the ticks"
+    # each worker took the other's state over, and never scored three hours from scratch
+    # after the first tick
+    assert caches[1].resumed >= 2
+    assert caches[0].resumed >= 2
+    assert caches[1].misses == 0
+    assert caches[0].misses == 1
+
+
+def test_the_state_expires_after_its_ttl_and_a_cold_worker_still_scores(
+    client: redis.Redis,
+) -> None:
+    source = DemoSource(seed=7)
+    cache = SharedScoreCache(client)
+    _tick(DetectionService(source, cache=cache), TICKS[0])
+    assert cache.flush() == 1
+    (name,) = client.keys("plugin_backend:state:*")
+    assert name == state_key((EXPR, OPTIONS, 15.0, _labels(source))).encode()
+    assert STATE_TTL_S - 60 < client.ttl(name) <= STATE_TTL_S
+    client.flushdb()  # as after the TTL: nothing to resume, the next worker starts over
+    cold = SharedScoreCache(client)
+    assert _tick(DetectionService(source, cache=cold), TICKS[1])
+    assert (cold.resumed, cold.misses) == (0, 1)
+
+
+def _labels(source: DemoSource) -> tuple[tuple[str, str], ...]:
+    span = TimeRange(TICKS[0] - 60, TICKS[0])
+    (series,) = source.query_range(EXPR, span, 15.0)
+    return tuple(sorted(series.labels.items()))
