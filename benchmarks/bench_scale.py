@@ -33,13 +33,13 @@ from typing import Any
 
 from benchmarks.common import percentile, print_table
 from plugin_backend.adapters.demo import DemoSource, incidents_between
-from plugin_backend.devtools.pgserver import PostgresServer
-from plugin_backend.devtools.promserver import SyntheticSeries, start_backfilled
-from plugin_backend.devtools.redisserver import RedisServer
 from plugin_backend.rules import load_rules
 from plugin_backend.scale.scheduler import TickScheduler
 from plugin_backend.store import Store
 from plugin_backend.types import TimeRange
+from testkit.pgserver import PostgresServer
+from testkit.promserver import SyntheticSeries, start_backfilled
+from testkit.redisserver import RedisServer
 
 EVERY_S = 60.0
 ROUNDS = 3

@@ -1,6 +1,6 @@
 """A Celery cluster as an operator runs it, for the scale tests: ``plugin-backend worker
 --engine celery`` processes on one redis-server and one store, annotating a fake
-Grafana (devtools), over the built-in demo estate."""
+Grafana (testkit), over the built-in demo estate."""
 
 from __future__ import annotations
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from plugin_backend.devtools.fakegrafana import FakeGrafana
-from plugin_backend.devtools.pgserver import PostgresServer
-from plugin_backend.devtools.redisserver import RedisServer
 from plugin_backend.store import Store
 from plugin_backend.worker import RULE_LEASE_S
+from testkit.fakegrafana import FakeGrafana
+from testkit.pgserver import PostgresServer
+from testkit.redisserver import RedisServer
 from tests.needs import require_binary, require_installed
 from tests.scale.cluster import DEMO_RULES, Cluster, rules_yaml
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from plugin_backend.devtools.fakegrafana import FakeGrafana
-from plugin_backend.devtools.pgserver import PostgresServer
 from plugin_backend.store import Store
+from testkit.fakegrafana import FakeGrafana
+from testkit.pgserver import PostgresServer
 from tests.needs import require_installed
 from tests.scale.cluster import DEMO_RULES, Cluster, rules_yaml
 

@@ -141,7 +141,7 @@ def test_the_celery_worker_serves_its_pool_processes_metrics(
         import celery  # noqa: F401
     except ImportError:
         require_installed("the scale extra", "celery and redis, the scale-out engine")
-    from plugin_backend.devtools.promserver import find_free_port
+    from testkit.promserver import find_free_port
     from tests.processes import local_session
 
     rules = tmp_path / "rules.yaml"
