@@ -93,9 +93,11 @@ class SharedScoreCache(ScoreCache):
         timestamps_s: FloatArray,
         values: FloatArray,
         step_s: float,
+        *,
+        needed_from: int = 0,
     ) -> ScoredSeries:
         self._take_newer(key)
-        result = super().score(key, detector, timestamps_s, values, step_s)
+        result = super().score(key, detector, timestamps_s, values, step_s, needed_from=needed_from)
         with self._shared_lock:
             self._touched.add(key)
         return result

@@ -12,6 +12,7 @@ series at once score it once. Pure: a bounded LRU of ``ScoredSeries`` in memory.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -127,16 +128,20 @@ class ScoreCache:
         """The scores and block fits kept under ``key`` (``None``: none), e.g. to hand a
         series' state to another process (``scale.state``)."""
         with self._lock:
-            scored = self._entries.get(key)
-            if scored is None:
+            entry = self._entries.get(key)
+            if entry is None:
                 return None
-            return scored, dict(self._fit_memos.get(key, {}))
+            return entry.scored, dict(self._fit_memos.get(key, {}))
 
     def restore(self, key: Hashable, scored: ScoredSeries, memo: FitMemo) -> None:
         """Keep ``scored`` and ``memo`` under ``key``, as if scored here (``export``'s
         inverse): the next ``score`` extends them exactly as it would have its own."""
+        # Scores before a request's ``needed_from`` are NaN: trust them from the first
+        # finite one only (a request that needs earlier points rescores).
+        finite = np.flatnonzero(np.isfinite(scored.score))
+        valid_from_s = float(scored.timestamps_s[finite[0]]) if finite.size else math.inf
         with self._lock:
-            self._entries[key] = scored
+            self._entries[key] = _Entry(scored, valid_from_s)
             self._entries.move_to_end(key)
             self._fit_memos[key] = dict(memo)
             while len(self._entries) > self.max_entries:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from plugin_backend.adapters.demo import DemoSource
-from plugin_backend.datasource.step import align_range
 from plugin_backend.detection import DetectionService, DetectOptions, SeriesAnomalies
 from plugin_backend.scoring.incremental import ScoreCache
+from plugin_backend.timegrid import align_range
 from plugin_backend.types import TimeRange
 from tests.needs import require_installed
 
@@ -44,7 +44,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 def _tick(service: DetectionService, now_s: float) -> list[SeriesAnomalies]:
     span = align_range(TimeRange(now_s - 3 * 3600, now_s), 15.0)
-    return service.detect(EXPR, span, 15.0, OPTIONS)
+    return service.detect(EXPR, span, OPTIONS, floor_s=15.0)
 
 
 def _alarms(found: list[SeriesAnomalies]) -> list[tuple[float, float, bool]]:
@@ -87,7 +87,8 @@ def test_the_state_expires_after_its_ttl_and_a_cold_worker_still_scores(
     _tick(DetectionService(source, cache=cache), TICKS[0])
     assert cache.flush() == 1
     (name,) = client.keys("plugin_backend:state:*")
-    assert name == state_key((EXPR, OPTIONS, 15.0, _labels(source))).encode()
+    key = (EXPR, OPTIONS.detector, OPTIONS.sensitivity, OPTIONS.min_deviation, 15.0)
+    assert name == state_key((*key, _labels(source))).encode()
     assert STATE_TTL_S - 60 < client.ttl(name) <= STATE_TTL_S
     client.flushdb()  # as after the TTL: nothing to resume, the next worker starts over
     cold = SharedScoreCache(client)
