@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from plugin_backend.errors import InvalidQuery, UpstreamError
+from plugin_backend.llm.mechanism import impact_path, template_note
 from plugin_backend.llm.writer import NoteWriter
 from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.ensemble import ensemble_rank
+from plugin_backend.rca.entities import entity_of
 from plugin_backend.rca.evidence import DEFAULT_WINDOW_S, compute_evidence
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.rca.window import LEAD_S, MAX_BASELINE_S, symptom_window
@@ -31,7 +33,6 @@ __all__ = [
     "RootCauseReport",
     "llm_hint",
     "render_report",
-    "template_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,37 @@ class ExplainService:
             "window_s": window_s,
             "evidence": evidence.to_dict(),
         }
-        draft = {
-            "symptom": symptom_info,
-            "causes": [cause.to_dict() for cause in changed],
-            "summary": template_summary(symptom.name, changed),
-        }
-        note = self.writer.write(draft)
+        note = self.writer.write(
+            self._note_draft(symptom_info, changed),
+            known_names=self._known_names(candidates),
+        )
         return RootCauseReport(symptom_info, changed, note.text, len(candidates), note.to_dict())
+
+    def _note_draft(self, symptom: dict[str, Any], causes: Sequence[Cause]) -> dict[str, Any]:
+        """What the note is written from: the symptom (with its entity), the causes and
+        the path from the top cause's entity to the symptom's (along the map, if any)."""
+        entity = entity_of(symptom["labels"], self.dependencies, self.identifying_labels)
+        draft: dict[str, Any] = {
+            "symptom": {**symptom, "entity": entity},
+            "causes": [cause.to_dict() for cause in causes],
+        }
+        top = causes[0].entity if causes else None
+        path = None
+        if self.dependencies is not None and top is not None and entity is not None:
+            path = impact_path(top, entity, self.dependencies.dependents)
+        draft["path_from_map"] = path is not None
+        draft["path"] = path or [e for e in dict.fromkeys((top, entity)) if e]
+        draft["summary"] = template_note(draft)
+        return draft
+
+    def _known_names(self, candidates: Sequence[Series]) -> set[str]:
+        """Every entity and metric the service knows of (the map's, the candidates'):
+        a note may name one only when the evidence shows it."""
+        names = {s.metric for s in candidates}
+        names |= {e for s in candidates if (e := entity_of(s.labels, self.dependencies))}
+        if self.dependencies is not None:
+            names |= self.dependencies.entities
+        return names
 
     def _candidates(self, symptom: Series, span: TimeRange, step_s: float) -> list[Series]:
         """Every series when the estate fits the budget; else those sharing an identifying
@@ -228,33 +253,6 @@ def _most_changed(
         return ev.magnitude if np.isfinite(ev.magnitude) else -1.0
 
     return max(series, key=magnitude)
-
-
-def template_summary(symptom: str, causes: Sequence[Cause]) -> str:
-    """The deterministic note: the top causes with their evidence, nothing invented."""
-    if not causes:
-        return f"No candidate series changed before {symptom} moved; no likely cause found."
-    top = causes[0]
-    ev = top.evidence
-    lead = (
-        f", {top.lead_s / 60:.0f} min before the symptom"
-        if top.lead_s is not None and top.lead_s > 0
-        else ""
-    )
-    change = (
-        f"{ev.direction} from {ev.baseline:.4g} to {ev.incident_value:.4g}"
-        if ev.kind == "metric"
-        else "appeared"
-        if ev.changed
-        else "changed"
-    )
-    leaders = [c for c in causes[1:] if c.lead_s is not None and c.lead_s > 0]
-    others = ", ".join(c.series for c in leaders[:2])
-    also = f" Also changed before it: {others}." if others else ""
-    return (
-        f"Most likely cause of {symptom}: {top.series} ({change}{lead}).{also} "
-        f"First check {top.series}."
-    )
 
 
 def llm_hint(llm: dict[str, Any]) -> str | None:
