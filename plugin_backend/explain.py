@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from plugin_backend.errors import InvalidQuery, UpstreamError
-from plugin_backend.llm.mechanism import impact_path, template_note
+from plugin_backend.llm.mechanism import impact_path, metric_of, template_note
 from plugin_backend.llm.writer import NoteWriter
 from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
@@ -131,13 +131,17 @@ class ExplainService:
         the path from the top cause's entity to the symptom's (along the map, if any)."""
         entity = entity_of(symptom["labels"], self.dependencies, self.identifying_labels)
         draft: dict[str, Any] = {
-            "symptom": {**symptom, "entity": entity},
+            "symptom": {**symptom, "entity": entity, "metric": metric_of(symptom)},
             "causes": [cause.to_dict() for cause in causes],
         }
         top = causes[0].entity if causes else None
         path = None
-        if self.dependencies is not None and top is not None and entity is not None:
-            path = impact_path(top, entity, self.dependencies.dependents)
+        deps = self.dependencies
+        if deps is not None and top is not None and entity is not None:
+            # a failure flows to what needs it; load flows from callers to what they need
+            path = impact_path(top, entity, deps.dependents) or impact_path(
+                top, entity, deps.depends_on
+            )
         draft["path_from_map"] = path is not None
         draft["path"] = path or [e for e in dict.fromkeys((top, entity)) if e]
         draft["summary"] = template_note(draft)

@@ -17,6 +17,7 @@ Pure: plain data in, text out.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "first_check",
     "hops",
     "impact_path",
+    "metric_of",
     "template_note",
 ]
 
@@ -46,17 +48,22 @@ _EFFECTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("pool", "connection", "conns"), "connections piled up", "connections dropped"),
     (("lock",), "locks piled up", "locks cleared"),
     (("queue", "depth", "pending", "backlog", "lag"), "work queued up", "its backlog drained"),
+    (("gc",), "garbage collection rose", "garbage collection fell"),
+    (("memory", "heap", "rss", "working_set"), "memory grew", "memory fell"),
+    (("cpu", "load1", "load5", "throttl"), "CPU use rose", "CPU use fell"),
+    (("disk", "io_time", "iops", "io_util"), "disk got busy", "disk load fell"),
     (
         ("latency", "duration", "seconds", "p99", "p95", "p50", "response_time"),
         "slowed down",
         "sped up",
     ),
-    (("memory", "heap", "rss", "working_set"), "memory grew", "memory fell"),
-    (("gc",), "garbage collection rose", "garbage collection fell"),
-    (("cpu", "load1", "load5", "throttl"), "CPU saturated", "CPU use fell"),
-    (("disk", "io_time", "iops", "io_util"), "disk saturated", "disk load fell"),
-    (("request", "rps", "traffic", "calls", "qps", "throughput"), "load rose", "traffic dropped"),
+    (
+        ("request", "rps", "traffic", "calls", "qps", "throughput", "transactions", "queries"),
+        "load rose",
+        "traffic dropped",
+    ),
 )
+_QUERY_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +171,24 @@ def _symptom(report: Mapping[str, Any]) -> Mapping[str, Any]:
     return symptom if isinstance(symptom, Mapping) else {}
 
 
-def _metric(item: Mapping[str, Any]) -> str:
+def metric_of(item: Mapping[str, Any]) -> str:
+    """The metric name of a cause or symptom: its own, else the series' name, else the
+    first metric its query selects (``rate(x_total[1m])`` has no ``__name__``)."""
     labels = item.get("labels")
     labels = labels if isinstance(labels, Mapping) else {}
     metric = item.get("metric") or labels.get("__name__") or ""
     if not metric:
         metric = str(item.get("series", "")).split("{")[0]
+    if not metric and isinstance(item.get("query"), str):
+        found = _QUERY_METRIC.search(item["query"])
+        metric = found.group(1) if found else ""
     return str(metric)
 
 
 def _hop(entity: object, item: Mapping[str, Any] | None, with_lead: bool = True) -> Hop:
     if item is None:
         return Hop(str(entity))
-    metric = _metric(item)
+    metric = metric_of(item)
     lead = item.get("lead_s")
     return Hop(
         entity=str(entity) if isinstance(entity, str) and entity else metric,
@@ -236,19 +248,19 @@ def first_check(report: Mapping[str, Any]) -> tuple[str, str] | None:
     if not causes:
         return None
     top = causes[0]
-    series = str(top.get("series") or _metric(top))
+    series = str(top.get("series") or metric_of(top))
     ev = top.get("evidence")
     ev = ev if isinstance(ev, Mapping) else {}
     lead = top.get("lead_s")
     later = _later_changes(top, causes[1:])
-    if ev.get("kind") == "change_event" and _metric(top).endswith(("_info", "_event")):
+    if ev.get("kind") == "change_event" and metric_of(top).endswith(("_info", "_event")):
         why = "a change landed just before the trouble; compare it with the last good version"
     elif isinstance(lead, int | float) and math.isfinite(lead) and lead >= 30:
         why = f"it moved {max(1, round(lead / 60))} min before the symptom"
         if later:
             why += f" and {_changes(later)} followed it"
     else:
-        why = "it is the strongest change that arrived with the symptom"
+        why = "it is the strongest change around the symptom's onset"
         if later:
             why += f", and {_changes(later)} followed it"
     return series, why
