@@ -30,11 +30,15 @@ Graded for the note used (the LLM's where it passed the checker, else the
 template), for the LLM's notes alone and for the template note of every incident.
 Then the share of LLM notes used, its p50/p95 latency, and the template's.
 
+With a baseline prompt (``--baseline-prompt note_v3``) each note is written again
+with it, right after, from the same report: the two prompts compared under the same
+load (the machine's load moves latency far more than any prompt).
+
 Run: ``python -m benchmarks notes`` (environment: ``BENCH_NOTES_SOURCES`` (default
 ``sim,estate2,petshop``), ``BENCH_NOTES_LLM=none`` for template notes only,
-``BENCH_NOTES_SEED``), or ``python -m benchmarks.bench_notes [--sources a,b]
-[--no-llm] [--seed N]``. Needs Debian's prometheus and, for the model, the
-``local-llm`` extra.
+``BENCH_NOTES_SEED``, ``BENCH_NOTES_BASELINE_PROMPT``), or ``python -m
+benchmarks.bench_notes [--sources a,b] [--no-llm] [--seed N] [--baseline-prompt V]``.
+Needs Debian's prometheus and, for the model, the ``local-llm`` extra.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from plugin_backend.errors import BackendError
 from plugin_backend.explain import ExplainService, RootCauseReport
 from plugin_backend.llm.mechanism import template_note
 from plugin_backend.llm.port import LLM
+from plugin_backend.llm.prompting import Prompt, load_prompt
 from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.rca.dependencies import DependencyMap, load_dependency_map
 
@@ -175,9 +180,11 @@ class RecordingWriter(NoteWriter):
     def __init__(self, llm: LLM | None) -> None:
         super().__init__(llm, timeout_s=60)
         self.drafts: list[dict[str, Any]] = []
+        self.known: list[frozenset[str]] = []
 
     def write(self, report: dict[str, Any], known_names: Iterable[str] = ()) -> WrittenNote:
         self.drafts.append(report)
+        self.known.append(frozenset(known_names))
         return super().write(report, known_names)
 
 
@@ -191,6 +198,7 @@ class Outcome:
     latency_s: float  # the LLM's (0 without one)
     template_s: float
     reason: str
+    tokens: tuple[int, int] | None = None  # the LLM's prompt and output tokens
 
 
 def _query(case: RcaCase) -> str:
@@ -206,8 +214,12 @@ def _outcome(
     draft: dict[str, Any],
     deps: DependencyMap,
     metrics: Set[str],
+    written: WrittenNote | None = None,
 ) -> Outcome:
-    """Grade the note used and the template note of ``report`` (written from ``draft``)."""
+    """Grade the note used (``written``, else the report's) and the template note of
+    ``report`` (written from ``draft``)."""
+    text = written.text if written is not None else report.summary
+    llm = written.to_dict() if written is not None else report.llm
     started = time.perf_counter()
     template = template_note(draft)
     template_s = time.perf_counter() - started
@@ -226,23 +238,32 @@ def _outcome(
     top = report.causes[0] if report.causes else None
     return Outcome(
         case=case,
-        by_llm=not report.llm["fallback"],
-        used=graded(report.summary),
+        by_llm=not llm["fallback"],
+        used=graded(text),
         template=graded(template),
         top_entity=top is not None
         and case.root_cause_entity
         in (top.entity, top.labels.get("service"), top.labels.get("node")),
-        latency_s=float(report.llm["latency_s"]),
+        latency_s=float(llm["latency_s"]),
         template_s=template_s,
-        reason=str(report.llm.get("reason") or ""),
+        reason=str(llm.get("reason") or ""),
+        tokens=(llm["prompt_tokens"], llm["completion_tokens"])
+        if llm.get("prompt_tokens") is not None and llm.get("completion_tokens") is not None
+        else None,
     )
 
 
-def run_source(source: RcaSource, llm: LLM | None) -> list[Outcome]:
+def run_source(
+    source: RcaSource, llm: LLM | None, baseline: Prompt | None = None
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Every case's outcome with the default prompt and, when ``baseline`` is given, with
+    that prompt too, written right after from the same report (the same load)."""
     deps = load_dependency_map(source.dependencies)
     metrics = {s.labels.get("__name__", "") for s in source.series} - {""}
     writer = RecordingWriter(llm)
+    other = NoteWriter(llm, timeout_s=60, prompt=baseline) if llm and baseline else None
     out: list[Outcome] = []
+    out_baseline: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-notes-{source.name}-") as tmp:
         server = start_backfilled(source.series, Path(tmp))
         client = PrometheusClient(base_url=server.url)
@@ -254,12 +275,16 @@ def run_source(source: RcaSource, llm: LLM | None) -> list[Outcome]:
                 except BackendError as exc:
                     print(f"{source.name} {case.name}: explain failed: {exc.message}")
                     continue
-                out.append(_outcome(case, report, writer.drafts[-1], deps, metrics))
+                draft = writer.drafts[-1]
+                out.append(_outcome(case, report, draft, deps, metrics))
                 print(f"  {case.name}: {report.summary}", flush=True)
+                if other is not None:
+                    written = other.write(draft, writer.known[-1])
+                    out_baseline.append(_outcome(case, report, draft, deps, metrics, written))
         finally:
             client.close()
             server.stop()
-    return out
+    return out, out_baseline
 
 
 # ----------------------------------------------------------------------- tables
@@ -291,6 +316,8 @@ USE_HEADER = [
     "LLM p50 s",
     "LLM p95 s",
     "template p50 ms",
+    "prompt tokens p50",
+    "output tokens p50",
 ]
 
 
@@ -298,6 +325,7 @@ def use_cells(outcomes: Sequence[Outcome]) -> list[str]:
     n = len(outcomes)
     llm = [o.latency_s for o in outcomes if o.latency_s > 0]
     used = sum(o.by_llm for o in outcomes)
+    tokens = [o.tokens for o in outcomes if o.tokens is not None]
     return [
         str(n),
         f"{used}/{n} ({used / n:.0%})" if n else "0/0",
@@ -305,6 +333,8 @@ def use_cells(outcomes: Sequence[Outcome]) -> list[str]:
         f"{percentile(llm, 50):.1f}" if llm else "-",
         f"{percentile(llm, 95):.1f}" if llm else "-",
         f"{percentile([o.template_s for o in outcomes], 50) * 1000:.2f}" if n else "-",
+        f"{percentile([t[0] for t in tokens], 50):.0f}" if tokens else "-",
+        f"{percentile([t[1] for t in tokens], 50):.0f}" if tokens else "-",
     ]
 
 
@@ -397,7 +427,11 @@ def _load_llm() -> LLM | None:
 
 
 def main(
-    sources: Sequence[str] | None = None, *, use_llm: bool | None = None, seed: int | None = None
+    sources: Sequence[str] | None = None,
+    *,
+    use_llm: bool | None = None,
+    seed: int | None = None,
+    baseline: str | None = None,
 ) -> None:
     if sources is None:
         sources = os.environ.get("BENCH_NOTES_SOURCES", ",".join(SOURCE_NAMES)).split(",")
@@ -405,13 +439,38 @@ def main(
         use_llm = os.environ.get("BENCH_NOTES_LLM", "local") != "none"
     if seed is None:
         seed = int(os.environ.get("BENCH_NOTES_SEED", SEED))
+    if baseline is None:
+        baseline = os.environ.get("BENCH_NOTES_BASELINE_PROMPT") or None
+    prompt = load_prompt(baseline) if baseline else None
     llm = _load_llm() if use_llm else None
     results: dict[str, list[Outcome]] = {}
+    compared: dict[str, list[Outcome]] = {}
     for source in _sources(sources, seed):
         print(f"\n{source.name}: {len(source.cases)} incidents ({source.note})", flush=True)
-        results[source.name] = run_source(source, llm)
+        results[source.name], compared[source.name] = run_source(source, llm, prompt)
         print_source(source.name, results[source.name])
     print_summary(results)
+    if prompt is not None and llm is not None:
+        print_comparison(load_prompt().version, prompt.version, results, compared)
+
+
+def print_comparison(
+    default: str,
+    baseline: str,
+    results: Mapping[str, Sequence[Outcome]],
+    compared: Mapping[str, Sequence[Outcome]],
+) -> None:
+    rows = []
+    for name in results:
+        for version, outcomes in ((default, results[name]), (baseline, compared[name])):
+            grades = grade_cells([o.used for o in outcomes])
+            rows.append([name, version, *grades[1:], *use_cells(outcomes)])
+    print_table(
+        f"The default prompt {default} against {baseline}, each case written by both in "
+        "turn (the same load): the note used, graded, and the model's use and latency",
+        ["source", "prompt", *GRADE_HEADER[1:], *USE_HEADER],
+        rows,
+    )
 
 
 def _cli(argv: Sequence[str]) -> None:
@@ -426,7 +485,12 @@ def _cli(argv: Sequence[str]) -> None:
         at = args.index("--seed")
         seed = int(args[at + 1])
         del args[at : at + 2]
-    main(sources, use_llm=False if "--no-llm" in args else None, seed=seed)
+    baseline = None
+    if "--baseline-prompt" in args:
+        at = args.index("--baseline-prompt")
+        baseline = args[at + 1]
+        del args[at : at + 2]
+    main(sources, use_llm=False if "--no-llm" in args else None, seed=seed, baseline=baseline)
 
 
 if __name__ == "__main__":
