@@ -142,7 +142,7 @@ class ExplainService:
             path = impact_path(top, entity, deps.dependents) or impact_path(
                 top, entity, deps.depends_on
             )
-        draft["path_from_map"] = path is not None
+        draft["path_from_map"] = None if deps is None else path is not None
         draft["path"] = path or [e for e in dict.fromkeys((top, entity)) if e]
         draft["summary"] = template_note(draft)
         return draft

@@ -8,7 +8,8 @@ series among the ranked causes (``hops``), and what to check first and why
 (``prompting``) shows the same hops for the model to phrase.
 
 A report here is ``RootCauseReport.to_dict()``-shaped, with ``path`` (entity names
-from the cause to the symptom) and ``path_from_map`` added by ``explain``. Every name
+from the cause to the symptom) and ``path_from_map`` (``None``: no map; ``False``:
+the map links them by no path) added by ``explain``. Every name
 a note uses comes from the report: nothing outside the evidence.
 
 Pure: plain data in, text out.
@@ -88,12 +89,11 @@ class Hop:
         return f"{self.entity} {self.effect}"
 
 
-def impact_path(
-    start: str, goal: str, dependents: Callable[[str], Iterable[str]]
-) -> list[str] | None:
-    """The shortest chain ``start, ..., goal`` following ``dependents`` (what needs an
-    entity: the way a failure flows), at most ``MAX_PATH_HOPS`` hops; ``None`` if
-    there is none."""
+def impact_path(start: str, goal: str, step: Callable[[str], Iterable[str]]) -> list[str] | None:
+    """The shortest chain ``start, ..., goal`` following ``step``, at most
+    ``MAX_PATH_HOPS`` hops (``None`` if there is none): the map's ``dependents`` (what
+    needs an entity: the way a failure flows) or ``depends_on`` (the way load flows
+    from callers)."""
     if start == goal:
         return [start]
     previous: dict[str, str] = {}
@@ -103,7 +103,7 @@ def impact_path(
         node, depth = queue.popleft()
         if depth >= MAX_PATH_HOPS:
             continue
-        for nxt in sorted(dependents(node)):
+        for nxt in sorted(step(node)):
             if nxt in seen:
                 continue
             seen.add(nxt)
@@ -290,9 +290,16 @@ def template_note(report: Mapping[str, Any]) -> str:
     check = first_check(report)
     if not path or check is None:
         return f"No candidate series changed before {symptom_name} moved; no likely cause found."
-    how = "along the dependency map" if report.get("path_from_map") else "no dependency map"
+    from_map = report.get("path_from_map")
+    how_text = (
+        "along the dependency map"
+        if from_map is True
+        else "the dependency map links them by no path"
+        if from_map is False
+        else "no dependency map"
+    )
     last = len(path) - 1
     chain = " -> ".join(_hop_text(h, i == 0, last > 0 and i == last) for i, h in enumerate(path))
     series, why = check
-    sentences = [f"Likely mechanism ({how}): {chain}.", f"First check {series}: {why}."]
+    sentences = [f"Likely mechanism ({how_text}): {chain}.", f"First check {series}: {why}."]
     return " ".join(sentences)

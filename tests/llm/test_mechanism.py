@@ -105,3 +105,8 @@ def test_a_deploy_says_to_compare_versions() -> None:
 def test_no_causes_no_mechanism() -> None:
     note = template_note({**pool_report(), "causes": []})
     assert note.startswith("No candidate series changed before")
+
+
+def test_a_map_that_links_cause_and_symptom_by_no_path_says_so() -> None:
+    note = template_note(pool_report(["postgres", "frontend"], from_map=False))
+    assert note.startswith("Likely mechanism (the dependency map links them by no path): ")
