@@ -64,6 +64,8 @@ _EFFECTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
         "traffic dropped",
     ),
 )
+_KIND_LABELS = ("code", "status", "status_code", "result", "outcome", "state")
+_QUERY_LABEL = re.compile(r'([a-zA-Z_]\w*)\s*=~?\s*"([^"]*)"')
 _QUERY_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
 
 
@@ -117,8 +119,10 @@ def impact_path(start: str, goal: str, step: Callable[[str], Iterable[str]]) -> 
     return None
 
 
-def effect_phrase(metric: str, evidence: Mapping[str, Any] | None) -> str:
-    """What a change of ``metric`` means, in a few words ("connections piled up")."""
+def effect_phrase(metric: str, evidence: Mapping[str, Any] | None, kind: Iterable[str] = ()) -> str:
+    """What a change of ``metric`` means, in a few words ("connections piled up");
+    ``kind`` are words that say what the series counts (its ``code="5xx"`` or
+    ``result="miss"`` label values), read before the metric name."""
     ev = evidence if isinstance(evidence, Mapping) else {}
     if ev.get("kind") == "change_event":
         up = ev.get("event") != "disappeared"
@@ -126,7 +130,7 @@ def effect_phrase(metric: str, evidence: Mapping[str, Any] | None) -> str:
             return "was deployed" if up else "was removed"
         return "appeared" if up else "disappeared"
     up = ev.get("direction") != "down"
-    name = metric.lower()
+    name = " ".join([*kind, metric]).lower()
     for words, rose, fell in _EFFECTS:
         if any(w in name for w in words):
             return rose if up else fell
@@ -185,6 +189,18 @@ def metric_of(item: Mapping[str, Any]) -> str:
     return str(metric)
 
 
+def _kind_words(item: Mapping[str, Any]) -> list[str]:
+    """The values of the labels that say what a series counts; for a symptom given as
+    a query (``rate(x{code="5xx"}[1m])``), those its selector matches."""
+    labels = item.get("labels")
+    labels = labels if isinstance(labels, Mapping) else {}
+    words = [str(labels[k]) for k in _KIND_LABELS if labels.get(k)]
+    query = item.get("query")
+    if isinstance(query, str):
+        words += [m.group(2) for m in _QUERY_LABEL.finditer(query) if m.group(1) in _KIND_LABELS]
+    return words
+
+
 def _hop(entity: object, item: Mapping[str, Any] | None, with_lead: bool = True) -> Hop:
     if item is None:
         return Hop(str(entity))
@@ -194,7 +210,7 @@ def _hop(entity: object, item: Mapping[str, Any] | None, with_lead: bool = True)
         entity=str(entity) if isinstance(entity, str) and entity else metric,
         series=str(item.get("series") or metric),
         metric=metric,
-        effect=effect_phrase(metric, item.get("evidence")),
+        effect=effect_phrase(metric, item.get("evidence"), _kind_words(item)),
         change=_change_text(item, with_lead),
         lead_s=float(lead) if isinstance(lead, int | float) and math.isfinite(lead) else None,
     )

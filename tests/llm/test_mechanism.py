@@ -110,3 +110,18 @@ def test_no_causes_no_mechanism() -> None:
 def test_a_map_that_links_cause_and_symptom_by_no_path_says_so() -> None:
     note = template_note(pool_report(["postgres", "frontend"], from_map=False))
     assert note.startswith("Likely mechanism (the dependency map links them by no path): ")
+
+
+def test_what_a_series_counts_comes_from_its_labels_or_its_query() -> None:
+    up = {"kind": "metric", "direction": "up"}
+    errors = _item("http_server_requests_total", "gateway", "up", 0.1, 3.0)
+    errors["labels"]["code"] = "5xx"
+    requests = _item("http_server_requests_total", "gateway", "up", 100, 300)
+    assert hops({"causes": [errors], "symptom": {}})[0].effect == "errors rose"
+    assert hops({"causes": [requests], "symptom": {}})[0].effect == "load rose"
+    query = 'rate(http_server_requests_total{code="5xx"}[2m])'
+    symptom = {"query": query, "series": "{}", "evidence": up}  # a rate has no name
+    assert hops({"causes": [requests], "symptom": symptom})[-1].phrase == (
+        "http_server_requests_total errors rose"
+    )
+    assert effect_phrase("cache_client_requests_total", up, ["miss"]) == "misses rose"
