@@ -68,6 +68,9 @@ from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.rca.dependencies import DependencyMap, load_dependency_map
 
 SEED = 5
+# Generous: on the shared 2-core machine one note takes 30-60 s; a timeout would
+# censor exactly the latency this measures (the service's own default is 20 s).
+NOTE_TIMEOUT_S = 120.0
 SOURCE_NAMES = ("sim", "estate2", "petshop")
 _REASON = re.compile(r":\s*\S|\bbecause\b", re.IGNORECASE)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -178,7 +181,7 @@ class RecordingWriter(NoteWriter):
     """The note writer, keeping what each note was written from."""
 
     def __init__(self, llm: LLM | None) -> None:
-        super().__init__(llm, timeout_s=60)
+        super().__init__(llm, timeout_s=NOTE_TIMEOUT_S)
         self.drafts: list[dict[str, Any]] = []
         self.known: list[frozenset[str]] = []
 
@@ -261,7 +264,7 @@ def run_source(
     deps = load_dependency_map(source.dependencies)
     metrics = {s.labels.get("__name__", "") for s in source.series} - {""}
     writer = RecordingWriter(llm)
-    other = NoteWriter(llm, timeout_s=60, prompt=baseline) if llm and baseline else None
+    other = NoteWriter(llm, timeout_s=NOTE_TIMEOUT_S, prompt=baseline) if llm and baseline else None
     out: list[Outcome] = []
     out_baseline: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-notes-{source.name}-") as tmp:
