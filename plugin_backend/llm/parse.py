@@ -234,6 +234,15 @@ def parse_note(
     )
 
 
+def _names_one_of(text: str, terms: Iterable[str]) -> bool:
+    lowered = text.casefold()
+    return any(
+        re.search(rf"(?<![\w-]){re.escape(term.casefold())}(?![\w-])", lowered)
+        for term in terms
+        if term.strip()
+    )
+
+
 def _answer_text(text: str) -> str:
     """The sentence of a plain answer; a model used to JSON notes may wrap it in one
     (``{"note": "..."}``): its ``note`` is the sentence."""
@@ -256,13 +265,15 @@ def parse_text_note(
     *,
     cause: str,
     cause_terms: Set[str],
+    symptom_terms: Set[str] = frozenset(),
     known_names: Set[str] = frozenset(),
     chain: Sequence[str] = (),
     truncated: bool = False,
 ) -> Note:
     """The plain-sentence note in ``text`` (prompts with ``answer: text``) for the
     service's top cause ``cause``; raise ``NoteRejected`` unless it names the cause
-    (one of ``cause_terms``: its series, metric or entity) and nothing outside the
+    (one of ``cause_terms``: its series, metric or entity), reaches the symptom (one
+    of ``symptom_terms``, when given: its entity) and names nothing outside the
     evidence (as ``parse_note``). An answer cut off by the token limit (``truncated``)
     keeps its complete sentences; one with none is rejected."""
     if not isinstance(text, str) or not text.strip():
@@ -277,12 +288,9 @@ def parse_text_note(
         note = note[: ends[-1]]
     elif not ends or ends[-1] != len(note):
         note += "."
-    lowered = note.casefold()
-    if not any(
-        re.search(rf"(?<![\w-]){re.escape(term.casefold())}(?![\w-])", lowered)
-        for term in cause_terms
-        if term.strip()
-    ):
+    if not _names_one_of(note, cause_terms):
         raise NoteRejected("note does not name the cause")
+    if symptom_terms and not _names_one_of(note, symptom_terms):
+        raise NoteRejected("note does not reach the symptom")
     _check_text(note, _Evidence(allowed_names), known_names)
     return Note(cause=cause, chain=tuple(chain), note=note, first_check=cause)

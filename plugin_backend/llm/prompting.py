@@ -41,6 +41,7 @@ __all__ = [
     "numbered_causes",
     "path_line",
     "sanitize_label_value",
+    "symptom_terms",
 ]
 
 ENTITY_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
@@ -295,6 +296,16 @@ def cause_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     for cause in _causes(report, prompt.max_causes):
         names |= _names(cause, prompt)
     return names
+
+
+def symptom_terms(report: Mapping[str, Any]) -> set[str]:
+    """How a note reaches the symptom: its entity, unless it is the top cause's own
+    (then naming the cause is enough); empty when the symptom has no entity."""
+    entity = _symptom(report).get("entity")
+    causes = _causes(report, 1)
+    if not entity or (causes and causes[0].get("entity") == entity):
+        return set()
+    return {sanitize_label_value(entity)}
 
 
 def cause_terms(report: Mapping[str, Any], prompt: Prompt) -> set[str]:

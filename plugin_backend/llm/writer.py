@@ -32,6 +32,7 @@ from plugin_backend.llm.prompting import (
     cause_terms,
     load_prompt,
     numbered_causes,
+    symptom_terms,
 )
 
 __all__ = ["NoteObserver", "NoteWriter", "WrittenNote", "compose_note"]
@@ -175,6 +176,7 @@ class NoteWriter:
                 allowed_names(report, self.prompt),
                 cause=numbered_causes(report, self.prompt)[0],
                 cause_terms=cause_terms(report, self.prompt),
+                symptom_terms=symptom_terms(report),
                 known_names=known,
                 chain=path_entities(report),
                 truncated=(completion.completion_tokens or 0) >= self.max_tokens,

@@ -198,3 +198,13 @@ def test_a_sentence_naming_a_known_service_outside_the_evidence_falls_back_count
     assert copied.write(REPORT).fallback
     # the same sentence passes where the service knows no redis: nothing to enforce
     assert not _v4_writer(FakeLLM("Postgres connections piled up."))[0].write(REPORT).fallback
+
+
+def test_a_sentence_that_stops_before_the_symptom_falls_back() -> None:
+    report = {**REPORT, "symptom": {**REPORT["symptom"], "entity": "checkout"}}
+    writer, events = _v4_writer(FakeLLM("Postgres connections piled up, which slowed down."))
+    written = writer.write(report)
+    assert written.fallback
+    assert written.reason == "note rejected: note does not reach the symptom"
+    assert [e for e, _ in events] == ["call", "rejected", "fallback"]
+    assert not _v4_writer(FakeLLM(SENTENCE))[0].write(report).fallback
