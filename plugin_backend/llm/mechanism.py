@@ -41,7 +41,7 @@ MAX_PATH_HOPS = 6
 # avoid words that name entities in many estates (cache, queue, db).
 _EFFECTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("build_info", "_event", "deployment_generation", "version"), "was deployed", "rolled back"),
-    (("availability", "success"), "recovered", "lost availability"),
+    (("availability", "success"), "recovered", "availability dropped"),
     (("error", "5xx", "fail", "timeout"), "errors rose", "errors fell"),
     (("hit",), "hit rate rose", "hit rate fell"),
     (("miss",), "misses rose", "misses fell"),
