@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from plugin_backend.errors import InvalidQuery, UpstreamError
+from plugin_backend.llm.mechanism import impact_path, metric_of, template_note
 from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.ports import ChangeEventSource, SeriesSource
 from plugin_backend.promql import Matcher
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.ensemble import ensemble_rank
+from plugin_backend.rca.entities import entity_of
 from plugin_backend.rca.evidence import DEFAULT_WINDOW_S, compute_evidence
 from plugin_backend.rca.ranking import Cause
 from plugin_backend.rca.window import LEAD_S, MAX_BASELINE_S, symptom_window
@@ -31,7 +33,6 @@ __all__ = [
     "RootCauseReport",
     "llm_hint",
     "render_report",
-    "template_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,25 +135,63 @@ class ExplainService:
             "window_s": window_s,
             "evidence": evidence.to_dict(),
         }
-        template = template_summary(symptom.name, changed)
-        draft = {
-            "symptom": symptom_info,
-            "causes": [cause.to_dict() for cause in changed],
-            "summary": template,
-        }
+        draft = self._note_draft(symptom_info, changed)
+        known = self._known_names(candidates)
         if not write_note:
-            llm = {"provider": self.writer.provider, "model": self.writer.model, "pending": True}
-            return RootCauseReport(
-                symptom_info, changed, template, len(candidates), {**llm, "fallback": True}
-            )
-        note = self.writer.write(draft)
+            # The note is written later (``write_note``, its own task): keep what it is
+            # written from; the LLM's note replaces this ``llm`` entry.
+            llm = {
+                "provider": self.writer.provider,
+                "model": self.writer.model,
+                "pending": True,
+                "fallback": True,
+                "draft": draft,
+                "known_names": sorted(known),
+            }
+            return RootCauseReport(symptom_info, changed, draft["summary"], len(candidates), llm)
+        note = self.writer.write(draft, known_names=known)
         return RootCauseReport(symptom_info, changed, note.text, len(candidates), note.to_dict())
 
     def write_note(self, report: Mapping[str, Any]) -> WrittenNote:
         """The note of a report made with ``write_note=False`` (its ``to_dict()``): the
         LLM's, or the template whenever it fails, as ``explain`` would have written."""
-        draft = {key: report.get(key) for key in ("symptom", "causes", "summary")}
-        return self.writer.write(draft)
+        pending = report.get("llm") or {}
+        draft = pending.get("draft")
+        if not isinstance(draft, dict):  # stored before drafts were kept
+            draft = {key: report.get(key) for key in ("symptom", "causes", "summary")}
+        return self.writer.write(draft, known_names=pending.get("known_names") or ())
+
+    def _note_draft(self, symptom: dict[str, Any], causes: Sequence[Cause]) -> dict[str, Any]:
+        """What the note is written from: the symptom (with its entity), the causes and
+        the path from the top cause's entity to the symptom's (along the map, if any)."""
+        entity = entity_of(symptom["labels"], self.dependencies, self.identifying_labels)
+        draft: dict[str, Any] = {
+            "symptom": {**symptom, "entity": entity, "metric": metric_of(symptom)},
+            "causes": [cause.to_dict() for cause in causes],
+        }
+        top = causes[0].entity if causes else None
+        path = None
+        deps = self.dependencies
+        if deps is not None and top is not None and entity is not None:
+            # a failure flows to what needs it; load flows from callers to what they need
+            path = impact_path(top, entity, deps.dependents) or impact_path(
+                top, entity, deps.depends_on
+            )
+        draft["path_from_map"] = None if deps is None else path is not None
+        draft["path"] = path or [e for e in dict.fromkeys((top, entity)) if e]
+        draft["summary"] = template_note(draft)
+        return draft
+
+    def _known_names(self, candidates: Sequence[Series]) -> set[str]:
+        """Every entity and metric the service knows of (the map's, the candidates'):
+        a note may name one only when the evidence shows it. A metric whose name is a
+        plain word (Prometheus' own ``up``) is left out: "connections piled up" names
+        no metric."""
+        names = {s.metric for s in candidates if not s.metric.isalpha()}
+        names |= {e for s in candidates if (e := entity_of(s.labels, self.dependencies))}
+        if self.dependencies is not None:
+            names |= self.dependencies.entities
+        return names
 
     def _candidates(self, symptom: Series, span: TimeRange, step_s: float) -> list[Series]:
         """Every series when the estate fits the budget; else those sharing an identifying
@@ -255,33 +294,6 @@ def _most_changed(
         return ev.magnitude if np.isfinite(ev.magnitude) else -1.0
 
     return max(series, key=magnitude)
-
-
-def template_summary(symptom: str, causes: Sequence[Cause]) -> str:
-    """The deterministic note: the top causes with their evidence, nothing invented."""
-    if not causes:
-        return f"No candidate series changed before {symptom} moved; no likely cause found."
-    top = causes[0]
-    ev = top.evidence
-    lead = (
-        f", {top.lead_s / 60:.0f} min before the symptom"
-        if top.lead_s is not None and top.lead_s > 0
-        else ""
-    )
-    change = (
-        f"{ev.direction} from {ev.baseline:.4g} to {ev.incident_value:.4g}"
-        if ev.kind == "metric"
-        else "appeared"
-        if ev.changed
-        else "changed"
-    )
-    leaders = [c for c in causes[1:] if c.lead_s is not None and c.lead_s > 0]
-    others = ", ".join(c.series for c in leaders[:2])
-    also = f" Also changed before it: {others}." if others else ""
-    return (
-        f"Most likely cause of {symptom}: {top.series} ({change}{lead}).{also} "
-        f"First check {top.series}."
-    )
 
 
 def llm_hint(llm: dict[str, Any]) -> str | None:

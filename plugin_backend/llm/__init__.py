@@ -1,12 +1,15 @@
 """LLM-written root-cause notes, kept honest.
 
-The service ranks the causes itself (``plugin_backend.rca``); a small LLM only
-phrases the top of that ranking in 1-3 sentences. The prompt is versioned data
-(``prompts/note_v1.yaml``) filled with bounded, sanitised evidence
-(``prompting``); the answer is JSON parsed strictly, and every name it uses must
-be in the evidence (``parse``); otherwise ``NoteWriter`` uses the deterministic
-template note and says why (``writer``). The model sits behind the ``LLM`` port
-(``port``); adapters live in ``plugin_backend.adapters`` (``llm_openai``).
+The service ranks the causes itself (``plugin_backend.rca``) and works out the
+mechanism: the path from the top cause to the symptom along the dependency map,
+each hop with its evidence, and what to check first and why (``mechanism``, which
+also writes the deterministic template note). A small LLM only phrases that path in
+one sentence. The prompt is versioned data (``prompts/note_v4.yaml``) filled with
+bounded, sanitised evidence (``prompting``); the answer is parsed strictly, and it
+must name the cause and nothing the service knows of outside the evidence
+(``parse``); otherwise ``NoteWriter`` uses the template note and says why
+(``writer``). The model sits behind the ``LLM`` port (``port``); adapters live in
+``plugin_backend.adapters`` (``llm_openai``, ``llm_local``).
 
 Pure: no HTTP, no web framework, no environment.
 """

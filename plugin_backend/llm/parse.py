@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from plugin_backend.errors import LLMError
 
-__all__ = ["MAX_NOTE_WORDS", "MAX_SENTENCES", "Note", "NoteRejected", "parse_note"]
+__all__ = [
+    "MAX_NOTE_WORDS",
+    "MAX_SENTENCES",
+    "Note",
+    "NoteRejected",
+    "parse_note",
+    "parse_text_note",
+]
 
 MAX_NOTE_WORDS = 60
 MAX_SENTENCES = 3
@@ -225,3 +232,65 @@ def parse_note(
         note=" ".join(model.note.split()),
         first_check=" ".join(first_check.split()),
     )
+
+
+def _names_one_of(text: str, terms: Iterable[str]) -> bool:
+    lowered = text.casefold()
+    return any(
+        re.search(rf"(?<![\w-]){re.escape(term.casefold())}(?![\w-])", lowered)
+        for term in terms
+        if term.strip()
+    )
+
+
+def _answer_text(text: str) -> str:
+    """The sentence of a plain answer; a model used to JSON notes may wrap it in one
+    (``{"note": "..."}``): its ``note`` is the sentence."""
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.JSONDecoder().raw_decode(text.lstrip())[0]
+        except json.JSONDecodeError:
+            return text
+        if isinstance(value, dict) and isinstance(value.get("note"), str):
+            return str(value["note"])
+    return text
+
+
+_SENTENCE_CLOSE = re.compile(r"[.!?](?=\s|$)")
+
+
+def parse_text_note(
+    text: str,
+    allowed_names: Set[str],
+    *,
+    cause: str,
+    cause_terms: Set[str],
+    symptom_terms: Set[str] = frozenset(),
+    known_names: Set[str] = frozenset(),
+    chain: Sequence[str] = (),
+    truncated: bool = False,
+) -> Note:
+    """The plain-sentence note in ``text`` (prompts with ``answer: text``) for the
+    service's top cause ``cause``; raise ``NoteRejected`` unless it names the cause
+    (one of ``cause_terms``: its series, metric or entity), reaches the symptom (one
+    of ``symptom_terms``, when given: its entity) and names nothing outside the
+    evidence (as ``parse_note``). An answer cut off by the token limit (``truncated``)
+    keeps its complete sentences; one with none is rejected."""
+    if not isinstance(text, str) or not text.strip():
+        raise NoteRejected("empty answer")
+    if len(text) > MAX_ANSWER_CHARS:
+        raise NoteRejected(f"answer too long ({len(text)} characters)")
+    note = " ".join(_answer_text(text).split()).strip("\"'` ")
+    ends = [m.end() for m in _SENTENCE_CLOSE.finditer(note)]
+    if truncated and not (ends and ends[-1] == len(note)):
+        if not ends:
+            raise NoteRejected("answer cut off before its first sentence ended")
+        note = note[: ends[-1]]
+    elif not ends or ends[-1] != len(note):
+        note += "."
+    if not _names_one_of(note, cause_terms):
+        raise NoteRejected("note does not name the cause")
+    if symptom_terms and not _names_one_of(note, symptom_terms):
+        raise NoteRejected("note does not reach the symptom")
+    _check_text(note, _Evidence(allowed_names), known_names)
+    return Note(cause=cause, chain=tuple(chain), note=note, first_check=cause)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from plugin_backend.errors import ConfigError
+from plugin_backend.llm.mechanism import hops
 from plugin_backend.llm.port import Message
 
 __all__ = [
@@ -33,11 +34,14 @@ __all__ = [
     "allowed_names",
     "build_messages",
     "cause_names",
+    "cause_terms",
     "display_series",
     "estimate_tokens",
     "load_prompt",
     "numbered_causes",
+    "path_line",
     "sanitize_label_value",
+    "symptom_terms",
 ]
 
 ENTITY_LABELS = ("service", "job", "instance", "node", "namespace", "pod")
@@ -79,10 +83,18 @@ class Prompt:
     # ``full``: series as metric{every label}; ``compact``: metric{its entity label}, so
     # a small model that copies names into its note does not run out of tokens.
     series_style: Literal["full", "compact"] = "full"
+    # ``json``: an object per ``output_schema``; ``text``: one plain sentence phrasing
+    # the mechanism (``${path}``) for the service's top cause (fewer tokens, no choice).
+    answer: Literal["json", "text"] = "json"
+    # Worked examples, user and assistant turns alternating, shown before the evidence:
+    # a small model follows one example better than any instruction. Their names are
+    # not evidence, so a note that copies them is rejected.
+    example: tuple[str, ...] = ()
+    example_names: frozenset[str] = frozenset()  # never evidence: a note naming one fails
 
 
 @functools.lru_cache(maxsize=8)
-def load_prompt(version: str = "note_v3") -> Prompt:
+def load_prompt(version: str = "note_v4") -> Prompt:
     """The prompt ``plugin_backend/llm/prompts/<version>.yaml`` (package data)."""
     if not _VERSION.fullmatch(version):
         raise ConfigError(f"invalid prompt version {version!r} (expected e.g. 'note_v1')")
@@ -98,9 +110,24 @@ def load_prompt(version: str = "note_v3") -> Prompt:
     if missing:
         raise ConfigError(f"prompt {version!r} lacks {', '.join(missing)}")
     template = data["user_template"]
-    for placeholder in ("${symptom}", "${causes}"):
+    answer = data.get("answer", "json")
+    if answer not in ("json", "text"):
+        raise ConfigError(f"prompt {version!r}: answer must be json or text")
+    # a JSON answer names its cause from the lines; a sentence phrases the path
+    needed = ("${symptom}", "${causes}") if answer == "json" else ("${path}",)
+    for placeholder in needed:
         if placeholder not in template:
             raise ConfigError(f"prompt {version!r}: user_template lacks {placeholder}")
+    example = data.get("example", [])
+    if not (
+        isinstance(example, list)
+        and len(example) % 2 == 0
+        and all(isinstance(turn, str) and turn.strip() for turn in example)
+    ):
+        raise ConfigError(f"prompt {version!r}: example must be user/answer pairs of text")
+    example_names = data.get("example_names", [])
+    if not (isinstance(example_names, list) and all(isinstance(n, str) for n in example_names)):
+        raise ConfigError(f"prompt {version!r}: example_names must be a list of names")
     schema = " ".join(data["output_schema"].split())
     system = string.Template(data["system"]).safe_substitute(schema=schema)
     max_causes = data.get("max_causes", 5)
@@ -120,6 +147,9 @@ def load_prompt(version: str = "note_v3") -> Prompt:
         max_causes=max_causes,
         max_tokens=max_tokens,
         series_style=style,
+        answer=answer,
+        example=tuple(" ".join(turn.split()) for turn in example),
+        example_names=frozenset(example_names),
     )
 
 
@@ -247,6 +277,11 @@ def allowed_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     names: set[str] = set(_names(_symptom(report), prompt))
     for cause in _causes(report, prompt.max_causes):
         names |= _names(cause, prompt)
+    for hop in hops(report):  # the path's entities and the series that show them
+        names.add(sanitize_label_value(hop.entity))
+        if hop.metric:
+            names.add(_metric_name(hop.metric))
+    names.discard("")
     return names
 
 
@@ -263,13 +298,55 @@ def cause_names(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
     return names
 
 
+def symptom_terms(report: Mapping[str, Any]) -> set[str]:
+    """How a note reaches the symptom: its entity, unless it is the top cause's own
+    (then naming the cause is enough); empty when the symptom has no entity."""
+    entity = _symptom(report).get("entity")
+    causes = _causes(report, 1)
+    if not entity or (causes and causes[0].get("entity") == entity):
+        return set()
+    return {sanitize_label_value(entity)}
+
+
+def cause_terms(report: Mapping[str, Any], prompt: Prompt) -> set[str]:
+    """How a note may name the top cause: its series (as shown and in full), its
+    metric and its entity."""
+    causes = _causes(report, 1)
+    if not causes:
+        return set()
+    shown, compact = _shown(causes[0]), _shown(causes[0], prompt.series_style)
+    terms = {shown.series, compact.series}
+    metric = causes[0].get("metric")
+    if metric:
+        terms.add(_metric_name(metric))
+    if shown.entity:
+        terms.add(shown.entity)
+    terms.discard("")
+    return terms
+
+
 def _names(item: Mapping[str, Any], prompt: Prompt) -> frozenset[str]:
     """The names ``item`` brings into the evidence: as shown, and in full."""
     return _shown(item).names | _shown(item, prompt.series_style).names
 
 
-def _cause_line(rank: int, cause: Mapping[str, Any], style: str) -> str:
+def path_line(report: Mapping[str, Any]) -> str:
+    """The mechanism path, one hop per entity: ``postgres connections piled up ->
+    checkout slowed down -> frontend slowed down (the symptom)``."""
+    found = hops(report)
+    parts = []
+    for i, hop in enumerate(found):
+        text = sanitize_label_value(hop.phrase)
+        if len(found) > 1 and i == len(found) - 1:
+            text += " (the symptom)"
+        parts.append(text)
+    return " -> ".join(parts) if parts else "(none)"
+
+
+def _cause_line(rank: int, cause: Mapping[str, Any], style: str, plain: bool = False) -> str:
     shown = _shown(cause, style)
+    if plain:  # one unnumbered cause, no score: what a one-sentence answer needs
+        return f"{shown.series} {_change(cause.get('evidence'))}, {_onset(cause.get('lead_s'))}"
     entity = f", entity {shown.entity}" if shown.entity else ""
     return (
         f"{rank}. {shown.series} {_change(cause.get('evidence'))}, "
@@ -283,12 +360,20 @@ def build_messages(report: Mapping[str, Any], prompt: Prompt) -> list[Message]:
     style = prompt.series_style
     symptom_line = f"{_shown(symptom, style).series} {_change(symptom.get('evidence'))}"
     causes = _causes(report, prompt.max_causes)
-    lines = [_cause_line(i, c, style) for i, c in enumerate(causes, 1)]
+    plain = prompt.answer == "text"
+    lines = [_cause_line(i, c, style, plain) for i, c in enumerate(causes, 1)]
     user = string.Template(prompt.user_template).safe_substitute(
-        symptom=symptom_line, causes="\n".join(lines) if lines else "(none)"
+        symptom=symptom_line,
+        causes="\n".join(lines) if lines else "(none)",
+        path=path_line(report),
     )
+    shots = [
+        Message(role="user" if i % 2 == 0 else "assistant", content=turn)
+        for i, turn in enumerate(prompt.example)
+    ]
     return [
         Message(role="system", content=prompt.system),
+        *shots,
         Message(role="user", content=user.strip()),
     ]
 

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 from plugin_backend.errors import LLMError
-from plugin_backend.llm.parse import Note, NoteRejected, parse_note
-from plugin_backend.llm.port import LLM
+from plugin_backend.llm.mechanism import first_check, path_entities
+from plugin_backend.llm.parse import Note, NoteRejected, parse_note, parse_text_note
+from plugin_backend.llm.port import LLM, Completion
 from plugin_backend.llm.prompting import (
     Prompt,
     allowed_names,
     build_messages,
     cause_names,
+    cause_terms,
     load_prompt,
     numbered_causes,
+    symptom_terms,
 )
 
 __all__ = ["NoteObserver", "NoteWriter", "WrittenNote", "compose_note"]
@@ -75,13 +78,15 @@ def _report_summary(report: dict[str, Any]) -> str:
     return summary if isinstance(summary, str) else "No note available."
 
 
-def compose_note(note: Note) -> str:
-    """The note's text, ending with the first check unless it already names it."""
+def compose_note(note: Note, why: str | None = None) -> str:
+    """The note's text, ending with the first check (and ``why``, the service's reason
+    from the evidence) unless it already names it."""
     text = note.note.strip()
     if text and text[-1] not in ".!?":
         text += "."
     if note.first_check not in text:
-        text += f" First check {note.first_check}."
+        reason = f": {why}" if why else ""
+        text += f" First check {note.first_check}{reason}."
     return text
 
 
@@ -115,7 +120,10 @@ class NoteWriter:
     def model(self) -> str | None:
         return self.llm.model if self.llm is not None else None
 
-    def write(self, report: dict[str, Any]) -> WrittenNote:
+    def write(self, report: dict[str, Any], known_names: Iterable[str] = ()) -> WrittenNote:
+        """The note for ``report``; ``known_names`` (entities and metrics the service
+        knows of) are added to the writer's own: a note naming one outside the evidence
+        is rejected."""
         if self.llm is None:
             return self._fallback(report, "no LLM configured", "no_llm")
         causes = report.get("causes")
@@ -139,20 +147,17 @@ class NoteWriter:
         }
         self._observe("call", latency, tokens)
         try:
-            note = parse_note(
-                completion.text,
-                allowed_names(report, self.prompt),
-                cause_names=cause_names(report, self.prompt),
-                known_names=self.known_names,
-                numbered=numbered_causes(report, self.prompt),
-            )
+            known = self.known_names | self.prompt.example_names | frozenset(known_names)
+            note = self._parse(report, completion, known)
         except NoteRejected as exc:
             self._observe("rejected", latency, {"reason": exc.reason, **tokens})
             return self._fallback(
                 report, f"note rejected: {exc.reason}", "rejected", latency, tokens
             )
+        check = first_check(report)
+        why = check[1] if check is not None and check[0] == note.first_check else None
         return WrittenNote(
-            text=compose_note(note),
+            text=compose_note(note, why),
             provider=self.provider,
             model=self.model,
             latency_s=latency,
@@ -162,6 +167,26 @@ class NoteWriter:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             note=note,
+        )
+
+    def _parse(self, report: dict[str, Any], completion: Completion, known: Set[str]) -> Note:
+        if self.prompt.answer == "text":
+            return parse_text_note(
+                completion.text,
+                allowed_names(report, self.prompt),
+                cause=numbered_causes(report, self.prompt)[0],
+                cause_terms=cause_terms(report, self.prompt),
+                symptom_terms=symptom_terms(report),
+                known_names=known,
+                chain=path_entities(report),
+                truncated=(completion.completion_tokens or 0) >= self.max_tokens,
+            )
+        return parse_note(
+            completion.text,
+            allowed_names(report, self.prompt),
+            cause_names=cause_names(report, self.prompt),
+            known_names=known,
+            numbered=numbered_causes(report, self.prompt),
         )
 
     def _failed(self, report: dict[str, Any], started: float, reason: str) -> WrittenNote:

@@ -1,34 +1,121 @@
-"""The notes benchmark's summary (benchmarks.bench_notes): naming the true cause is
-counted for the LLM's notes and the template fallbacks apart, and the ranker's
-top-1 at series and at entity level apart."""
+"""The notes benchmark's rules (benchmarks.bench_notes.grade): the true root cause
+named first, nothing outside the evidence, a path consistent with the map, a first
+check with its reason; and the per-source cells."""
 
 from __future__ import annotations
 
-from benchmarks.bench_notes import SUMMARY_HEADER, NoteOutcome, entity_of, summary_row
+from typing import Any
+
+from benchmarks.bench_notes import GRADE_HEADER, Grade, grade, grade_cells
+from plugin_backend.llm.mechanism import template_note
+from plugin_backend.rca.dependencies import load_dependency_map
+
+DEPS = load_dependency_map(
+    {
+        "services": {
+            "frontend": {"depends_on": ["checkout"]},
+            "checkout": {"depends_on": ["postgres", "redis"]},
+            "postgres": {},
+            "redis": {},
+        }
+    }
+)
+ENTITIES = set(DEPS.entities)
+METRICS = {"pg_connections_in_use", "http_p99_seconds", "redis_hit_ratio", "checkout_cpu"}
 
 
-def _outcome(by_llm: bool, names: bool, series: bool, entity: bool) -> NoteOutcome:
-    return NoteOutcome(by_llm, names, series, entity, latency_s=1.0)
+def _item(metric: str, entity: str) -> dict[str, Any]:
+    return {
+        "series": f'{metric}{{service="{entity}"}}',
+        "metric": metric,
+        "labels": {"__name__": metric, "service": entity},
+        "entity": entity,
+        "lead_s": 240.0,
+        "evidence": {"kind": "metric", "direction": "up", "baseline": 9, "incident_value": 20},
+    }
 
 
-def test_llm_and_template_notes_are_counted_apart() -> None:
-    outcomes = [
-        _outcome(True, True, True, True),
-        _outcome(True, False, False, True),
-        _outcome(True, False, False, False),
-        _outcome(False, True, True, True),  # a template names the top cause: right here
-        _outcome(False, False, False, False),
-    ]
-    row = dict(zip(SUMMARY_HEADER, summary_row(outcomes), strict=True))
-    assert row["LLM note used"] == "3/5 (60%)"
-    assert row["LLM notes naming true cause"] == "1/3"
-    assert row["template notes naming true cause"] == "1/2"
-    assert row["ranker top-1 series"] == "2/5"
-    assert row["ranker top-1 entity"] == "3/5"
-    assert row["p50 s"] == row["p95 s"] == "1.0"
+REPORT: dict[str, Any] = {
+    "symptom": _item("http_p99_seconds", "frontend"),
+    "causes": [_item("pg_connections_in_use", "postgres")],
+    "path": ["postgres", "checkout", "frontend"],
+    "path_from_map": True,
+}
 
 
-def test_entity_of_a_series_is_its_service_else_its_node() -> None:
-    assert entity_of('pg_connections_in_use{job="demo", service="postgres"}') == "postgres"
-    assert entity_of('node_disk_io_utilization_ratio{job="demo", node="node-b"}') == "node-b"
-    assert entity_of('app_build_info{subservice="x", job="demo"}') == ""
+def _grade(text: str, root: str = "postgres") -> Grade:
+    return grade(
+        text, REPORT, root_entity=root, entities=ENTITIES, metrics=METRICS, dependencies=DEPS
+    )
+
+
+def test_the_template_note_passes_every_rule() -> None:
+    assert _grade(template_note(REPORT)) == Grade(True, True, True, True)
+
+
+def test_the_symptom_named_first_is_not_the_root_first() -> None:
+    text = "Frontend slowed down because postgres connections piled up."
+    found = _grade(text)
+    assert not found.root_first
+    assert not found.path_ok  # frontend does not flow to postgres
+    assert not found.check
+
+
+def test_naming_an_entity_or_metric_outside_the_evidence_is_caught() -> None:
+    assert not _grade("Postgres connections piled up after redis failed.").inside
+    assert not _grade("Postgres piled up; checkout_cpu rose; frontend slowed.").inside
+    assert _grade("Postgres connections piled up, so checkout and frontend slowed.").inside
+
+
+def test_a_path_must_follow_the_map_and_reach_the_symptom() -> None:
+    assert _grade("Postgres filled, checkout slowed, frontend slowed.").path_ok
+    assert not _grade("Postgres connections piled up.").path_ok  # never reaches frontend
+    assert not _grade("Checkout slowed, then postgres filled, then frontend.").path_ok
+
+
+def test_a_first_check_needs_an_evidence_name_and_a_reason() -> None:
+    assert _grade("Postgres filled. First check pg_connections_in_use: it moved first.").check
+    assert not _grade("Postgres filled. First check pg_connections_in_use.").check
+    assert not _grade("Postgres filled. Check the database: it moved first.").check
+
+
+def test_cells_count_each_rule_and_leave_unjudged_paths_out() -> None:
+    grades = [Grade(True, True, True, True), Grade(False, True, None, False)]
+    cells = dict(zip(GRADE_HEADER, grade_cells(grades), strict=True))
+    assert cells == {
+        "n": "2",
+        "root first": "1/2",
+        "inside evidence": "2/2",
+        "path ok": "1/1",
+        "first check": "1/2",
+    }
+
+
+def test_load_may_flow_from_callers_but_a_path_keeps_one_direction() -> None:
+    surge = {**REPORT, "symptom": _item("pg_connections_in_use", "postgres")}
+
+    def path_ok(text: str) -> bool | None:
+        return grade(
+            text,
+            surge,
+            root_entity="frontend",
+            entities=ENTITIES,
+            metrics=METRICS,
+            dependencies=DEPS,
+        ).path_ok
+
+    assert path_ok("Frontend load rose, checkout called postgres more, postgres filled.")
+    assert not path_ok("Checkout slowed, frontend load rose, postgres filled.")
+
+
+def test_a_longer_name_is_one_mention() -> None:
+    deps = load_dependency_map({"services": {"f_AWS::Lambda::Function": {}, "f_AWS::Lambda": {}}})
+    found = grade(
+        "f_AWS::Lambda::Function slowed down.",
+        REPORT,
+        root_entity="f_AWS::Lambda::Function",
+        entities=set(deps.entities),
+        metrics=set(),
+        dependencies=deps,
+    )
+    assert found.root_first

@@ -147,3 +147,54 @@ def test_v2_answer_with_unescaped_quotes_is_repaired_then_checked() -> None:
 
     with pytest.raises(NoteRejected):
         parse_note(invented, allowed, numbered=numbered)
+
+
+# --- plain-sentence answers (prompts with ``answer: text``) -------------------
+
+CAUSE = 'pg_connections{service="postgres"}'
+TERMS = {CAUSE, "pg_connections", "postgres"}
+
+
+def text_note(text: str, *, known: set[str] | None = None, truncated: bool = False) -> Note:
+    from plugin_backend.llm.parse import parse_text_note
+
+    return parse_text_note(
+        text,
+        ALLOWED,
+        cause=CAUSE,
+        cause_terms=TERMS,
+        known_names=known or set(),
+        chain=("postgres", "checkout"),
+        truncated=truncated,
+    )
+
+
+def test_a_plain_sentence_naming_the_cause_is_a_note() -> None:
+    note = text_note("Postgres connections piled up, so checkout requests queued and slowed")
+    assert note.note == "Postgres connections piled up, so checkout requests queued and slowed."
+    assert (note.cause, note.first_check, note.chain) == (CAUSE, CAUSE, ("postgres", "checkout"))
+
+
+def test_a_sentence_naming_a_service_outside_the_evidence_is_rejected() -> None:
+    known = {"postgres", "checkout", "redis", "payments"}
+    with pytest.raises(NoteRejected, match="redis"):
+        text_note("Postgres connections piled up after redis failed.", known=known)
+    with pytest.raises(NoteRejected, match="payment_errors_total"):
+        text_note("Postgres connections piled up and payment_errors_total rose.")
+
+
+def test_a_sentence_that_does_not_name_the_cause_is_rejected() -> None:
+    with pytest.raises(NoteRejected, match="does not name the cause"):
+        text_note("Checkout slowed down.")
+
+
+def test_a_cut_off_answer_keeps_its_complete_sentences_only() -> None:
+    cut = "Postgres connections piled up. Then checkout requests queued and the fron"
+    assert text_note(cut, truncated=True).note == "Postgres connections piled up."
+    with pytest.raises(NoteRejected, match="cut off"):
+        text_note("Postgres connections piled up and checkout requests", truncated=True)
+
+
+def test_a_sentence_wrapped_in_a_json_note_is_read_from_it() -> None:
+    wrapped = json.dumps({"cause": 1, "note": "Postgres connections piled up."})
+    assert text_note(wrapped).note == "Postgres connections piled up."

@@ -78,13 +78,28 @@ def test_load_prompt_has_schema_and_placeholders() -> None:
     assert load_prompt("note_v1") is prompt or load_prompt("note_v1") == prompt
 
 
-def test_the_default_prompt_is_v3_numbered_short_and_compact() -> None:
+def test_the_default_prompt_is_v4_one_plain_sentence_on_the_path() -> None:
     prompt = load_prompt()
-    assert prompt.version == "note_v3"
-    assert '"cause": <line number>' in prompt.system
-    assert prompt.max_causes == 3
-    assert prompt.max_tokens <= 60
+    assert prompt.version == "note_v4"
+    assert prompt.answer == "text"
+    assert prompt.max_causes == 1  # the service chooses the cause; the model phrases it
+    assert prompt.max_tokens <= 40
     assert prompt.series_style == "compact"
+
+
+def test_v4_shows_the_path_after_one_worked_example_and_allows_the_path() -> None:
+    rep = report()
+    rep["symptom"]["entity"] = "checkout"
+    rep["path"], rep["path_from_map"] = ["postgres", "checkout"], True
+    messages = build_messages(rep, load_prompt())
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "start with the first step" in messages[0]["content"]
+    path = "Path: postgres connections piled up -> checkout slowed down (the symptom)"
+    assert messages[-1]["content"] == path
+    names = allowed_names(rep, load_prompt())
+    assert {"postgres", "checkout", "pg_connections"} <= names
+    assert "node-b" not in names  # only the top cause is shown
+    assert "svc-a" not in names  # the example's names are no evidence
 
 
 def test_compact_lines_keep_one_entity_label_and_the_full_names_stay_allowed() -> None:
@@ -176,7 +191,7 @@ def test_hostile_label_values_cannot_change_the_prompt_structure(version: str, q
 
 def test_allowed_and_cause_names() -> None:
     r = report()
-    allowed = allowed_names(r, load_prompt())
+    allowed = allowed_names(r, load_prompt("note_v3"))
     assert {
         'pg_connections{service="postgres"}',
         "pg_connections",
@@ -185,7 +200,7 @@ def test_allowed_and_cause_names() -> None:
         "node-b",
         'http_latency_seconds{service="checkout"}',
     } <= allowed
-    causes = cause_names(r, load_prompt())
+    causes = cause_names(r, load_prompt("note_v3"))
     assert "checkout" not in causes
     assert "http_latency_seconds" not in causes
     assert "pg_connections" in causes
@@ -194,8 +209,10 @@ def test_allowed_and_cause_names() -> None:
 def test_no_causes_and_odd_values_still_build() -> None:
     r = report([])
     r["symptom"]["evidence"] = None
-    user = build_messages(r, load_prompt())[1]["content"]
+    user = build_messages(r, load_prompt())[-1]["content"]
     assert "(none)" in user
     odd = _cause("m", {}, lead_s=None, score=float("nan"))
-    user = build_messages(report([odd]), load_prompt())[1]["content"]
+    user = build_messages(report([odd]), load_prompt("note_v3"))[1]["content"]
     assert "1. m up 20 -> 95, onset unknown, score ?" in user
+    user = build_messages(report([odd]), load_prompt())[-1]["content"]
+    assert user == "Path: m went up -> http_latency_seconds slowed down (the symptom)"

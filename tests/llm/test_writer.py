@@ -63,6 +63,7 @@ def _writer(llm: LLM | None) -> tuple[NoteWriter, list[tuple[str, dict[str, Any]
         llm,
         lambda report: str(report["summary"]),
         observer=lambda event, _latency, info: events.append((event, info)),
+        prompt=load_prompt("note_v3"),  # JSON answers: cause, chain, note, first_check
         timeout_s=3.0,
     )
     return writer, events
@@ -74,7 +75,7 @@ def test_a_good_note_is_used() -> None:
     written = writer.write(REPORT)
     assert written.text == (
         "Postgres connections rose 4 minutes before checkout latency. "
-        'First check pg_connections{service="postgres"}.'
+        'First check pg_connections{service="postgres"}: it moved 4 min before the symptom.'
     )
     assert not written.fallback
     assert written.reason is None
@@ -85,7 +86,7 @@ def test_a_good_note_is_used() -> None:
     assert [e for e, _ in events] == ["call"]
     assert events[0][1]["prompt_tokens"] == 120
     _messages, max_tokens, timeout_s = llm.calls[0]
-    assert (max_tokens, timeout_s) == (load_prompt().max_tokens, 3.0)
+    assert (max_tokens, timeout_s) == (load_prompt("note_v3").max_tokens, 3.0)
     assert written.to_dict()["fallback"] is False
 
 
@@ -146,9 +147,64 @@ def test_a_failing_observer_does_not_break_the_note() -> None:
     def observer(event: str, latency: float, info: dict[str, Any]) -> None:
         raise RuntimeError("metrics down")
 
-    written = NoteWriter(FakeLLM(GOOD), observer=observer).write(REPORT)
+    written = NoteWriter(FakeLLM(SENTENCE), observer=observer).write(REPORT)
     assert not written.fallback
 
 
 def test_default_fallback_is_the_report_summary() -> None:
     assert NoteWriter(None).write(REPORT).text == "TEMPLATE NOTE"
+
+
+# --- the default prompt: one plain sentence on the path ----------------------
+
+SENTENCE = "Postgres connections piled up, so checkout requests queued and its latency rose."
+
+
+def _v4_writer(llm: LLM) -> tuple[NoteWriter, list[tuple[str, dict[str, Any]]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    writer = NoteWriter(
+        llm,
+        lambda report: str(report["summary"]),
+        observer=lambda event, _latency, info: events.append((event, info)),
+        timeout_s=3.0,
+    )
+    return writer, events
+
+
+def test_the_models_sentence_is_the_mechanism_and_the_service_adds_the_first_check() -> None:
+    writer, events = _v4_writer(FakeLLM(SENTENCE))
+    written = writer.write({**REPORT, "path": ["postgres", "checkout"], "path_from_map": True})
+    assert not written.fallback
+    assert written.text == (
+        f'{SENTENCE} First check pg_connections{{service="postgres"}}: '
+        "it moved 4 min before the symptom."
+    )
+    assert written.note is not None
+    assert written.note.chain == ("postgres", "checkout")
+    assert [e for e, _ in events] == ["call"]
+
+
+def test_a_sentence_naming_a_known_service_outside_the_evidence_falls_back_counted() -> None:
+    writer, events = _v4_writer(FakeLLM("Postgres connections piled up because redis failed."))
+    written = writer.write(REPORT, known_names={"postgres", "checkout", "redis"})
+    assert written.fallback
+    assert written.text == "TEMPLATE NOTE"
+    assert written.reason is not None
+    assert "redis" in written.reason
+    assert [e for e, _ in events] == ["call", "rejected", "fallback"]
+    assert events[-1][1]["kind"] == "rejected"
+    # a sentence copying the prompt's worked example is caught the same way
+    copied = _v4_writer(FakeLLM("Postgres connections piled up and svc-c slowed down."))[0]
+    assert copied.write(REPORT).fallback
+    # the same sentence passes where the service knows no redis: nothing to enforce
+    assert not _v4_writer(FakeLLM("Postgres connections piled up."))[0].write(REPORT).fallback
+
+
+def test_a_sentence_that_stops_before_the_symptom_falls_back() -> None:
+    report = {**REPORT, "symptom": {**REPORT["symptom"], "entity": "checkout"}}
+    writer, events = _v4_writer(FakeLLM("Postgres connections piled up, which slowed down."))
+    written = writer.write(report)
+    assert written.fallback
+    assert written.reason == "note rejected: note does not reach the symptom"
+    assert [e for e, _ in events] == ["call", "rejected", "fallback"]
+    assert not _v4_writer(FakeLLM(SENTENCE))[0].write(report).fallback

@@ -46,7 +46,7 @@ def test_unreachable_local_llm_gives_the_template_and_says_once_how_to_get_the_m
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["llm"]["fallback"] is True
-    assert report["summary"].startswith("Most likely cause of")
+    assert report["summary"].startswith("Likely mechanism")
     assert result.stderr.count("plugin-backend llm-serve") == 1, result.stderr
 
 

@@ -48,7 +48,8 @@ RULES_YAML = (
     "    every: 15s\n    detector: holt_winters\n"
     "    dashboard_uid: d\n    panel_id: 2\n"
 )
-LLM_NOTE = "The first cause in the evidence moved before the symptom did."
+# One sentence from the top cause (postgres) to the symptom (checkout), as note_v4 asks.
+LLM_NOTE = "Postgres connections piled up, so checkout requests queued and slowed down."
 
 
 class GatedModel:
@@ -173,7 +174,7 @@ def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation
             for incident_id in template:
                 incident = store.get_incident(incident_id)
                 assert incident is not None
-                assert incident.note.startswith(LLM_NOTE)
+                assert incident.note.startswith(LLM_NOTE), str((incident.report or {}).get("llm"))
                 assert incident.report is not None
                 assert incident.report["llm"]["fallback"] is False
                 assert incident.report["summary"] == incident.note

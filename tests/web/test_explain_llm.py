@@ -93,7 +93,7 @@ def test_the_llm_note_is_used_when_it_names_only_evidence(llm_server):
     assert report["llm"]["provider"] == "openai"
     assert report["summary"].startswith("Postgres ran out of connections")
     prompt = _FakeLLM.requests[0]["messages"][-1]["content"]
-    assert "pg_connections_in_use" in prompt
+    assert prompt.startswith("Path: postgres connections piled up ->")
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'plugin_backend_llm_calls_total{outcome="ok",provider="openai"} 1.0' in metrics
     assert 'plugin_backend_llm_tokens_total{kind="prompt",provider="openai"} 120.0' in metrics
