@@ -282,8 +282,9 @@ def _detect_onset(z: FloatArray, zs: FloatArray, threshold: float) -> int | None
     Detection: the first sample whose 3-point rolling median ``zs`` reaches
     ``threshold`` with ``PERSIST_FRACTION`` of the next ``PERSIST_POINTS`` samples
     beyond half of it (samples after the data's end count as persisting: they are
-    unseen, and an alert catches a change early). Onset: walk back from there while ``z`` stays above
-    ``ONSET_LEVEL`` (the start of the run that carried the series away).
+    unseen, and an alert catches a change early). Onset: walk back from there while
+    ``z`` stays above ``ONSET_LEVEL`` (the start of the run that carried the series
+    away).
     """
     hits = np.flatnonzero(zs >= threshold)
     n = z.size
