@@ -281,14 +281,19 @@ def _detect_onset(z: FloatArray, zs: FloatArray, threshold: float) -> int | None
 
     Detection: the first sample whose 3-point rolling median ``zs`` reaches
     ``threshold`` with ``PERSIST_FRACTION`` of the next ``PERSIST_POINTS`` samples
-    beyond half of it. Onset: walk back from there while ``z`` stays above
-    ``ONSET_LEVEL`` (the start of the run that carried the series away).
+    beyond half of it (samples after the data's end count as persisting: they are
+    unseen, and an alert catches a change early). Onset: walk back from there while
+    ``z`` stays above ``ONSET_LEVEL`` (the start of the run that carried the series
+    away).
     """
     hits = np.flatnonzero(zs >= threshold)
     n = z.size
     for i in hits.tolist():
         seg = z[i : min(n, i + PERSIST_POINTS)]
-        if float(np.mean(seg >= 0.5 * threshold)) >= PERSIST_FRACTION:
+        # Samples after the data's end are unseen, not back to normal: a change the
+        # alert caught early is judged on what it did so far.
+        unseen = PERSIST_POINTS - seg.size
+        if (float(np.sum(seg >= 0.5 * threshold)) + unseen) / PERSIST_POINTS >= PERSIST_FRACTION:
             before = z[max(0, i - ONSET_CONTEXT_POINTS) : max(0, i - 1)]
             level = float(np.median(before)) if before.size else 0.0
             plateau = float(np.median(zs[i : min(n, i + PERSIST_POINTS)]))

@@ -73,7 +73,9 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
 ``Q`` for a node's series (with a map) also counts simultaneous changes of the same
     resource (CPU, memory, disk, network, by metric name) in the same direction by
     what runs on the node: a node's usage sums its tenants', so a runaway process
-    ranks above its host.
+    ranks above its host. Likewise a latency's simultaneous change (same step) of a
+    service its entity needs (transitively): a slow dependency slows its callers
+    within a scrape, so when both move at once the dependency's change comes first.
 ``X`` change event
     +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
@@ -138,6 +140,7 @@ _LEAD_RISE_STEPS = 0.75  # a lead of one step already counts for 0.74
 _NOVELTY_FLOOR = 4.0  # a quiet baseline's largest 3-point-median |z| is about 3
 _NOVELTY_SPAN = 1.0  # full novelty at (1 + span) x the baseline's own largest excursion
 MARKER_SUFFIXES = ("_info", "_event")
+_LATENCY_WORDS = ("latency", "duration", "response_time")
 _SHARED_FRACTION = 0.5  # a label value on more than this share of series identifies nothing
 
 
@@ -323,6 +326,37 @@ def _contained(
     return out
 
 
+def _is_latency(metric: str) -> bool:
+    name = metric.lower()
+    return any(w in name for w in _LATENCY_WORDS)
+
+
+def _needed_alongside(
+    i: int,
+    *,
+    pool: Sequence[Series],
+    entities: Sequence[str | None],
+    delta: FloatArray,
+    half: float,
+    changed: npt.NDArray[np.bool_],
+    dependencies: DependencyMap,
+) -> npt.NDArray[np.bool_]:
+    """The changes, in the same step as series ``i``'s, of services its entity needs
+    (per the map, transitively): a slow dependency slows its callers within a step, so
+    when both move at once the dependency's change explains the caller's. Nodes are
+    left to ``_contained`` (a node sums its tenants)."""
+    out = np.zeros(delta.shape, dtype=bool)
+    entity = entities[i]
+    if entity is None or entity not in dependencies or not _is_latency(pool[i].metric):
+        return out
+    needed = dependencies.upstream(entity)
+    for j in np.flatnonzero(changed[: len(pool)] & (np.abs(delta[: len(pool)]) <= half)):
+        k = int(j)
+        if k != i and entities[k] in needed and not any(pool[k].labels.get(n) for n in NODE_LABELS):
+            out[k] = True
+    return out
+
+
 def is_marker(series: Series) -> bool:
     """A series whose presence is the news: a version (``*_info``) or an annotated
     change (``*_event``), not a measurement."""
@@ -480,6 +514,15 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
                 entities=entities,
                 delta=delta,
                 step=step,
+                dependencies=dependencies,
+            )
+            before |= _needed_alongside(
+                i,
+                pool=pool,
+                entities=entities,
+                delta=delta,
+                half=half,
+                changed=changed,
                 dependencies=dependencies,
             )
         if loads[i] > 0:

@@ -83,6 +83,22 @@ def test_heavy_tailed_noise_and_single_spikes_are_not_changes() -> None:
     assert ev.onset_s is None
 
 
+def test_a_change_the_alert_caught_early_counts_though_its_last_sample_eased() -> None:
+    # The alert fires two samples into the trouble (5 min data: 10 min); the latest
+    # sample has eased back. What comes after at_s is unseen, not back to normal.
+    x = _noise(4)
+    x[-3:-1] = 60.0
+    ev = compute_evidence(_series(x), at_s=AT)
+    assert ev.changed
+    assert ev.onset_s == pytest.approx(T[-3])
+
+
+def test_the_same_two_sample_burst_well_before_the_alert_is_no_change() -> None:
+    x = _noise(4)
+    x[-30:-28] = 60.0  # followed by 28 normal samples: a blip, over
+    assert not compute_evidence(_series(x), at_s=AT).changed
+
+
 def test_drifting_baseline_is_not_a_change_but_a_step_on_it_is() -> None:
     drift = (T - START) * 0.002  # +10.8 over 90 min: 20 sigma if the trend were ignored
     ev = compute_evidence(_series(_noise(1) + drift), at_s=AT)

@@ -533,3 +533,29 @@ def test_a_series_appearing_from_nothing_is_judged_against_its_peers_not_as_a_de
     )
     ranked = rank_causes(sym, [*estate, version], at_s=AT)
     assert next(c for c in ranked if c.metric == "app_build_info").evidence.changed
+
+
+def _latency_step(rng: np.random.Generator, service: str, level: float, jump: float) -> Series:
+    x = _noise(rng, level, 0.02 * level) + np.where(T >= T0, jump, 0.0)
+    return Series(_labels("http_latency_seconds", service=service), T, x)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_a_map_a_slow_dependency_ranks_above_callers_that_slowed_in_the_same_step(
+    seed: int,
+) -> None:
+    # payments slows; api and frontend wait on it within the same scrape, and their
+    # latencies move more (relative to their noise) than the dependency's own.
+    rng = np.random.default_rng(seed)
+    payments = _latency_step(rng, "payments", 0.2, 0.04)
+    api = _latency_step(rng, "api", 0.05, 0.6)
+    front = _latency_step(rng, "frontend", 0.1, 1.2)
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend"),
+        T,
+        _noise(rng, 0.3, 0.01) + np.where(T >= T0, 2.0, 0.0),
+    )
+    ranked = rank_causes(symptom, [payments, api, front], at_s=AT, dependencies=DEPS)
+    assert ranked[0].entity == "payments"
+    assert ranked[0].components["precedence"] == pytest.approx(1.0)
+    assert {c.entity for c in ranked[1:3]} == {"api", "frontend"}
