@@ -142,7 +142,7 @@ def test_anomaly_to_exactly_one_annotation_through_outage_and_kill_9(tmp_path, g
             incident_tag = next(t for t in annotation["tags"] if t.startswith("incident:"))
             link = f"http://backend.example:8080/incidents/{incident_tag.split(':', 1)[1]}"
             assert link in annotation["text"]
-            assert "likely cause" in annotation["text"].lower()
+            assert "first check" in annotation["text"].lower()  # the root-cause note
 
         # its metrics: the per-rule anomaly score and the outbox state
         metrics_url = f"http://127.0.0.1:{port}/metrics"
