@@ -303,8 +303,8 @@ def summary_rows(results: Sequence[CorpusResult], corpora: Sequence[str]) -> lis
     """One row per detector: NAB per corpus, the worst of them, false alarms per week on
     the corpus without windows."""
     by_detector: dict[str, dict[str, CorpusResult]] = {}
-    for r in results:
-        by_detector.setdefault(r.detector, {})[r.corpus] = r
+    for result in results:
+        by_detector.setdefault(result.detector, {})[result.corpus] = result
     rows = []
     for detector, by_corpus in by_detector.items():
         cells, scores = [], []

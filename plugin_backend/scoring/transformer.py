@@ -60,10 +60,10 @@ view's residuals at this exact time of day on each of the last four days share
 one sign, the smallest of them is added back to the forecast (expected and both
 quantiles) before calibration. ``phase_days: 0`` turns it off. Measured earlier
 (band-edge alarms, before the rate-controlled alarm layer and the residual band;
-not re-measured since) with ``python -m benchmarks detection`` (transformer alone, realTraffic / artificial
-/ synthetic seeds 1-3): 75.8 / 36.3 / 50.5, 44.8, 59.6 without, 75.8 / 57.7 /
-52.2, 47.9, 59.3 with; the default ensemble 77.1 / 88.7 / 63.7, 58.6, 66.3
-without, 77.1 / 90.0 / 64.4, 59.0, 66.5 with.
+not re-measured since) with ``python -m benchmarks detection`` (transformer alone,
+realTraffic / artificial / synthetic seeds 1-3): 75.8 / 36.3 / 50.5, 44.8, 59.6
+without, 75.8 / 57.7 / 52.2, 47.9, 59.3 with; the default ensemble 77.1 / 88.7 /
+63.7, 58.6, 66.3 without, 77.1 / 90.0 / 64.4, 59.0, 66.5 with.
 
 Until four days are in (a young series, or after a gap), a view is also corrected
 where it missed beyond the model's outer quantiles, on the same side, on each of the
