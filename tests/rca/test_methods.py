@@ -10,11 +10,12 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca import Cause, load_dependency_map
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.changepoint import onset, segments
-from plugin_backend.rca.ensemble import ensemble_rank, fuse
+from plugin_backend.rca.ensemble import confidence, ensemble_rank, fuse
 from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import Evidence
 from plugin_backend.rca.graph_walk import graph_walk_rank, walk
 from plugin_backend.rca.nsigma import nsigma_rank
+from plugin_backend.rca.ranking import rank_causes
 from plugin_backend.types import Series
 
 STEP = 15.0
@@ -180,9 +181,10 @@ def test_best_per_entity_keeps_the_first_of_each() -> None:
 # ---------------------------------------------------------------- the ensemble
 
 
-def _cause(series: str, entity: str | None) -> Cause:
+def _cause(series: str, entity: str | None, strength: float = 1.0) -> Cause:
     ev = Evidence(1.0, 1.0, 2.0, 2.0, 8.0, "up", AT, True, "metric")
-    return Cause(series, series, {"service": entity or ""}, 1.0, AT, ev, 60.0, entity)
+    parts = {"strength": strength}
+    return Cause(series, series, {"service": entity or ""}, 1.0, AT, ev, 60.0, entity, parts)
 
 
 def test_fusion_prefers_what_both_rankers_put_high_over_one_rankers_favourite() -> None:
@@ -205,12 +207,90 @@ def test_a_fusion_tie_goes_to_the_first_rankers_order_not_to_the_alphabet() -> N
     assert [c.entity for c in fused] == ["b", "a"]
 
 
+def test_a_heavier_ranker_decides_where_the_rankers_disagree() -> None:
+    timing = [_cause("x", "x"), _cause("y", "y"), _cause("z", "z")]
+    jump = [_cause("y2", "y"), _cause("x2", "x"), _cause("z2", "z")]
+    trusted = fuse({"timing": timing, "jump": jump}, {"timing": 0.9, "jump": 0.1})
+    doubted = fuse({"timing": timing, "jump": jump}, {"timing": 0.1, "jump": 0.9})
+    assert [c.entity for c in trusted] == ["x", "y", "z"]
+    assert [c.entity for c in doubted] == ["y", "x", "z"]
+    assert doubted[0].series == "y"  # still shown by the first ranker's cause
+    assert doubted[0].components["weight_jump"] == 0.9
+    assert all(0.0 <= c.score <= 1.0 for c in (*trusted, *doubted))
+
+
+def test_a_ranker_of_weight_zero_only_abstains() -> None:
+    # "d" is ranked only by the ranker that weighs nothing: it goes last, no error.
+    timing = [_cause("x", "x"), _cause("y", "y")]
+    jump = [_cause("d", "d"), _cause("y2", "y"), _cause("x2", "x")]
+    fused = fuse({"timing": timing, "jump": jump}, {"timing": 1.0, "jump": 0.0})
+    assert [c.entity for c in fused] == ["x", "y", "d"]
+    assert fused[-1].score == 0.0
+
+
+def test_confidence_is_the_strength_of_rank_causes_first_cause() -> None:
+    assert confidence([_cause("x", "x", 0.8), _cause("y", "y", 0.95)]) == 0.8
+    assert confidence([_cause("x", "x", 1.7)]) == 1.0
+    assert confidence([_cause("x", "x", float("nan"))]) == 0.0
+    assert confidence([]) == 0.0
+
+
+# Coarse data (5 min steps, a day of history): the root ("search") jumps 6x in the same
+# step as the symptom; a noisy database latency on another branch drifts up a step
+# earlier. Timing favours the drift; its weak tracking leaves rank_causes unsure.
+COARSE = 300.0
+COARSE_T = AT - 86_400.0 + COARSE * np.arange(int(86_400 / COARSE) + 1)
+COARSE_DEPS = load_dependency_map(
+    {
+        "services": {
+            "site": {"depends_on": ["search", "orders"]},
+            "orders": {"depends_on": ["db"]},
+            "search": {},
+            "db": {},
+        }
+    }
+)
+
+
+def _coarse(seed: int) -> tuple[Series, list[Series]]:
+    rng = np.random.default_rng(seed)
+
+    def series(svc: str, level: float, noise: float, at: float, factor: float) -> Series:
+        t = COARSE_T
+        x = level * (1.0 + rng.normal(0.0, noise, t.size))
+        x[t >= at] *= factor
+        return Series({"__name__": "latency", "service": svc}, t, x)
+
+    fault = AT - 2 * COARSE
+    search = series("search", 0.1, 0.05, fault, 6.0)
+    db = series("db", 0.02, 0.15, fault - COARSE, 1.8)
+    orders = series("orders", 0.2, 0.05, AT + 1, 1.0)
+    site = series("site", 0.3, 0.05, fault, 1.5)
+    noise = [series(f"x{i}", 5.0, 0.05, AT + 1, 1.0) for i in range(10)]
+    return site, [search, db, orders, site, *noise]
+
+
+def test_with_a_map_an_unsure_timing_ranker_lets_the_size_of_the_jump_decide() -> None:
+    fused = alone = 0
+    for seed in range(1, 21):
+        symptom, candidates = _coarse(seed)
+        for rank in (ensemble_rank, rank_causes):
+            top = rank(symptom, candidates, at_s=AT, dependencies=COARSE_DEPS)[0]
+            if top.entity == "search":
+                fused, alone = (fused + 1, alone) if rank is ensemble_rank else (fused, alone + 1)
+    # rank_causes alone puts the earlier drift first about half the time (9 of 20).
+    assert fused >= 15
+    assert fused > alone
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_ensemble_ranks_the_planted_cause_first_with_and_without_a_map(seed: int) -> None:
     symptom, candidates = _estate(seed)
     for deps in (None, DEPS):
         ranked = ensemble_rank(symptom, candidates, at_s=AT, dependencies=deps)
         assert ranked[0].entity == "postgres"
+        if deps is not None:  # a clear cascade: the timing ranker is sure of its cause
+            assert ranked[0].components["weight_rank_causes"] > 0.5
         assert ranked[0].evidence.onset_s is not None
         entities = [c.entity for c in ranked]
         assert len(entities) == len(set(entities))
