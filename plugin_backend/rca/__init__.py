@@ -8,7 +8,8 @@ counters with ``to_rates`` and calls ``ensemble_rank`` (the default) or any othe
 ranker of the same signature.
 
 * ``ensemble``: the default: ``rank_causes`` fused with the graph walk when a
-  dependency map is given, ``rank_causes`` alone without one.
+  dependency map is given, each weighted by how sure ``rank_causes`` is of its
+  first cause; ``rank_causes`` alone without one.
 * ``evidence``: per-series baseline, robust deviation, onset and change events.
 * ``dependencies``: an optional service/node dependency map.
 * ``ranking``: timing, cascade and tracking (``rank_causes``) and the naive baseline.
