@@ -21,7 +21,7 @@ that rank it (a ranker that cannot judge a cause, BARO a deploy event, abstains)
 no scores need to be comparable; a tie goes to the first ranking's order. Each
 entity is shown by ``rank_causes``' cause where it has one (its evidence has onset,
 lead and parts), else by the walk's; ``Cause.score`` is the fused value over the
-largest possible one (``(0, 1]``), the parts in ``components`` as ``rank_<ranker>``
+largest possible one (in ``[0, 1]``), the parts in ``components`` as ``rank_<ranker>``
 and ``weight_<ranker>``.
 """
 
