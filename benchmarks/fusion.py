@@ -14,8 +14,9 @@ On a single fit, ``p < q`` exactly when the score passes the alarm threshold at 
   ``q / (2k)`` (Bonferroni over ``k`` members and their two triggers: what
   ``SeriesFit`` does).
 * ``harmonic``: the harmonic mean of the ``2k`` p-values below ``q`` (Wilson 2019;
-  in the tail it is the Cauchy combination of Liu & Xie 2020, asymptotically valid
-  under the dependence of correlated detectors; Bonferroni's pages are a subset).
+  in the tail it is the Cauchy combination of Liu & Xie 2020, whose level holds as
+  ``q -> 0`` for members correlated as under a Gaussian copula; valid under *any*
+  dependence only when multiplied by ``e ln 2k``). Bonferroni's pages are a subset.
 * ``min_p_spot``: ``-log`` of the smallest point p-value, and one rate-controlled
   threshold (point and run trigger, full risk ``q``) fitted on that statistic: the
   union, with the members' level set by their dependence on this series' own
