@@ -32,10 +32,11 @@ BENCHMARKS = {
 
 def main(argv: list[str]) -> int:
     """``python -m benchmarks [query|detection ...] [--detectors a,b] [--ablations]
-    [--rules N] [--detector D]`` (the last two: ``scale``)."""
+    [--fusion] [--rules N] [--detector D]`` (the last two: ``scale``)."""
     detectors: list[str] | None = None
     ablations = "--ablations" in argv
-    argv = [a for a in argv if a != "--ablations"]
+    fusion = "--fusion" in argv
+    argv = [a for a in argv if a not in ("--ablations", "--fusion")]
     if "--detectors" in argv:
         at = argv.index("--detectors")
         detectors = argv[at + 1].split(",")
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         if name == "detection":
-            bench_detection.main(detectors, ablations=ablations)
+            bench_detection.main(detectors, ablations=ablations, fusion=fusion)
         elif name == "scale":
             bench_scale.main(**scale)
         else:

@@ -29,6 +29,18 @@ against 54.0 calibrated); calibrating each member and then fitting one threshold
 again on the largest ratio (a lower worst corpus for every subset, measured once on
 the benchmark's member scores).
 
+Measured and not adopted (``python -m benchmarks detection --fusion``, which keeps
+them in ``benchmarks/fusion.py``): each member's score turned into its tail
+probability under its own fit, merged by their harmonic mean (the Cauchy
+combination's tail), or by their minimum or Fisher's sum with one rate-controlled
+threshold on that. They pay with three or four members, where Bonferroni's ``q / k``
+costs most (all four: worst corpus 41.0 as a union, 49.9 harmonic, 50.9 min-p), and
+not with the default's two (54.0 union; 52.2, 51.8, 51.0). Chosen with the members
+leave one corpus out, min-p with STL, Holt-Winters and the transformer wins four
+folds (held-out worst 47.6, the union alone 44.5), but the transformer's refresh
+alone is over the 100 ms target; without it the choice is this union of STL and
+Holt-Winters again (four folds; robust_z + STL + Holt-Winters as a union on the fifth).
+
 **Refresh.** The members' own expected values are kept too
 (``ScoredSeries.member_expected``); a score cache hands them back as a two-row
 ``prior_expected``, so each member reuses its block forecasts as it would alone.
