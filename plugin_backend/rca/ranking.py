@@ -81,7 +81,9 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
     disappeared, when not after the symptom, times its support: ``E`` without a
     map (its own service/instance changed after it), 1 or 0 with one (``M >= 0``).
-    A deploy is the classic root cause, but harmless ones happen. A measurement
+    A setting that moved (``evidence``: a deployment's generation 45 -> 46) counts
+    like an appeared marker, and like one it tracks the symptom only through its own
+    entity's metrics. A deploy is the classic root cause, but harmless ones happen. A measurement
     that appeared or vanished (a new pod's latency, a table first queried) is no
     deploy: its level is compared with its peers' (the same metric's other series,
     median level and robust scale) and it counts only as far as it differs.
@@ -460,7 +462,8 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         ]
         + [1.0]
     )
-    _event_tracking(tracks, evs, pairs, onsets, 0.5 * step)
+    settings = [dev is not None and dev.setting for _, dev in analysed]
+    _event_tracking(tracks, evs, pairs, onsets, 0.5 * step, settings=settings)
     # What a change counts for (its own strength, and in others' cascade,
     # precedence and shared entities) is scaled by r^2: the share of the
     # symptom's deviation it explains.
@@ -563,11 +566,13 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
                 step_s=step,
                 downstream=downstream,
             )
-        if ev.kind == "change_event" and is_marker(series) and lead >= -half:
-            # A deploy or restart counts when its own entity changed after it (no map)
-            # or when the map relates it to the symptom.
+        marker = ev.kind == "change_event" and is_marker(series)
+        if (marker or settings[i]) and lead >= -half:
+            # A deploy or restart (or a setting that moved: a new generation) counts when
+            # its own entity changed after it (no map) or when the map relates it to the
+            # symptom.
             support = shared if dependencies is None else float(parts["dependency"] >= 0.0)
-            parts["change_event"] = (1.0 if ev.event == "appeared" else 0.6) * support
+            parts["change_event"] = (0.6 if ev.event == "disappeared" else 1.0) * support
         raw = (
             parts["strength"]
             + 2.0 * parts["timing"]
@@ -611,14 +616,19 @@ def _event_tracking(
     pairs: Sequence[frozenset[tuple[str, str]]],
     onsets: FloatArray,
     half: float,
+    *,
+    settings: Sequence[bool] = (),
 ) -> None:
     """A change event (a deploy, a restart) has no curve of its own: it tracks the
     symptom as well as the best of its own entity's metrics (sharing an identifying
-    label value) that changed with or after it (within ``half`` a step). ``tracks``
-    and ``onsets`` have one more entry than ``evs``: the symptom."""
+    label value) that changed with or after it (within ``half`` a step). So does a
+    setting that moved (``settings[i]``: a deployment's generation): its step says
+    when, not how much. ``tracks`` and ``onsets`` have one more entry than ``evs``:
+    the symptom."""
     n = len(evs)
     for i, ev in enumerate(evs):
-        if ev.kind != "change_event" or ev.onset_s is None:
+        setting = bool(settings[i]) if settings else False
+        if (ev.kind != "change_event" and not setting) or ev.onset_s is None:
             continue
         own = [
             float(tracks[j])
