@@ -47,6 +47,14 @@ Change events
     with ``magnitude = CHANGE_EVENT_MAGNITUDE`` and the appearance (or the step
     after the last sample) as onset.
 
+Settings
+    A series at one exact whole number (not zero) through its baseline that took one
+    new whole number and held it is a setting that moved (a deployment's generation,
+    a replica count), not a measurement: it has no noise, so 45 -> 46 is a change
+    (magnitude ``CHANGE_EVENT_MAGNITUDE``, ``Deviation.setting``), though the relative
+    noise floor of a measurement would hide it. Bounded metrics (availability at 100)
+    are measurements.
+
 Curve
     ``deviation`` returns the evidence and the incident part's robust z curve
     (``Deviation``, signed so that positive is away along ``direction``, with the
@@ -191,6 +199,7 @@ class Deviation:
     timestamps_s: FloatArray
     z: FloatArray
     baseline_peak: float = 0.0  # the largest |z| (3-point median) inside the baseline itself
+    setting: bool = False  # a setting that moved (``_setting_change``), not a measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +314,40 @@ def _detect_onset(z: FloatArray, zs: FloatArray, threshold: float) -> int | None
     return None
 
 
+def _setting_change(
+    xb: FloatArray, ti: FloatArray, xi: FloatArray
+) -> tuple[Evidence, Deviation] | None:
+    """A setting that moved: a series at one exact whole number (not zero) through its
+    baseline that took one new whole number and held it (a deployment's generation, a
+    replica count). Its noise scale is zero, so the move is a change of state however
+    small next to its level (the relative noise floor would hide 45 -> 46): magnitude
+    ``CHANGE_EVENT_MAGNITUDE``, a step curve of that height."""
+    level = float(xb[0])
+    if xb.size < MIN_BASELINE_POINTS or level == 0.0 or np.any(xb != level):
+        return None
+    moved = np.flatnonzero(xi != level)
+    if moved.size == 0 or moved[0] == 0:
+        return None  # unchanged, or moved before the window (no onset in it)
+    k = int(moved[0])
+    new = float(xi[-1])
+    if np.any(xi[k:] != new) or not (level.is_integer() and new.is_integer()):
+        return None  # a measurement that happened to sit still
+    ev = Evidence(
+        baseline=level,
+        baseline_scale=abs(new - level) / CHANGE_EVENT_MAGNITUDE,
+        incident_value=new,
+        peak_value=new,
+        magnitude=CHANGE_EVENT_MAGNITUDE,
+        direction="up" if new > level else "down",
+        onset_s=float(ti[k]),
+        changed=True,
+        kind="metric",
+        sustained=CHANGE_EVENT_MAGNITUDE,
+    )
+    z: FloatArray = np.where(np.arange(xi.size) >= k, CHANGE_EVENT_MAGNITUDE, 0.0)
+    return ev, Deviation(timestamps_s=ti, z=z, setting=True)
+
+
 def _check_params(at_s: float, window_s: float, baseline_s: float) -> None:
     if not math.isfinite(at_s):
         raise InvalidTarget(f"at_s must be a finite time, got {at_s}")
@@ -333,7 +376,7 @@ def compute_evidence(
     )[0]
 
 
-def deviation(  # noqa: PLR0911, PLR0915 - one return per outcome
+def deviation(  # noqa: PLR0911, PLR0912, PLR0915 - one return per outcome
     series: Series,
     *,
     at_s: float,
@@ -378,10 +421,15 @@ def deviation(  # noqa: PLR0911, PLR0915 - one return per outcome
             return _unchanged(), None
         k = max(MIN_BASELINE_POINTS, t.size // 4)
         tb, xb, ti, xi = t[:k], x[:k], t[k:], x[k:]
-    base = _fit_baseline(tb, xb, bounded_range(series.metric))
+    bounded = bounded_range(series.metric)
+    base = _fit_baseline(tb, xb, bounded)
     level_at = float(base.at(at_s))
     if ti.size < 2:
         return _unchanged(level_at, base.scale), None
+    # A bounded metric may sit exactly at its bound (availability 100): a measurement.
+    setting = None if bounded is not None else _setting_change(xb, ti, xi)
+    if setting is not None:
+        return setting
 
     z = (xi - base.at(ti)) / base.scale
     zs = _rolling_median3(z)

@@ -313,3 +313,36 @@ def test_an_unbounded_metric_keeps_its_level_floor() -> None:
     low = np.full(T.size, 0.01)  # a low error ratio keeps its level's floor
     low[T >= AT - 600.0] = 0.0102
     assert not compute_evidence(_series(low, "errors_ratio"), at_s=AT).changed
+
+
+def test_a_setting_that_moved_by_one_is_a_change_however_small_next_to_its_level() -> None:
+    # A deployment's generation 45 -> 46: 2 % of its level, below the relative noise
+    # floor of a measurement, but an exact constant has no noise at all.
+    moved = AT - 600.0
+    ev, dev = deviation(_series(np.where(moved <= T, 46.0, 45.0), "deployment_generation"), at_s=AT)
+    assert ev.changed
+    assert ev.kind == "metric"
+    assert ev.magnitude == CHANGE_EVENT_MAGNITUDE
+    assert ev.onset_s == pytest.approx(moved, abs=STEP)
+    assert ev.direction == "up"
+    assert ev.incident_value == 46.0
+    assert dev is not None
+    assert dev.setting
+
+
+def test_measurements_that_sit_still_are_no_settings() -> None:
+    moved = T >= AT - 600.0
+    # Availability exactly at its bound, then a real drop: a measurement.
+    availability = np.where(moved, 0.0, 100.0)
+    ev, dev = deviation(_series(availability, "petshop_availability_percent"), at_s=AT)
+    assert ev.changed
+    assert dev is not None
+    assert not dev.setting
+    # Constant, then a value that keeps moving: judged as a measurement too.
+    wobbly = np.where(moved, 50.0 + np.random.default_rng(3).normal(0, 5, T.size), 45.0)
+    ev, dev = deviation(_series(wobbly, "queue_workers"), at_s=AT)
+    assert dev is not None
+    assert not dev.setting
+    # A constant that stays put is unchanged.
+    ev, dev = deviation(_series(np.full(T.size, 45.0), "deployment_generation"), at_s=AT)
+    assert not ev.changed

@@ -559,3 +559,76 @@ def test_with_a_map_a_slow_dependency_ranks_above_callers_that_slowed_in_the_sam
     assert ranked[0].entity == "payments"
     assert ranked[0].components["precedence"] == pytest.approx(1.0)
     assert {c.entity for c in ranked[1:3]} == {"api", "frontend"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rollout_s_new_generation_ranks_first_a_harmless_one_does_not(seed: int) -> None:
+    # No build info, only a generation gauge that steps by one when the rollout starts
+    # (below the relative noise floor of a measurement); the new pods fail at once.
+    rng = np.random.default_rng(seed)
+    generation = Series(
+        _labels("deployment_generation", service="api"), T, np.where(T >= T0, 46.0, 45.0)
+    )
+    # A harmless rollout of another service, earlier: nothing of its own moves after it.
+    harmless = Series(
+        _labels("deployment_generation", service="catalog"), T, np.where(T >= T0 - 240, 13.0, 12.0)
+    )
+    errors = _noise(rng, 0.01, 0.002) + 0.2 * _ramp(T0 + 15, 30)
+    sym_x = _noise(rng, 0.02, 0.003) + 0.1 * _ramp(T0 + 15, 30)
+    estate = [
+        generation,
+        harmless,
+        Series(_labels("http_errors_ratio", service="api"), T, errors),
+        Series(_labels("process_cpu_ratio", service="catalog"), T, _noise(rng, 0.3, 0.01)),
+        *_estate(seed, [], n_noise=30),
+    ]
+    symptom = Series(_labels("http_errors_ratio", service="frontend"), T, sym_x)
+    for deps in (None, DEPS):
+        ranked = rank_causes(symptom, estate, at_s=AT, dependencies=deps)
+        assert ranked[0].metric == "deployment_generation"
+        assert ranked[0].entity == "api"
+        assert ranked[0].components["change_event"] > 0.0
+        other = next(c for c in ranked if c.series == harmless.name)
+        assert other.components["tracking"] == 0.0  # nothing of its own moved after it
+        if deps is None:
+            assert other.components["change_event"] == 0.0
+
+
+def _slow_dependency_in_one_step(seed: int) -> tuple[Series, list[Series]]:
+    # payments slows 6x; api and frontend wait on it within the same scrape: each adds
+    # its own time, so each grew by a smaller factor, though their noise is lower.
+    rng = np.random.default_rng(seed)
+
+    def latency(service: str, level: float, noise: float) -> Series:
+        x = _noise(rng, level, noise * level) + np.where(T >= T0, 0.5, 0.0)
+        return Series(_labels("http_latency_seconds", service=service), T, x)
+
+    estate = [
+        latency("payments", 0.1, 0.05),
+        latency("api", 0.15, 0.01),
+        latency("frontend", 0.2, 0.01),
+        *_estate(seed, [], n_noise=30),
+    ]
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend"),
+        T,
+        _noise(rng, 0.3, 0.01) + np.where(T >= T0, 1.0, 0.0),
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_the_latency_that_grew_most_in_the_step_ranks_first(seed: int) -> None:
+    symptom, estate = _slow_dependency_in_one_step(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "payments"
+    assert {c.entity for c in ranked[1:3]} == {"api", "frontend"}
+    assert all(c.components["precedence"] < 0.6 for c in ranked[1:3])
+
+
+def test_without_the_dilution_rule_a_caller_would_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugin_backend.rca import ranking
+
+    monkeypatch.setattr(ranking, "_SAME_MOMENT_MAX_STEP_S", 0.0)
+    tops = [rank_causes(*_slow_dependency_in_one_step(s), at_s=AT)[0].entity for s in range(4)]
+    assert tops.count("payments") < 4
