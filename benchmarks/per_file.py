@@ -2,12 +2,14 @@
 
 ``python -m benchmarks.per_file CORPUS DETECTOR DETECTOR [...]`` (a detector may
 carry options: ``transformer:delayed_view=16,phase_days=0``; CORPUS is a nab-dev
-corpus or ``synthetic``). Each file is scored once per detector, cold, and alarmed
-with the default ``WindowPolicy``. It prints:
+corpus, ``synthetic`` or ``quiet``, the benchmark's quiet set). Each file is scored
+once per detector, cold, and alarmed with the default ``WindowPolicy``. It prints:
 
 * each file's NAB standard score per detector;
 * the corpus score of the last detector with one file's result swapped for the
   first detector's: the file that carries a gap between them;
+* for a corpus without windows (artificialNoAnomaly, ``quiet``), false alarms per
+  series per week after NAB's probation instead of a score;
 * every alarm per file and detector: its time, the labelled window it falls in
   (``W0``, ``W1``...; ``FP`` outside all), the value, the expected value and the
   raw score (a run-trigger alarm can carry a raw score below 1).
@@ -21,10 +23,17 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.bench_detection import CorpusResult, assess, load_corpora, policy_alarms
+from benchmarks.bench_detection import (
+    QUIET_SEED,
+    CorpusResult,
+    assess,
+    load_corpora,
+    policy_alarms,
+)
 from benchmarks.bench_detection import score_files as score_corpus
 from benchmarks.common import print_table
 from benchmarks.nab import CorpusScore, NabFile, default_nab_root
+from benchmarks.synthetic import load_quiet_corpus
 from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.windows import WindowPolicy, alarms
@@ -79,13 +88,21 @@ def alarm_rows(nab_file: NabFile, scored: ScoredSeries, policy: WindowPolicy) ->
     return rows
 
 
+def _corpus_cell(result: CorpusResult) -> str:
+    if result.per_file and any(f.perfect != f.null for f in result.per_file):
+        return f"{result.nab_standard:.1f}"
+    return f"{result.false_per_week:.2f} FA/wk"
+
+
 def main(argv: Sequence[str]) -> int:
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
     corpus, specs = argv[0], list(argv[1:])
-    loaded = load_corpora(default_nab_root(), [] if corpus == "synthetic" else [corpus])
-    files = loaded[corpus]
+    if corpus == "quiet":
+        files = load_quiet_corpus(QUIET_SEED)
+    else:
+        files = load_corpora(default_nab_root(), [] if corpus == "synthetic" else [corpus])[corpus]
     policy = WindowPolicy()
     results: list[CorpusResult] = []
     scored_by: list[list[ScoredSeries | None]] = []
@@ -112,7 +129,7 @@ def main(argv: Sequence[str]) -> int:
             ]
             for i, f in enumerate(files)
         ]
-        + [["corpus", "", *(f"{r.nab_standard:.1f}" for r in results), ""]],
+        + [["corpus", "", *(_corpus_cell(r) for r in results), ""]],
     )
     for i, nab_file in enumerate(files):
         print(f"\n{nab_file.name}")

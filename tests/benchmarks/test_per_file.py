@@ -67,3 +67,13 @@ def test_swapped_scores_find_the_file_that_carries_the_gap() -> None:
     assert swapped[0] == other.nab_standard  # the first file scores the same in both
     assert swapped[1] == base.nab_standard  # the second carries the whole gap
     assert other.nab_standard < base.nab_standard
+
+
+def test_a_corpus_without_windows_reports_false_alarms_per_week() -> None:
+    quiet = dataclasses.replace(_file(), windows=(), raw_windows=())
+    fire = bench_detection.policy_alarms(WindowPolicy())
+    result = bench_detection.assess(
+        "d", "quiet", [bench_detection.ScoredFile(quiet, _scored(quiet, [200]))], fire
+    )
+    weeks = (quiet.timestamps_s[-1] - quiet.timestamps_s[quiet.probation]) / (7 * 86_400)
+    assert per_file._corpus_cell(result) == f"{1 / weeks:.2f} FA/wk"
