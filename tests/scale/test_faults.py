@@ -3,10 +3,11 @@ celery`` workers on a real redis-server and PostgreSQL, annotating a fake Grafan
 over the demo estate (rules every 5 s; a 5 h replay first, so that incidents and
 annotations exist: the estate has a 30 min fault every 4 h 7 min).
 
-* ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: its rules
-  run again on the other within RESUME_S (the rule's lease, ``RULE_LEASE_S``, runs
-  out; the killed tick itself is not redelivered, the rule's next one runs); no
-  annotation lost or duplicated on the fake Grafana's record.
+* ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: the killed
+  tick itself runs again and completes on the other worker within RERUN_S (its lease,
+  ``TICK_LEASE_S``, runs out, a scheduler queues it again with the rule kept for it),
+  and every rule ticks there from then on; no annotation lost or duplicated on the
+  fake Grafana's record.
 * Redis restarted (empty: no persistence), then PostgreSQL restarted, mid-run: the
   workers reconnect by themselves; every tick outside the restart windows ran; the
   outbox is intact (every incident annotated once).
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from plugin_backend.scale.scheduler import TICK_LEASE_S
 from plugin_backend.store import Store
 from plugin_backend.worker import RULE_LEASE_S
 from testkit.fakegrafana import FakeGrafana
@@ -37,6 +39,10 @@ EVERY_S = 5.0
 # A killed worker's rules run again elsewhere within: its lease runs out, then the
 # rule's next tick (every EVERY_S) is picked up (a poll, a queue hop).
 RESUME_S = RULE_LEASE_S + 2 * EVERY_S + 5.0
+# The killed tick is sent again within TICK_LEASE_S + one scheduler poll (1 s) of the
+# kill, and completes after its wait in the queue (behind ticks already there: about
+# one period's worth) and its cycle.
+RERUN_S = TICK_LEASE_S + 1.0 + EVERY_S + 5.0
 # After Redis or PostgreSQL is back, ticks run again within this (Celery's reconnect
 # backoff; the scheduler retries every second).
 RECOVERY_S = 15.0
@@ -132,11 +138,41 @@ def test_kill_9_of_one_of_two_workers_mid_task(
                     if t.state == "running" and (t.holder or "").startswith(victim_holder)
                 ]
 
-            (running, *_) = cluster.wait("a task running on worker 0", running_on_victim, 60)
+            # caught mid-tick: frozen while its tick is running, then killed
+            for _ in range(40):
+                cluster.wait("a task running on worker 0", running_on_victim, 60)
+                cluster.freeze(0)
+                frozen = running_on_victim()  # still running: it cannot finish now
+                if frozen:
+                    running = frozen[0]
+                    break
+                cluster.freeze(0, False)  # it finished meanwhile: try the next one
+            else:
+                raise AssertionError("no tick of worker 0 caught running")
             cluster.kill(0)
             killed_at = time.time()
             grafana.delay(0.0)
-            # the rule worker 0 was running runs again on worker 1, within RESUME_S
+
+            # the tick worker 0 was running runs again, and completes, on worker 1
+            def rerun() -> Any:
+                found = store.rule_ticks(running.rule, limit=100)
+                tick = next(t for t in found if t.tick_s == running.tick_s)
+                return tick if tick.state not in ("queued", "running") else None
+
+            again = cluster.wait(f"tick {running} again", rerun, RERUN_S + 30)
+            assert again.attempts == 2, again
+            assert not (again.holder or "").startswith(victim_holder), again
+            if again.state == "skipped":
+                # killed in the instant between its cycle's end and its record: a later
+                # tick of the rule ran on worker 1 first and covered it (a cycle looks
+                # back 3 h), as the store records
+                assert again.error == "superseded", again
+                later = _live_ticks_done(store, killed_at)[running.rule]
+                assert any(t.tick_s > again.tick_s for t in later), later
+            else:
+                assert again.state == "done", again
+            assert again.updated_s - killed_at <= RERUN_S, (again, killed_at)
+            # the rule goes on ticking on worker 1
             resumed = cluster.wait(
                 f"rule {running.rule} on the other worker",
                 lambda: [
@@ -155,6 +191,13 @@ def test_kill_9_of_one_of_two_workers_mid_task(
             )
             cluster.wait("every annotation delivered", lambda: _delivered(store), 60)
             assert _annotated_once(store, grafana) >= 1
+            # no tick of the dead worker is left running
+            stuck = [
+                t
+                for t in store.rule_ticks(limit=10_000)
+                if t.state == "running" and (t.holder or "").startswith(victim_holder)
+            ]
+            assert not stuck, stuck
         finally:
             codes = cluster.stop()
         assert codes[1] == 0, cluster.log_tails()
