@@ -612,8 +612,9 @@ class Store:
 
     def purge(self, older_than_s: float, *, undeliverable: bool = False) -> dict[str, int]:
         """Delete closed incidents that ended before ``older_than_s`` and whose annotation
-        was delivered, and finished alert jobs as old. An undelivered annotation keeps its
-        incident, unless ``undeliverable`` (no Grafana is configured: it never will be)."""
+        was delivered, finished alert jobs as old, and alert leases free since then. An
+        undelivered annotation keeps its incident, unless ``undeliverable`` (no Grafana
+        is configured: it never will be)."""
         with self._begin() as conn:
             undelivered = sa.select(outbox.c.incident_id).where(outbox.c.state != "delivered")
             old = sa.select(incidents.c.id).where(
@@ -630,7 +631,14 @@ class Store:
                     alert_jobs.c.state != "pending", alert_jobs.c.updated_s < older_than_s
                 )
             ).rowcount
-        return {"incidents": len(ids), "alert_jobs": int(jobs)}
+            # an alert's lease (``incident_lease``) is free again once released: one row
+            # per alert incident would otherwise pile up
+            leases = conn.execute(
+                rule_leases.delete().where(
+                    rule_leases.c.rule.like("alert:%"), rule_leases.c.until_s < older_than_s
+                )
+            ).rowcount
+        return {"incidents": len(ids), "alert_jobs": int(jobs), "alert_leases": int(leases)}
 
     # -- plumbing -----------------------------------------------------------------------
 
