@@ -205,9 +205,13 @@ class Worker:
         lookback_s: float = DEFAULT_LOOKBACK_S,
         at_s: float | None = None,
         holder: str | None = None,
+        after_save: Callable[[CycleResult], None] | None = None,
     ) -> RuleRun:
         """One cycle of ``rule`` as of ``at_s`` (default: now), under the rule's lease held
-        as ``holder`` (default: this worker; a task queue passes one per task)."""
+        as ``holder`` (default: this worker; a task queue passes one per task).
+        ``after_save``: run once the cycle is saved, still under the lease (a task queue
+        shares the detector state and records the tick there; if it fails, so does the
+        cycle)."""
         now = self.clock()
         at = now if at_s is None else at_s
         holder = holder or self.holder
@@ -236,6 +240,8 @@ class Worker:
             result = self.cycle.run(rule, at, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
                 self.store.save_incident(incident, annotation, now_s=self.clock(), holder=holder)
+            if after_save is not None:
+                after_save(result)
         except Exception as exc:  # one bad rule must not stop the others
             failure = self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)

@@ -58,7 +58,7 @@ from plugin_backend.scale.scheduler import (
 )
 from plugin_backend.scale.state import SharedScoreCache
 from plugin_backend.store import Store
-from plugin_backend.watch import DEFAULT_LOOKBACK_S, needs_note
+from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, needs_note
 from plugin_backend.worker import Worker
 
 __all__ = [
@@ -188,18 +188,37 @@ class TaskRuntime:
                 rule_name, tick_s, "skipped", time.time(), error="unknown rule", holder=holder
             )
             return {"rule": rule_name, "tick_s": tick_s, "outcome": "unknown rule"}
+        recorded: list[bool] = []
+
+        def saved(_: CycleResult) -> None:
+            """Still under the rule's lease: share the detector state (the rule's next
+            tick may run elsewhere), then record the tick done, so that a worker dying
+            at any instant leaves either a done tick or one whose rule is still held
+            (``reclaim_ticks`` then keeps it for the tick)."""
+            cache = worker.cycle.detection.cache
+            if isinstance(cache, SharedScoreCache):
+                cache.flush()
+            recorded.append(
+                store.finish_tick(rule_name, tick_s, "done", time.time(), holder=holder)
+            )
+
         run = worker.run_rule(
-            rule, at_s=tick_s, holder=holder, lookback_s=lookback_s or DEFAULT_LOOKBACK_S
+            rule,
+            at_s=tick_s,
+            holder=holder,
+            lookback_s=lookback_s or DEFAULT_LOOKBACK_S,
+            after_save=saved,
         )
         error = str(run.failure) if run.failure else None
         if run.outcome == "skipped":
             error = "another worker held the rule's lease"
-        cache = worker.cycle.detection.cache
-        if run.outcome == "ok" and isinstance(cache, SharedScoreCache):
-            cache.flush()  # before the tick is done: the rule's next tick may run elsewhere
-        if not store.finish_tick(
-            rule_name, tick_s, _TICK_OUTCOME[run.outcome], time.time(), error, holder=holder
-        ):
+        if run.outcome != "ok":
+            recorded.append(
+                store.finish_tick(
+                    rule_name, tick_s, _TICK_OUTCOME[run.outcome], time.time(), error, holder=holder
+                )
+            )
+        if not all(recorded):
             log.warning("rule %s tick %.0f: reclaimed while it ran", rule_name, tick_s)
         opened = run.result.opened if run.result else []
         if run.result and any(annotation for _, annotation in run.result.changed):
