@@ -1,7 +1,8 @@
 """Faults of the Celery engine, with real processes: ``plugin-backend worker --engine
-celery`` workers on a real redis-server and PostgreSQL, annotating a fake Grafana,
-over the demo estate (rules every 5 s; a 5 h replay first, so that incidents and
-annotations exist: the estate has a 30 min fault every 4 h 7 min).
+celery`` workers on a real redis-server and PostgreSQL (the kill also on SQLite),
+annotating a fake Grafana, over the demo estate (rules every 5 s; a 5 h replay first,
+so that incidents and annotations exist: the estate has a 30 min fault every 4 h 7
+min).
 
 * ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: the killed
   tick itself runs again and completes on the other worker within RERUN_S (its lease,
@@ -116,12 +117,12 @@ def _delivered(store: Store) -> bool:
 
 
 def test_kill_9_of_one_of_two_workers_mid_task(
-    postgres_url: str, own_redis: RedisServer, tmp_path: Path
+    store_url: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    store = Store(postgres_url)
+    store = Store(store_url)
     store.migrate()
     with FakeGrafana(token=TOKEN) as grafana:
-        cluster = _cluster(tmp_path, postgres_url, own_redis.url(0), grafana)
+        cluster = _cluster(tmp_path, store_url, own_redis.url(0), grafana)
         try:
             for _ in range(2):
                 cluster.start("--since", "5h")
