@@ -14,7 +14,10 @@ then ROUNDS rounds are paced every 60 s and measured:
   done (the engine's capacity when it is saturated within the round, else a bound);
 * tick lag: from its schedule to its cycle done (queueing + the cycle), p50 / p95;
 * dropped: ticks that waited a whole period in the queue expire (the rule's next tick
-  runs instead): a sign the workers do not keep up.
+  runs instead): a sign the workers do not keep up;
+* Redis memory: the server's ``used_memory`` (``INFO memory``) after the rounds less
+  before them, and the detector state alone (``MEMORY USAGE`` of every
+  ``plugin_backend:state:*`` key, which expire 6 h after a rule's last tick), per rule.
 
 ``python -m benchmarks scale [--rules N] [--detector D]``.
 """
@@ -131,6 +134,10 @@ def run_config(
         PLUGIN_BACKEND_LOG_FORMAT="text",
         PYTHONPATH=str(Path(__file__).resolve().parent.parent),
     )
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    memory_before = int(client.info("memory")["used_memory"])
     store = Store(store_url)
     store.migrate()
     settings = load_settings({k: v for k, v in env.items() if k.startswith("PLUGIN_BACKEND_")})
@@ -179,10 +186,13 @@ def run_config(
         stop.set()
         thread.join(10)
         _wait_round(store, last_tick, count, timeout_s=EVERY_S + 30)
+        memory_after = int(client.info("memory")["used_memory"])
+        state_keys, state_bytes = _state_memory(client)
     finally:
         proc.terminate()
         proc.wait(60)
         log.close()
+        client.close()
     ticks = [t for t in _rule_ticks(store) if t.tick_s > first_tick_s]
     store.close()
     pg.drop_database(database)
@@ -209,7 +219,18 @@ def run_config(
         "done": len(lags),
         "dropped": dropped,
         "failed": failed,
+        "redis_delta": memory_after - memory_before,
+        "state_keys": state_keys,
+        "state_bytes": state_bytes,
     }
+
+
+def _state_memory(client: Any) -> tuple[int, int]:
+    """How many detector-state keys Redis holds, and their bytes (``MEMORY USAGE``)."""
+    from plugin_backend.scale.state import PREFIX
+
+    keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
+    return len(keys), sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
 
 
 def _rule_ticks(store: Store) -> list[Any]:
@@ -269,6 +290,9 @@ def main(count: int = 1000, detector: str = "robust_z") -> None:
             f"{r['rps'] / base:.2f}x",
             f"{r['done']} / {r['dropped']} / {r['failed']}",
             f"{r['workers'] / r['rps'] * 1000:.0f} ms" if r["rps"] else "n/a",
+            f"{r['redis_delta'] / 2**20:.1f} MiB ({r['redis_delta'] / count / 1024:.1f} KiB)",
+            f"{r['state_keys']} keys, {r['state_bytes'] / 2**20:.1f} MiB "
+            f"({r['state_bytes'] / max(r['state_keys'], 1) / 1024:.1f} KiB)",
         ]
         for r in results
     ]
@@ -285,6 +309,8 @@ def main(count: int = 1000, detector: str = "robust_z") -> None:
             "speed-up",
             "done / dropped / failed",
             "process-time per rule",
+            "Redis used_memory delta (per rule)",
+            "detector state in Redis (per key)",
         ],
         rows,
     )

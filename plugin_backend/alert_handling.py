@@ -25,10 +25,14 @@ class AlertHandler:
         rules: Callable[[], RuleSet | None],
         *,
         link_base: str | None = None,
+        defer_notes: bool = False,
     ) -> None:
         self.explain = explain
         self.rules = rules  # read per alert: the worker reloads rules on SIGHUP
         self.link_base = link_base
+        # True: a new incident gets the template note, marked pending (``needs_note``),
+        # and the LLM's is written later, by a task of its own (the Celery engine)
+        self.defer_notes = defer_notes
 
     def handle(
         self, event: AlertEvent, existing: Incident | None, now_s: float
@@ -88,7 +92,12 @@ class AlertHandler:
         # Without a rule's override the window follows the symptom's own onset.
         window_s = rule.explain_window_s if rule is not None else None
         try:
-            report = self.explain.explain(incident.query, event.starts_at_s, window_s)
+            if self.defer_notes:
+                report = self.explain.explain(
+                    incident.query, event.starts_at_s, window_s, write_note=False
+                )
+            else:
+                report = self.explain.explain(incident.query, event.starts_at_s, window_s)
         except BackendError as exc:
             log.warning("root cause of alert %s failed: %s", event.name, exc.message)
             return dataclasses.replace(incident, note=f"Root cause not available: {exc.message}")

@@ -24,7 +24,7 @@ from plugin_backend.delivery import DeliveryReport, OutboxDeliverer
 from plugin_backend.errors import BackendError, ConfigError, StoreError, UpstreamError
 from plugin_backend.incidents import AlertJob, Incident, annotation_for, incident_id
 from plugin_backend.rules import Rule, RuleSet, load_rules
-from plugin_backend.store import LeaseLost, Store
+from plugin_backend.store import LeaseLost, Store, incident_lease
 from plugin_backend.telemetry import WorkerMetrics
 from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, RuleCycle, needs_note
 
@@ -111,6 +111,9 @@ class Worker:
         self._next_purge = 0.0
         self._reload = threading.Event()
         self._failures: list[StepFailure] | None = None  # collected during run_once only
+        # set by a task queue: an alert's new incident whose note is pending (the LLM's
+        # is written later, ``write_note``) is handed to it (a rule's: by the rule task)
+        self.send_note: Callable[[str], None] | None = None
         if metrics is not None:
             metrics.rules_loaded.set(len(rules.rules))
 
@@ -202,9 +205,13 @@ class Worker:
         lookback_s: float = DEFAULT_LOOKBACK_S,
         at_s: float | None = None,
         holder: str | None = None,
+        after_save: Callable[[CycleResult], None] | None = None,
     ) -> RuleRun:
         """One cycle of ``rule`` as of ``at_s`` (default: now), under the rule's lease held
-        as ``holder`` (default: this worker; a task queue passes one per task)."""
+        as ``holder`` (default: this worker; a task queue passes one per task).
+        ``after_save``: run once the cycle is saved, still under the lease (a task queue
+        shares the detector state and records the tick there; if it fails, so does the
+        cycle)."""
         now = self.clock()
         at = now if at_s is None else at_s
         holder = holder or self.holder
@@ -233,6 +240,8 @@ class Worker:
             result = self.cycle.run(rule, at, known, lookback_s=lookback_s)
             for incident, annotation in result.changed:
                 self.store.save_incident(incident, annotation, now_s=self.clock(), holder=holder)
+            if after_save is not None:
+                after_save(result)
         except Exception as exc:  # one bad rule must not stop the others
             failure = self._failed("rule", rule.name, exc)
             self._count_cycle(rule, "error", started)
@@ -252,25 +261,22 @@ class Worker:
         return RuleRun("ok", result)
 
     def write_note(self, incident_id: str, *, holder: str | None = None) -> str:
-        """Upgrade a rule incident's pending template note (``RuleCycle(defer_notes=True)``)
-        to the LLM's, and queue its annotation again. The LLM runs without the rule's
-        lease (its cycles go on meanwhile); the note is saved under the lease, into the
-        incident as it is then. Returns ``written``, ``not needed`` (no incident, or
-        its note is no longer pending) or ``busy`` (the lease stayed taken for
-        ``RULE_LEASE_S``: try again later)."""
+        """Upgrade an incident's pending template note (``defer_notes``) to the LLM's, and
+        queue its annotation again. The LLM runs without the incident's lease (its
+        rule's cycles, or its alert's notifications, go on meanwhile); the note is saved
+        under the lease (``incident_lease``), into the incident as it is then, and only
+        if it is still pending: a note sent twice is written once. Returns ``written``,
+        ``not needed`` (no incident, or its note is no longer pending) or ``busy`` (the
+        lease stayed taken for ``RULE_LEASE_S``: try again later)."""
         explain = self.cycle.explain
         incident = self.store.get_incident(incident_id)
-        if explain is None or incident is None or incident.rule is None or not needs_note(incident):
+        if explain is None or incident is None or not needs_note(incident):
             return "not needed"
         written = explain.write_note(incident.report or {})
         holder = holder or self.holder
-        deadline = time.monotonic() + RULE_LEASE_S
-        while not self.store.acquire_rule(
-            incident.rule, holder, self.clock(), lease_s=RULE_LEASE_S
-        ):
-            if time.monotonic() > deadline:
-                return "busy"
-            time.sleep(0.2)
+        lease = incident_lease(incident)
+        if not self._hold(lease, holder):
+            return "busy"
         try:
             current = self.store.get_incident(incident_id)
             if current is None or not needs_note(current):
@@ -284,8 +290,18 @@ class Worker:
             )
             self.store.save_incident(updated, annotation, now_s=self.clock(), holder=holder)
         finally:
-            self._release_name(incident.rule, holder)
+            self._release_name(lease, holder)
         return "written"
+
+    def _hold(self, lease: str, holder: str) -> bool:
+        """Take ``lease`` (a rule's or an alert's) for ``holder``, waiting up to
+        ``RULE_LEASE_S`` while another holds it."""
+        deadline = time.monotonic() + RULE_LEASE_S
+        while not self.store.acquire_rule(lease, holder, self.clock(), lease_s=RULE_LEASE_S):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def _renew_lease(self, rule: Rule, holder: str, done: threading.Event) -> None:
         while not done.wait(RULE_LEASE_RENEW_S):
@@ -346,18 +362,33 @@ class Worker:
         return 1
 
     def _handle_alert(self, event: AlertEvent, now: float) -> None:
-        existing = self.store.get_incident(incident_id(event.incident_key))
-        outcome = self.alerts.handle(event, existing, now)
-        if outcome is None:
-            return
-        incident, annotation = outcome
-        self.store.save_incident(incident, annotation, now_s=self.clock())
+        """Under the alert's lease (``alert:<incident id>``, shared with the note writer):
+        firing and resolved notifications of one alert, handled by two workers at
+        once, or its note being saved meanwhile, never overwrite each other."""
+        key = incident_id(event.incident_key)
+        lease = f"alert:{key}"  # incident_lease of the alert's incident
+        if not self._hold(lease, self.holder):
+            raise LeaseLost(f"alert {event.incident_key}: its incident is being written elsewhere")
+        try:
+            existing = self.store.get_incident(key)
+            outcome = self.alerts.handle(event, existing, now)
+            if outcome is None:
+                return
+            incident, annotation = outcome
+            self.store.save_incident(incident, annotation, now_s=self.clock(), holder=self.holder)
+        finally:
+            self._release_name(lease, self.holder)
         if existing is None:
             log.info(
                 "incident %s opened from %s alert: %s", incident.id, event.source, incident.title
             )
             if self.metrics is not None:
                 self.metrics.incidents_opened.labels(event.source).inc()
+        if self.send_note is not None and existing is None and needs_note(incident):
+            try:
+                self.send_note(incident.id)
+            except Exception as exc:  # the broker: the note sweep sends it later
+                log.warning("note of incident %s not sent: %s", incident.id, exc)
 
     def deliver(self) -> DeliveryReport:
         report = DeliveryReport()

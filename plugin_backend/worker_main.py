@@ -44,9 +44,9 @@ def build_worker(
     *,
     defer_notes: bool = False,
 ) -> Worker:
-    """The worker of ``settings``. ``defer_notes``: new incidents get the template note
-    and a note task writes the LLM's later (the Celery engine; no effect without an
-    LLM)."""
+    """The worker of ``settings``. ``defer_notes``: new incidents (of rules and of
+    alerts) get the template note and a note task writes the LLM's later (the Celery
+    engine; no effect without an LLM)."""
     rules = load_rules(rules_path)
     store = build_store(settings)
     store.migrate()
@@ -85,7 +85,12 @@ def build_worker(
             defer_notes=defer_notes and explain.writes_with_llm,
         ),
         # the handler reads the worker's current rules (they change on SIGHUP)
-        alerts=AlertHandler(explain, lambda: worker.rules, link_base=link),
+        alerts=AlertHandler(
+            explain,
+            lambda: worker.rules,
+            link_base=link,
+            defer_notes=defer_notes and explain.writes_with_llm,
+        ),
         deliverer=deliverer,
         metrics=metrics,
         retention_s=settings.retention_days * 86_400.0,

@@ -8,15 +8,23 @@ Tasks (no result backend: outcomes are in the store and the logs):
   rule's cycle (fetch, score, incident bookkeeping, root cause with the template
   note) as of its tick, via ``Worker.run_rule`` under the rule's store lease. The
   tick's row in ``rule_ticks`` makes it run once however often it is delivered, and
-  records how it ended. ``lookback_s``: a replay (``--since``).
+  records how it ended; the task renews the row's lease while it runs, so a tick
+  whose worker died is sent again (``scheduler``). ``lookback_s``: a replay
+  (``--since``).
 * ``plugin_backend.write_note(incident_id)`` on queue ``notes``: the LLM's note of a
-  new incident (``Worker.write_note``), enqueued by the tick that opened it. Its own
-  queue, served by its own worker processes (``--queues notes --concurrency K``: at
-  most K notes at once per such worker), so a slow model never holds up scoring.
+  new incident, a rule's or an alert's (``Worker.write_note``), enqueued by the task
+  that opened it. Its own queue, served by its own worker processes (``--queues notes
+  --concurrency K``: at most K notes at once per such worker), so a slow model never
+  holds up scoring.
+* ``plugin_backend.sweep_notes([older_than_s])`` (queue ``delivery``), every 60 s:
+  sends again the notes still pending ``NOTE_SWEEP_AGE_S`` after their incident was
+  opened (their task was lost with its worker, or never sent), each at most once per
+  that age; the note is saved only while still pending, so it is written once.
 * ``plugin_backend.deliver`` on queue ``delivery``: one pass over the annotation outbox
   (rows are claimed with a lease, so passes may overlap). A tick that saved an
   annotation enqueues one at once; the scheduler enqueues one every 2 s.
-* ``plugin_backend.alerts`` (queue ``rules``): the queued alert webhooks.
+* ``plugin_backend.alerts`` (queue ``rules``): the queued alert webhooks; a new
+  incident gets the template note, and its LLM note is a ``write_note`` task.
 * ``plugin_backend.purge`` (queue ``delivery``): retention, hourly.
 
 Each worker process builds its own ``Worker`` (store, source, detectors, note writer)
@@ -38,13 +46,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from plugin_backend.config import Settings, load_settings, pin_math_threads
-from plugin_backend.errors import ConfigError, UpstreamError
+from plugin_backend.errors import BackendError, ConfigError, UpstreamError
 from plugin_backend.rules import load_rules
 from plugin_backend.scale.queues import DELIVERY_QUEUE, NOTES_QUEUE, QUEUES, RULES_QUEUE
-from plugin_backend.scale.scheduler import TICK_RETENTION_S, TickScheduler
+from plugin_backend.scale.scheduler import (
+    TICK_LEASE_S,
+    TICK_RENEW_S,
+    TICK_RETENTION_S,
+    TickScheduler,
+    tick_of,
+)
 from plugin_backend.scale.state import SharedScoreCache
 from plugin_backend.store import Store
-from plugin_backend.watch import DEFAULT_LOOKBACK_S, needs_note
+from plugin_backend.watch import DEFAULT_LOOKBACK_S, CycleResult, needs_note
 from plugin_backend.worker import Worker
 
 __all__ = [
@@ -63,6 +77,11 @@ log = logging.getLogger(__name__)
 
 NOTE_RETRY_S = 5.0  # a note whose rule stayed busy is saved again this much later
 NOTE_RETRIES = 12
+# A note still pending this long after its incident was opened is sent again (its task
+# was lost): well past a note's time in the queue and with the LLM (seconds), and
+# NOTE_RETRIES * NOTE_RETRY_S. Each pending note is sent again at most once per period.
+NOTE_SWEEP_AGE_S = 300.0
+NOTE_SWEEP_HORIZON_S = 86_400.0  # notes pending longer are left as they are
 _TICK_OUTCOME = {"ok": "done", "skipped": "skipped", "error": "failed"}
 
 
@@ -87,6 +106,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "plugin_backend.deliver": {"queue": DELIVERY_QUEUE},
             "plugin_backend.purge": {"queue": DELIVERY_QUEUE},
+            "plugin_backend.sweep_notes": {"queue": DELIVERY_QUEUE},
             "plugin_backend.write_note": {"queue": NOTES_QUEUE},
         },
         "task_ignore_result": True,
@@ -131,6 +151,7 @@ class TaskRuntime:
         shared = shared_score_cache(settings)
         if shared is not None:
             worker.cycle.detection.cache = shared
+        worker.send_note = send_note  # the alerts' new incidents
         return cls(worker, send_delivery, send_note)
 
     def rule_tick(
@@ -138,25 +159,67 @@ class TaskRuntime:
     ) -> dict[str, Any]:
         worker, store = self.worker, self.worker.store
         holder = f"{worker.holder}:{task_id[:8]}"
-        outcome = store.start_tick(rule_name, tick_s, holder, time.time())
+        outcome = store.start_tick(rule_name, tick_s, holder, time.time(), lease_s=TICK_LEASE_S)
         if outcome != "started":
             log.info("rule %s tick %.0f not run: %s", rule_name, tick_s, outcome)
             return {"rule": rule_name, "tick_s": tick_s, "outcome": outcome}
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._renew_tick,
+            args=(rule_name, tick_s, holder, done),
+            name=f"tick-{rule_name}",
+            daemon=True,
+        )
+        beat.start()
+        try:
+            return self._run_tick(rule_name, tick_s, holder, lookback_s)
+        finally:
+            done.set()
+            beat.join()
+
+    def _run_tick(
+        self, rule_name: str, tick_s: float, holder: str, lookback_s: float | None
+    ) -> dict[str, Any]:
+        worker, store = self.worker, self.worker.store
         rule = worker.rules.get(rule_name)
         if rule is None:  # the rules file differs between scheduler and worker
             log.error("rule %s tick %.0f: no such rule in this worker's rules", rule_name, tick_s)
-            store.finish_tick(rule_name, tick_s, "skipped", time.time(), error="unknown rule")
+            store.finish_tick(
+                rule_name, tick_s, "skipped", time.time(), error="unknown rule", holder=holder
+            )
             return {"rule": rule_name, "tick_s": tick_s, "outcome": "unknown rule"}
+        recorded: list[bool] = []
+
+        def saved(_: CycleResult) -> None:
+            """Still under the rule's lease: share the detector state (the rule's next
+            tick may run elsewhere), then record the tick done, so that a worker dying
+            at any instant leaves either a done tick or one whose rule is still held
+            (``reclaim_ticks`` then keeps it for the tick)."""
+            cache = worker.cycle.detection.cache
+            if isinstance(cache, SharedScoreCache):
+                cache.flush()
+            recorded.append(
+                store.finish_tick(rule_name, tick_s, "done", time.time(), holder=holder)
+            )
+
         run = worker.run_rule(
-            rule, at_s=tick_s, holder=holder, lookback_s=lookback_s or DEFAULT_LOOKBACK_S
+            rule,
+            at_s=tick_s,
+            holder=holder,
+            lookback_s=lookback_s or DEFAULT_LOOKBACK_S,
+            after_save=saved,
         )
         error = str(run.failure) if run.failure else None
         if run.outcome == "skipped":
             error = "another worker held the rule's lease"
-        cache = worker.cycle.detection.cache
-        if run.outcome == "ok" and isinstance(cache, SharedScoreCache):
-            cache.flush()  # before the tick is done: the rule's next tick may run elsewhere
-        store.finish_tick(rule_name, tick_s, _TICK_OUTCOME[run.outcome], time.time(), error)
+        if run.outcome != "ok":
+            recorded.append(
+                store.finish_tick(
+                    rule_name, tick_s, _TICK_OUTCOME[run.outcome], time.time(), error, holder=holder
+                )
+            )
+        if not all(recorded):
+            log.warning("rule %s tick %.0f: reclaimed while it ran", rule_name, tick_s)
         opened = run.result.opened if run.result else []
         if run.result and any(annotation for _, annotation in run.result.changed):
             self._send_delivery()
@@ -166,11 +229,47 @@ class TaskRuntime:
                     self._send_note(incident.id)
         return {"rule": rule_name, "tick_s": tick_s, "outcome": run.outcome, "opened": opened}
 
+    def _renew_tick(self, rule: str, tick_s: float, holder: str, done: threading.Event) -> None:
+        """Keep the tick's lease while it runs (until ``done``): a tick whose lease ran
+        out is taken for lost with its worker and sent again."""
+        store = self.worker.store
+        while not done.wait(TICK_RENEW_S):
+            try:
+                if not store.renew_tick(rule, tick_s, holder, time.time(), lease_s=TICK_LEASE_S):
+                    log.warning("rule %s tick %.0f: reclaimed by a scheduler", rule, tick_s)
+                    return
+            except BackendError as exc:  # try again; past the lease it is reclaimed
+                log.warning("rule %s tick %.0f: lease not renewed: %s", rule, tick_s, exc)
+
     def write_note(self, incident_id: str, task_id: str) -> str:
         outcome = self.worker.write_note(incident_id, holder=f"{self.worker.holder}:{task_id[:8]}")
         if outcome == "written":
             self._send_delivery()
         return outcome
+
+    def sweep_notes(self, older_than_s: float = NOTE_SWEEP_AGE_S) -> list[str]:
+        """Send again the notes pending for more than ``older_than_s`` since their
+        incident was opened, each at most once per ``older_than_s`` however many sweeps
+        run (a ``rule_ticks`` claim named ``:note:<id>``); returns their incidents."""
+        explain = self.worker.cycle.explain
+        if self._send_note is None or explain is None or not explain.writes_with_llm:
+            return []
+        store, now = self.worker.store, time.time()
+        found = store.list_incidents(
+            created_before_s=now - older_than_s,
+            created_after_s=now - NOTE_SWEEP_HORIZON_S,
+            limit=10_000,
+        )
+        sent: list[str] = []
+        for incident in found:
+            if not needs_note(incident):
+                continue
+            if store.claim_tick(f":note:{incident.id}", tick_of(now, older_than_s), now):
+                self._send_note(incident.id)
+                sent.append(incident.id)
+        if sent:
+            log.warning("%d pending notes sent again (their task was lost)", len(sent))
+        return sent
 
     def deliver(self) -> dict[str, int]:
         return dict(self.worker.deliver().outcomes)
@@ -210,7 +309,12 @@ class CelerySender:
         self._send("plugin_backend.rule_tick", args, expires_s)
 
     def housekeeping(self, name: str, *, expires_s: float) -> None:
-        task = {":deliver": "deliver", ":alerts": "alerts", ":purge": "purge"}[name]
+        task = {
+            ":deliver": "deliver",
+            ":alerts": "alerts",
+            ":notes": "sweep_notes",
+            ":purge": "purge",
+        }[name]
         self._send(f"plugin_backend.{task}", [], expires_s)
 
     def _send(self, task: str, args: list[Any], expires_s: float) -> None:
@@ -289,6 +393,11 @@ def create_celery(
     def alerts() -> int:
         current_settings()
         return runtime().process_alerts()
+
+    @app.task(name="plugin_backend.sweep_notes", shared=False)
+    def sweep_notes(older_than_s: float = NOTE_SWEEP_AGE_S) -> list[str]:
+        current_settings()
+        return runtime().sweep_notes(float(older_than_s))
 
     @app.task(name="plugin_backend.purge", shared=False)
     def purge() -> int:

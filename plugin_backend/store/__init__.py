@@ -4,6 +4,13 @@ SQLAlchemy Core over an SQLite file (default) or PostgreSQL (by URL); the schema
 is versioned with Alembic migrations shipped in ``migrations/``.
 """
 
-from plugin_backend.store.store import AlertJob, LeaseLost, OutboxRow, RuleTick, Store
+from plugin_backend.store.store import (
+    AlertJob,
+    LeaseLost,
+    OutboxRow,
+    RuleTick,
+    Store,
+    incident_lease,
+)
 
-__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store", "incident_lease"]

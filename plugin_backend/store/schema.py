@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 __all__ = ["alert_jobs", "incidents", "metadata", "outbox", "rule_leases", "rule_ticks"]
@@ -118,7 +119,9 @@ rule_leases = Table(
 # its row, and a task runs it only if it moved the row from ``queued`` to ``running``,
 # so two schedulers never double a tick and a message delivered twice runs once.
 # ``state``: queued, running, done, failed, skipped (lease held elsewhere, superseded
-# by a later tick, or an unknown rule).
+# by a later tick, or an unknown rule). A running tick holds a lease (``lease_until_s``)
+# its task renews: once it runs out (the worker died) the tick is queued again, at most
+# ``attempts`` times in all; ``lookback_s``: a replay tick's history.
 rule_ticks = Table(
     "rule_ticks",
     metadata,
@@ -128,5 +131,9 @@ rule_ticks = Table(
     Column("holder", String(256), nullable=True),
     Column("error", Text, nullable=True),
     Column("updated_s", Float, nullable=False),
+    Column("lease_until_s", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lookback_s", Float, nullable=True),
     Index("ix_rule_ticks_updated", "updated_s"),
+    Index("ix_rule_ticks_lease", "state", "lease_until_s"),
 )

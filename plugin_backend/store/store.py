@@ -25,12 +25,12 @@ from plugin_backend.errors import ConfigError, StoreError
 from plugin_backend.incidents import AlertJob, Annotation, Incident, OutboxRow
 from plugin_backend.store.schema import alert_jobs, incidents, outbox, rule_leases, rule_ticks
 
-__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store"]
+__all__ = ["AlertJob", "LeaseLost", "OutboxRow", "RuleTick", "Store", "incident_lease"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 _INCIDENT_FIELDS = tuple(c.name for c in incidents.columns)
 _MIGRATING = threading.Lock()
 _MIGRATE_LOCK = 0x706C7567696E  # the advisory lock key of migrations ("plugin")
@@ -52,6 +52,12 @@ class RuleTick:
     holder: str | None
     error: str | None
     updated_s: float
+    attempts: int = 0  # times a task started it
+    lookback_s: float | None = None  # a replay tick's history
+
+
+# the holder of a rule's lease kept for a reclaimed tick (``reclaim_ticks``)
+_RESERVED = "reclaimed:"
 
 
 class Store:
@@ -119,16 +125,17 @@ class Store:
     ) -> None:
         """Insert or update ``incident``; queue ``annotation`` when it changed.
 
-        With ``holder``: only while ``holder`` holds the lease of ``incident.rule``, else
-        ``LeaseLost`` and nothing is written (the lease row stays locked until commit,
-        so no other worker takes the rule over in between)."""
+        With ``holder``: only while ``holder`` holds the incident's lease
+        (``incident_lease``: its rule's, or its alert's), else ``LeaseLost`` and nothing
+        is written (the lease row stays locked until commit, so no other worker takes
+        it over in between)."""
         row = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
         row["labels"] = dict(incident.labels)
         row["report"] = dict(incident.report) if incident.report is not None else None
         row["updated_s"] = now_s
         with self._begin() as conn:
-            if holder is not None and incident.rule is not None:
-                _check_lease(conn, incident.rule, holder)
+            if holder is not None:
+                _check_lease(conn, incident_lease(incident), holder)
             existing = conn.execute(
                 sa.select(incidents.c.created_s).where(incidents.c.id == incident.id)
             ).first()
@@ -154,9 +161,12 @@ class Store:
         service: str | None = None,
         since_s: float | None = None,
         until_s: float | None = None,
+        created_before_s: float | None = None,
+        created_after_s: float | None = None,
         limit: int = 200,
     ) -> list[Incident]:
-        """Newest first; ``since``/``until`` select incidents overlapping that range."""
+        """Newest first; ``since``/``until`` select incidents overlapping that range,
+        ``created_after``/``created_before`` those first saved in that range."""
         query = sa.select(incidents).order_by(incidents.c.start_s.desc())
         if rule is not None:
             query = query.where(incidents.c.rule == rule)
@@ -166,6 +176,10 @@ class Store:
             query = query.where(incidents.c.end_s >= since_s)
         if until_s is not None:
             query = query.where(incidents.c.start_s <= until_s)
+        if created_before_s is not None:
+            query = query.where(incidents.c.created_s < created_before_s)
+        if created_after_s is not None:
+            query = query.where(incidents.c.created_s >= created_after_s)
         if service is None:
             query = query.limit(limit)
         with self._connect() as conn:
@@ -203,42 +217,65 @@ class Store:
     def release_rule(self, rule: str, holder: str) -> None:
         """End ``holder``'s lease of ``rule`` now (no-op if it was taken over)."""
         with self._begin() as conn:
-            conn.execute(
-                rule_leases.update()
-                .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
-                .values(until_s=0.0)
-            )
+            _release(conn, rule, holder)
 
     # -- rule ticks (the Celery engine's schedule) ---------------------------------------
 
-    def claim_tick(self, rule: str, tick_s: float, now_s: float) -> bool:
+    def claim_tick(
+        self, rule: str, tick_s: float, now_s: float, *, lookback_s: float | None = None
+    ) -> bool:
         """Record ``rule``'s tick at ``tick_s`` as queued; ``False`` if it already is (another
-        scheduler enqueued it): only the caller that gets ``True`` enqueues it."""
+        scheduler enqueued it): only the caller that gets ``True`` enqueues it.
+        ``lookback_s``: a replay tick's history, kept for when it is sent again."""
         try:
             with self._begin(conflict_ok=True) as conn:
                 conn.execute(
                     rule_ticks.insert().values(
-                        rule=rule, tick_ms=_tick_ms(tick_s), state="queued", updated_s=now_s
+                        rule=rule,
+                        tick_ms=_tick_ms(tick_s),
+                        state="queued",
+                        updated_s=now_s,
+                        attempts=0,
+                        lookback_s=lookback_s,
                     )
                 )
         except IntegrityError:
             return False
         return True
 
-    def start_tick(self, rule: str, tick_s: float, holder: str, now_s: float) -> str:
-        """Move the tick to ``running`` for ``holder``. Returns ``"started"``, else why not:
-        ``"duplicate"`` (it already ran or runs: a message delivered twice) or
-        ``"superseded"`` (a later tick of the rule already ran; marked skipped). A tick
-        enqueued without a scheduler (no row yet) starts too."""
+    def start_tick(
+        self, rule: str, tick_s: float, holder: str, now_s: float, *, lease_s: float
+    ) -> str:
+        """Move the tick to ``running`` for ``holder``, leased for ``lease_s`` (renewed with
+        ``renew_tick``). Returns ``"started"``, else why not: ``"duplicate"`` (it already
+        ran or runs: a message delivered twice) or ``"superseded"`` (a later tick of the
+        rule already ran; marked skipped). A tick enqueued without a scheduler (no row
+        yet) starts too. A tick queued again after its worker died (``reclaim_ticks``)
+        takes over the rule's lease reserved for it."""
         tick = _tick_ms(tick_s)
         this = (rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == tick)
+        running = {"state": "running", "holder": holder, "updated_s": now_s}
+        running["lease_until_s"] = now_s + lease_s
         try:
             with self._begin(conflict_ok=True) as conn:
+                row = conn.execute(
+                    sa.select(rule_ticks.c.state, rule_ticks.c.holder)
+                    .where(*this)
+                    .with_for_update()
+                ).first()
+                reserved = (
+                    row.holder
+                    if row is not None and (row.holder or "").startswith(_RESERVED)
+                    else None
+                )
+                # a reclaimed tick holds the rule: a later tick may be "running" only on
+                # its way to being skipped, so only one that ran supersedes it
+                ran = ("done", "failed") if reserved else ("running", "done", "failed")
                 later = conn.execute(
                     sa.select(rule_ticks.c.tick_ms).where(
                         rule_ticks.c.rule == rule,
                         rule_ticks.c.tick_ms > tick,
-                        rule_ticks.c.state.in_(("running", "done", "failed")),
+                        rule_ticks.c.state.in_(ran),
                     )
                 ).first()
                 if later is not None:
@@ -247,36 +284,129 @@ class Store:
                         .where(*this, rule_ticks.c.state == "queued")
                         .values(state="skipped", error="superseded", updated_s=now_s)
                     )
+                    if reserved:
+                        _release(conn, rule, reserved)
                     return "superseded"
+                if row is None:
+                    conn.execute(
+                        rule_ticks.insert().values(rule=rule, tick_ms=tick, attempts=1, **running)
+                    )
+                    return "started"
                 started = conn.execute(
                     rule_ticks.update()
                     .where(*this, rule_ticks.c.state == "queued")
-                    .values(state="running", holder=holder, updated_s=now_s)
+                    .values(attempts=rule_ticks.c.attempts + 1, **running)
                 ).rowcount
-                if started:
-                    return "started"
-                if conn.execute(sa.select(rule_ticks.c.state).where(*this)).first() is not None:
+                if not started:
                     return "duplicate"
-                conn.execute(
-                    rule_ticks.insert().values(
-                        rule=rule, tick_ms=tick, state="running", holder=holder, updated_s=now_s
+                if reserved:
+                    conn.execute(
+                        rule_leases.update()
+                        .where(rule_leases.c.rule == rule, rule_leases.c.holder == reserved)
+                        .values(holder=holder)
                     )
-                )
         except IntegrityError:  # another task inserted it at the same instant
             return "duplicate"
         return "started"
 
-    def finish_tick(
-        self, rule: str, tick_s: float, state: str, now_s: float, error: str | None = None
-    ) -> None:
-        """Record how a started tick ended: ``done``, ``failed`` (with ``error``) or
-        ``skipped`` (another worker held the rule's lease)."""
+    def renew_tick(
+        self, rule: str, tick_s: float, holder: str, now_s: float, *, lease_s: float
+    ) -> bool:
+        """Extend ``holder``'s lease of its running tick; ``False`` if it was reclaimed."""
         with self._begin() as conn:
-            conn.execute(
-                rule_ticks.update()
-                .where(rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == _tick_ms(tick_s))
-                .values(state=state, error=error, updated_s=now_s)
+            return bool(
+                conn.execute(
+                    rule_ticks.update()
+                    .where(
+                        rule_ticks.c.rule == rule,
+                        rule_ticks.c.tick_ms == _tick_ms(tick_s),
+                        rule_ticks.c.state == "running",
+                        rule_ticks.c.holder == holder,
+                    )
+                    .values(lease_until_s=now_s + lease_s)
+                ).rowcount
             )
+
+    def finish_tick(
+        self,
+        rule: str,
+        tick_s: float,
+        state: str,
+        now_s: float,
+        error: str | None = None,
+        *,
+        holder: str | None = None,
+    ) -> bool:
+        """Record how a started tick ended: ``done``, ``failed`` (with ``error``) or
+        ``skipped`` (another worker held the rule's lease). With ``holder``: only while
+        it still runs the tick (``False`` if it was reclaimed meanwhile)."""
+        query = rule_ticks.update().where(
+            rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == _tick_ms(tick_s)
+        )
+        if holder is not None:
+            query = query.where(rule_ticks.c.state == "running", rule_ticks.c.holder == holder)
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    query.values(state=state, error=error, updated_s=now_s, lease_until_s=None)
+                ).rowcount
+            )
+
+    def reclaim_ticks(
+        self, now_s: float, *, hold_s: float, max_attempts: int, limit: int = 100
+    ) -> list[RuleTick]:
+        """Queue again the running ticks whose lease ran out (their worker died), and
+        return them, for the caller to send again. The dead holder's lease of the rule
+        passes to the tick (for ``hold_s``): the rule's later ticks wait for it, and
+        ``start_tick`` hands that lease to whichever task runs it. A tick started
+        ``max_attempts`` times is marked failed instead. Any number of callers: each
+        tick is reclaimed by one (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the
+        conditional update elsewhere)."""
+        expired = sa.and_(rule_ticks.c.state == "running", rule_ticks.c.lease_until_s < now_s)
+        reclaimed: list[RuleTick] = []
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(rule_ticks)
+                .where(expired)
+                .order_by(rule_ticks.c.tick_ms)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                this = (rule_ticks.c.rule == row.rule, rule_ticks.c.tick_ms == row.tick_ms)
+                lost = f"worker lost: {row.holder}"
+                if row.attempts >= max_attempts:
+                    conn.execute(
+                        rule_ticks.update()
+                        .where(*this, expired)
+                        .values(
+                            state="failed",
+                            error=f"{lost} ({row.attempts} attempts)",
+                            lease_until_s=None,
+                            updated_s=now_s,
+                        )
+                    )
+                    continue
+                reserved = f"{_RESERVED}{row.tick_ms}"
+                moved = conn.execute(
+                    rule_leases.update()
+                    .where(rule_leases.c.rule == row.rule, rule_leases.c.holder == row.holder)
+                    .values(holder=reserved, until_s=now_s + hold_s)
+                ).rowcount
+                won = conn.execute(
+                    rule_ticks.update()
+                    .where(*this, expired)
+                    .values(
+                        state="queued",
+                        holder=reserved if moved else None,
+                        error=lost,
+                        lease_until_s=None,
+                        updated_s=now_s,
+                    )
+                ).rowcount
+                if won:
+                    reclaimed.append(_rule_tick(row._mapping, state="queued"))
+        return reclaimed
 
     def rule_ticks(self, rule: str | None = None, limit: int = 200) -> list[RuleTick]:
         """Recorded ticks, newest first."""
@@ -284,17 +414,7 @@ class Store:
         if rule is not None:
             query = query.where(rule_ticks.c.rule == rule)
         with self._connect() as conn:
-            return [
-                RuleTick(
-                    rule=r.rule,
-                    tick_s=r.tick_ms / 1000.0,
-                    state=r.state,
-                    holder=r.holder,
-                    error=r.error,
-                    updated_s=r.updated_s,
-                )
-                for r in conn.execute(query)
-            ]
+            return [_rule_tick(r._mapping) for r in conn.execute(query)]
 
     def purge_ticks(self, older_than_s: float) -> int:
         """Forget ticks last updated before ``older_than_s``; returns how many."""
@@ -492,8 +612,9 @@ class Store:
 
     def purge(self, older_than_s: float, *, undeliverable: bool = False) -> dict[str, int]:
         """Delete closed incidents that ended before ``older_than_s`` and whose annotation
-        was delivered, and finished alert jobs as old. An undelivered annotation keeps its
-        incident, unless ``undeliverable`` (no Grafana is configured: it never will be)."""
+        was delivered, finished alert jobs as old, and alert leases free since then. An
+        undelivered annotation keeps its incident, unless ``undeliverable`` (no Grafana
+        is configured: it never will be)."""
         with self._begin() as conn:
             undelivered = sa.select(outbox.c.incident_id).where(outbox.c.state != "delivered")
             old = sa.select(incidents.c.id).where(
@@ -510,7 +631,14 @@ class Store:
                     alert_jobs.c.state != "pending", alert_jobs.c.updated_s < older_than_s
                 )
             ).rowcount
-        return {"incidents": len(ids), "alert_jobs": int(jobs)}
+            # an alert's lease (``incident_lease``) is free again once released: one row
+            # per alert incident would otherwise pile up
+            leases = conn.execute(
+                rule_leases.delete().where(
+                    rule_leases.c.rule.like("alert:%"), rule_leases.c.until_s < older_than_s
+                )
+            ).rowcount
+        return {"incidents": len(ids), "alert_jobs": int(jobs), "alert_leases": int(leases)}
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -552,6 +680,37 @@ class Store:
 
 def _tick_ms(tick_s: float) -> int:
     return round(tick_s * 1000.0)
+
+
+def _rule_tick(row: Mapping[Any, Any], **override: Any) -> RuleTick:
+    values = {**row, **override}
+    return RuleTick(
+        rule=values["rule"],
+        tick_s=values["tick_ms"] / 1000.0,
+        state=values["state"],
+        holder=values["holder"],
+        error=values["error"],
+        updated_s=values["updated_s"],
+        attempts=int(values["attempts"] or 0),
+        lookback_s=values["lookback_s"],
+    )
+
+
+def _release(conn: Connection, rule: str, holder: str) -> None:
+    conn.execute(
+        rule_leases.update()
+        .where(rule_leases.c.rule == rule, rule_leases.c.holder == holder)
+        .values(until_s=0.0)
+    )
+
+
+def incident_lease(incident: Incident) -> str:
+    """The lease (a ``rule_leases`` name) under which ``incident`` is written: its rule's
+    for a rule's incident, ``alert:<id>`` for an alert's (the alert handler and the note
+    writer share it). Rule names start with a letter or digit: the two never meet."""
+    if incident.origin == "rule" and incident.rule is not None:
+        return incident.rule
+    return f"alert:{incident.id}"
 
 
 def _check_lease(conn: Connection, rule: str, holder: str) -> None:

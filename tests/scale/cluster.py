@@ -82,6 +82,10 @@ class Cluster:
             time.sleep(0.25)
         raise AssertionError(f"{what}: not within {timeout_s} s\n{self.log_tails()}")
 
+    def freeze(self, n: int, frozen: bool = True) -> None:
+        """Stop (``SIGSTOP``) or resume worker ``n`` and its pool processes at once."""
+        os.killpg(self.procs[n].pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def kill(self, n: int) -> None:
         """``kill -9`` worker ``n`` and its pool processes, as when its machine dies."""
         os.killpg(self.procs[n].pid, signal.SIGKILL)

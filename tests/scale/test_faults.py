@@ -1,12 +1,14 @@
 """Faults of the Celery engine, with real processes: ``plugin-backend worker --engine
-celery`` workers on a real redis-server and PostgreSQL, annotating a fake Grafana,
-over the demo estate (rules every 5 s; a 5 h replay first, so that incidents and
-annotations exist: the estate has a 30 min fault every 4 h 7 min).
+celery`` workers on a real redis-server and PostgreSQL (the kill also on SQLite),
+annotating a fake Grafana, over the demo estate (rules every 5 s; a 5 h replay first,
+so that incidents and annotations exist: the estate has a 30 min fault every 4 h 7
+min).
 
-* ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: its rules
-  run again on the other within RESUME_S (the rule's lease, ``RULE_LEASE_S``, runs
-  out; the killed tick itself is not redelivered, the rule's next one runs); no
-  annotation lost or duplicated on the fake Grafana's record.
+* ``kill -9`` of one of two workers (its Celery parent and pool) mid-task: the killed
+  tick itself runs again and completes on the other worker within RERUN_S (its lease,
+  ``TICK_LEASE_S``, runs out, a scheduler queues it again with the rule kept for it),
+  and every rule ticks there from then on; no annotation lost or duplicated on the
+  fake Grafana's record.
 * Redis restarted (empty: no persistence), then PostgreSQL restarted, mid-run: the
   workers reconnect by themselves; every tick outside the restart windows ran; the
   outbox is intact (every incident annotated once).
@@ -22,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from plugin_backend.scale.scheduler import TICK_LEASE_S
 from plugin_backend.store import Store
+from plugin_backend.store.schema import rule_leases
 from plugin_backend.worker import RULE_LEASE_S
 from testkit.fakegrafana import FakeGrafana
 from testkit.pgserver import PostgresServer
@@ -37,6 +42,10 @@ EVERY_S = 5.0
 # A killed worker's rules run again elsewhere within: its lease runs out, then the
 # rule's next tick (every EVERY_S) is picked up (a poll, a queue hop).
 RESUME_S = RULE_LEASE_S + 2 * EVERY_S + 5.0
+# The killed tick is sent again within TICK_LEASE_S + one scheduler poll (1 s) of the
+# kill, and completes after its wait in the queue (behind ticks already there: about
+# one period's worth) and its cycle.
+RERUN_S = TICK_LEASE_S + 1.0 + EVERY_S + 5.0
 # After Redis or PostgreSQL is back, ticks run again within this (Celery's reconnect
 # backoff; the scheduler retries every second).
 RECOVERY_S = 15.0
@@ -108,12 +117,12 @@ def _delivered(store: Store) -> bool:
 
 
 def test_kill_9_of_one_of_two_workers_mid_task(
-    postgres_url: str, own_redis: RedisServer, tmp_path: Path
+    store_url: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    store = Store(postgres_url)
+    store = Store(store_url)
     store.migrate()
     with FakeGrafana(token=TOKEN) as grafana:
-        cluster = _cluster(tmp_path, postgres_url, own_redis.url(0), grafana)
+        cluster = _cluster(tmp_path, store_url, own_redis.url(0), grafana)
         try:
             for _ in range(2):
                 cluster.start("--since", "5h")
@@ -132,11 +141,39 @@ def test_kill_9_of_one_of_two_workers_mid_task(
                     if t.state == "running" and (t.holder or "").startswith(victim_holder)
                 ]
 
-            (running, *_) = cluster.wait("a task running on worker 0", running_on_victim, 60)
+            # caught mid-cycle: frozen while its tick runs and holds the rule, then killed
+            for _ in range(40):
+                cluster.wait("a task running on worker 0", running_on_victim, 60)
+                cluster.freeze(0)
+                frozen = [t for t in running_on_victim() if _holds_rule(store, t)]
+                if frozen:
+                    running = frozen[0]
+                    break
+                cluster.freeze(0, False)  # it finished meanwhile: try the next one
+            else:
+                raise AssertionError("no tick of worker 0 caught running")
             cluster.kill(0)
             killed_at = time.time()
             grafana.delay(0.0)
-            # the rule worker 0 was running runs again on worker 1, within RESUME_S
+
+            # the tick worker 0 was running runs again, and completes, on worker 1
+            def rerun() -> Any:
+                found = store.rule_ticks(running.rule, limit=100)
+                tick = next(t for t in found if t.tick_s == running.tick_s)
+                return tick if tick.state not in ("queued", "running") else None
+
+            again = cluster.wait(f"tick {running} again", rerun, RERUN_S + 30)
+            assert (again.state, again.attempts) == ("done", 2), again
+            assert not (again.holder or "").startswith(victim_holder), again
+            assert again.updated_s - killed_at <= RERUN_S, (again, killed_at)
+            # and before any later tick of the rule (they waited for it)
+            later = [
+                t
+                for t in store.rule_ticks(running.rule, limit=100)
+                if t.tick_s > running.tick_s and t.state == "done"
+            ]
+            assert all(t.updated_s >= again.updated_s for t in later), (again, later)
+            # the rule goes on ticking on worker 1
             resumed = cluster.wait(
                 f"rule {running.rule} on the other worker",
                 lambda: [
@@ -155,6 +192,13 @@ def test_kill_9_of_one_of_two_workers_mid_task(
             )
             cluster.wait("every annotation delivered", lambda: _delivered(store), 60)
             assert _annotated_once(store, grafana) >= 1
+            # no tick of the dead worker is left running
+            stuck = [
+                t
+                for t in store.rule_ticks(limit=10_000)
+                if t.state == "running" and (t.holder or "").startswith(victim_holder)
+            ]
+            assert not stuck, stuck
         finally:
             codes = cluster.stop()
         assert codes[1] == 0, cluster.log_tails()
@@ -206,6 +250,15 @@ def test_redis_then_postgresql_restarted_mid_run(
                 lost.append((name, tick, states.get((name, tick))))
             tick += EVERY_S
     assert not lost, (lost, windows, cluster.log_tails())
+
+
+def _holds_rule(store: Store, tick: Any) -> bool:
+    """Whether the task running ``tick`` holds its rule's lease (is inside its cycle)."""
+    with store.engine.connect() as conn:
+        holder = conn.execute(
+            sa.select(rule_leases.c.holder).where(rule_leases.c.rule == tick.rule)
+        ).scalar()
+    return bool(holder == tick.holder)
 
 
 def _holder_of(cluster: Cluster, n: int) -> str:

@@ -4,14 +4,18 @@ A rule tick opens the incident at once with the template note (marked pending) a
 its annotation; the note task asks the LLM (the project's own llm-serve HTTP server
 around a scripted model that answers only when the test lets it), and while it
 waits, the rule's next ticks still run. Then the incident and its annotation carry
-the LLM's note. Real redis-server, real Celery workers (the note worker is
-``plugin-backend worker --engine celery --queues notes`` as a process), SQLite and
-a real PostgreSQL store."""
+the LLM's note. An alert webhook's incident takes the same path. A note task lost
+with its worker (``kill -9`` while the LLM writes) is sent again by the note sweep,
+and the note is written once. Real redis-server, real Celery workers (the note
+worker is ``plugin-backend worker --engine celery --queues notes`` as a process),
+SQLite and a real PostgreSQL store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,11 +26,13 @@ from typing import Any
 
 import pytest
 
+from plugin_backend.alerts import alert_events, job_key
 from plugin_backend.config import Settings, load_settings
 from plugin_backend.llm.port import Completion, Message
 from plugin_backend.llm_server import make_server
 from plugin_backend.store import Store
 from plugin_backend.watch import needs_note
+from tests.demo_faults import demo_fault_start
 from tests.needs import REPO, require_installed
 
 try:
@@ -34,7 +40,7 @@ try:
     from celery.contrib.testing.worker import start_worker
     from celery.signals import task_postrun
 
-    from plugin_backend.scale.tasks import create_celery
+    from plugin_backend.scale.tasks import TaskRuntime, create_celery
 except ImportError:  # pragma: no cover - CI installs the scale extra
     redis = None  # type: ignore[assignment]
 
@@ -42,6 +48,7 @@ pytestmark = pytest.mark.processes
 
 FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (30 min)
 RULE = "checkout-latency"
+ALERT_FAULT_S = demo_fault_start("pg_pool_exhaustion")  # postgres -> checkout
 RULES_YAML = (
     f"rules:\n  - name: {RULE}\n"
     "    expr: 'http_request_duration_seconds_p99{service=\"checkout\"}'\n"
@@ -61,10 +68,12 @@ class GatedModel:
     def __init__(self) -> None:
         self.asked = threading.Event()
         self.release = threading.Event()
+        self.calls = 0
 
     def complete(
         self, messages: Sequence[Message], *, max_tokens: int, timeout_s: float
     ) -> Completion:
+        self.calls += 1
         self.asked.set()
         self.release.wait(120)
         return Completion(json.dumps({"cause": 1, "note": LLM_NOTE}), 10, 10)
@@ -188,3 +197,203 @@ def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation
         notes.terminate()
         notes.wait(timeout=60)
         store.close()
+
+
+def _note_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``plugin-backend worker --engine celery --queues notes`` in a session of its own
+    (so that ``kill -9`` takes its Celery parent and pool at once)."""
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
+    process_env.update(env, PYTHONPATH=str(REPO), PLUGIN_BACKEND_LOG_FORMAT="text")
+    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [*command, "--queues", "notes", "--concurrency", "1"],
+            env=process_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _grafana_webhook(status: str, *, ends_s: float | None = None) -> dict[str, Any]:
+    """The contract's Grafana webhook (tests/fixtures), timed on the demo estate's fault."""
+    body = json.loads((REPO / "tests" / "fixtures" / "grafana-alert-webhook.json").read_text())
+    alert = body["alerts"][0]
+    alert["status"] = body["status"] = status
+    alert["startsAt"] = _iso(ALERT_FAULT_S + 240)
+    if ends_s is not None:
+        alert["endsAt"] = _iso(ends_s)
+    return body
+
+
+def _enqueue(store: Store, body: dict[str, Any]) -> None:
+    for event, raw in zip(alert_events("grafana", body), body["alerts"], strict=True):
+        assert store.enqueue_alert(job_key(event), "grafana", raw, now_s=time.time())
+
+
+def test_an_alerts_llm_note_goes_through_the_notes_queue(
+    env: dict[str, str], llm: tuple[str, GatedModel], tmp_path: Path
+) -> None:
+    """The alerts task saves the incident with the template note and its annotation at
+    once; the note worker writes the LLM's later, under the alert's lease, into the
+    incident as it is then (here: already closed by the resolved notification)."""
+    _, model = llm
+    settings: Settings = load_settings(env)
+    store = Store(settings.store_url)
+    store.migrate()
+    app = create_celery(settings, schedule=False)
+    notes = _note_worker(env, tmp_path / "notes.log")
+    try:
+        with start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=60,
+            queues=["rules", "delivery"],
+        ):
+            _enqueue(store, _grafana_webhook("firing"))
+            app.send_task("plugin_backend.alerts")
+            (incident,) = _wait("the alert's incident", store.list_incidents)
+            assert incident.origin == "grafana"
+            assert (incident.dashboard_uid, incident.panel_id) == ("checkout-overview", 2)
+            assert needs_note(incident)  # the template, while the LLM is asked apart
+            assert incident.cause == 'pg_connections_in_use{job="demo", service="postgres"}'
+            (row,) = store.outbox_rows()
+            assert row.version == 1
+            assert incident.note[:60] in row.text
+            assert model.asked.wait(120), (tmp_path / "notes.log").read_text()[-3000:]
+            # the resolved notification is handled while the note is being written
+            _enqueue(store, _grafana_webhook("resolved", ends_s=ALERT_FAULT_S + 1800))
+            app.send_task("plugin_backend.alerts")
+            _wait(
+                "the resolved notification",
+                lambda: store.get_incident(incident.id).status == "closed",  # type: ignore[union-attr]
+            )
+            model.release.set()
+            _wait("the LLM's note", lambda: not needs_note(store.get_incident(incident.id)))  # type: ignore[arg-type]
+            final = store.get_incident(incident.id)
+            assert final is not None
+            assert final.note.startswith(LLM_NOTE)
+            assert (final.status, final.end_s) == ("closed", ALERT_FAULT_S + 1800)
+            assert final.report is not None
+            assert final.report["llm"]["fallback"] is False
+            (row,) = store.outbox_rows()
+            assert LLM_NOTE in row.text
+            assert row.version == 3  # opened, closed, then the note
+            assert model.calls == 1
+            assert store.alert_counts() == {"pending": 0, "done": 2, "failed": 0}
+    finally:
+        model.release.set()
+        _stop(notes)
+        store.close()
+
+
+def test_a_note_lost_with_its_worker_is_sent_again_by_the_sweep_and_written_once(
+    env: dict[str, str], llm: tuple[str, GatedModel], tmp_path: Path
+) -> None:
+    _, model = llm
+    settings: Settings = load_settings(env)
+    store = Store(settings.store_url)
+    store.migrate()
+    app = create_celery(settings, schedule=False)
+    notes = _note_worker(env, tmp_path / "notes1.log")
+    spare: subprocess.Popen[bytes] | None = None
+    sweeps: list[list[str]] = []
+
+    def record(sender: Any = None, retval: Any = None, **_: Any) -> None:
+        if sender.name == "plugin_backend.sweep_notes":
+            sweeps.append(retval)
+
+    task_postrun.connect(record, weak=False)
+    try:
+        with start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=60,
+            queues=["rules", "delivery"],
+        ):
+            app.send_task("plugin_backend.rule_tick", args=[RULE, FAULT_START_S + 1200])
+            (incident,) = _wait("the incident", store.list_incidents)
+            assert model.asked.wait(120), (tmp_path / "notes1.log").read_text()[-3000:]
+            os.killpg(notes.pid, signal.SIGKILL)  # while the LLM writes the note
+            notes.wait(timeout=30)
+            spare = _note_worker(env, tmp_path / "notes2.log")
+            model.release.set()  # the killed worker's request ends; nobody reads it
+            time.sleep(3.0)
+            current = store.get_incident(incident.id)
+            assert current is not None
+            assert needs_note(current)
+            assert model.calls == 1
+            # the sweep sends the note again (it is pending for more than 2 s)
+            app.send_task("plugin_backend.sweep_notes", args=[2.0])
+            _wait("a sweep", lambda: sweeps)
+            assert sweeps == [[incident.id]]
+            _wait("the LLM's note", lambda: not needs_note(store.get_incident(incident.id)))  # type: ignore[arg-type]
+            written = store.get_incident(incident.id)
+            assert written is not None
+            assert written.note.startswith(LLM_NOTE)
+            (row,) = store.outbox_rows()
+            assert LLM_NOTE in row.text
+            assert row.version == 2
+            # nothing is pending any more: later sweeps send nothing
+            time.sleep(2.5)
+            app.send_task("plugin_backend.sweep_notes", args=[2.0])
+            _wait("a second sweep", lambda: len(sweeps) >= 2)
+            assert sweeps[1] == []
+            assert model.calls == 2
+    finally:
+        task_postrun.disconnect(record)
+        model.release.set()
+        _stop(notes)
+        if spare is not None:
+            _stop(spare)
+        store.close()
+
+
+def test_a_pending_note_is_sent_again_once_per_period_by_any_number_of_sweeps(
+    env: dict[str, str],
+) -> None:
+    """The sweep itself, as two workers run it: only notes pending past the age, each
+    sent by one of them; a note already written is never sent."""
+    settings: Settings = load_settings(env)
+    sent: list[tuple[int, str]] = []
+    runtimes = [
+        TaskRuntime.from_settings(settings, lambda: None, lambda i, n=n: sent.append((n, i)))
+        for n in range(2)
+    ]
+    store = runtimes[0].worker.store
+    now = time.time()
+    base = runtimes[0].worker.run_rule(runtimes[0].worker.rules.rules[0], at_s=FAULT_START_S + 1200)
+    assert base.result is not None
+    assert base.result.opened
+    (opened, *_) = [i for i, _ in base.result.changed if i.id in base.result.opened]
+    assert needs_note(opened)
+    fresh = store.get_incident(opened.id)
+    assert fresh is not None
+    assert [r.sweep_notes(600.0) for r in runtimes] == [[], []]  # not old enough
+
+    old_id = "0" * 32
+    old = dataclasses.replace(fresh, id=old_id, key="old-incident")
+    store.save_incident(old, None, now_s=now - 700.0)
+    written = dataclasses.replace(
+        fresh, id="1" * 32, key="written-incident", report={"llm": {"pending": False}}
+    )
+    store.save_incident(written, None, now_s=now - 700.0)
+    found = [r.sweep_notes(600.0) for r in runtimes]
+    assert sorted(found, key=len) == [[], [old_id]]
+    assert [i for _, i in sent] == [old_id]
+    for runtime in runtimes:
+        runtime.worker.store.close()

@@ -70,7 +70,7 @@ def test_celery_dash_a_finds_the_app_configured_from_the_environment() -> None:
         "redis://127.0.0.1:6390/3",
         "['delivery', 'notes', 'rules']",
         "['plugin_backend.alerts', 'plugin_backend.deliver', 'plugin_backend.purge', "
-        "'plugin_backend.rule_tick', 'plugin_backend.write_note']",
+        "'plugin_backend.rule_tick', 'plugin_backend.sweep_notes', 'plugin_backend.write_note']",
     ]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from plugin_backend.incidents import Incident, annotation_for, incident_id
-from plugin_backend.store import LeaseLost, Store
+from plugin_backend.store import LeaseLost, Store, incident_lease
 
 T = 1_780_000_000.0
 
@@ -65,3 +65,18 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(store: Store) -> Non
     (kept,) = store.list_incidents()
     assert (kept.status, kept.end_s, kept.updated_s) == ("open", T + 60, T + 62)
     assert store.outbox_rows()[0].version == 1
+
+
+def test_an_alerts_incident_is_written_under_its_alerts_lease(store: Store) -> None:
+    alert = dataclasses.replace(_incident(), origin="grafana", rule="r", key="grafana:fp:1")
+    lease = incident_lease(alert)
+    assert lease == f"alert:{alert.id}"  # not its rule's, even with a rule label
+    assert store.acquire_rule("r", "rule-worker", T, lease_s=60)
+    with pytest.raises(LeaseLost):
+        store.save_incident(alert, None, T, holder="rule-worker")
+    assert store.acquire_rule(lease, "alert-worker", T, lease_s=60)
+    store.save_incident(alert, None, T, holder="alert-worker")
+    store.release_rule(lease, "alert-worker")
+    # a released alert lease is purged with the rest; a rule's lease is kept
+    assert store.purge(older_than_s=T)["alert_leases"] == 1
+    assert not store.acquire_rule("r", "other", T + 1, lease_s=60)

@@ -1,6 +1,7 @@
 """The Celery engine's schedule in the store, on SQLite and a real PostgreSQL server:
-a (rule, tick) pair is queued once however many schedulers claim it, and a tick
-delivered twice runs once."""
+a (rule, tick) pair is queued once however many schedulers claim it, a tick
+delivered twice runs once, and a tick whose worker died is queued again once, with
+the rule kept for it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from plugin_backend.store import Store
+from plugin_backend.store import RuleTick, Store
 
 T = 1_780_000_020.0
+LEASE = 12.0
+HOLD = 20.0
 
 
 @pytest.fixture
@@ -58,34 +61,103 @@ def test_many_schedulers_claiming_at_once_queue_each_tick_once(store_url: str) -
 
 def test_a_tick_delivered_twice_starts_once(store: Store) -> None:
     store.claim_tick("r", T, now_s=T)
-    assert store.start_tick("r", T, "w1", now_s=T + 1) == "started"
-    assert store.start_tick("r", T, "w2", now_s=T + 2) == "duplicate"
+    assert store.start_tick("r", T, "w1", now_s=T + 1, lease_s=LEASE) == "started"
+    assert store.start_tick("r", T, "w2", now_s=T + 2, lease_s=LEASE) == "duplicate"
     store.finish_tick("r", T, "done", now_s=T + 3)
-    assert store.start_tick("r", T, "w2", now_s=T + 4) == "duplicate"
+    assert store.start_tick("r", T, "w2", now_s=T + 4, lease_s=LEASE) == "duplicate"
     (tick,) = store.rule_ticks("r")
     assert (tick.state, tick.holder, tick.error) == ("done", "w1", None)
 
 
 def test_a_tick_enqueued_without_a_scheduler_starts_once(store: Store) -> None:
-    assert store.start_tick("r", T, "w1", now_s=T) == "started"
-    assert store.start_tick("r", T, "w2", now_s=T) == "duplicate"
+    assert store.start_tick("r", T, "w1", now_s=T, lease_s=LEASE) == "started"
+    assert store.start_tick("r", T, "w2", now_s=T, lease_s=LEASE) == "duplicate"
 
 
 def test_a_late_tick_after_a_later_one_ran_is_skipped(store: Store) -> None:
     for tick in (T, T + 30):
         store.claim_tick("r", tick, now_s=T)
-    assert store.start_tick("r", T + 30, "w1", now_s=T + 31) == "started"
+    assert store.start_tick("r", T + 30, "w1", now_s=T + 31, lease_s=LEASE) == "started"
     store.finish_tick("r", T + 30, "done", now_s=T + 32)
-    assert store.start_tick("r", T, "w2", now_s=T + 33) == "superseded"
+    assert store.start_tick("r", T, "w2", now_s=T + 33, lease_s=LEASE) == "superseded"
     states = {t.tick_s: (t.state, t.error) for t in store.rule_ticks("r")}
     assert states == {T + 30: ("done", None), T: ("skipped", "superseded")}
 
 
 def test_a_failed_tick_keeps_its_error_and_old_ticks_are_purged(store: Store) -> None:
-    store.start_tick("r", T, "w1", now_s=T)
+    store.start_tick("r", T, "w1", now_s=T, lease_s=LEASE)
     store.finish_tick("r", T, "failed", now_s=T + 1, error="upstream: Prometheus down")
-    store.start_tick("r", T + 3600, "w1", now_s=T + 3600)
+    store.start_tick("r", T + 3600, "w1", now_s=T + 3600, lease_s=LEASE)
     (_, old) = store.rule_ticks("r")
     assert (old.state, old.error) == ("failed", "upstream: Prometheus down")
     assert store.purge_ticks(T + 60) == 1
     assert [t.tick_s for t in store.rule_ticks()] == [T + 3600]
+
+
+def test_a_tick_whose_worker_died_is_queued_again_once_and_keeps_the_rule(
+    store_url: str,
+) -> None:
+    stores = [Store(store_url) for _ in range(3)]
+    store = stores[0]
+    store.migrate()
+    store.claim_tick("r", T, now_s=T, lookback_s=7200.0)
+    assert store.start_tick("r", T, "dead:1", now_s=T + 1, lease_s=LEASE) == "started"
+    assert store.acquire_rule("r", "dead:1", T + 1, lease_s=HOLD)  # as run_rule does
+    assert store.renew_tick("r", T, "dead:1", now_s=T + 4, lease_s=LEASE)
+    # the worker dies: no more renewals; nothing is reclaimed while the lease runs
+    assert store.reclaim_ticks(T + 4 + LEASE - 1, hold_s=HOLD, max_attempts=3) == []
+    later = T + 4 + LEASE + 1
+    won: list[list[RuleTick]] = []
+    start = threading.Barrier(len(stores))
+
+    def scheduler(s: Store) -> None:
+        start.wait()
+        won.append(s.reclaim_ticks(later, hold_s=HOLD, max_attempts=3))
+
+    threads = [threading.Thread(target=scheduler, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    reclaimed = [tick for found in won for tick in found]
+    assert [(t.rule, t.tick_s, t.state, t.lookback_s) for t in reclaimed] == [
+        ("r", T, "queued", 7200.0)
+    ]
+    # the rule stays kept for that tick: the rule's next tick cannot take it ...
+    assert not store.acquire_rule("r", "next-tick", later + 1, lease_s=HOLD)
+    # ... the resent tick starts, takes the rule over, and finishes once
+    assert store.start_tick("r", T, "alive:2", now_s=later + 2, lease_s=LEASE) == "started"
+    assert store.acquire_rule("r", "alive:2", later + 2, lease_s=HOLD)
+    assert not store.renew_tick("r", T, "dead:1", now_s=later + 3, lease_s=LEASE)
+    assert not store.finish_tick("r", T, "done", now_s=later + 3, holder="dead:1")
+    assert store.finish_tick("r", T, "done", now_s=later + 4, holder="alive:2")
+    (tick,) = store.rule_ticks("r")
+    assert (tick.state, tick.holder, tick.attempts) == ("done", "alive:2", 2)
+    assert store.reclaim_ticks(later + 100, hold_s=HOLD, max_attempts=3) == []
+    for s in stores:
+        s.close()
+
+
+def test_a_tick_that_kills_every_worker_is_given_up_after_its_attempts(store: Store) -> None:
+    now = T
+    for n in range(3):
+        assert store.start_tick("r", T, f"w{n}", now_s=now, lease_s=LEASE) == "started"
+        now += LEASE + 1
+        reclaimed = store.reclaim_ticks(now, hold_s=HOLD, max_attempts=3)
+        assert len(reclaimed) == (1 if n < 2 else 0)
+    (tick,) = store.rule_ticks("r")
+    assert tick.state == "failed"
+    assert tick.error == "worker lost: w2 (3 attempts)"
+
+
+def test_a_later_tick_that_ran_supersedes_a_reclaimed_one(store: Store) -> None:
+    store.start_tick("r", T, "dead", now_s=T, lease_s=LEASE)
+    store.acquire_rule("r", "dead", T, lease_s=HOLD)
+    # the dead worker's lease of the rule ran out first, and the next tick ran
+    store.start_tick("r", T + 30, "w2", now_s=T + 31, lease_s=LEASE)
+    assert store.acquire_rule("r", "w2", T + 31, lease_s=HOLD)
+    store.release_rule("r", "w2")
+    store.finish_tick("r", T + 30, "done", now_s=T + 32, holder="w2")
+    assert len(store.reclaim_ticks(T + 40, hold_s=HOLD, max_attempts=3)) == 1
+    assert store.start_tick("r", T, "w3", now_s=T + 41, lease_s=LEASE) == "superseded"
+    assert store.acquire_rule("r", "w4", T + 42, lease_s=HOLD)
