@@ -97,11 +97,12 @@ steps from 30 s to 5 min, 10.7 h at 15 s; a panel or rule fetches that much).
 
 **A new normal.** Only the last ``window_points`` samples count. A level that
 changes for good keeps scoring high until the detector's band follows it; the
-threshold takes the shift in once it fills ``1 - initial_quantile`` of the window
-(40 samples: 3.3 h at steps from 30 s to 5 min, 1.7 h at 15 s) plus up to one
-block (5 h 20 min; 2 h 40 min at 15 s) before the next refit, after which it no
-longer pages; the shift leaves the fit entirely after the window (6.9 days; 3.5
-days at 15 s).
+threshold starts to take the shift in once it fills ``1 - initial_quantile`` of the
+window (40 samples: 3.3 h at steps from 30 s to 5 min, 1.7 h at 15 s) and the next
+block is refitted (5 h 20 min; 2 h 40 min at 15 s); its pages then thin out (on
+|Student-t| scores shifted by 6, the last page of the first two days came 29-44 h
+after the shift at 5 min, 15-21 h at 15 s), and the shift is the whole window, so
+the normal, after the window (6.9 days; 3.5 days at 15 s) at the latest.
 """
 
 from __future__ import annotations
