@@ -12,15 +12,20 @@ when a dashboard opens: 6 h range, 20 s step, the default detector. Two dashboar
   the annotation query (another width) and an upward-only score panel.
 
 Target (issue 18): <= 2 s p50 per panel.
+
+``BENCH_BASELINE=/path/to/other/checkout`` also runs every round on that checkout's
+code (a server started there), alternating with this one's, so a loaded machine
+weighs on both alike: compare the two only within one run.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,10 +111,31 @@ def _panel(backend: str, kind: str, payload: dict[str, Any], max_points: int) ->
     return elapsed
 
 
+@contextmanager
+def _backend(prom_url: str, code: str | None) -> Iterator[str]:
+    """A fresh server running this checkout's code, or ``code``'s (another checkout)."""
+    with ExitStack() as stack:
+        if code is None:
+            yield stack.enter_context(gunicorn_backend(prom_url))
+            return
+        here, path = os.getcwd(), os.environ.get("PYTHONPATH")
+        os.chdir(code)  # ``python -m`` imports from the working directory first
+        os.environ["PYTHONPATH"] = code
+        try:
+            url = stack.enter_context(gunicorn_backend(prom_url))
+        finally:
+            os.chdir(here)
+            if path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = path
+        yield url
+
+
 def _round(
-    prom_url: str, panels: list[tuple[str, dict[str, Any], int]]
+    prom_url: str, panels: list[tuple[str, dict[str, Any], int]], code: str | None = None
 ) -> tuple[list[float | None], float]:
-    with gunicorn_backend(prom_url) as backend:
+    with _backend(prom_url, code) as backend:
         started = time.perf_counter()
         with ThreadPoolExecutor(len(panels)) as pool:
             times = list(pool.map(lambda p: _panel(backend, *p), panels))
@@ -117,27 +143,34 @@ def _round(
 
 
 def main() -> None:
+    baseline = os.environ.get("BENCH_BASELINE") or None
+    codes: list[tuple[str, str | None]] = [("", None)]
+    if baseline is not None:
+        codes = [(" (baseline)", baseline), ("", None)]
     rows = []
     with _prometheus() as prom:
         for name, panels in DASHBOARDS.items():
-            per_panel: list[float] = []
-            whole: list[float] = []
-            refused = 0
+            per_panel: dict[str, list[float]] = {label: [] for label, _ in codes}
+            whole: dict[str, list[float]] = {label: [] for label, _ in codes}
+            refused = dict.fromkeys(per_panel, 0)
             for _ in range(ROUNDS):
-                times, wall = _round(prom.url, panels)
-                per_panel += [t for t in times if t is not None]
-                refused += sum(t is None for t in times)
-                whole.append(wall)
-            rows.append(
-                [
-                    name,
-                    f"{percentile(per_panel, 50):.2f}",
-                    f"{percentile(per_panel, 95):.2f}",
-                    f"{max(per_panel):.2f}",
-                    f"{percentile(whole, 50):.2f}",
-                    str(refused),
-                ]
-            )
+                for label, code in codes:  # alternating: the same load on both
+                    times, wall = _round(prom.url, panels, code)
+                    per_panel[label] += [t for t in times if t is not None]
+                    refused[label] += sum(t is None for t in times)
+                    whole[label].append(wall)
+            for label, _ in codes:
+                done = per_panel[label]
+                rows.append(
+                    [
+                        name + label,
+                        f"{percentile(done, 50):.2f}",
+                        f"{percentile(done, 95):.2f}",
+                        f"{max(done):.2f}",
+                        f"{percentile(whole[label], 50):.2f}",
+                        str(refused[label]),
+                    ]
+                )
     print_table(
         f"dashboard of 5 anomaly panels, cold (fresh server each round, {ROUNDS} rounds), "
         f"6 h at {STEP_S} s, default detector, gunicorn 2 workers; target <= 2 s p50 per panel",

@@ -55,7 +55,7 @@ def _measure(name: str, span_s: int, step_s: float) -> tuple[float, float, int, 
     ts, vs = _series(panel + history + REFRESHES * 4, step_s)
     first_n = panel + history
     # Scores are needed from the alarm threshold's window before the panel on.
-    needed_from = max(history - alarm_lookback_points(pager_policy()), 0)
+    needed_from = max(history - alarm_lookback_points(pager_policy(), step_s), 0)
     cache = ScoreCache()
     clear_caches()  # nothing cached: not even the blocks an earlier detector's run left
     started = time.perf_counter()

@@ -23,7 +23,13 @@ from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_win
 from plugin_backend.timegrid import DEFAULT_SCRAPE_S, ScoringGrid, scoring_grid, scoring_step
 from plugin_backend.types import FloatArray, Labels, TimeRange
 
-__all__ = ["DetectOptions", "DetectionService", "SeriesAnomalies", "alarm_lookback_points"]
+__all__ = [
+    "DetectOptions",
+    "DetectionService",
+    "SeriesAnomalies",
+    "alarm_block_points",
+    "alarm_lookback_points",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +105,11 @@ class DetectionService:
         # Scores are needed over the range and, before it, over the alarm threshold's
         # trailing window: the history before that is only the detector's context.
         # On the threshold's block grid, so ranges that start a little apart share it.
-        block_s = _ALARM_BLOCK_POINTS * step_s
+        block_s = alarm_block_points(policy, step_s) * step_s
         scored_from_s = (
-            math.floor((grid.view.start_s - alarm_lookback_points(policy) * step_s) / block_s)
+            math.floor(
+                (grid.view.start_s - alarm_lookback_points(policy, step_s) * step_s) / block_s
+            )
             * block_s
         )
         for series in found:
@@ -166,19 +174,28 @@ class DetectionService:
             # History before the range lets its first alarm threshold be fitted on
             # scores with their full context; the whole fetch stays within the points
             # budget (a short range gets the most history).
-            history_points=alarm_lookback_points(policy)
-            + _ALARM_BLOCK_POINTS
+            history_points=alarm_lookback_points(policy, step_s)
+            + alarm_block_points(policy, step_s)
             + detector.context_points(step_s),
             max_points=self.max_history_points,
         )
 
 
-def alarm_lookback_points(policy: WindowPolicy) -> int:
-    """Scores before a range that its first alarm thresholds (and runs) are fitted on."""
+def alarm_lookback_points(policy: WindowPolicy, step_s: float) -> int:
+    """Scores before a range that its first alarm thresholds (and runs) are fitted on, at
+    ``step_s``: the threshold's window, one block and one run, each a span of time
+    (``scoring.alarm_rate``: 2,072 samples of 5 min at any step of 5 min or finer)."""
     rate = policy.rate
     if rate is None:
         return 0
-    return rate.window_points + rate.block_points + rate.run_points
+    samples = rate.window_points + rate.block_points + rate.run_points
+    return samples * rate.points_per_sample(step_s)
+
+
+def alarm_block_points(policy: WindowPolicy, step_s: float) -> int:
+    """Points in one block of the alarm threshold's refits at ``step_s``."""
+    rate = policy.rate or RatePolicy()
+    return rate.block_points * rate.points_per_sample(step_s)
 
 
 def _policy(options: DetectOptions) -> WindowPolicy:
@@ -190,8 +207,6 @@ def _policy(options: DetectOptions) -> WindowPolicy:
         rate_control=options.rate_control,
     )
 
-
-_ALARM_BLOCK_POINTS = RatePolicy().block_points
 
 _FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
 

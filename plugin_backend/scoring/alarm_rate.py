@@ -7,8 +7,9 @@ crosses it daily, a smooth one never. This module turns scores into a per-point
 with probability ``q`` per point -- peaks over threshold, as SPOT does (Siffer et
 al., "Anomaly detection in streams with extreme value theory", KDD 2017):
 
-1. take the trailing ``window_points`` finite scores (strictly before the block
-   the point is in, see below);
+1. take the trailing ``window_points`` finite *samples* (strictly before the block
+   the point is in, see below; a sample is a point, or at fine steps the highest
+   score of a few minutes of points: see "A window of time");
 2. the *initial threshold* ``t`` is their ``initial_quantile`` (0.98) quantile;
 3. fit a generalised Pareto distribution (GPD) to the excesses over ``t`` by
    probability-weighted moments (Hosking & Wallis 1987: closed form, no solver
@@ -29,7 +30,7 @@ al., "Anomaly detection in streams with extreme value theory", KDD 2017):
    SPOT also never learns from a peak it alarmed on; that rule (tried with a
    second fit without the first fit's alarms, to keep memory bounded) lowered the
    default's worst nab-dev corpus from 40.2 to 30.4 and was left out. So the
-   threshold is a function of the last ``window_points`` scores only, and a cache
+   threshold is a function of the last ``window_points`` samples only, and a cache
    holding those scores resumes it exactly.
 
 **Two triggers.** A point pages when its score exceeds its threshold, or when the
@@ -49,12 +50,31 @@ keys), at ``q / k`` for ``k`` members, and a point's normalized score is the
 largest of the rows' (``SeriesFit``): the members' alarms together keep the rate
 (Bonferroni), and each member is judged against its own tail.
 
-**Why EVT and not a conformal quantile of the score.** A conformal threshold for
-a per-point risk ``q`` is an order statistic and needs at least ``1 / q`` scores:
-at a 15 s step and one alarm per three days that is 17,280 points, more than a
-panel or a rule fetches. The GPD extrapolates the tail from the top 2% of 2,000.
+**A window of time.** The promise is per day, so the history it is estimated on
+is a span of time, not a count of points: 2,000 points at 5 min were 6.9 days, but
+8.3 hours at 15 s, where one earlier fault made the next one normal (a threshold
+for one alarm per three days cannot tell a fault that recurs twice a day from one
+that recurs weekly on less than three days of history). So the tail is fitted on
+*samples*: a point at steps of ``sample_s`` (5 min) or coarser, as before, and at
+finer steps the highest score of each bucket of ``points_per_sample`` whole steps
+on the absolute time grid (a bucket pages exactly when one of its points does, so
+the rate per bucket is the rate per stretch of time). ``window_points`` (2,000),
+``block_points`` (64) and ``min_fit_points`` (256) count samples: the window is
+6.9 days at steps of 30 s, 1 min and 5 min (5.6 at 2 min: buckets are whole steps),
+refitted every 5 h 20 min. At finer
+steps the points a window holds, which a first view must score, are bounded by
+``max_window_points`` (20,000: 3.5 days at 15 s, still longer than the three days
+the pager promises between alarms; buckets of 150 s). The fit's cost is bounded by
+``window_points`` samples at any step. Coarser than 5 min, 2,000 points as before.
+(The run trigger stays ``run_points`` points.)
 
-**Rate.** ``q = alarms_per_day * step_s / 86_400`` per point, with
+**Why EVT and not a conformal quantile of the score.** A conformal threshold for
+a per-sample risk ``q`` is an order statistic and needs at least ``1 / q`` samples:
+one alarm per three days is 864 samples of 5 min, and a quantile needs several
+times that to be stable. The GPD extrapolates the tail from the top 2% of 2,000.
+
+**Rate.** ``q = alarms_per_day * sample_s / 86_400`` per sample (``risk``; a
+sample lasts ``points_per_sample`` steps), with
 ``alarms_per_day = DEFAULT_ALARMS_PER_DAY * sensitivity`` (one per three days at
 sensitivity 1). Alarms are raised per *event* (``scoring.windows``: a run of
 exceeding points is one window, re-paged every ``realert_s``), and with the
@@ -65,20 +85,24 @@ Gaussian, log-normal, AR(0.9) scores): 0.31-0.51 alarms a day for 1/3, 1.09-1.14
 for 1 (the GPD fit's error; tests/scoring/test_alarm_rate.py holds it under 2x).
 
 **Blocks.** Thresholds are refitted at the first point of each block of
-``block_points`` steps on the absolute time grid (as the sustained view does), so
+``block_points`` samples on the absolute time grid (as the sustained view does), so
 a series and any tail of it with enough history share every fit, and a refresh
 needs no state beyond the scores already cached. A point's threshold uses only
 scores before its block: causal, so alarms on a prefix are the prefix of alarms.
 
-**Warm-up.** Until the window holds ``min_fit_points`` finite scores the
+**Warm-up.** Until the window holds ``min_fit_points`` finite samples the
 threshold is ``fallback`` (3: only a point three band-widths out pages) -- the
-conservative rule of a pager that has not yet seen the series.
+conservative rule of a pager that has not yet seen the series (21 h of history at
+steps from 30 s to 5 min, 10.7 h at 15 s; a panel or rule fetches that much).
 
-**A new normal.** Only the last ``window_points`` scores count. A level that
+**A new normal.** Only the last ``window_points`` samples count. A level that
 changes for good keeps scoring high until the detector's band follows it; the
-threshold takes the shift in once it fills ``1 - initial_quantile`` of the window
-(40 points by default: 3.3 h at a 5 min step, 10 min at 15 s), after which it no
-longer pages, and the shift leaves the fit entirely after ``window_points``.
+threshold starts to take the shift in once it fills ``1 - initial_quantile`` of the
+window (40 samples: 3.3 h at steps from 30 s to 5 min, 1.7 h at 15 s) and the next
+block is refitted (5 h 20 min; 2 h 40 min at 15 s); its pages then thin out (on
+|Student-t| scores shifted by 6, the last page of the first two days came 29-44 h
+after the shift at 5 min, 15-21 h at 15 s), and the shift is the whole window, so
+the normal, after the window (6.9 days; 3.5 days at 15 s) at the latest.
 """
 
 from __future__ import annotations
@@ -120,12 +144,16 @@ class RatePolicy:
     """How the per-series alarm threshold is set (see the module docstring)."""
 
     alarms_per_day: float = DEFAULT_ALARMS_PER_DAY
+    #: Counts of *samples* (see ``points_per_sample``): one point at steps of
+    #: ``sample_s`` or coarser, else the highest score of ``sample_s`` of points.
     window_points: int = 2000
     block_points: int = 64
     initial_quantile: float = 0.98
     min_fit_points: int = 256
     fallback: float = 3.0
     run_points: int = 8
+    sample_s: float = 300.0
+    max_window_points: int = 20_000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alarms_per_day) and self.alarms_per_day > 0):
@@ -137,6 +165,7 @@ class RatePolicy:
             ("block_points", 1),
             ("min_fit_points", 1),
             ("run_points", 0),
+            ("max_window_points", 1),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
@@ -147,10 +176,21 @@ class RatePolicy:
             )
         if not self.fallback >= 1:
             raise InvalidTarget(f"RatePolicy.fallback must be >= 1, got {self.fallback}")
+        if not (math.isfinite(self.sample_s) and self.sample_s > 0):
+            raise InvalidTarget(f"RatePolicy.sample_s must be a number > 0, got {self.sample_s}")
+
+    def points_per_sample(self, step_s: float) -> int:
+        """Points of a series at ``step_s`` whose highest score is one sample of the fit:
+        the most whole steps that fit in ``sample_s`` (1 at ``sample_s`` or coarser)."""
+        if not (math.isfinite(step_s) and step_s > 0):
+            return 1
+        wanted = math.floor(self.sample_s / step_s + 1e-9)
+        return max(1, min(wanted, self.max_window_points // self.window_points))
 
     def risk(self, step_s: float) -> float:
-        """Per-point probability ``q`` of an exceedance at this sampling step."""
-        return min(self.alarms_per_day * max(step_s, 0.0) / DAY_S, 0.5)
+        """Per-sample probability ``q`` of an exceedance for a series at ``step_s``."""
+        sample_s = max(step_s, 0.0) * self.points_per_sample(step_s)
+        return min(self.alarms_per_day * sample_s / DAY_S, 0.5)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -286,35 +326,80 @@ def fit_tails(
 ) -> TailFit:
     """The tail fit of every point's block (see the module docstring). With ``memo``,
     a block whose whole window lies in the series is fitted once: its fit is a
-    function of exactly those ``window_points`` scores, so a cached one is exact."""
+    function of exactly those ``window_points`` samples, so a cached one is exact."""
     n = int(score.shape[0])
     nan = np.full(n, np.nan)
     if n == 0:
         return TailFit(nan, nan, nan, nan)
-    firsts = np.flatnonzero(_block_firsts(timestamps_s, policy.block_points))
+    sampled = _samples(timestamps_s, np.asarray(score, dtype=np.float64), policy)
+    firsts = np.flatnonzero(sampled.block_firsts)
     window = policy.window_points
-    padded = np.concatenate([np.full(window, np.nan), np.asarray(score, dtype=np.float64)])
+    padded = np.concatenate([np.full(window, np.nan), sampled.values])
     fits = np.full((firsts.shape[0], 4), np.nan)
     if memo is not None:  # forget blocks the series no longer reaches
         for key in list(memo):  # a snapshot: another thread may add to it
             if key[1] < timestamps_s[0]:
                 memo.pop(key, None)
     for j, first in enumerate(firsts.tolist()):
-        key = (trigger, float(timestamps_s[first]))
-        whole = first >= window
+        key = (trigger, float(sampled.starts_s[first]))
+        whole = first >= window + sampled.partial_head
         if memo is not None and whole and key in memo:
             fits[j] = memo[key]
             continue
-        row = padded[first : first + window]  # score[first - window : first]
+        row = padded[first : first + window]  # samples[first - window : first]
         finite = row[np.isfinite(row)]
         if finite.shape[0] >= policy.min_fit_points:
             t, sigma, xi, share = _fit(finite, policy.initial_quantile)
             fits[j] = (t, sigma, xi, share * _extremal_index(row, t))
         if memo is not None and whole:
             memo[key] = (fits[j, 0], fits[j, 1], fits[j, 2], fits[j, 3])
-    owner = np.searchsorted(firsts, np.arange(n), side="right") - 1
+    owner = np.searchsorted(firsts, sampled.of_point, side="right") - 1
     per_point = fits[owner]
     return TailFit(*(per_point[:, k].copy() for k in range(4)))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Sampled:
+    """What the tail is fitted on: one value per sample, each sample's start time, the
+    first sample of each block, and each point's sample."""
+
+    values: FloatArray
+    starts_s: FloatArray
+    block_firsts: npt.NDArray[np.bool_]
+    of_point: npt.NDArray[np.intp]
+    #: 1 when the first sample may hold only some of its points (a series that starts
+    #: inside a bucket): a window reaching it is not a function of whole samples.
+    partial_head: int
+
+
+def _samples(timestamps_s: FloatArray, score: FloatArray, policy: RatePolicy) -> _Sampled:
+    """The series' samples: its points at steps of ``policy.sample_s`` or coarser; else
+    the highest score of each bucket of ``points_per_sample`` steps on the absolute time
+    grid (a bucket without points: NaN), so the window spans the same time at any step
+    and a tail of the series shares every whole bucket."""
+    step_s = _step_s(timestamps_s)
+    per_sample = policy.points_per_sample(step_s)
+    if per_sample == 1:
+        return _Sampled(
+            score,
+            timestamps_s,
+            _block_firsts(timestamps_s, policy.block_points),
+            np.arange(score.shape[0]),
+            0,
+        )
+    bucket_s = step_s * per_sample
+    bucket = np.floor(timestamps_s / bucket_s + 1e-9).astype(np.int64)
+    first_bucket = int(bucket[0])
+    of_point = (bucket - first_bucket).astype(np.intp)
+    count = int(of_point[-1]) + 1
+    starts = np.flatnonzero(np.concatenate([[True], of_point[1:] != of_point[:-1]]))
+    values = np.full(count, np.nan)
+    values[of_point[starts]] = np.fmax.reduceat(score, starts)  # NaN only if all are
+    absolute = first_bucket + np.arange(count, dtype=np.int64)
+    block = absolute // policy.block_points
+    firsts = np.concatenate([[True], block[1:] != block[:-1]])
+    starts_s = np.asarray(absolute * bucket_s, dtype=np.float64)
+    return _Sampled(values, starts_s, firsts, of_point, 1)
 
 
 def _fit(scores: FloatArray, initial_quantile: float) -> tuple[float, float, float, float]:

@@ -307,6 +307,7 @@ def _run_lanes(
     keys = warm_keys  # from _run_blocks: what each block's warm-up depends on
     warm: list[LaneState | None] = [warm_states.get(key) for key in keys]
     missing = [i for i, state in enumerate(warm) if state is None]
+    start: LaneState | None = None
     if missing:
         rows = np.concatenate([np.arange(i * k, (i + 1) * k) for i in missing])
         _, _, state = hw_recursion(
@@ -316,14 +317,18 @@ def _run_lanes(
             loss_from=run // 4,
             loss_to=run,
             steps=range(run),
+            keep_forecasts=False,
         )
-        for j, i in enumerate(missing):
-            warm[i] = state.take(slice(j * k, (j + 1) * k))
         latest = max(missing, key=lambda i: starts[i])
         warm_states.put(
             keys[latest],
             state.take(slice(missing.index(latest) * k, (missing.index(latest) + 1) * k)),
         )
+        if len(missing) == blocks:  # a cold pass: its state is every lane's, in order
+            start = state
+        else:
+            for j, i in enumerate(missing):
+                warm[i] = state.take(slice(j * k, (j + 1) * k))
     forecasts, loss, _ = hw_recursion(
         lanes_of(np.arange(blocks * k)),
         damping=DAMPING,
@@ -331,12 +336,12 @@ def _run_lanes(
         loss_from=run // 4,
         loss_to=run,
         steps=range(run, data.shape[1]),
-        state=LaneState.stack([w for w in warm if w is not None]),
+        state=start if start is not None else LaneState.stack([w for w in warm if w is not None]),
     )
     loss = loss.reshape(blocks, k)
     default = k // 2
     best = np.where(np.isfinite(loss).any(axis=1), np.argmin(loss, axis=1), default)
-    chosen = forecasts.reshape(blocks, k, -1)[np.arange(blocks), best, run:]
+    chosen = forecasts[np.arange(blocks) * k + best, run:]  # lanes are block-major
     # Copies: a cached row that is a view would keep the whole pass's array alive.
     return {start: chosen[i].copy() for i, start in enumerate(starts)}
 

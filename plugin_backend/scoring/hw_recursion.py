@@ -76,19 +76,6 @@ class LaneState:
         )
 
 
-def _initial_state(lanes: Lanes) -> LaneState:
-    n_lanes = lanes.data.shape[0]
-    return LaneState(
-        level=lanes.level.copy(),
-        trend=np.zeros(n_lanes),
-        seasonal=lanes.seasonal.copy() if lanes.seasonal is not None else None,
-        sigma=lanes.sigma.copy(),
-        seen=lanes.seen.copy(),
-        loss=np.zeros(n_lanes),
-        loss_n=np.zeros(n_lanes),
-    )
-
-
 def hw_recursion(
     lanes: Lanes,
     *,
@@ -98,6 +85,7 @@ def hw_recursion(
     loss_to: int,
     steps: range | None = None,
     state: LaneState | None = None,
+    keep_forecasts: bool = True,
 ) -> tuple[FloatArray, FloatArray, LaneState]:
     """Additive damped Holt-Winters in error-correction form, one lane per row.
 
@@ -107,40 +95,56 @@ def hw_recursion(
     ``ExponentialSmoothing(trend="add", damped_trend=True, seasonal="add")`` when
     nothing is clipped. Missing points leave the state coasting.
     Runs ``steps`` (every column by default) from ``state`` (the lanes' initial
-    state by default). Returns the one-step forecasts (NaN until a lane is warm, and
-    outside ``steps``), each lane's mean clipped absolute error over steps
-    ``[loss_from, loss_to)``, and the state after the last step.
+    state by default; never modified). Returns the one-step forecasts (NaN until a
+    lane is warm, and outside ``steps``; no columns with ``keep_forecasts=False``, for
+    a warm-up whose forecasts nobody reads), each lane's mean clipped absolute error
+    over steps ``[loss_from, loss_to)``, and the state after the last step.
     """
-    data = lanes.data
-    n_lanes, total = data.shape
+    n_lanes, total = lanes.data.shape
     steps = steps if steps is not None else range(total)
-    s = state.take(slice(None)) if state is not None else _initial_state(lanes)
-    level, trend, seasonal, sigma, seen = s.level, s.trend, s.seasonal, s.sigma, s.seen
-    loss, loss_n = s.loss, s.loss_n
-    period = seasonal.shape[1] if seasonal is not None else 1
-    sigma0 = lanes.sigma
-    alpha, beta, gamma = lanes.alpha, lanes.beta, lanes.gamma
-    forecasts = np.full((n_lanes, total), np.nan)
+    if state is not None:
+        level, trend, sigma = state.level.copy(), state.trend.copy(), state.sigma.copy()
+        seen, loss, loss_n = state.seen.copy(), state.loss.copy(), state.loss_n.copy()
+        start_seasonal = state.seasonal
+    else:
+        level, trend, sigma = lanes.level.copy(), np.zeros(n_lanes), lanes.sigma.copy()
+        seen, loss, loss_n = lanes.seen.copy(), np.zeros(n_lanes), np.zeros(n_lanes)
+        start_seasonal = lanes.seasonal
+    # Time-major copies (each step reads and writes contiguous rows: with a thousand
+    # lanes and a 15 s day's period, the lane-major columns cost more than the
+    # arithmetic), and the products that do not change between steps taken once.
+    # Every float operation is the textbook form's, in its order: bit-identical.
+    data = np.array(lanes.data.T, order="C")
+    seasonal = np.array(start_seasonal.T, order="C") if start_seasonal is not None else None
+    period = seasonal.shape[0] if seasonal is not None else 1
+    clip_sigma0 = CLIP * lanes.sigma
+    alpha, gamma = lanes.alpha, lanes.gamma
+    alpha_beta = lanes.alpha * lanes.beta  # alpha * beta * e == (alpha * beta) * e
+    forecasts = np.full((total if keep_forecasts else 0, n_lanes), np.nan)
     for t in steps:
-        y = data[:, t]
+        y = data[t]
         phase = (t - phase0) % period
-        season_t = seasonal[:, phase] if seasonal is not None else 0.0
-        yhat = level + damping * trend + season_t
-        forecasts[:, t] = np.where(seen >= WARM, yhat, np.nan)
+        season_t = seasonal[phase] if seasonal is not None else 0.0
+        damped = damping * trend
+        base = level + damped
+        yhat = base + season_t
+        if keep_forecasts:
+            forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
         observed = np.isfinite(y)
         fresh = observed & np.isnan(level)
-        error = np.where(observed & ~fresh, y - yhat, 0.0)
+        known = observed & ~fresh
+        error = np.where(known, y - yhat, 0.0)
         bound = CLIP * sigma
-        clipped = np.clip(error, -bound, bound)
+        clipped = np.minimum(np.maximum(error, -bound), bound)  # np.clip, without its cost
         if loss_from <= t < loss_to:
-            scored = observed & ~fresh & (seen >= WARM)
-            loss += np.where(scored, np.minimum(np.abs(error), CLIP * sigma0), 0.0)
+            scored = known & (seen >= WARM)
+            loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
             loss_n += scored
-        level = np.where(fresh, y - season_t, level + damping * trend + alpha * clipped)
-        trend = damping * trend + alpha * beta * clipped
+        level = np.where(fresh, y - season_t, base + alpha * clipped)
+        trend = damped + alpha_beta * clipped
         if seasonal is not None:
-            seasonal[:, phase] += gamma * clipped
-        update = observed & ~fresh & np.isfinite(sigma)
+            seasonal[phase] += gamma * clipped
+        update = known & np.isfinite(sigma)
         sigma = np.where(
             update,
             np.sqrt(
@@ -150,6 +154,8 @@ def hw_recursion(
             sigma,
         )
         seen += observed
+    forecasts = forecasts.T  # (lanes, steps): a view; index lanes, do not reshape it
+    seasonal = np.array(seasonal.T, order="C") if seasonal is not None else None
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_loss = np.where(loss_n > 0, loss / loss_n, np.inf)
     return forecasts, mean_loss, LaneState(level, trend, seasonal, sigma, seen, loss, loss_n)

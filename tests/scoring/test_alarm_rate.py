@@ -14,7 +14,7 @@ from plugin_backend.scoring.alarm_rate import (
     trailing_mean,
 )
 from plugin_backend.scoring.base import ScoredSeries
-from plugin_backend.scoring.windows import WindowPolicy, alarms
+from plugin_backend.scoring.windows import WindowPolicy, alarms, find_windows
 
 STEP = 300.0
 DAY = 86_400.0
@@ -160,9 +160,22 @@ def test_policy_validation_names_the_field(field: str, kwargs: dict[str, float])
 
 
 def test_risk_follows_the_step() -> None:
+    """The risk is per sample: a point at 5 min or coarser, else the highest score of
+    several points (10 at 15 s: 150 s)."""
     policy = RatePolicy()
     assert policy.risk(300.0) == pytest.approx(300.0 / (3 * DAY))
-    assert policy.risk(15.0) == pytest.approx(15.0 / (3 * DAY))
+    assert policy.risk(3600.0) == pytest.approx(3600.0 / (3 * DAY))
+    assert policy.risk(15.0) == pytest.approx(150.0 / (3 * DAY))
+
+
+def test_the_window_is_a_span_of_time_bounded_in_points() -> None:
+    policy = RatePolicy()
+    week_s = policy.window_points * 300.0  # 6.9 days
+    for step in (300.0, 60.0, 30.0):
+        assert policy.points_per_sample(step) * step * policy.window_points == week_s
+    # Finer, the points scored are bounded: 20,000 at 15 s (3.5 days), not 40,000.
+    assert policy.points_per_sample(15.0) * policy.window_points == policy.max_window_points
+    assert policy.points_per_sample(3600.0) == 1  # coarser: 2,000 points, as before
 
 
 def test_the_normalized_score_of_a_tail_with_history_is_the_same() -> None:
@@ -213,3 +226,67 @@ def test_block_fits_kept_between_calls_give_the_same_thresholds() -> None:
         rate_normalized(ts[slid], score[slid], memo=memo), rate_normalized(ts[slid], score[slid])
     )
     assert all(block_s >= ts[500] for _, block_s in memo)  # blocks before the range forgotten
+
+
+def _fault_twice(step: float, *, first_s: float, gap_s: float, seed: int = 12):
+    """|Student-t| scores at ``step`` with the same 30 min fault at ``first_s`` and
+    ``gap_s`` later (scores 15 higher: far outside the band)."""
+    n = int((first_s + gap_s + 3 * 3600) / step)
+    score = healthy(n, seed)
+    faults = []
+    for start in (first_s, first_s + gap_s):
+        at = slice(int(start / step), int((start + 1800) / step))
+        score[at] = 15.0 + score[at]
+        faults.append(at)
+    return scored_from(score, step), faults
+
+
+def test_a_repeated_fault_on_a_15_s_series_pages_again() -> None:
+    """At 15 s a window of 2,000 points is 8.3 h: a fault 6 h after the same fault is
+    its normal, although the pager promises one alarm per three days. The window in
+    time (3.5 days at 15 s) holds one such fault: rarer than promised, so it pages."""
+    scored, (first, second) = _fault_twice(15.0, first_s=4 * DAY, gap_s=6 * 3600)
+    ts, score = scored.timestamps_s, scored.score
+    points_window = rate_normalized(ts, score, RatePolicy(sample_s=15.0))  # 2,000 points
+    assert points_window[first].max() > 1
+    assert points_window[second].max() <= 1
+    in_time = rate_normalized(ts, score, RatePolicy())
+    assert in_time[first].max() > 1
+    assert in_time[second].max() > 1
+    found = find_windows(scored, WindowPolicy())
+    assert any(ts[second.start] <= w.start_s < ts[second.stop] for w in found)
+
+
+def test_a_fault_that_recurs_more_often_than_promised_becomes_normal_at_15_s() -> None:
+    """The other side of the promise: four faults a day for four days are normal."""
+    n_days = 4
+    step = 15.0
+    n = int(n_days * DAY / step)
+    score = healthy(n, 13)
+    for start in np.arange(3600.0, n_days * DAY - 3600, 6 * 3600):
+        at = slice(int(start / step), int((start + 1800) / step))
+        score[at] = 15.0 + score[at]
+    fired = alarms(scored_from(score, step), WindowPolicy())
+    last_day = slice(int((n_days - 1) * DAY / step), None)
+    assert not fired[last_day].any()
+
+
+def test_at_15_s_a_tail_with_a_window_of_history_gets_the_same_thresholds() -> None:
+    """Samples are buckets on the absolute time grid, so a tail that starts inside a
+    bucket shares every whole one: a refresh resumes from the cached scores."""
+    step = 15.0
+    policy = RatePolicy()
+    per = policy.points_per_sample(step)
+    score = healthy(int(5 * DAY / step), 14)
+    whole = scored_from(score, step)
+    drop = 3 * per + 4  # inside a bucket
+    same_from = (policy.window_points + policy.block_points + 1) * per + policy.run_points
+    tail = rate_normalized(whole.timestamps_s[drop:], score[drop:], policy)
+    full = rate_normalized(whole.timestamps_s, score, policy)
+    np.testing.assert_array_equal(tail[same_from:], full[drop + same_from :])
+    memo: dict = {}
+    first = rate_normalized(whole.timestamps_s[:-800], score[:-800], policy, memo=memo)
+    np.testing.assert_array_equal(first, full[:-800])
+    np.testing.assert_array_equal(
+        rate_normalized(whole.timestamps_s, score, policy, memo=memo), full
+    )

@@ -1,0 +1,50 @@
+"""The alarm threshold's history is a span of time at the scrape step too: a panel at
+15 s scores days before its range, and a fault that recurs 6 h later pages again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from plugin_backend.detection import DetectionService, DetectOptions, alarm_lookback_points
+from plugin_backend.scoring.alarm_rate import RatePolicy
+from plugin_backend.scoring.windows import pager_policy
+from plugin_backend.types import Series, TimeRange
+
+STEP = 15.0
+DAY = 86_400.0
+END = 1_767_225_600.0  # a multiple of every block on the grid
+START = END - 6 * DAY
+SECOND_FAULT = END - 2 * 3600
+FIRST_FAULT = SECOND_FAULT - 6 * 3600
+
+
+class _Source:
+    """One gauge at 15 s: noise and the same 30 min fault twice, 6 h apart."""
+
+    def __init__(self) -> None:
+        self.ts = np.arange(START, END + STEP, STEP)
+        self.values = 50.0 + np.random.default_rng(3).normal(0.0, 1.0, self.ts.size)
+        for start in (FIRST_FAULT, SECOND_FAULT):
+            self.values[(self.ts >= start) & (self.ts < start + 1800)] += 15.0
+
+    def query_range(self, expr: str, time_range: TimeRange, step_s: float) -> list[Series]:
+        assert step_s == STEP
+        inside = (self.ts >= time_range.start_s) & (self.ts <= time_range.end_s)
+        return [Series({"__name__": "gauge"}, self.ts[inside], self.values[inside])]
+
+
+def test_the_lookback_is_days_at_15_s() -> None:
+    policy = pager_policy()
+    assert alarm_lookback_points(policy, STEP) * STEP > 3 * DAY
+    assert alarm_lookback_points(policy, 300.0) == 2000 + 64 + 8  # 5 min: as before
+    assert RatePolicy().points_per_sample(300.0) == 1
+
+
+def test_a_fault_six_hours_after_the_same_fault_pages_on_a_15_s_panel() -> None:
+    service = DetectionService(_Source(), max_history_points=50_000)
+    span = TimeRange(END - 3 * 3600, END)
+    (found,) = service.detect("gauge", span, DetectOptions("robust_z"))
+    assert found.step_s == STEP
+    # The threshold was fitted on days of scores before the range, not 8 h.
+    assert found.known.timestamps_s[0] <= span.start_s - 3 * DAY
+    assert any(SECOND_FAULT <= w.start_s < SECOND_FAULT + 1800 for w in found.windows)
