@@ -17,6 +17,7 @@ min).
 from __future__ import annotations
 
 import math
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -141,17 +142,21 @@ def test_kill_9_of_one_of_two_workers_mid_task(
                     if t.state == "running" and (t.holder or "").startswith(victim_holder)
                 ]
 
-            # caught mid-cycle: frozen while its tick runs and holds the rule, then killed
-            for _ in range(40):
-                cluster.wait("a task running on worker 0", running_on_victim, 60)
+            # caught mid-cycle: frozen at random moments until one finds its tick running
+            # and holding the rule, then killed (a robust_z tick takes tens of ms, so
+            # polling for a running tick first would rarely see one on a quiet machine)
+            deadline = time.monotonic() + 180
+            while True:
                 cluster.freeze(0)
                 frozen = [t for t in running_on_victim() if _holds_rule(store, t)]
                 if frozen:
                     running = frozen[0]
                     break
-                cluster.freeze(0, False)  # it finished meanwhile: try the next one
-            else:
-                raise AssertionError("no tick of worker 0 caught running")
+                cluster.freeze(0, False)  # between ticks: let it run a little and retry
+                if time.monotonic() > deadline:
+                    tails = cluster.log_tails()
+                    raise AssertionError(f"no tick of worker 0 caught running\n{tails}")
+                time.sleep(random.uniform(0.0, 0.05))
             cluster.kill(0)
             killed_at = time.time()
             grafana.delay(0.0)
