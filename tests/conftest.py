@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin_backend.store import Store
 from testkit.pgserver import PostgresServer, find_postgres_bin
 from testkit.promserver import PrometheusServer, start_backfilled
 from testkit.redisserver import RedisServer
@@ -131,6 +132,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated store on ``store_url`` (SQLite, then PostgreSQL), closed after."""
+    s = Store(store_url)
+    s.migrate()
+    yield s
+    s.close()
 
 
 # --- real Redis (the Celery broker) ------------------------------------------

@@ -4,10 +4,6 @@ many schedulers poll, a replay tick as a replay; on SQLite and a real PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from plugin_backend.rules import parse_rules
 from plugin_backend.scale.scheduler import TICK_LEASE_S, TickScheduler
 from plugin_backend.store import Store
@@ -27,14 +23,6 @@ class Recorder:
 
     def housekeeping(self, name: str, *, expires_s: float) -> None:
         return
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_a_dead_workers_replay_tick_is_sent_again_once_as_a_replay(store: Store) -> None:

@@ -5,7 +5,6 @@ writes nothing."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,14 +12,6 @@ from plugin_backend.incidents import Incident, annotation_for, incident_id
 from plugin_backend.store import LeaseLost, Store, incident_lease
 
 T = 1_780_000_000.0
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def _incident() -> Incident:

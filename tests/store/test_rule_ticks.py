@@ -6,23 +6,12 @@ the rule kept for it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from plugin_backend.store import RuleTick, Store
 
 T = 1_780_000_020.0
 LEASE = 12.0
 HOLD = 20.0
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_a_tick_is_claimed_once(store: Store) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from plugin_backend.incidents import Incident, annotation_for, incident_id
@@ -35,14 +33,6 @@ def _incident(key: str = "rule:r:up:100", **changes: object) -> Incident:
         report={"causes": []},
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_incident_round_trip_and_filters(store: Store) -> None:
