@@ -41,10 +41,13 @@ def gunicorn_backend(prometheus_url: str, workers: int = 2) -> Iterator[str]:
 def gunicorn_server(
     prometheus_url: str, workers: int = 2
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real ``plugin-backend serve``: its URL and the gunicorn master process."""
+    """A real ``plugin-backend serve``: its URL and the gunicorn master process. Its
+    store is a throwaway SQLite file, never the user's own store."""
     port = find_free_port()
+    store_dir = tempfile.TemporaryDirectory(prefix="bench-store-")
     env = {
         **os.environ,
+        "PLUGIN_BACKEND_STORE_URL": f"sqlite:///{Path(store_dir.name) / 'store.db'}",
         "PLUGIN_BACKEND_PROMETHEUS_URL": prometheus_url,
         "PLUGIN_BACKEND_PORT": str(port),
         "PLUGIN_BACKEND_WORKERS": str(workers),
@@ -75,6 +78,7 @@ def gunicorn_server(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        store_dir.cleanup()
 
 
 def percentile(values: list[float], q: float) -> float:
