@@ -144,6 +144,13 @@ class Settings(BaseModel):
         "compressing a day of 10 series at 15 s, so enable it only over slow links",
     )
     demo_seed: int = Field(7, description="seed of the built-in demo estate")
+    alarm_rate_control: bool | None = Field(
+        None,
+        description="alarms of an anomaly panel whose Alarms option is empty or `default`: "
+        "true = the rate-controlled threshold (about 1 per 3 days on a healthy series), "
+        "false = the band's edge. Unset: true, but false on the built-in demo estate, whose "
+        "fault every four hours is its normal (the compose stack's demo sets false too)",
+    )
     dependencies: Path | None = Field(
         None,
         description="YAML dependency map (services, depends_on, runs_on) for root cause "
@@ -379,6 +386,13 @@ class Settings(BaseModel):
     @property
     def uses_demo_source(self) -> bool:
         return self.prometheus_url is None
+
+    @property
+    def default_rate_control(self) -> bool:
+        """``alarm_rate_control``, or by default: rate-controlled except on the demo."""
+        if self.alarm_rate_control is not None:
+            return self.alarm_rate_control
+        return not self.uses_demo_source
 
     def advertised_url(self) -> str:
         """Base URL to show users: ``public_url`` or one built from host and port."""

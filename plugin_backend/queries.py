@@ -62,12 +62,14 @@ class AnomalyPayload(ExprPayload):
     sensitivity: float = Field(1.0, gt=0, le=100)
     min_deviation: float = Field(0.0, ge=0)
     #: False: windows at the band's edge instead of the rate-controlled alarm threshold.
-    rate_control: bool = True
+    #: None (empty or "default"): the server's ``PLUGIN_BACKEND_ALARM_RATE_CONTROL``.
+    rate_control: bool | None = None
 
     @field_validator("rate_control", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
-        return True if value is None or value == "" else value
+        empty = value is None or (isinstance(value, str) and value in {"", "default"})
+        return None if empty else value
 
     @field_validator("detector")
     @classmethod

@@ -73,8 +73,11 @@ class DatasourceService:
         incidents: IncidentReader | None = None,
         *,
         max_incidents: int = 500,
+        default_rate_control: bool = True,
     ) -> None:
         self.source = source
+        #: The alarms of an anomaly target that leaves ``rate_control`` to the server.
+        self.default_rate_control = default_rate_control
         self.detection = detection if detection is not None else DetectionService(source)
         self.incidents = incidents
         self.max_incidents = max_incidents
@@ -114,7 +117,11 @@ class DatasourceService:
                     options.direction,
                     options.sensitivity,
                     options.min_deviation,
-                    rate_control=options.rate_control,
+                    rate_control=(
+                        self.default_rate_control
+                        if options.rate_control is None
+                        else options.rate_control
+                    ),
                 )
                 # Scored on the series' grid whatever the panel's step; drawn at the latter.
                 found = self.detection.detect(expr, query.time_range, detect)

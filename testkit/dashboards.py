@@ -403,7 +403,10 @@ def anomaly_overview() -> Json:
         _custom_variable("direction", "Direction", ("both", "up", "down"), "both"),
         # true: windows at the rate-controlled alarm threshold (about one per three days on
         # a healthy series, as the worker pages); false: at the band's edge
-        _custom_variable("rate_control", "Rate-controlled alarms", ("true", "false"), "true"),
+        # default: the server's PLUGIN_BACKEND_ALARM_RATE_CONTROL (the band's edge on the demo)
+        _custom_variable(
+            "rate_control", "Rate-controlled alarms", ("default", "true", "false"), "default"
+        ),
     ]
     return _dashboard(
         "anomaly-overview",

@@ -135,6 +135,7 @@ def _render_incidents(result: TargetResult, link_base: str | None) -> Frames:
 FORMAT_OPTIONS = (("Time series", "time_series"), ("Table", "table"))
 DIRECTION_OPTIONS = (("Both", "both"), ("Above expected", "up"), ("Below expected", "down"))
 ALARM_OPTIONS = (
+    ("Server default (PLUGIN_BACKEND_ALARM_RATE_CONTROL)", "default"),
     ("Rate-controlled: about 1 per 3 days on a healthy series", "true"),
     ("At the band's edge", "false"),
 )
@@ -174,7 +175,7 @@ _DETECTOR_FIELDS = (
         "min_deviation", "Min. deviation", "input", placeholder="0 (in the series' own units)"
     ),
     PayloadField(
-        "rate_control", "Alarms", "select", placeholder="rate-controlled", options=ALARM_OPTIONS
+        "rate_control", "Alarms", "select", placeholder="server default", options=ALARM_OPTIONS
     ),
 )
 

@@ -86,7 +86,9 @@ def create_app(
     app.extensions["plugin_backend.telemetry"] = telemetry
     app.extensions["plugin_backend.store"] = store
     detection = build_detection(settings, source, telemetry)
-    app.extensions["plugin_backend.datasource"] = DatasourceService(source, detection, store)
+    app.extensions["plugin_backend.datasource"] = DatasourceService(
+        source, detection, store, default_rate_control=settings.default_rate_control
+    )
     app.extensions["plugin_backend.limits"] = QueryLimits(
         max_targets=settings.max_targets,
         max_points_per_series=settings.max_points_per_series,

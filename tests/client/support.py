@@ -150,20 +150,6 @@ def variables(board: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def with_demo_alarms(board: dict[str, Any]) -> dict[str, Any]:
-    """The dashboard as a user of the demo estate sets it: alarms at the band's edge.
-
-    The demo injects a fault every 4 h 7 min; a pager held to about one alarm per three
-    days (the dashboards' default) learns them as the series' normal.
-    """
-    templating = board.get("templating", {})
-    changed = []
-    edge = {"selected": True, "text": "false", "value": "false"}
-    for v in templating.get("list", []):
-        changed.append({**v, "current": edge} if v.get("name") == "rate_control" else v)
-    return {**board, "templating": {**templating, "list": changed}}
-
-
 def time_range(board: dict[str, Any] | None = None, span: str | None = None) -> dict[str, int]:
     """The dashboard's relative time range (``now-6h`` .. ``now``) in epoch ms."""
     relative = span or (board or {}).get("time", {}).get("from", "now-6h")

@@ -20,7 +20,6 @@ from tests.client.support import (
     query_step,
     redirects,
     variables,
-    with_demo_alarms,
 )
 
 pytestmark = pytest.mark.client
@@ -123,7 +122,7 @@ def test_each_dashboard_panel_query(plugin, backend, name, title, target):
 
 
 def test_anomalies_table_flags_windows_on_the_demo_estate(plugin, backend):
-    board = with_demo_alarms(dashboard("anomaly-overview.json"))
+    board = dashboard("anomaly-overview.json")  # alarms: server default
     target = next(t for _, t in json_targets(board) if t["target"] == "anomalies")
     answer = plugin.run(query_step(backend, [target], board=board, span="now-24h"))
     assert "error" not in answer, answer

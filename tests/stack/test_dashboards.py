@@ -346,8 +346,6 @@ def test_json_datasource_query_runs(
     query: JsonQuery, demo_backend, demo_worker, kinds, variable_values, time_range
 ) -> None:
     values = dict(variable_values[query.board])
-    if "rate_control" in values:  # as a user of the demo estate sets it (tests/client too):
-        values["rate_control"] = "false"  # its faults recur more often than the promise
     target = substitute(query.target, values)
     assert not variable_names(str(target["payload"])) - BUILTIN_VARIABLES, target
     kind = target["target"]

@@ -176,3 +176,49 @@ def test_the_default_detector_is_used_without_a_detector_option(client):
     response = _query(client, "band", {"expr": EXPR})
     assert response.status_code == 200
     assert len(response.get_json()) == 3
+
+
+def _rows(client, rate_control):
+    payload = {"expr": EXPR, "detector": "robust_z", "direction": "up"}
+    if rate_control is not None:
+        payload["rate_control"] = rate_control
+    start = POOL_INCIDENT.start_s - 12 * 3600
+    (table,) = _query(client, "anomalies", payload, start=start).get_json()
+    return table["rows"]
+
+
+@pytest.mark.parametrize("left_to_server", [None, "", "default"])
+def test_the_demo_estate_pages_at_the_band_edge_when_the_panel_leaves_it_to_the_server(
+    client, left_to_server
+):
+    # A fault every 4 h is the demo's normal for a rate-controlled pager: a first look at
+    # the demo would show no windows. Unset, the server's default is the band's edge there.
+    at_edge = _rows(client, False)
+    assert any(r[1] >= POOL_INCIDENT.start_s * 1000 >= r[0] - 600_000 for r in at_edge)
+    assert _rows(client, left_to_server) == at_edge
+
+
+def test_the_alarm_default_is_a_setting(telemetry):
+    from plugin_backend.adapters.demo import DemoSource
+    from plugin_backend.config import load_settings
+    from plugin_backend.web.app import create_app
+
+    def client_with(value):
+        env = {"PLUGIN_BACKEND_LLM_PROVIDER": "none", "PLUGIN_BACKEND_ALARM_RATE_CONTROL": value}
+        app = create_app(load_settings(env), source=DemoSource(seed=7), telemetry=telemetry)
+        return app.test_client()
+
+    rate_controlled = client_with("true")
+    assert _rows(rate_controlled, "default") == _rows(rate_controlled, True)
+    assert _rows(rate_controlled, None) != _rows(rate_controlled, False)
+    assert _rows(client_with("false"), None) == _rows(client_with("false"), False)
+
+
+def test_settings_default_to_rate_control_on_a_real_prometheus_only():
+    from plugin_backend.config import load_settings
+
+    assert load_settings({}).default_rate_control is False  # the built-in demo estate
+    real = {"PLUGIN_BACKEND_PROMETHEUS_URL": "http://prometheus:9090"}
+    assert load_settings(real).default_rate_control is True
+    real["PLUGIN_BACKEND_ALARM_RATE_CONTROL"] = "false"
+    assert load_settings(real).default_rate_control is False
