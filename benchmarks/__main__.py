@@ -32,11 +32,12 @@ BENCHMARKS = {
 
 def main(argv: list[str]) -> int:
     """``python -m benchmarks [query|detection ...] [--detectors a,b] [--ablations]
-    [--fusion] [--rules N] [--detector D]`` (the last two: ``scale``)."""
+    [--fusion] [--season] [--rules N] [--detector D]`` (the last two: ``scale``)."""
     detectors: list[str] | None = None
     ablations = "--ablations" in argv
     fusion = "--fusion" in argv
-    argv = [a for a in argv if a not in ("--ablations", "--fusion")]
+    season = "--season" in argv
+    argv = [a for a in argv if a not in ("--ablations", "--fusion", "--season")]
     if "--detectors" in argv:
         at = argv.index("--detectors")
         detectors = argv[at + 1].split(",")
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         if name == "detection":
-            bench_detection.main(detectors, ablations=ablations, fusion=fusion)
+            bench_detection.main(detectors, ablations=ablations, fusion=fusion, season=season)
         elif name == "scale":
             bench_scale.main(**scale)
         else:

@@ -32,7 +32,10 @@ previous way (one threshold on the largest raw score). ``--fusion`` measures oth
 ways to combine the calibrated members (``benchmarks.fusion``: their tail
 probabilities merged by a harmonic mean, or by their minimum or Fisher's sum with one
 rate-controlled threshold on it) on every subset, the quiet series included, and
-chooses the rule and the members leave one corpus out. ``--ablations`` adds the
+chooses the rule and the members leave one corpus out. ``--season`` measures members
+chosen per series by its own seasonal strength or its members' forecast errors
+(``benchmarks.season_gate``; needs robust_z, stl and holt_winters), each gate's
+threshold chosen leave one corpus out. ``--ablations`` adds the
 default with one mechanism of the alarm layer removed at a time.
 ``BENCH_PROGRESS=1`` prints each corpus' scoring time as it goes.
 
@@ -41,7 +44,8 @@ the default detector with a 95% interval from resampling files: on a corpus of s
 files one alarm moves the score by several points, and those tables say which gaps
 are noise (and whether another detector's lead over the default is).
 
-Run: ``python -m benchmarks detection [--detectors a,b] [--ablations] [--fusion]``.
+Run: ``python -m benchmarks detection [--detectors a,b] [--ablations] [--fusion]
+[--season]``.
 """
 
 from __future__ import annotations
@@ -704,7 +708,11 @@ def _registered(names: Sequence[str] | None = None) -> dict[str, Callable[[], De
 
 
 def main(
-    names: Sequence[str] | None = None, *, ablations: bool = False, fusion: bool = False
+    names: Sequence[str] | None = None,
+    *,
+    ablations: bool = False,
+    fusion: bool = False,
+    season: bool = False,
 ) -> None:
     root = default_nab_root()
     if root is None:
@@ -806,6 +814,11 @@ def main(
         )
     if fusion and all(name in scores for name in MEMBER_POOL) and len(corpora) > 2:
         _print_fusion({n: scores[n] for n in MEMBER_POOL}, corpora)
+    if season and len(corpora) > 2:
+        from benchmarks.season_gate import MEMBERS, print_season
+
+        if all(name in scores for name in MEMBERS):
+            print_season(scores, corpora)
     if ablations:
         _print_ablations(corpus_scores, loaded)
     print(f"\nThe default detector is {registry.DEFAULT_DETECTOR}.")

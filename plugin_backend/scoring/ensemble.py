@@ -41,6 +41,14 @@ folds (held-out worst 47.6, the union alone 44.5), but the transformer's refresh
 alone is over the 100 ms target; without it the choice is this union of STL and
 Holt-Winters again (four folds; robust_z + STL + Holt-Winters as a union on the fifth).
 
+Measured and not adopted (``python -m benchmarks detection --season``,
+``benchmarks/season_gate.py``): members chosen per series before each block by its own
+seasonal strength (F_S, a robust F_S, the daily autocorrelation; robust_z alone, added,
+or in place of one seasonal member where it is weak; the threshold chosen leave one
+corpus out) or by the members' own trailing forecast errors. Held-out worst corpus
+47.0-55.8 (default 54.0), except robust_z alone below a daily autocorrelation of 0.2:
+58.9, at a cost of 17 points on artificialWithAnomaly (76.7 to 59.5).
+
 **Refresh.** The members' own expected values are kept too
 (``ScoredSeries.member_expected``); a score cache hands them back as a two-row
 ``prior_expected``, so each member reuses its block forecasts as it would alone.
