@@ -178,7 +178,7 @@ def test_the_console_entry_point_runs(tmp_path):
 
 
 @pytest.mark.parametrize("detector", ["robust_z", "ensemble"])
-def test_a_spike_just_before_a_gap_in_an_export_pages_once(tmp_path, detector):
+def test_a_spike_just_before_a_gap_in_an_export_pages_once(tmp_path, capsys, detector):
     """A real export stops for 6 h right after a spike (a collector down): the normal
     rows after the gap are not the spike going on, so they page no second time."""
     source, out = tmp_path / "gap.csv", tmp_path / "out.csv"
@@ -190,6 +190,8 @@ def test_a_spike_just_before_a_gap_in_an_export_pages_once(tmp_path, detector):
         writer.writerow(["timestamp", "value"])
         writer.writerows(kept)
     assert main(["score", str(source), "-o", str(out), "--detector", detector]) == 0
+    warning = "1 gap(s) longer than 8 typical steps (5 min), scored as they are: "
+    assert warning + "line 1406 6.1 h after line 1405" in capsys.readouterr().err
     scored = _read(out)
     assert len(scored) == len(kept)
     alarm_rows = [i for i, r in enumerate(scored) if r["is_anomaly"] == "1"]
