@@ -16,6 +16,8 @@ from plugin_backend.bootstrap import build_source
 from plugin_backend.config import load_settings
 from plugin_backend.detection import DetectionService
 from plugin_backend.rules import parse_rules
+from plugin_backend.scoring.registry import get_detector
+from plugin_backend.scoring.windows import find_windows
 from plugin_backend.telemetry import Telemetry
 from plugin_backend.watch import RuleCycle
 from plugin_backend.web import create_app
@@ -45,15 +47,20 @@ rules:
 ).rules[0]
 
 
-@pytest.fixture(scope="module")
-def gap_prometheus(tmp_path_factory):
-    for binary in ("prometheus", "promtool"):
-        require_binary(binary, "Debian package prometheus")
+def _samples() -> tuple[np.ndarray, np.ndarray]:
+    """The scraped samples: what Prometheus stores, and what an export of it holds."""
     ts = np.arange(END_S - 30 * 3600, END_S + STEP, STEP)
     values = 50.0 + np.random.default_rng(5).normal(0.0, 1.0, ts.size)
     values[(ts >= SPIKE_S) & (ts < GAP_FROM_S)] += 40.0
     scraped = (ts < GAP_FROM_S) | (ts >= GAP_TO_S)
-    series = [SyntheticSeries({"__name__": "gap_gauge"}, ts[scraped], values[scraped])]
+    return ts[scraped], values[scraped]
+
+
+@pytest.fixture(scope="module")
+def gap_prometheus(tmp_path_factory):
+    for binary in ("prometheus", "promtool"):
+        require_binary(binary, "Debian package prometheus")
+    series = [SyntheticSeries({"__name__": "gap_gauge"}, *_samples())]
     server = start_backfilled(series, tmp_path_factory.mktemp("gap-prom"))
     yield server
     server.stop()
@@ -84,6 +91,12 @@ def test_the_panel_window_of_a_spike_before_a_scrape_gap_ends_before_the_gap(gap
     assert len(spike) == 1, rows
     assert spike[0][1] <= (GAP_FROM_S + LOOKBACK_S) * 1000  # not onto the samples after it
     assert not [r for r in rows if GAP_TO_S * 1000 <= r[1] < (GAP_TO_S + 3600) * 1000], rows
+    # The CLI's path on the same samples (an export): the same window, but for the
+    # samples Prometheus repeats for its lookback after the last scrape.
+    exported = find_windows(get_detector("robust_z").score(*_samples()))
+    (cli,) = [w for w in exported if SPIKE_S <= w.start_s < GAP_FROM_S]
+    assert cli.start_s * 1000 == spike[0][0]
+    assert cli.end_s <= spike[0][1] / 1000 <= cli.end_s + LOOKBACK_S
 
 
 def test_the_worker_incident_of_that_spike_ends_before_the_gap(gap_prometheus):
