@@ -208,12 +208,19 @@ def _policy(options: DetectOptions) -> WindowPolicy:
     )
 
 
-_FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
-
-
 def _slice(scored: ScoredSeries, first: int) -> ScoredSeries:
-    """``scored`` from row ``first`` on (views, not copies)."""
-    return ScoredSeries(*(getattr(scored, f)[first:] for f in _FIELDS))
+    """``scored`` from row ``first`` on (views, not copies), an ensemble's member rows
+    too: the alarm layer judges each member against its own threshold."""
+    members = scored.member_scores
+    return ScoredSeries(
+        scored.timestamps_s[first:],
+        scored.values[first:],
+        scored.expected[first:],
+        scored.lower[first:],
+        scored.upper[first:],
+        scored.score[first:],
+        member_scores=None if members is None else members[:, first:],
+    )
 
 
 def _never_negative(values: FloatArray) -> bool:

@@ -13,14 +13,14 @@ import pytest
 from plugin_backend.cli import main
 
 
-def _write_nab_csv(path, n=600, spike_at=450, duplicate_at=None):
+def _write_nab_csv(path, n=600, spike_at=450, duplicate_at=None, spike=40.0):
     rng = np.random.default_rng(3)
     start = datetime(2015, 9, 1, tzinfo=UTC)
     rows = []
     for i in range(n):
         value = 50 + 10 * np.sin(2 * np.pi * i / 288) + rng.normal(0, 1)
         if spike_at <= i < spike_at + 3:
-            value += 40
+            value += spike
         stamp = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S")
         rows.append((stamp, f"{value:.3f}"))
         if i == duplicate_at:
@@ -175,3 +175,24 @@ def test_the_console_entry_point_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(_read(out)) == 300
+
+
+@pytest.mark.parametrize("detector", ["robust_z", "ensemble"])
+def test_a_spike_just_before_a_gap_in_an_export_pages_once(tmp_path, capsys, detector):
+    """A real export stops for 6 h right after a spike (a collector down): the normal
+    rows after the gap are not the spike going on, so they page no second time."""
+    source, out = tmp_path / "gap.csv", tmp_path / "out.csv"
+    rows = _write_nab_csv(source, n=1800, spike_at=1400, spike=100.0)
+    spike_end = 1404  # 1400-1402 are 100 up, 1403 is back: then the gap
+    kept = rows[:spike_end] + rows[spike_end + 72 :]  # no rows for 6 h
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value"])
+        writer.writerows(kept)
+    assert main(["score", str(source), "-o", str(out), "--detector", detector]) == 0
+    warning = "1 gap(s) longer than 8 typical steps (5 min), scored as they are: "
+    assert warning + "line 1406 6.1 h after line 1405" in capsys.readouterr().err
+    scored = _read(out)
+    assert len(scored) == len(kept)
+    alarm_rows = [i for i, r in enumerate(scored) if r["is_anomaly"] == "1"]
+    assert [i for i in alarm_rows if 1300 <= i < spike_end + 60] == [1400]  # none 5 h on

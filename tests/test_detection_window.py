@@ -7,7 +7,8 @@ import numpy as np
 
 from plugin_backend.detection import DetectionService, DetectOptions, alarm_lookback_points
 from plugin_backend.scoring.alarm_rate import RatePolicy
-from plugin_backend.scoring.windows import pager_policy
+from plugin_backend.scoring.registry import get_detector
+from plugin_backend.scoring.windows import find_windows, pager_policy
 from plugin_backend.types import Series, TimeRange
 
 STEP = 15.0
@@ -48,3 +49,32 @@ def test_a_fault_six_hours_after_the_same_fault_pages_on_a_15_s_panel() -> None:
     # The threshold was fitted on days of scores before the range, not 8 h.
     assert found.known.timestamps_s[0] <= span.start_s - 3 * DAY
     assert any(SECOND_FAULT <= w.start_s < SECOND_FAULT + 1800 for w in found.windows)
+
+
+class _DailyGauge:
+    """A gauge at 5 min with a daily shape, noise and a 40 min excursion near the end."""
+
+    def __init__(self) -> None:
+        self.ts = np.arange(END - 12 * DAY, END + 300.0, 300.0)
+        rng = np.random.default_rng(11)
+        self.values = 50 + 10 * np.sin(2 * np.pi * self.ts / DAY) + rng.normal(0, 1, self.ts.size)
+        self.values[(self.ts >= END - 5 * 3600) & (self.ts < END - 5 * 3600 + 2400)] += 12.0
+
+    def query_range(self, expr: str, time_range: TimeRange, step_s: float) -> list[Series]:
+        inside = (self.ts >= time_range.start_s) & (self.ts <= time_range.end_s)
+        return [Series({"__name__": "gauge"}, self.ts[inside], self.values[inside])]
+
+
+def test_a_served_ensemble_pages_on_each_members_own_threshold_as_the_cli_does() -> None:
+    """The served path judges each member against its own threshold, as `plugin-backend
+    score` and the benchmark do: the same windows in the range as on the whole series."""
+    source = _DailyGauge()
+    service = DetectionService(source, max_history_points=50_000, scrape_s=300.0)
+    span = TimeRange(END - DAY, END)
+    (found,) = service.detect("gauge", span, DetectOptions("ensemble"))
+    assert found.step_s == 300.0
+    whole = get_detector("ensemble").score(source.ts, source.values)  # an export of it all
+    assert whole.member_scores is not None
+    cli = [w for w in find_windows(whole, pager_policy()) if w.end_s >= span.start_s]
+    assert cli  # the excursion pages
+    assert found.windows == cli

@@ -5,8 +5,9 @@ extra columns ignored. A timestamp is ISO-8601 (``2015-09-01 11:30:00`` as NAB
 writes it, ``2015-09-01T11:30:00Z``, ``...+02:00``; without a zone it is UTC) or
 epoch seconds (epoch milliseconds when above 1e11). A value is a number; empty
 or ``NaN`` is a missing point. Real exports are taken as they come: rows out of time
-order (a clock stepped back) are scored in time order, and a repeated timestamp keeps
-the later row; both add a warning naming the lines. Only unparsable input is refused.
+order (a clock stepped back) are scored in time order, a repeated timestamp keeps
+the later row, and gaps (no row for more than 8 typical steps) are scored as they are;
+each adds a warning naming the lines. Only unparsable input is refused.
 
 Errors are :class:`~plugin_backend.errors.RequestError` naming the file and the
 1-based line (the header is line 1).
@@ -197,6 +198,16 @@ def _time_ordered(rows: Sequence[tuple[float, str, float, int]]) -> CsvSeries:
             f"{len(duplicates)} duplicate timestamp(s), keeping the later row: {_named(duplicates)}"
         )
     kept = [rows[i] for i in kept_positions.tolist()]
+    gaps = _gaps([r[0] for r in kept])
+    if gaps:
+        named = [
+            f"line {after[3]} {_duration(after[0] - before[0])} after line {before[3]}"
+            for before, after in ((kept[i], kept[i + 1]) for i in gaps)
+        ]
+        warnings.append(
+            f"{len(gaps)} gap(s) longer than {_GAP_STEPS} typical steps "
+            f"({_duration(_typical_step(kept))}), scored as they are: {_named(named)}"
+        )
     return CsvSeries(
         timestamps_s=np.asarray([r[0] for r in kept], dtype=np.float64),
         values=np.asarray([r[2] for r in kept], dtype=np.float64),
@@ -207,6 +218,31 @@ def _time_ordered(rows: Sequence[tuple[float, str, float, int]]) -> CsvSeries:
         row_index=row_index,
         row_kept=row_kept,
     )
+
+
+#: A gap: no row for longer than this many typical steps (the span of the alarm
+#: layer's run trigger, which does not average across it: ``scoring.alarm_rate``).
+_GAP_STEPS = 8
+
+
+def _typical_step(kept: Sequence[tuple[float, str, float, int]]) -> float:
+    return float(np.median(np.diff([r[0] for r in kept]))) if len(kept) > 1 else 0.0
+
+
+def _gaps(stamps: Sequence[float]) -> list[int]:
+    """Positions ``i`` (time order) after which no row comes for longer than
+    ``_GAP_STEPS`` typical steps."""
+    if len(stamps) < 2:
+        return []
+    steps = np.diff(np.asarray(stamps, dtype=np.float64))
+    typical = float(np.median(steps))
+    return np.flatnonzero(steps > _GAP_STEPS * typical).tolist() if typical > 0 else []
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _named(items: Sequence[str]) -> str:

@@ -7,7 +7,13 @@ inside the band; with ``rate=None`` the alarm threshold is 1, the band's edge) a
 its deviation ``value - expected`` has the wanted sign. Anomalous points form
 *runs*: the next anomalous point joins the current run when it is the very next
 row or comes less than ``max_gap_s`` after the previous anomalous point (a short
-dip back does not end an incident). A run becomes a *window* once it is
+dip back does not end an incident). The very next row joins however long the gap
+in the data before it: a gap is no evidence that an incident ended, so an anomaly
+still there after it is the same window and pages again only once ``realert_s``
+has passed; one that ended before the gap (a normal row, then the gap) and one after
+it are two. (What the run trigger of ``scoring.alarm_rate`` averages stops at such a
+gap, so a spike just before it does not make the rows after it anomalous.) A run
+becomes a *window* once it is
 *confirmed*, at the first of its points where either
 
 * the run holds ``min_points`` anomalous points and has lasted ``min_duration_s``

@@ -136,6 +136,20 @@ def test_warnings_name_the_first_lines_and_count_the_rest(tmp_path: Path) -> Non
     assert warning.endswith("and 19 more")
 
 
+def test_gaps_longer_than_eight_steps_are_scored_with_a_warning_naming_them(
+    tmp_path: Path,
+) -> None:
+    minutes = [*range(20), *range(25, 40), *range(160, 180)]  # a 6 min hole, then 2 h
+    body = "".join(f"{1441107000 + 60 * m},{m}\n" for m in minutes)
+    series = load_series_csv(write(tmp_path, "timestamp,value\n" + body))
+    assert series.timestamps_s.shape == (len(minutes),)  # every row kept, none invented
+    (warning,) = series.warnings
+    assert warning == (
+        "1 gap(s) longer than 8 typical steps (1 min), scored as they are: "
+        "line 37 2.0 h after line 36"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "line", "what"),
     [

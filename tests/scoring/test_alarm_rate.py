@@ -178,10 +178,20 @@ def test_the_window_is_a_span_of_time_bounded_in_points() -> None:
     assert policy.points_per_sample(3600.0) == 1  # coarser: 2,000 points, as before
 
 
-def test_the_normalized_score_of_a_tail_with_history_is_the_same() -> None:
-    """Both triggers resume from the cached scores alone."""
+def with_gaps(scored: ScoredSeries) -> ScoredSeries:
+    """``scored`` with no rows for 3 h, 45 min, 7 h and 5 h at four places."""
+    ts = scored.timestamps_s.copy()
+    for after, gap_h in ((1500, 3.0), (3100, 0.75), (5200, 7.0), (6100, 5.0)):
+        ts[after + 1 :] += gap_h * 3600.0
+    return ScoredSeries(ts, *(getattr(scored, f) for f in _FIELDS[1:]))
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_the_normalized_score_of_a_tail_with_history_is_the_same(gaps: bool) -> None:
+    """Both triggers resume from the cached scores alone, gaps in the data or not."""
     score = healthy(7000, 9)
-    whole = scored_from(score)
+    score[5201:5205] = 30.0  # just after a gap: the run trigger restarts there
+    whole = with_gaps(scored_from(score)) if gaps else scored_from(score)
     drop = 1000
     policy = RatePolicy()
     same_from = policy.window_points + policy.block_points + policy.run_points
@@ -189,6 +199,11 @@ def test_the_normalized_score_of_a_tail_with_history_is_the_same() -> None:
         rate_normalized(whole.timestamps_s[drop:], score[drop:], policy)[same_from:],
         rate_normalized(whole.timestamps_s, score, policy)[drop + same_from :],
     )
+    for cut in (3101, 5202, 6103):  # and on a prefix, the prefix of the whole
+        np.testing.assert_array_equal(
+            rate_normalized(whole.timestamps_s[:cut], score[:cut], policy),
+            rate_normalized(whole.timestamps_s, score, policy)[:cut],
+        )
 
 
 def test_a_long_run_just_outside_the_band_pages_though_no_point_would() -> None:
@@ -204,7 +219,7 @@ def test_a_long_run_just_outside_the_band_pages_though_no_point_would() -> None:
 
 def test_trailing_mean_is_causal_and_needs_most_of_its_points() -> None:
     score = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
-    mean = trailing_mean(score, 4)
+    mean = trailing_mean(60.0 * np.arange(6), score, 4)
     assert np.isnan(mean[:2]).all()  # fewer than 3 of the last 4 known
     assert np.isnan(mean[2])  # this point unknown
     assert mean[3] == pytest.approx((1 + 2 + 4) / 3)
@@ -290,3 +305,41 @@ def test_at_15_s_a_tail_with_a_window_of_history_gets_the_same_thresholds() -> N
     np.testing.assert_array_equal(
         rate_normalized(whole.timestamps_s, score, policy, memo=memo), full
     )
+
+
+def test_the_run_mean_does_not_reach_back_across_a_gap() -> None:
+    # Rows every minute, then 3 h without rows: the rows before the gap do not count.
+    ts = np.concatenate([60.0 * np.arange(10), 60.0 * 9 + 3 * 3600 + 60.0 * np.arange(8)])
+    score = np.concatenate([np.full(10, 9.0), np.ones(8)])
+    mean = trailing_mean(ts, score, 8)
+    assert mean[9] == pytest.approx(9.0)
+    assert np.isnan(mean[10:15]).all()  # fewer than 6 of the last 8 minutes have a row
+    np.testing.assert_allclose(mean[15:], 1.0)  # only rows after the gap count
+    # Without the gap, or with a hole shorter than the 8 steps the mean spans (irregular
+    # polling, a missed scrape), the same rows' mean still holds the earlier scores.
+    for hole_s in (0.0, 5 * 60.0):
+        ts = 60.0 * np.arange(18) + np.where(np.arange(18) >= 10, hole_s, 0.0)
+        assert trailing_mean(ts, score, 8)[12] == pytest.approx((5 * 9 + 3) / 8)
+
+
+def gapped(score: np.ndarray, gap_after: int, gap_s: float) -> ScoredSeries:
+    """``scored_from(score)`` with no rows for ``gap_s`` after row ``gap_after``."""
+    scored = scored_from(score)
+    ts = scored.timestamps_s.copy()
+    ts[gap_after + 1 :] += gap_s
+    return ScoredSeries(ts, scored.values, scored.expected, scored.lower, scored.upper, score)
+
+
+def test_a_spike_before_a_gap_pages_once_and_its_window_ends_before_the_gap() -> None:
+    """An export whose rows stop for 6 h right after a spike: the normal rows after the
+    gap are no part of the spike (the run trigger's mean does not reach back to it), so
+    they neither page again nor stretch its window over the gap."""
+    score = healthy(3000, 12)
+    spike = 2000
+    score[spike : spike + 4] = 12.0  # 20 min far outside the band, then 6 h without rows
+    scored = gapped(score, spike + 3, 6 * 3600.0)
+    fired = np.flatnonzero(alarms(scored, WindowPolicy()))
+    assert fired[(fired >= spike) & (fired < spike + 60)].tolist() == [spike]  # 5 h on
+    at = scored.timestamps_s[spike]
+    (window,) = [w for w in find_windows(scored, WindowPolicy()) if w.start_s <= at <= w.end_s]
+    assert window.end_s == scored.timestamps_s[spike + 3]

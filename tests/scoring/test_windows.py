@@ -279,3 +279,42 @@ def test_with_rate_control_a_series_pages_at_most_once_per_repeat_interval() -> 
     assert fired == [3000, 3120, 3240, 3360]  # every 2 h, on a run's first point
     assert len(find_windows(scored, policy, normalized=score)) == 20  # every run a window
     assert np.count_nonzero(alarms(scored, EdgePolicy(realert_s=2 * 3600.0))) == 20
+
+
+def _gap(scored: ScoredSeries, after: int, gap_s: float) -> ScoredSeries:
+    """``scored`` with no rows for ``gap_s`` after row ``after`` (later rows shifted)."""
+    ts = scored.timestamps_s.copy()
+    ts[after + 1 :] += gap_s
+    return ScoredSeries(
+        ts, scored.values, scored.expected, scored.lower, scored.upper, scored.score
+    )
+
+
+@pytest.mark.parametrize(("gap_h", "pages_after_gap"), [(2.0, False), (6.0, True)])
+def test_an_anomaly_still_there_after_a_gap_is_the_same_run(
+    gap_h: float, pages_after_gap: bool
+) -> None:
+    """A gap is no evidence that an anomaly ended: anomalous on both sides, it is one
+    window, and it pages again after the gap only once the repeat interval has passed."""
+    score = quiet(400)
+    score[100:160] = 2.0  # an hour outside the band, rows stop, and it is still outside
+    scored = _gap(scored_from(score), 129, gap_h * 3600.0)
+    policy = EdgePolicy(realert_s=4 * 3600.0)
+    (window,) = find_windows(scored, policy)
+    assert (window.start_s, window.end_s) == (scored.timestamps_s[100], scored.timestamps_s[159])
+    fired = np.flatnonzero(alarms(scored, policy)).tolist()
+    assert fired == ([101, 130] if pages_after_gap else [101])
+
+
+def test_an_anomaly_that_ended_before_a_gap_and_one_after_it_are_two_runs() -> None:
+    score = quiet(400)
+    score[100:120] = 2.0
+    score[131:150] = 2.0  # row 130, the last before the gap, is back inside the band
+    scored = _gap(scored_from(score), 130, 6 * 3600.0)
+    policy = EdgePolicy(realert_s=4 * 3600.0)
+    windows = find_windows(scored, policy)
+    assert [(w.start_s, w.end_s) for w in windows] == [
+        (scored.timestamps_s[100], scored.timestamps_s[119]),
+        (scored.timestamps_s[131], scored.timestamps_s[149]),
+    ]
+    assert np.flatnonzero(alarms(scored, policy)).tolist() == [101, 132]
