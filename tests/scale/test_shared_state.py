@@ -27,7 +27,10 @@ except ImportError:  # pragma: no cover - CI installs the scale extra
 
 pytestmark = pytest.mark.processes
 
-FAULT_START_S = 1764018000.0
+# 21:00 UTC on the replayed day, 47 min after the demo estate's pg_pool_exhaustion
+# (demo_fault_start: 19:43 UTC, 30 min) ended: a tick between 20:13 and 22:43 holds the
+# whole fault in its 3 h lookback, so the rule's cycle opens its incident.
+AFTER_FAULT_S = 1764018000.0
 EXPR = 'http_request_duration_seconds_p99{service="checkout"}'
 # Band-edge alarms, as the demo's rules have: its faults recur several times a day,
 # more often than the rate-controlled pager's one alarm per three days, which learns
@@ -37,7 +40,7 @@ OPTIONS = DetectOptions(detector="holt_winters", rate_control=False)
 RATE_CONTROLLED = DetectOptions(detector="holt_winters")
 # The server's default: room for that window before the range.
 BUDGET = 50_000
-TICKS = [FAULT_START_S - 900 + 180 * k for k in range(14)]
+TICKS = [AFTER_FAULT_S - 900 + 180 * k for k in range(14)]
 
 
 @pytest.fixture
