@@ -480,6 +480,8 @@ def _reloading_step(
             self.thread: threading.Thread | None = None
 
         def start(self, parent: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                return  # a worker embedded in a thread (tests): signals are its host's
             platforms.signals["SIGHUP"] = reload.request
             self.thread = threading.Thread(
                 target=reload.run,
