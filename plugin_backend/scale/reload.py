@@ -45,14 +45,21 @@ class RulesReload:
         """The signal handler: only sets a flag (the thread reloads)."""
         self._requested.set()
 
-    def reload(self, path: str, apply: Callable[[RuleSet], None]) -> bool:
+    def reload(
+        self,
+        path: str,
+        apply: Callable[[RuleSet], None],
+        refused: Callable[[], None] | None = None,
+    ) -> bool:
         """Read the rules file; valid: ``apply`` them and let the pool processes and
-        children know. Returns whether the rules changed hands."""
+        children know; invalid: ``refused``. Returns whether the rules changed hands."""
         self._requested.clear()
         try:
             rules = load_rules(path)
         except ConfigError as exc:
             log.error("rules reload refused, every process keeps its rules: %s", exc)
+            if refused is not None:
+                refused()
             return False
         apply(rules)
         self._generation.value += 1
@@ -62,8 +69,14 @@ class RulesReload:
         log.info("rules reloaded: %s", ", ".join(rules.names) or "none")
         return True
 
-    def run(self, path: str, apply: Callable[[RuleSet], None], stop: threading.Event) -> None:
+    def run(
+        self,
+        path: str,
+        apply: Callable[[RuleSet], None],
+        stop: threading.Event,
+        refused: Callable[[], None] | None = None,
+    ) -> None:
         """Until ``stop``: reload each time ``request`` was called."""
         while not stop.is_set():
             if self._requested.wait(0.5):
-                self.reload(path, apply)
+                self.reload(path, apply, refused)

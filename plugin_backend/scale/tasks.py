@@ -468,8 +468,12 @@ def _reloading_step(
     reload: RulesReload, rules_path: Callable[[], str], apply: Callable[[RuleSet], None]
 ) -> type:
     """A worker bootstep: SIGHUP reloads the rules in place (instead of Celery's restart),
-    ``apply``-ing them to the scheduler."""
+    ``apply``-ing them to the scheduler, and counts them (or a refusal) in the worker's
+    metrics, as the one-process worker does."""
     from celery import bootsteps, platforms
+    from prometheus_client import CollectorRegistry
+
+    from plugin_backend.telemetry import WorkerMetrics
 
     class Reloading(bootsteps.StartStopStep):  # type: ignore[misc]
         requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
@@ -483,9 +487,16 @@ def _reloading_step(
             if threading.current_thread() is not threading.main_thread():
                 return  # a worker embedded in a thread (tests): signals are its host's
             platforms.signals["SIGHUP"] = reload.request
+            # in multiprocess mode (--metrics-port) summed with the pool processes'
+            metrics = WorkerMetrics(CollectorRegistry())
+
+            def applied(rules: RuleSet) -> None:
+                apply(rules)
+                metrics.rules_loaded.set(len(rules.rules))
+
             self.thread = threading.Thread(
                 target=reload.run,
-                args=(rules_path(), apply, self.stop_event),
+                args=(rules_path(), applied, self.stop_event, metrics.rules_reload_failures.inc),
                 name="rules-reload",
                 daemon=True,
             )
