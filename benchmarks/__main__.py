@@ -27,6 +27,7 @@ BENCHMARKS = {
     "worker": bench_worker.main,
     "load": bench_load.main,
     "scale": bench_scale.main,
+    "scale-state": bench_scale.state_main,
 }
 
 

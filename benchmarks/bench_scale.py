@@ -314,3 +314,113 @@ def main(count: int = 1000, detector: str = "robust_z") -> None:
         ],
         rows,
     )
+
+
+def state_main(detectors: tuple[str, ...] = ("robust_z", "holt_winters", "ensemble")) -> None:
+    """``python -m benchmarks scale-state``: the Redis memory of one series' detector
+    state when a rule at 15 s steps scores with the rate-controlled alarms (the rules'
+    default), whose threshold window (3.5 days at 15 s) and the detector's context are
+    kept, as the worker fetches them (the points budget, ``max_points_per_series``).
+    One tick on worker A (cold), one more (warm, its own state), one on worker B (it
+    takes A's state over from Redis; B scored another series first, as a pool process
+    running many rules has); a real redis-server, the demo estate's checkout latency.
+    Timings are one run each on whatever machine runs it."""
+    import zlib
+
+    import numpy as np
+    import redis
+
+    from plugin_backend.config import Settings
+    from plugin_backend.detection import DetectionService, DetectOptions
+    from plugin_backend.scale.state import SharedScoreCache, encode_state, state_key
+    from plugin_backend.timegrid import align_range
+
+    expr = 'http_request_duration_seconds_p99{service="checkout"}'
+    budget = Settings().max_points_per_series
+    now = 1764019200.0
+    rows = []
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url(0))
+        for detector in detectors:
+            client.flushdb()
+            caches = [SharedScoreCache(client), SharedScoreCache(client)]
+            source = DemoSource(seed=7)
+            workers = [DetectionService(source, cache=c, max_history_points=budget) for c in caches]
+            options = DetectOptions(detector=detector)
+            # B has run other rules before (a pool process's detectors are warm)
+            other = 'http_errors_ratio{service="frontend"}'
+            workers[1].detect(other, align_range(TimeRange(now - 3 * 3600, now), 15.0), options)
+            timings = []
+            for at, tick in ((0, now), (0, now + 60.0), (1, now + 120.0)):
+                span = align_range(TimeRange(tick - 3 * 3600, tick), 15.0)
+                started = time.perf_counter()
+                workers[at].detect(expr, span, options, floor_s=15.0)
+                scored_s = time.perf_counter() - started
+                started = time.perf_counter()
+                caches[at].flush()
+                timings.append((scored_s, time.perf_counter() - started))
+            (series,) = source.query_range(expr, TimeRange(now - 60, now), 15.0)
+            labels = tuple(sorted(series.labels.items()))
+            key = (expr, detector, options.sensitivity, options.min_deviation, 15.0, labels)
+            usage = int(client.memory_usage(state_key(key), samples=0) or 0)
+            exported = caches[1].export(key)
+            assert exported is not None
+            scored, memo, valid_from_s = exported
+            fields = encode_state(scored, memo, valid_from_s)
+            table_rows = 6 + sum(
+                0 if m is None else m.shape[0]
+                for m in (scored.member_scores, scored.member_expected)
+            )
+            previous = len(
+                zlib.compress(
+                    np.vstack(
+                        [
+                            getattr(scored, f)
+                            for f in (
+                                "timestamps_s",
+                                "values",
+                                "expected",
+                                "lower",
+                                "upper",
+                                "score",
+                            )
+                        ]
+                    ).tobytes(),
+                    1,
+                )
+            )
+            span_d = (scored.timestamps_s[-1] - scored.timestamps_s[0]) / 86_400
+            rows.append(
+                [
+                    detector,
+                    f"{len(scored)} ({span_d:.1f} d)",
+                    str(table_rows),
+                    f"{usage / 1024:.0f} KiB",
+                    f"{len(fields['scores']) / 1024:.0f} KiB",
+                    f"{previous / 1024:.0f} KiB",
+                    f"{timings[0][0] * 1000:.0f} ms",
+                    f"{timings[1][0] * 1000:.0f} ms",
+                    f"{timings[1][1] * 1000:.0f} ms",
+                    f"{timings[2][0] * 1000:.0f} ms",
+                    f"{usage * 1000 / 2**30:.2f} GiB",
+                ]
+            )
+        client.close()
+    print_table(
+        f"Detector state in Redis per series: a rule at 15 s steps, rate-controlled "
+        f"alarms, points budget {budget}; {os.cpu_count()} CPUs",
+        [
+            "detector",
+            "points kept (span)",
+            "rows",
+            "MEMORY USAGE per key",
+            "of which scores",
+            "6 rows, unshuffled",
+            "tick A cold",
+            "tick A warm",
+            "flush (encode + write)",
+            "tick B (takes A's state over)",
+            "per 1,000 single-series rules",
+        ],
+        rows,
+    )

@@ -109,7 +109,12 @@ def _add_store_commands(commands: Any) -> None:
         help="run watch rules, process alert webhooks, deliver annotations to Grafana",
     )
     worker.add_argument("--rules", metavar="FILE", help="watch rules YAML (PLUGIN_BACKEND_RULES)")
-    worker.add_argument("--once", action="store_true", help="run one cycle of everything, exit")
+    worker.add_argument(
+        "--once",
+        action="store_true",
+        help="run one cycle of everything, exit (the one-process worker; refused with "
+        "--engine celery)",
+    )
     worker.add_argument(
         "--since",
         metavar="DURATION",

@@ -142,7 +142,13 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run_celery(settings: Settings, args: argparse.Namespace, rules_path: str) -> int:
     if args.once:
-        raise ConfigError("worker: --once runs the one-process worker, not --engine celery")
+        # a pass is one process's: Celery's ticks run on whichever worker takes them
+        raise ConfigError(
+            "worker: --once is a single pass of the one-process worker; with --engine celery "
+            "the ticks run on whichever worker takes them, so there is no pass to wait for. "
+            "Run `plugin-backend worker --once` (no --engine) on the same store and rules: "
+            "it takes each rule's lease as the Celery tasks do, so it can run beside them"
+        )
     since_s = parse_duration_s(args.since, what="--since") if args.since else None
     from plugin_backend.scale.queues import parse_queues
 

@@ -17,7 +17,12 @@ that stopped (or a renamed one) leaves nothing behind; a rule that comes back af
 longer is scored from scratch, as after a restart. Redis unreachable: the worker goes
 on with its own memory (a warning), as the one-process worker does.
 
-Encoding: arrays as raw float64 (zlib), block fits as JSON: nothing is unpickled.
+Encoding (exact: the restored state is bit for bit the one written): the rows of the
+scores (an ensemble's member rows too: its alarms are fitted per member), float64 with
+their bytes shuffled (each value's first bytes together, then its second...: similar
+values then compress well) and zlib; the block fits as JSON; the time scores were
+computed from. Nothing is unpickled. A key written by an earlier version (no
+``format``) is read as it was written.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 STATE_TTL_S = 6 * 3600  # a series' state is kept this long after its last tick
 PREFIX = "plugin_backend:state:"
 _FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
+_FORMAT = b"2"  # shuffled bytes, member rows, valid_from
 
 
 def state_key(key: Hashable) -> str:
@@ -52,25 +58,58 @@ def state_key(key: Hashable) -> str:
     return PREFIX + hashlib.sha256(repr(key).encode()).hexdigest()[:32]
 
 
-def encode_state(scored: ScoredSeries, memo: FitMemo) -> dict[str, bytes]:
-    table = np.vstack([np.asarray(getattr(scored, f), dtype=np.float64) for f in _FIELDS])
+def encode_state(scored: ScoredSeries, memo: FitMemo, valid_from_s: float) -> dict[str, bytes]:
+    rows = [np.asarray(getattr(scored, f), dtype=np.float64) for f in _FIELDS]
+    members = [scored.member_scores, scored.member_expected]
+    counts = [0 if m is None else int(m.shape[0]) for m in members]
+    for m in members:
+        if m is not None:
+            rows += list(np.asarray(m, dtype=np.float64))
+    table = np.ascontiguousarray(np.vstack(rows))
+    shuffled = table.view(np.uint8).reshape(-1, 8).T.tobytes()
     fits = [[trigger, start, *fit] for (trigger, start), fit in memo.items()]
     return {
+        "format": _FORMAT,
         "points": str(table.shape[1]).encode(),
-        "scores": zlib.compress(table.tobytes(), 1),
+        "members": json.dumps(counts).encode(),
+        "valid_from": repr(float(valid_from_s)).encode(),
+        "scores": zlib.compress(shuffled, 1),
         "fits": json.dumps(fits).encode(),
     }
 
 
-def decode_state(fields: dict[bytes, bytes]) -> tuple[ScoredSeries, FitMemo]:
+def decode_state(fields: dict[bytes, bytes]) -> tuple[ScoredSeries, FitMemo, float | None]:
+    """``encode_state``'s inverse; the last item is ``None`` for a key of the earlier
+    format (the cache then trusts the scores from the first finite one)."""
     points = int(fields[b"points"])
-    table = np.frombuffer(zlib.decompress(fields[b"scores"]), dtype=np.float64)
-    rows: list[FloatArray] = [row.copy() for row in table.reshape(len(_FIELDS), points)]
+    raw = zlib.decompress(fields[b"scores"])
+    if fields.get(b"format") == _FORMAT:
+        table = np.frombuffer(raw, dtype=np.uint8).reshape(8, -1).T.copy().view(np.float64)
+        counts = [int(c) for c in json.loads(fields[b"members"])]
+        valid_from_s: float | None = float(fields[b"valid_from"])
+    else:
+        table = np.frombuffer(raw, dtype=np.float64)
+        counts, valid_from_s = [0, 0], None
+    rows: list[FloatArray] = [row.copy() for row in table.reshape(-1, points)]
+    base = len(_FIELDS)
+    member_scores = np.vstack(rows[base : base + counts[0]]) if counts[0] else None
+    member_expected = np.vstack(rows[base + counts[0] :]) if counts[1] else None
     memo: FitMemo = {
         (str(trigger), float(start)): (float(a), float(b), float(c), float(d))
         for trigger, start, a, b, c, d in json.loads(fields[b"fits"])
     }
-    return ScoredSeries(*rows), memo
+    timestamps_s, values, expected, lower, upper, score = rows[:base]
+    scored = ScoredSeries(
+        timestamps_s,
+        values,
+        expected,
+        lower,
+        upper,
+        score,
+        member_scores=member_scores,
+        member_expected=member_expected,
+    )
+    return scored, memo, valid_from_s
 
 
 class SharedScoreCache(ScoreCache):
@@ -141,8 +180,8 @@ class SharedScoreCache(ScoreCache):
             return
         if not fields or b"scores" not in fields:
             return
-        scored, memo = decode_state(fields)
-        self.restore(key, scored, memo)
+        scored, memo, valid_from_s = decode_state(fields)
+        self.restore(key, scored, memo, valid_from_s)
         with self._shared_lock:
             self._revisions[key] = int(fields[b"revision"])
             self.resumed += 1

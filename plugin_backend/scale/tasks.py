@@ -47,8 +47,9 @@ from typing import Any, ClassVar
 
 from plugin_backend.config import Settings, load_settings, pin_math_threads
 from plugin_backend.errors import BackendError, ConfigError, UpstreamError
-from plugin_backend.rules import load_rules
+from plugin_backend.rules import RuleSet, load_rules
 from plugin_backend.scale.queues import DELIVERY_QUEUE, NOTES_QUEUE, QUEUES, RULES_QUEUE
+from plugin_backend.scale.reload import RulesReload
 from plugin_backend.scale.scheduler import (
     TICK_LEASE_S,
     TICK_RENEW_S,
@@ -332,12 +333,15 @@ def create_celery(
     """The Celery app. ``settings`` default to the environment's, read when Celery first
     needs its configuration (so ``celery -A plugin_backend.scale.app`` imports cheaply).
     ``schedule``: its workers also run a ``TickScheduler`` (in the main process), which
-    first replays ``since_s`` of history when given."""
+    first replays ``since_s`` of history when given. SIGHUP reloads the rules of every
+    process of its workers (``scale.reload``: ``app.rules_reload``)."""
     from celery import Celery, bootsteps
 
     app = Celery("plugin_backend", set_as_current=False)
     lock = threading.Lock()
     state: dict[str, Any] = {"settings": settings}
+    reload = RulesReload()  # before the pool forks: its processes share its count
+    app.rules_reload = reload
 
     def current_settings() -> Settings:
         with lock:
@@ -352,7 +356,11 @@ def create_celery(
                 state["runtime"] = TaskRuntime.from_settings(
                     state["settings"], send_delivery, send_note
                 )
+                state["reloads"] = reload.generation
             built: TaskRuntime = state["runtime"]
+            if state["reloads"] != reload.generation:  # SIGHUP: the main process reloaded
+                state["reloads"] = reload.generation
+                built.worker.reload_rules()
             return built
 
     def send_delivery() -> None:
@@ -406,7 +414,15 @@ def create_celery(
 
     from celery.signals import worker_process_init
 
-    worker_process_init.connect(_one_math_thread, weak=False)
+    worker_process_init.connect(_init_pool_process, weak=False)
+
+    app.steps["worker"].add(
+        _reloading_step(
+            reload,
+            lambda: _rules_path(current_settings()),
+            lambda rules: state.__setitem__("rules", rules),
+        )
+    )
 
     if schedule:
 
@@ -423,11 +439,11 @@ def create_celery(
 
             def start(self, parent: Any) -> None:
                 settings = current_settings()
-                rules = load_rules(Path(_rules_path(settings)))
+                state["rules"] = load_rules(Path(_rules_path(settings)))  # SIGHUP: new ones
                 self.store = Store(settings.store_url)
                 self.store.migrate()
                 scheduler = TickScheduler(
-                    self.store, lambda: rules, CelerySender(app), since_s=since_s
+                    self.store, lambda: state["rules"], CelerySender(app), since_s=since_s
                 )
                 self.thread = threading.Thread(
                     target=scheduler.run_forever,
@@ -448,11 +464,59 @@ def create_celery(
     return app
 
 
-def _one_math_thread(**_: Any) -> None:
+def _reloading_step(
+    reload: RulesReload, rules_path: Callable[[], str], apply: Callable[[RuleSet], None]
+) -> type:
+    """A worker bootstep: SIGHUP reloads the rules in place (instead of Celery's restart),
+    ``apply``-ing them to the scheduler, and counts them (or a refusal) in the worker's
+    metrics, as the one-process worker does."""
+    from celery import bootsteps, platforms
+    from prometheus_client import CollectorRegistry
+
+    from plugin_backend.telemetry import WorkerMetrics
+
+    class Reloading(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.stop_event = threading.Event()
+            self.thread: threading.Thread | None = None
+
+        def start(self, parent: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                return  # a worker embedded in a thread (tests): signals are its host's
+            platforms.signals["SIGHUP"] = reload.request
+            # in multiprocess mode (--metrics-port) summed with the pool processes'
+            metrics = WorkerMetrics(CollectorRegistry())
+
+            def applied(rules: RuleSet) -> None:
+                apply(rules)
+                metrics.rules_loaded.set(len(rules.rules))
+
+            self.thread = threading.Thread(
+                target=reload.run,
+                args=(rules_path(), applied, self.stop_event, metrics.rules_reload_failures.inc),
+                name="rules-reload",
+                daemon=True,
+            )
+            self.thread.start()
+
+        def stop(self, parent: Any) -> None:
+            self.stop_event.set()
+            if self.thread is not None:
+                self.thread.join(timeout=10)
+
+    return Reloading
+
+
+def _init_pool_process(**_: Any) -> None:
     """A pool process computes on one thread (torch, BLAS): the pool has one process per
     core, and each taking every core for its own threads oversubscribes them. Read by
-    torch when it is first imported, in the task; an operator's setting is kept."""
+    torch when it is first imported, in the task; an operator's setting is kept. It
+    ignores SIGHUP: the main process reloads the rules and tells it (``scale.reload``)."""
     pin_math_threads(1)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def run_celery_worker(
@@ -489,6 +553,7 @@ def run_celery_worker(
     notes = None
     if NOTES_QUEUE not in queues and note_concurrency > 0 and settings.llm_provider != "none":
         notes = _start_note_worker(rules_path, note_concurrency)
+        app.rules_reload.children.append(notes)  # SIGHUP reaches it too
     try:
         app.worker_main(argv)
     finally:

@@ -124,22 +124,30 @@ class ScoreCache:
                 for block in [b for b in memo if b[1] > changed_s]:
                     memo.pop(block, None)
 
-    def export(self, key: Hashable) -> tuple[ScoredSeries, FitMemo] | None:
-        """The scores and block fits kept under ``key`` (``None``: none), e.g. to hand a
-        series' state to another process (``scale.state``)."""
+    def export(self, key: Hashable) -> tuple[ScoredSeries, FitMemo, float] | None:
+        """The scores, block fits and the time scores were computed from (earlier ones
+        are NaN) kept under ``key`` (``None``: none), e.g. to hand a series' state to
+        another process (``scale.state``)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            return entry.scored, dict(self._fit_memos.get(key, {}))
+            return entry.scored, dict(self._fit_memos.get(key, {})), entry.valid_from_s
 
-    def restore(self, key: Hashable, scored: ScoredSeries, memo: FitMemo) -> None:
+    def restore(
+        self,
+        key: Hashable,
+        scored: ScoredSeries,
+        memo: FitMemo,
+        valid_from_s: float | None = None,
+    ) -> None:
         """Keep ``scored`` and ``memo`` under ``key``, as if scored here (``export``'s
         inverse): the next ``score`` extends them exactly as it would have its own."""
-        # Scores before a request's ``needed_from`` are NaN: trust them from the first
-        # finite one only (a request that needs earlier points rescores).
-        finite = np.flatnonzero(np.isfinite(scored.score))
-        valid_from_s = float(scored.timestamps_s[finite[0]]) if finite.size else math.inf
+        if valid_from_s is None:
+            # Scores before a request's ``needed_from`` are NaN: trust them from the first
+            # finite one only (a request that needs earlier points rescores).
+            finite = np.flatnonzero(np.isfinite(scored.score))
+            valid_from_s = float(scored.timestamps_s[finite[0]]) if finite.size else math.inf
         with self._lock:
             self._entries[key] = _Entry(scored, valid_from_s)
             self._entries.move_to_end(key)

@@ -54,6 +54,9 @@ class RuleTick:
     updated_s: float
     attempts: int = 0  # times a task started it
     lookback_s: float | None = None  # a replay tick's history
+    # running: its task's lease; queued: claimed but not yet known sent (``claim_tick``
+    # with ``send_lease_s``), sent again once it runs out (``unsent_ticks``)
+    lease_until_s: float | None = None
 
 
 # the holder of a rule's lease kept for a reclaimed tick (``reclaim_ticks``)
@@ -222,11 +225,20 @@ class Store:
     # -- rule ticks (the Celery engine's schedule) ---------------------------------------
 
     def claim_tick(
-        self, rule: str, tick_s: float, now_s: float, *, lookback_s: float | None = None
+        self,
+        rule: str,
+        tick_s: float,
+        now_s: float,
+        *,
+        lookback_s: float | None = None,
+        send_lease_s: float | None = None,
     ) -> bool:
         """Record ``rule``'s tick at ``tick_s`` as queued; ``False`` if it already is (another
         scheduler enqueued it): only the caller that gets ``True`` enqueues it.
-        ``lookback_s``: a replay tick's history, kept for when it is sent again."""
+        ``lookback_s``: a replay tick's history, kept for when it is sent again.
+        ``send_lease_s``: the claim holds until the caller reports it sent
+        (``mark_tick_sent``); unreported for that long (the broker was down, the caller
+        died), the tick is handed out again by ``unsent_ticks``."""
         try:
             with self._begin(conflict_ok=True) as conn:
                 conn.execute(
@@ -237,11 +249,74 @@ class Store:
                         updated_s=now_s,
                         attempts=0,
                         lookback_s=lookback_s,
+                        lease_until_s=None if send_lease_s is None else now_s + send_lease_s,
                     )
                 )
         except IntegrityError:
             return False
         return True
+
+    def mark_tick_sent(self, rule: str, tick_s: float) -> None:
+        """The claimed tick is on the broker: ``unsent_ticks`` leaves it alone (no-op once
+        a task started it)."""
+        with self._begin() as conn:
+            conn.execute(
+                rule_ticks.update()
+                .where(
+                    rule_ticks.c.rule == rule,
+                    rule_ticks.c.tick_ms == _tick_ms(tick_s),
+                    rule_ticks.c.state == "queued",
+                )
+                .values(lease_until_s=None)
+            )
+
+    def unsent_ticks(self, now_s: float, *, lease_s: float, limit: int = 100) -> list[RuleTick]:
+        """The claimed ticks never reported sent whose claim ran out (``claim_tick`` with
+        ``send_lease_s``), each leased again for ``lease_s`` to one caller, who sends it
+        and reports it (``mark_tick_sent``). A live tick of a rule that has a later tick
+        is not sent but marked skipped (superseded: the later one's cycle covers it, as
+        ``start_tick`` does); a replay tick is always sent. Any number of callers: each
+        tick goes to one per lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the
+        conditional update elsewhere)."""
+        unsent = sa.and_(rule_ticks.c.state == "queued", rule_ticks.c.lease_until_s < now_s)
+        found: list[RuleTick] = []
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(rule_ticks)
+                .where(unsent)
+                .order_by(rule_ticks.c.tick_ms)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                this = (rule_ticks.c.rule == row.rule, rule_ticks.c.tick_ms == row.tick_ms)
+                later = conn.execute(
+                    sa.select(rule_ticks.c.tick_ms).where(
+                        rule_ticks.c.rule == row.rule, rule_ticks.c.tick_ms > row.tick_ms
+                    )
+                ).first()
+                if later is not None and row.lookback_s is None:
+                    skipped = conn.execute(
+                        rule_ticks.update()
+                        .where(*this, unsent)
+                        .values(
+                            state="skipped",
+                            error="superseded (never sent: broker unreachable)",
+                            lease_until_s=None,
+                            updated_s=now_s,
+                        )
+                    ).rowcount
+                    if skipped and (row.holder or "").startswith(_RESERVED):
+                        _release(conn, row.rule, row.holder)
+                    continue
+                won = conn.execute(
+                    rule_ticks.update()
+                    .where(*this, unsent)
+                    .values(lease_until_s=now_s + lease_s, updated_s=now_s)
+                ).rowcount
+                if won:
+                    found.append(_rule_tick(row._mapping, lease_until_s=now_s + lease_s))
+        return found
 
     def start_tick(
         self, rule: str, tick_s: float, holder: str, now_s: float, *, lease_s: float
@@ -353,15 +428,23 @@ class Store:
             )
 
     def reclaim_ticks(
-        self, now_s: float, *, hold_s: float, max_attempts: int, limit: int = 100
+        self,
+        now_s: float,
+        *,
+        hold_s: float,
+        max_attempts: int,
+        send_lease_s: float | None = None,
+        limit: int = 100,
     ) -> list[RuleTick]:
         """Queue again the running ticks whose lease ran out (their worker died), and
-        return them, for the caller to send again. The dead holder's lease of the rule
+        return them, for the caller to send again (``send_lease_s``: as ``claim_tick``'s,
+        until the caller reports it sent). The dead holder's lease of the rule
         passes to the tick (for ``hold_s``): the rule's later ticks wait for it, and
         ``start_tick`` hands that lease to whichever task runs it. A tick started
         ``max_attempts`` times is marked failed instead. Any number of callers: each
         tick is reclaimed by one (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the
         conditional update elsewhere)."""
+        send_until = None if send_lease_s is None else now_s + send_lease_s
         expired = sa.and_(rule_ticks.c.state == "running", rule_ticks.c.lease_until_s < now_s)
         reclaimed: list[RuleTick] = []
         with self._begin() as conn:
@@ -400,12 +483,14 @@ class Store:
                         state="queued",
                         holder=reserved if moved else None,
                         error=lost,
-                        lease_until_s=None,
+                        lease_until_s=send_until,
                         updated_s=now_s,
                     )
                 ).rowcount
                 if won:
-                    reclaimed.append(_rule_tick(row._mapping, state="queued"))
+                    reclaimed.append(
+                        _rule_tick(row._mapping, state="queued", lease_until_s=send_until)
+                    )
         return reclaimed
 
     def rule_ticks(self, rule: str | None = None, limit: int = 200) -> list[RuleTick]:
@@ -693,6 +778,7 @@ def _rule_tick(row: Mapping[Any, Any], **override: Any) -> RuleTick:
         updated_s=values["updated_s"],
         attempts=int(values["attempts"] or 0),
         lookback_s=values["lookback_s"],
+        lease_until_s=values["lease_until_s"],
     )
 
 

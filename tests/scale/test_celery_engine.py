@@ -32,7 +32,10 @@ try:
 except ImportError:  # pragma: no cover - CI installs the scale extra
     redis = None  # type: ignore[assignment]
 
-FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (30 min)
+# 21:00 UTC on the replayed day, 47 min after the demo estate's pg_pool_exhaustion
+# (demo_fault_start: 19:43 UTC, 30 min) ended: a tick between 20:13 and 22:43 holds the
+# whole fault in its 3 h lookback, so the rule's cycle opens its incident.
+AFTER_FAULT_S = 1764018000.0
 RULE = "checkout-latency"
 TICK_S = 15.0
 # Band-edge alarms, as the demo's rules (deploy/demo-rules.yaml): its faults recur
@@ -115,7 +118,7 @@ def test_a_rule_tick_task_opens_the_incident_and_queues_its_annotation(
     worker_app: tuple[Any, TaskLog], store: Store
 ) -> None:
     app, log = worker_app
-    tick = FAULT_START_S + 1200
+    tick = AFTER_FAULT_S + 1200
     app.send_task("plugin_backend.rule_tick", args=[RULE, tick])
     (result,) = log.wait_for("rule_tick", 1)
     assert result["outcome"] == "ok"
@@ -131,7 +134,7 @@ def test_a_rule_tick_task_opens_the_incident_and_queues_its_annotation(
 
 def test_a_tick_enqueued_twice_runs_once(worker_app: tuple[Any, TaskLog], store: Store) -> None:
     app, log = worker_app
-    tick = FAULT_START_S + 1200
+    tick = AFTER_FAULT_S + 1200
     assert store.claim_tick(RULE, tick, now_s=time.time())
     for _ in range(2):  # e.g. a message redelivered, or sent again by hand
         app.send_task("plugin_backend.rule_tick", args=[RULE, tick])

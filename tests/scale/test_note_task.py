@@ -46,7 +46,10 @@ except ImportError:  # pragma: no cover - CI installs the scale extra
 
 pytestmark = pytest.mark.processes
 
-FAULT_START_S = 1764018000.0  # the demo estate's pg_pool_exhaustion (30 min)
+# 21:00 UTC on the replayed day, 47 min after the demo estate's pg_pool_exhaustion
+# (demo_fault_start: 19:43 UTC, 30 min) ended: a tick between 20:13 and 22:43 holds the
+# whole fault in its 3 h lookback, so the rule's cycle opens its incident.
+AFTER_FAULT_S = 1764018000.0
 RULE = "checkout-latency"
 ALERT_FAULT_S = demo_fault_start("pg_pool_exhaustion")  # postgres -> checkout
 # Band-edge alarms, as the demo's rules (deploy/demo-rules.yaml): its faults recur
@@ -159,7 +162,7 @@ def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation
             shutdown_timeout=60,
             queues=["rules", "delivery"],
         ):
-            tick = FAULT_START_S + 1200
+            tick = AFTER_FAULT_S + 1200
             app.send_task("plugin_backend.rule_tick", args=[RULE, tick])
             first = _wait("the first tick", lambda: ticks[:1])[0]
             assert first["outcome"] == "ok"
@@ -327,7 +330,7 @@ def test_a_note_lost_with_its_worker_is_sent_again_by_the_sweep_and_written_once
             shutdown_timeout=60,
             queues=["rules", "delivery"],
         ):
-            app.send_task("plugin_backend.rule_tick", args=[RULE, FAULT_START_S + 1200])
+            app.send_task("plugin_backend.rule_tick", args=[RULE, AFTER_FAULT_S + 1200])
             (incident,) = _wait("the incident", store.list_incidents)
             assert model.asked.wait(120), (tmp_path / "notes1.log").read_text()[-3000:]
             os.killpg(notes.pid, signal.SIGKILL)  # while the LLM writes the note
@@ -378,7 +381,7 @@ def test_a_pending_note_is_sent_again_once_per_period_by_any_number_of_sweeps(
     ]
     store = runtimes[0].worker.store
     now = time.time()
-    base = runtimes[0].worker.run_rule(runtimes[0].worker.rules.rules[0], at_s=FAULT_START_S + 1200)
+    base = runtimes[0].worker.run_rule(runtimes[0].worker.rules.rules[0], at_s=AFTER_FAULT_S + 1200)
     assert base.result is not None
     assert base.result.opened
     (opened, *_) = [i for i, _ in base.result.changed if i.id in base.result.opened]

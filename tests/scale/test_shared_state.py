@@ -27,7 +27,10 @@ except ImportError:  # pragma: no cover - CI installs the scale extra
 
 pytestmark = pytest.mark.processes
 
-FAULT_START_S = 1764018000.0
+# 21:00 UTC on the replayed day, 47 min after the demo estate's pg_pool_exhaustion
+# (demo_fault_start: 19:43 UTC, 30 min) ended: a tick between 20:13 and 22:43 holds the
+# whole fault in its 3 h lookback, so the rule's cycle opens its incident.
+AFTER_FAULT_S = 1764018000.0
 EXPR = 'http_request_duration_seconds_p99{service="checkout"}'
 # Band-edge alarms, as the demo's rules have: its faults recur several times a day,
 # more often than the rate-controlled pager's one alarm per three days, which learns
@@ -37,7 +40,7 @@ OPTIONS = DetectOptions(detector="holt_winters", rate_control=False)
 RATE_CONTROLLED = DetectOptions(detector="holt_winters")
 # The server's default: room for that window before the range.
 BUDGET = 50_000
-TICKS = [FAULT_START_S - 900 + 180 * k for k in range(14)]
+TICKS = [AFTER_FAULT_S - 900 + 180 * k for k in range(14)]
 
 
 @pytest.fixture
@@ -60,27 +63,43 @@ def _alarms(found: list[SeriesAnomalies]) -> list[tuple[float, float, bool]]:
     return [(w.start_s, w.end_s, w.open) for a in found for w in a.windows]
 
 
+@pytest.mark.parametrize("detector", ["holt_winters", "ensemble"])
 def test_ticks_alternating_between_two_workers_find_what_one_worker_finds(
-    client: redis.Redis,
+    client: redis.Redis, detector: str
 ) -> None:
+    """Holt-Winters, and the default ensemble (STL + Holt-Winters), whose alarms are
+    fitted on each member's scores and whose members reuse their own forecasts: the
+    member rows travel through Redis too."""
     source = DemoSource(seed=7)
+    options = DetectOptions(detector=detector, rate_control=False)
+    rate_controlled = DetectOptions(detector=detector)
     one = DetectionService(source, cache=ScoreCache(), max_history_points=BUDGET)
     caches = [SharedScoreCache(client), SharedScoreCache(client)]
     workers = [DetectionService(source, cache=c, max_history_points=BUDGET) for c in caches]
     alarms_seen = 0
     for n, now in enumerate(TICKS):
-        expected = _tick(one, now)
+        expected = _tick(one, now, options)
         # A, A, A, B, A, B, B, A, ...: the rule moves whichever way the queue sends it
         at = (n // 3 + n) % 2 if n >= 3 else 0
         # Rate control first: it needs the scores of its window before the range too.
-        rate_found = _tick(workers[at], now, RATE_CONTROLLED)
-        found = _tick(workers[at], now)
+        rate_found = _tick(workers[at], now, rate_controlled)
+        found = _tick(workers[at], now, options)
         caches[at].flush()
         assert _alarms(found) == _alarms(expected), f"tick {n} on worker {at}"
-        assert _alarms(rate_found) == _alarms(_tick(one, now, RATE_CONTROLLED))
+        assert _alarms(rate_found) == _alarms(_tick(one, now, rate_controlled))
         for got, want in zip(found, expected, strict=True):
             assert np.array_equal(got.scored.score, want.scored.score, equal_nan=True)
             assert np.array_equal(got.scored.upper, want.scored.upper, equal_nan=True)
+        # and the state the next tick extends is the same, member rows and all
+        key = (EXPR, detector, 1.0, 0.0, 15.0, _labels(source))
+        mine, theirs = caches[at].export(key), one.cache.export(key)
+        assert mine is not None
+        assert theirs is not None
+        assert mine[1:] == theirs[1:]  # block fits, scored from
+        for field in ("score", "expected", "member_scores", "member_expected"):
+            a, b = getattr(mine[0], field), getattr(theirs[0], field)
+            assert (a is None) == (b is None), (n, field)
+            assert a is None or np.array_equal(a, b, equal_nan=True), (n, field)
         alarms_seen += len(_alarms(expected))
     assert alarms_seen, "the fault's window is among the ticks"
     # each worker took the other's state over, and never scored three hours from scratch
@@ -112,3 +131,26 @@ def _labels(source: DemoSource) -> tuple[tuple[str, str], ...]:
     span = TimeRange(TICKS[0] - 60, TICKS[0])
     (series,) = source.query_range(EXPR, span, 15.0)
     return tuple(sorted(series.labels.items()))
+
+
+def test_a_worker_taking_over_under_a_short_fetch_budget_does_not_rescore(
+    client: redis.Redis,
+) -> None:
+    """A fetch budget shorter than the alarm window: every tick's scores are needed from
+    its first point, where a detector's warm-up leaves them NaN. The worker taking over
+    knows from when they were computed, so it extends them as their writer would."""
+    source = DemoSource(seed=7)
+    budget = 4_000  # 16.7 h at 15 s, less than the threshold's window
+    one = DetectionService(source, cache=ScoreCache(), max_history_points=budget)
+    caches = [SharedScoreCache(client), SharedScoreCache(client)]
+    workers = [DetectionService(source, cache=c, max_history_points=budget) for c in caches]
+    for n, now in enumerate(TICKS[:4]):
+        found = _tick(workers[n % 2], now, RATE_CONTROLLED)
+        caches[n % 2].flush()
+        expected = _tick(one, now, RATE_CONTROLLED)
+        assert _alarms(found) == _alarms(expected)
+        for got, want in zip(found, expected, strict=True):
+            assert np.array_equal(got.known.score, want.known.score, equal_nan=True)
+            assert np.isnan(got.known.score[0])  # the case at hand: warm-up NaN first
+    assert (caches[0].misses, caches[1].misses) == (1, 0)
+    assert (caches[0].resumed, caches[1].resumed) == (1, 2)

@@ -192,3 +192,116 @@ def test_the_celery_worker_serves_its_pool_processes_metrics(
         code = proc.wait(timeout=60)
         http.close()
     assert code == 0
+
+
+def test_once_is_refused_with_celery_and_names_the_one_process_pass(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_YAML, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery", "--once"],
+        env=_env(PLUGIN_BACKEND_RULES=str(rules), PLUGIN_BACKEND_BROKER_URL="redis://x:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "`plugin-backend worker --once` (no --engine)" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_sighup_reloads_a_celery_workers_rules_in_place(redis_url: str, tmp_path: Path) -> None:
+    """As the one-process worker: SIGHUP swaps in the rules file (an invalid one is
+    refused, the rules kept, the refusal counted), in the scheduler and the pool process
+    alike, without a restart (Celery's own SIGHUP would restart the worker)."""
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        require_installed("the scale extra", "celery and redis, the scale-out engine")
+    from testkit.promserver import find_free_port
+    from tests.processes import local_session
+
+    port = find_free_port()
+    copy = RULES_YAML.replace("checkout-latency", "checkout-copy")
+    other = copy + copy.removeprefix("rules:\n").replace("checkout-copy", "checkout-copy2")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_YAML, encoding="utf-8")
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(store_url)
+    store.migrate()
+    env = _env(
+        PLUGIN_BACKEND_BROKER_URL=redis_url,
+        PLUGIN_BACKEND_STORE_URL=store_url,
+        PLUGIN_BACKEND_WARM_DETECTORS="none",
+        PLUGIN_BACKEND_LLM_PROVIDER="none",
+        PLUGIN_BACKEND_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
+    command += ["--metrics-port", str(port)]
+    http = local_session()
+
+    def metric(name: str) -> str:
+        text = http.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return " ".join(line for line in text.splitlines() if line.startswith(name + " "))
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*command, "--rules", str(rules), "--concurrency", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def done_after(rule: str, after_s: float, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            found = store.rule_ticks(rule)
+            if any(t.state == "done" and t.tick_s >= after_s for t in found):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"no tick of {rule} done after {after_s}\n{log.read_text()[-3000:]}")
+
+    try:
+        done_after("checkout-latency", 0.0, 180.0)
+        pool = _children(proc.pid)
+        # an invalid file: refused, the rules kept
+        rules.write_text("rules:\n  - name: BAD NAME\n    expr: up\n", encoding="utf-8")
+        refused_at = time.time()
+        proc.send_signal(signal.SIGHUP)
+        done_after("checkout-latency", refused_at + 1.0)
+        assert "rules reload refused" in log.read_text()
+        assert metric("plugin_backend_rules_reload_failures_total") == (
+            "plugin_backend_rules_reload_failures_total 1.0"
+        )
+        # a valid one: its rule runs (the pool process knows it), the old one stops
+        rules.write_text(other, encoding="utf-8")
+        reloaded_at = time.time()
+        proc.send_signal(signal.SIGHUP)
+        done_after("checkout-copy", reloaded_at)
+        time.sleep(10.0)  # two periods: the old rule is no longer scheduled
+        old = [t for t in store.rule_ticks("checkout-latency") if t.tick_s > reloaded_at + 5.0]
+        assert old == [], old
+        assert _children(proc.pid) == pool  # reloaded in place, nothing restarted
+        assert metric("plugin_backend_rules_loaded") == "plugin_backend_rules_loaded 2.0"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        http.close()
+    store.close()
+    assert code == 0, log.read_text()[-3000:]
+    assert "Restarting celery worker" not in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the Celery pool's)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)

@@ -150,3 +150,78 @@ def test_a_later_tick_that_ran_supersedes_a_reclaimed_one(store: Store) -> None:
     assert len(store.reclaim_ticks(T + 40, hold_s=HOLD, max_attempts=3)) == 1
     assert store.start_tick("r", T, "w3", now_s=T + 41, lease_s=LEASE) == "superseded"
     assert store.acquire_rule("r", "w4", T + 42, lease_s=HOLD)
+
+
+SEND = 5.0  # the scheduler's SEND_LEASE_S
+
+
+def test_a_claim_never_reported_sent_is_handed_out_again_once(store_url: str) -> None:
+    stores = [Store(store_url) for _ in range(3)]
+    store = stores[0]
+    store.migrate()
+    assert store.claim_tick("r", T, now_s=T, send_lease_s=SEND)  # the broker refused it
+    assert store.unsent_ticks(T + SEND - 1, lease_s=SEND) == []  # its sender may still send
+    won: list[list[RuleTick]] = []
+    start = threading.Barrier(len(stores))
+
+    def scheduler(s: Store) -> None:
+        start.wait()
+        won.append(s.unsent_ticks(T + SEND + 1, lease_s=SEND))
+
+    threads = [threading.Thread(target=scheduler, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [(t.rule, t.tick_s, t.state) for found in won for t in found] == [("r", T, "queued")]
+    # still unreported: handed out again after its new lease, until reported sent
+    assert store.unsent_ticks(T + SEND + 2, lease_s=SEND) == []
+    assert len(store.unsent_ticks(T + 2 * SEND + 2, lease_s=SEND)) == 1
+    store.mark_tick_sent("r", T)
+    assert store.unsent_ticks(T + 100, lease_s=SEND) == []
+    assert store.start_tick("r", T, "w1", now_s=T + 101, lease_s=LEASE) == "started"
+    for s in stores:
+        s.close()
+
+
+def test_a_tick_sent_at_once_is_never_handed_out_again(store: Store) -> None:
+    assert store.claim_tick("r", T, now_s=T, send_lease_s=SEND)
+    store.mark_tick_sent("r", T)
+    assert store.unsent_ticks(T + 100, lease_s=SEND) == []
+    # nor is a running tick, or one claimed without a send lease (the note sweep's)
+    assert store.claim_tick("r", T + 30, now_s=T + 30, send_lease_s=SEND)
+    assert store.start_tick("r", T + 30, "w1", now_s=T + 31, lease_s=LEASE) == "started"
+    assert store.claim_tick(":note:x", T, now_s=T)
+    assert store.unsent_ticks(T + 37, lease_s=SEND) == []
+
+
+def test_an_unsent_tick_overtaken_by_a_later_one_is_skipped_an_unsent_replay_is_not(
+    store: Store,
+) -> None:
+    store.claim_tick("r", T, now_s=T, send_lease_s=SEND)
+    store.claim_tick("r", T + 30, now_s=T + 30, send_lease_s=SEND)
+    store.claim_tick("replay", T, now_s=T, lookback_s=7200.0, send_lease_s=SEND)
+    store.claim_tick("replay", T + 30, now_s=T + 30, send_lease_s=SEND)
+    found = store.unsent_ticks(T + 40, lease_s=SEND)
+    assert sorted((t.tick_s, t.rule, t.lookback_s) for t in found) == [
+        (T, "replay", 7200.0),
+        (T + 30, "r", None),
+        (T + 30, "replay", None),
+    ]
+    states = {t.tick_s: (t.state, t.error) for t in store.rule_ticks("r")}
+    assert states == {
+        T + 30: ("queued", None),
+        T: ("skipped", "superseded (never sent: broker unreachable)"),
+    }
+
+
+def test_a_reclaimed_tick_never_sent_is_handed_out_again(store: Store) -> None:
+    store.start_tick("r", T, "dead", now_s=T, lease_s=LEASE)
+    store.acquire_rule("r", "dead", T, lease_s=HOLD)
+    (tick,) = store.reclaim_ticks(T + LEASE + 1, hold_s=HOLD, max_attempts=3, send_lease_s=SEND)
+    assert tick.lease_until_s == T + LEASE + 1 + SEND  # the broker refused it
+    (again,) = store.unsent_ticks(T + LEASE + 2 + SEND, lease_s=SEND)
+    assert (again.rule, again.tick_s) == ("r", T)
+    store.mark_tick_sent("r", T)
+    assert store.start_tick("r", T, "w2", now_s=T + 40, lease_s=LEASE) == "started"
+    assert store.acquire_rule("r", "w2", T + 40, lease_s=HOLD)  # the rule kept for it
