@@ -149,6 +149,47 @@ def test_the_walk_stays_where_the_anomaly_is_largest_on_the_path() -> None:
     assert found["batch"] == pytest.approx(0.0, abs=1e-9)
 
 
+# A batch job shares the database with the symptom's call path but is on none of it.
+SHARED_DB = load_dependency_map(
+    {
+        "services": {
+            "frontend": {"depends_on": ["api"]},
+            "api": {"depends_on": ["postgres"]},
+            "postgres": {},
+            "batch": {"depends_on": ["postgres"]},
+        }
+    }
+)
+
+
+def test_the_walker_does_not_step_back_off_the_symptoms_call_paths() -> None:
+    # The batch job moved most; the walker reaches postgres from the symptom and,
+    # stepping back along "needs", could wander to the batch job and stay there (it is
+    # more anomalous than anything around it). It cannot cause the frontend's trouble.
+    found = walk(
+        SHARED_DB, {"frontend": 0.3, "api": 0.5, "postgres": 0.6, "batch": 1.0}, "frontend"
+    )
+    assert found["batch"] == 0.0
+    assert max(found, key=lambda e: found[e]) == "postgres"
+    assert sum(found.values()) == pytest.approx(1.0)
+
+
+def test_a_loud_batch_job_on_the_symptoms_database_ranks_below_the_call_path() -> None:
+    symptom, candidates = _estate(1)
+    rng = np.random.default_rng(9)
+    batch = _stepped(_series(rng, "batch_rows_written", "batch", 3.0), FAULT - 300, 50.0)
+    ranked = graph_walk_rank(symptom, [*candidates, batch], at_s=AT, dependencies=SHARED_DB)
+    entities = [c.entity for c in ranked]
+    assert entities[:2] == ["postgres", "api"]
+    assert entities.index("batch") > entities.index("api")
+
+
+def test_without_the_symptom_on_the_map_the_walk_covers_every_entity() -> None:
+    found = walk(SHARED_DB, {"api": 0.5, "postgres": 0.6, "batch": 1.0})
+    assert found["batch"] > 0.0
+    assert sum(found.values()) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("rank", [baro_rank, nsigma_rank, graph_walk_rank])
 def test_bad_targets_are_refused(rank) -> None:
     symptom, candidates = _estate(1)
