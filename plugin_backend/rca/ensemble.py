@@ -11,6 +11,13 @@ No new constant: ``S`` is ``rank_causes``' own. Measured on every source with
 ``python -m benchmarks rca``: the best worst source of the rankers tried (equal
 weights lost the simulator and the second generator to the walk; ``rank_causes``
 alone lost PetShop).
+With a map, one order is then enforced, not weighed: *a node sums its tenants*. A
+node's cause ranked above something that runs on it (per the map), whose own cause is
+a change of the same resource (CPU, memory, disk, network) in the same direction
+within a step of the node's, goes just below that tenant: a runaway process raises
+its host's CPU, not the other way round. ``rank_causes`` counts such a change in its
+precedence term, but a counter's rate lags a gauge by a step or two and the host's
+earlier onset can still win on timing.
 Without a map ``rank_causes`` ranks alone: fusing it with plain BARO lifts the
 real PetShop issues but puts a loud victim first where ``rank_causes`` finds the
 cause (the simulator, the demo estate's pool exhaustion).
@@ -31,12 +38,17 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
+from plugin_backend.rca.dependencies import (
+    DEFAULT_IDENTIFYING_LABELS,
+    NODE_LABELS,
+    DependencyMap,
+)
+from plugin_backend.rca.evidence import infer_step
 from plugin_backend.rca.graph_walk import graph_walk_rank
-from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, rank_causes
+from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, _resource, rank_causes
 from plugin_backend.types import Series
 
-__all__ = ["FUSION_K", "confidence", "ensemble_rank", "fuse"]
+__all__ = ["FUSION_K", "confidence", "ensemble_rank", "fuse", "tenants_above_nodes"]
 
 FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short lists)
 
@@ -98,6 +110,52 @@ def fuse(
     ]
 
 
+def _node_of(cause: Cause, dependencies: DependencyMap) -> str | None:
+    """The machine a cause's series measures (its entity, named by a node label), if any."""
+    entity = cause.entity
+    if entity is None or entity not in dependencies or dependencies.depends_on(entity):
+        return None
+    named = {dependencies.resolve(cause.labels.get(n, "")) for n in NODE_LABELS}
+    return entity if entity in named else None
+
+
+def _sums(node: Cause, tenant: Cause, step_s: float) -> bool:
+    """Whether ``node``'s change sums up ``tenant``'s: the same resource, the same
+    direction, onsets within a step."""
+    a, b = node.evidence, tenant.evidence
+    resource = _resource(node.metric)
+    return (
+        resource is not None
+        and b.changed
+        and _resource(tenant.metric) == resource
+        and a.direction == b.direction
+        and a.onset_s is not None
+        and b.onset_s is not None
+        and abs(a.onset_s - b.onset_s) <= step_s
+    )
+
+
+def tenants_above_nodes(
+    ranked: Sequence[Cause], dependencies: DependencyMap, step_s: float
+) -> list[Cause]:
+    """``ranked`` with each node's cause moved just below the first tenant of it (per
+    the map) ranked lower whose own cause the node's change sums up (``_sums``); the
+    tenant takes the node's place and score."""
+    out = list(ranked)
+    i = 0
+    while i < len(out):
+        node = _node_of(out[i], dependencies)
+        if node is not None:
+            tenants = dependencies.dependents(node)
+            for j in range(i + 1, len(out)):
+                if out[j].entity in tenants and _sums(out[i], out[j], step_s):
+                    # The tenant takes the node's place, and its score: scores keep falling.
+                    out.insert(i, dataclasses.replace(out.pop(j), score=out[i].score))
+                    break
+        i += 1
+    return out
+
+
 def ensemble_rank(
     symptom: Series,
     candidates: Sequence[Series],
@@ -127,9 +185,11 @@ def ensemble_rank(
             identifying_labels=identifying_labels,
             step_s=step_s,
         )
-    if len(rankings) > 1:
+    if dependencies is not None:
         sure = confidence(rankings["rank_causes"])
-        out = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
+        fused = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
+        step = step_s if step_s is not None else infer_step(symptom.timestamps_s)
+        out = tenants_above_nodes(fused, dependencies, step) if step is not None else fused
     else:
         out = rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]

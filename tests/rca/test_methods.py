@@ -3,6 +3,8 @@ change-point onset they share."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca import Cause, load_dependency_map
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.changepoint import onset, segments
-from plugin_backend.rca.ensemble import confidence, ensemble_rank, fuse
+from plugin_backend.rca.ensemble import confidence, ensemble_rank, fuse, tenants_above_nodes
 from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import Evidence
 from plugin_backend.rca.graph_walk import graph_walk_rank, walk
@@ -342,3 +344,91 @@ def test_the_walk_reaches_the_symptoms_callers_where_load_comes_from() -> None:
     # api is the symptom; the frontend calling it sent the surge of requests.
     found = walk(DEPS, {"frontend": 1.0, "api": 0.4, "postgres": 0.2}, "api")
     assert max(found, key=lambda e: found[e]) == "frontend"
+
+
+# ---------------------------------------------------------------- a node sums its tenants
+
+HOSTS = load_dependency_map(
+    {
+        "services": {
+            "gateway": {"depends_on": ["api"], "runs_on": ["host-a"]},
+            "api": {"depends_on": ["db"], "runs_on": ["host-b"]},
+            "db": {"runs_on": ["host-c"]},
+        },
+        "nodes": ["host-a", "host-b", "host-c"],
+    }
+)
+HOST_STEP = 30.0
+HOST_T = AT - 3 * 3600 + HOST_STEP * np.arange(int(3 * 3600 / HOST_STEP) + 1)
+
+
+def _hosts_estate(seed: int) -> tuple[Series, list[Series]]:
+    """A runaway thread in api at FAULT: host-b's CPU gauge steps at once, api's CPU (a
+    counter's rate over four scrapes) ramps up from the next scrape on; the gateway's
+    latency (the symptom) follows two scrapes later."""
+    rng = np.random.default_rng(seed)
+
+    def series(
+        labels: dict[str, str], level: float, factor: float = 1.0, ramp: float = 0.0
+    ) -> Series:
+        x = level * (1.0 + rng.normal(0.0, 0.03, HOST_T.size))
+        if ramp > 0:
+            share = np.clip((HOST_T - FAULT) / ramp, 0.0, 1.0)
+        else:
+            share = (HOST_T >= FAULT + 60.0).astype(float)
+        return Series(labels, HOST_T, x * (1.0 + (factor - 1.0) * share))
+
+    symptom = series({"__name__": "http_latency_seconds", "service": "gateway"}, 0.05, 3.0)
+    host_b = Series(
+        {"__name__": "node_cpu_utilisation", "node": "host-b"},
+        HOST_T,
+        0.3 * (1.0 + rng.normal(0.0, 0.03, HOST_T.size)) * np.where(HOST_T >= FAULT, 2.5, 1.0),
+    )
+    api_cpu = series(
+        {"__name__": "process_cpu_seconds_total", "service": "api"}, 0.2, 6.0, 4 * HOST_STEP
+    )
+    quiet = [
+        series({"__name__": "node_cpu_utilisation", "node": h}, 0.3) for h in ("host-a", "host-c")
+    ]
+    db = series({"__name__": "db_query_latency_seconds", "service": "db"}, 0.01)
+    return symptom, [symptom, host_b, api_cpu, *quiet, db]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_runaway_process_ranks_above_the_host_whose_cpu_it_raised(seed: int) -> None:
+    symptom, candidates = _hosts_estate(seed)
+    ranked = ensemble_rank(symptom, candidates, at_s=AT, dependencies=HOSTS)
+    assert [c.entity for c in ranked][:2] == ["api", "host-b"]
+
+
+def _resource_cause(entity: str, metric: str, onset: float, node: bool = False) -> Cause:
+    ev = Evidence(1.0, 0.1, 3.0, 3.0, 20.0, "up", onset, True, "metric")
+    labels = {"node": entity} if node else {"service": entity}
+    return Cause(metric, metric, labels, 0.9, onset, ev, 60.0, entity, {"strength": 0.9})
+
+
+def test_a_node_goes_below_a_tenant_whose_same_resource_change_it_sums() -> None:
+    host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
+    other = _resource_cause("db", "db_query_latency_seconds", FAULT)
+    api = _resource_cause("api", "process_cpu_seconds_total", FAULT + HOST_STEP)
+    api = dataclasses.replace(api, score=0.5)
+    moved = tenants_above_nodes([host, other, api], HOSTS, HOST_STEP)
+    assert [c.entity for c in moved] == ["api", "host-b", "db"]
+    assert [c.score for c in moved] == [0.9, 0.9, 0.9]  # the place's score: still falling
+
+
+def test_a_node_stays_above_a_tenant_that_changed_another_resource_or_later() -> None:
+    # A saturated disk slows what runs on it: the node is the origin, not a sum.
+    disk = _resource_cause("host-c", "node_disk_io_time_seconds_total", FAULT, node=True)
+    db = _resource_cause("db", "db_query_latency_seconds", FAULT)
+    assert [c.entity for c in tenants_above_nodes([disk, db], HOSTS, HOST_STEP)] == [
+        "host-c",
+        "db",
+    ]
+    # A tenant's CPU that rose minutes after the host's is no part of that rise.
+    host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
+    late = _resource_cause("api", "process_cpu_seconds_total", FAULT + 5 * HOST_STEP)
+    assert [c.entity for c in tenants_above_nodes([host, late], HOSTS, HOST_STEP)] == [
+        "host-b",
+        "api",
+    ]
