@@ -18,6 +18,10 @@ within a step of the node's, goes just below that tenant: a runaway process rais
 its host's CPU, not the other way round. ``rank_causes`` counts such a change in its
 precedence term, but a counter's rate lags a gauge by a step or two and the host's
 earlier onset can still win on timing.
+And *what has no path to the symptom follows*: a cause whose entity the map knows but
+that neither needs the symptom's entity nor is needed by it (transitively) goes after
+the rest (a batch job sharing the database acts on the symptom only through the
+database, which is on its path).
 Without a map ``rank_causes`` ranks alone: fusing it with plain BARO lifts the
 real PetShop issues but puts a loud victim first where ``rank_causes`` finds the
 cause (the simulator, the demo estate's pool exhaustion).
@@ -43,12 +47,20 @@ from plugin_backend.rca.dependencies import (
     NODE_LABELS,
     DependencyMap,
 )
+from plugin_backend.rca.entities import entity_of
 from plugin_backend.rca.evidence import infer_step
 from plugin_backend.rca.graph_walk import graph_walk_rank
 from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, _resource, rank_causes
 from plugin_backend.types import Series
 
-__all__ = ["FUSION_K", "confidence", "ensemble_rank", "fuse", "tenants_above_nodes"]
+__all__ = [
+    "FUSION_K",
+    "confidence",
+    "ensemble_rank",
+    "fuse",
+    "symptom_paths_first",
+    "tenants_above_nodes",
+]
 
 FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short lists)
 
@@ -156,6 +168,30 @@ def tenants_above_nodes(
     return out
 
 
+def symptom_paths_first(
+    ranked: Sequence[Cause], dependencies: DependencyMap, symptom_entity: str | None
+) -> list[Cause]:
+    """``ranked`` with the causes whose entity the map knows but that has no path to or
+    from ``symptom_entity`` (neither needs it nor is needed by it, transitively) after
+    the rest, each in its order, their scores capped at the last one before them."""
+    if symptom_entity is None or symptom_entity not in dependencies:
+        return list(ranked)
+    paths = (
+        {symptom_entity}
+        | dependencies.upstream(symptom_entity)
+        | dependencies.downstream(symptom_entity)
+    )
+
+    def on_paths(cause: Cause) -> bool:
+        return cause.entity is None or cause.entity not in dependencies or cause.entity in paths
+
+    kept = [c for c in ranked if on_paths(c)]
+    floor = kept[-1].score if kept else math.inf
+    return kept + [
+        dataclasses.replace(c, score=min(c.score, floor)) for c in ranked if not on_paths(c)
+    ]
+
+
 def ensemble_rank(
     symptom: Series,
     candidates: Sequence[Series],
@@ -189,7 +225,9 @@ def ensemble_rank(
         sure = confidence(rankings["rank_causes"])
         fused = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
         step = step_s if step_s is not None else infer_step(symptom.timestamps_s)
-        out = tenants_above_nodes(fused, dependencies, step) if step is not None else fused
+        settled = tenants_above_nodes(fused, dependencies, step) if step is not None else fused
+        sym_entity = entity_of(symptom.labels, dependencies, identifying_labels)
+        out = symptom_paths_first(settled, dependencies, sym_entity)
     else:
         out = rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]

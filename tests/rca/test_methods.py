@@ -12,7 +12,13 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca import Cause, load_dependency_map
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.changepoint import onset, segments
-from plugin_backend.rca.ensemble import confidence, ensemble_rank, fuse, tenants_above_nodes
+from plugin_backend.rca.ensemble import (
+    confidence,
+    ensemble_rank,
+    fuse,
+    symptom_paths_first,
+    tenants_above_nodes,
+)
 from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import Evidence
 from plugin_backend.rca.graph_walk import graph_walk_rank, walk
@@ -432,3 +438,33 @@ def test_a_node_stays_above_a_tenant_that_changed_another_resource_or_later() ->
         "host-b",
         "api",
     ]
+
+
+def test_what_has_no_path_to_the_symptom_follows_what_has_one() -> None:
+    # The batch job needs the symptom's database but neither needs the frontend nor is
+    # needed by it: it goes after postgres and api, its score capped below theirs.
+    batch = dataclasses.replace(_cause("batch", "batch"), score=0.95)
+    rest = [_cause("postgres", "postgres"), _cause("api", "api"), _cause("x", None)]
+    ranked = [batch, *(dataclasses.replace(c, score=0.5) for c in rest)]
+    moved = symptom_paths_first(ranked, SHARED_DB, "frontend")
+    assert [c.series for c in moved] == ["postgres", "api", "x", "batch"]
+    assert [c.score for c in moved] == [0.5, 0.5, 0.5, 0.5]
+    # A symptom the map does not know leaves the order alone.
+    assert [c.series for c in symptom_paths_first(ranked, SHARED_DB, "elsewhere")] == [
+        "batch",
+        "postgres",
+        "api",
+        "x",
+    ]
+
+
+def test_the_ensemble_puts_a_louder_batch_job_sharing_the_database_after_the_call_path() -> None:
+    symptom, candidates = _estate(1)
+    rng = np.random.default_rng(9)
+    batch = _stepped(_series(rng, "batch_rows_written", "batch", 3.0), FAULT - 60, 50.0)
+    ranked = ensemble_rank(symptom, [*candidates, batch], at_s=AT, dependencies=SHARED_DB)
+    entities = [c.entity for c in ranked]
+    assert entities[:2] == ["postgres", "api"]
+    # It moved with the symptom and ranked third; nothing on the map links it to the
+    # frontend but the database, which is ranked first.
+    assert "batch" not in entities[:3]
