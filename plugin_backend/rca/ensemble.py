@@ -11,13 +11,14 @@ No new constant: ``S`` is ``rank_causes``' own. Measured on every source with
 ``python -m benchmarks rca``: the best worst source of the rankers tried (equal
 weights lost the simulator and the second generator to the walk; ``rank_causes``
 alone lost PetShop).
-With a map, one order is then enforced, not weighed: *a node sums its tenants*. A
-node's cause ranked above something that runs on it (per the map), whose own cause is
-a change of the same resource (CPU, memory, disk, network) in the same direction
-within a step of the node's, goes just below that tenant: a runaway process raises
-its host's CPU, not the other way round. ``rank_causes`` counts such a change in its
-precedence term, but a counter's rate lags a gauge by a step or two and the host's
-earlier onset can still win on timing.
+With a map, two orders are then enforced, not weighed. *A shared resource sums its
+users*: an entity's cause that measures a quantity its users hold (CPU, memory, disk,
+network, connections) ranked above a user of it (per the map: what runs on it or calls
+it) that changed the same quantity in the same direction within a step of it goes just
+below that user: a runaway process raises its host's CPU, a leaking pool raises the
+database's connections, not the other way round. ``rank_causes`` counts a node's
+tenants in its precedence term, but a counter's rate lags a gauge by a step or two
+and the host's earlier onset can still win on timing.
 And *what has no path to the symptom follows*: a cause whose entity the map knows but
 that neither needs the symptom's entity nor is needed by it (transitively) goes after
 the rest (a batch job sharing the database acts on the symptom only through the
@@ -40,17 +41,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from plugin_backend.rca.dependencies import (
-    DEFAULT_IDENTIFYING_LABELS,
-    NODE_LABELS,
-    DependencyMap,
-)
+from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
 from plugin_backend.rca.entities import entity_of
-from plugin_backend.rca.evidence import infer_step
+from plugin_backend.rca.evidence import deviation, infer_step
 from plugin_backend.rca.graph_walk import graph_walk_rank
 from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, _resource, rank_causes
+from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import Series
 
 __all__ = [
@@ -58,8 +56,9 @@ __all__ = [
     "confidence",
     "ensemble_rank",
     "fuse",
+    "quantity",
     "symptom_paths_first",
-    "tenants_above_nodes",
+    "users_above_shared",
 ]
 
 FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short lists)
@@ -122,50 +121,77 @@ def fuse(
     ]
 
 
-def _node_of(cause: Cause, dependencies: DependencyMap) -> str | None:
-    """The machine a cause's series measures (its entity, named by a node label), if any."""
-    entity = cause.entity
-    if entity is None or entity not in dependencies or dependencies.depends_on(entity):
-        return None
-    named = {dependencies.resolve(cause.labels.get(n, "")) for n in NODE_LABELS}
-    return entity if entity in named else None
+def quantity(metric: str) -> str | None:
+    """What a metric counts that users of a shared thing hold: a machine resource (CPU,
+    memory, disk, network) or connections (``None``: neither)."""
+    found = _resource(metric)
+    if found is None and "connection" in metric.lower():
+        return "connections"
+    return found
 
 
-def _sums(node: Cause, tenant: Cause, step_s: float) -> bool:
-    """Whether ``node``'s change sums up ``tenant``'s: the same resource, the same
-    direction, onsets within a step."""
-    a, b = node.evidence, tenant.evidence
-    resource = _resource(node.metric)
-    return (
-        resource is not None
-        and b.changed
-        and _resource(tenant.metric) == resource
-        and a.direction == b.direction
-        and a.onset_s is not None
-        and b.onset_s is not None
-        and abs(a.onset_s - b.onset_s) <= step_s
-    )
+# A change of one series: (quantity, direction, onset).
+Change = tuple[str, str, float]
 
 
-def tenants_above_nodes(
-    ranked: Sequence[Cause], dependencies: DependencyMap, step_s: float
+def users_above_shared(
+    ranked: Sequence[Cause],
+    dependencies: DependencyMap,
+    changes_of: Callable[[str], Sequence[Change]],
+    step_s: float,
 ) -> list[Cause]:
-    """``ranked`` with each node's cause moved just below the first tenant of it (per
-    the map) ranked lower whose own cause the node's change sums up (``_sums``); the
-    tenant takes the node's place and score."""
+    """``ranked`` with each shared entity's cause moved just below the first user of it
+    (per the map: what needs it) ranked lower with a change (``changes_of(user)``) that
+    the shared one's sums up: the same ``quantity``, the same direction, onsets within
+    ``step_s``. The user takes the shared entity's place and score."""
     out = list(ranked)
     i = 0
     while i < len(out):
-        node = _node_of(out[i], dependencies)
-        if node is not None:
-            tenants = dependencies.dependents(node)
+        shared, ev = out[i], out[i].evidence
+        what = quantity(shared.metric)
+        entity = shared.entity
+        users = dependencies.dependents(entity) if entity is not None else frozenset()
+        if what is not None and users and ev.changed and ev.onset_s is not None:
+            onset = ev.onset_s
             for j in range(i + 1, len(out)):
-                if out[j].entity in tenants and _sums(out[i], out[j], step_s):
-                    # The tenant takes the node's place, and its score: scores keep falling.
-                    out.insert(i, dataclasses.replace(out.pop(j), score=out[i].score))
+                user = out[j].entity
+                if user in users and any(
+                    q == what and d == ev.direction and abs(t - onset) <= step_s
+                    for q, d, t in changes_of(user)
+                ):
+                    # The user takes the shared entity's place, and its score.
+                    out.insert(i, dataclasses.replace(out.pop(j), score=shared.score))
                     break
         i += 1
     return out
+
+
+def _changes_by_entity(
+    candidates: Sequence[Series],
+    dependencies: DependencyMap,
+    identifying_labels: Sequence[str],
+    **window: float,
+) -> Callable[[str], Sequence[Change]]:
+    """``changes_of(entity)``: the changes of the entity's series that count a
+    ``quantity``, judged as ``rank_causes`` judges them (``deviation``), on demand."""
+    series: dict[str, list[Series]] = {}
+    for s in candidates:
+        entity = entity_of(s.labels, dependencies, identifying_labels)
+        if entity is not None and quantity(s.metric) is not None:
+            series.setdefault(entity, []).append(s)
+    found: dict[str, list[Change]] = {}
+
+    def changes_of(entity: str) -> Sequence[Change]:
+        if entity not in found:
+            found[entity] = []
+            for s in series.get(entity, []):
+                ev = deviation(s, **window)[0]
+                what = quantity(s.metric)
+                if ev.changed and ev.onset_s is not None and what is not None:
+                    found[entity].append((what, ev.direction, ev.onset_s))
+        return found[entity]
+
+    return changes_of
 
 
 def symptom_paths_first(
@@ -225,9 +251,24 @@ def ensemble_rank(
         sure = confidence(rankings["rank_causes"])
         fused = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
         step = step_s if step_s is not None else infer_step(symptom.timestamps_s)
-        settled = tenants_above_nodes(fused, dependencies, step) if step is not None else fused
+        if step is not None:
+            # The window rank_causes judged each series over.
+            if window_s is None or baseline_s is None:
+                auto_window, auto_baseline = symptom_window(symptom, at_s=at_s, step_s=step)
+                window_s = auto_window if window_s is None else window_s
+                baseline_s = auto_baseline if baseline_s is None else baseline_s
+            changes_of = _changes_by_entity(
+                candidates,
+                dependencies,
+                identifying_labels,
+                at_s=at_s,
+                window_s=window_s,
+                baseline_s=baseline_s,
+                step_s=step,
+            )
+            fused = users_above_shared(fused, dependencies, changes_of, step)
         sym_entity = entity_of(symptom.labels, dependencies, identifying_labels)
-        out = symptom_paths_first(settled, dependencies, sym_entity)
+        out = symptom_paths_first(fused, dependencies, sym_entity)
     else:
         out = rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]

@@ -4,6 +4,7 @@ change-point onset they share."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from plugin_backend.rca.ensemble import (
     ensemble_rank,
     fuse,
     symptom_paths_first,
-    tenants_above_nodes,
+    users_above_shared,
 )
 from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import Evidence
@@ -413,28 +414,51 @@ def _resource_cause(entity: str, metric: str, onset: float, node: bool = False) 
     return Cause(metric, metric, labels, 0.9, onset, ev, 60.0, entity, {"strength": 0.9})
 
 
+def _changes(table: dict[str, list[tuple[str, str, float]]]) -> Callable[[str], list]:
+    return lambda entity: table.get(entity, [])
+
+
 def test_a_node_goes_below_a_tenant_whose_same_resource_change_it_sums() -> None:
     host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
     other = _resource_cause("db", "db_query_latency_seconds", FAULT)
-    api = _resource_cause("api", "process_cpu_seconds_total", FAULT + HOST_STEP)
-    api = dataclasses.replace(api, score=0.5)
-    moved = tenants_above_nodes([host, other, api], HOSTS, HOST_STEP)
+    api = dataclasses.replace(
+        _resource_cause("api", "http_latency_seconds", FAULT + HOST_STEP), score=0.5
+    )
+    # api is shown by its latency; its CPU rose a step after the host's.
+    changes = _changes({"api": [("cpu", "up", FAULT + HOST_STEP)]})
+    moved = users_above_shared([host, other, api], HOSTS, changes, HOST_STEP)
     assert [c.entity for c in moved] == ["api", "host-b", "db"]
     assert [c.score for c in moved] == [0.9, 0.9, 0.9]  # the place's score: still falling
 
 
-def test_a_node_stays_above_a_tenant_that_changed_another_resource_or_later() -> None:
+def test_a_database_goes_below_the_caller_whose_leaking_pool_fills_it() -> None:
+    db = _resource_cause("db", "db_connections_active", FAULT)
+    api = _resource_cause("api", "http_latency_seconds", FAULT + 10 * HOST_STEP)
+    changes = _changes({"api": [("connections", "up", FAULT)]})
+    moved = users_above_shared([db, api], HOSTS, changes, HOST_STEP)
+    assert [c.entity for c in moved] == ["api", "db"]
+
+
+def test_a_shared_entity_stays_above_a_user_that_changed_another_quantity_or_later() -> None:
     # A saturated disk slows what runs on it: the node is the origin, not a sum.
     disk = _resource_cause("host-c", "node_disk_io_time_seconds_total", FAULT, node=True)
     db = _resource_cause("db", "db_query_latency_seconds", FAULT)
-    assert [c.entity for c in tenants_above_nodes([disk, db], HOSTS, HOST_STEP)] == [
+    latency_only = _changes({"db": [("latency", "up", FAULT)]})
+    assert [c.entity for c in users_above_shared([disk, db], HOSTS, latency_only, HOST_STEP)] == [
         "host-c",
         "db",
     ]
     # A tenant's CPU that rose minutes after the host's is no part of that rise.
     host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
-    late = _resource_cause("api", "process_cpu_seconds_total", FAULT + 5 * HOST_STEP)
-    assert [c.entity for c in tenants_above_nodes([host, late], HOSTS, HOST_STEP)] == [
+    api = _resource_cause("api", "process_cpu_seconds_total", FAULT + 5 * HOST_STEP)
+    late = _changes({"api": [("cpu", "up", FAULT + 5 * HOST_STEP)]})
+    assert [c.entity for c in users_above_shared([host, api], HOSTS, late, HOST_STEP)] == [
+        "host-b",
+        "api",
+    ]
+    # Nor one that fell while the host's rose.
+    down = _changes({"api": [("cpu", "down", FAULT)]})
+    assert [c.entity for c in users_above_shared([host, api], HOSTS, down, HOST_STEP)] == [
         "host-b",
         "api",
     ]
