@@ -11,6 +11,18 @@ No new constant: ``S`` is ``rank_causes``' own. Measured on every source with
 ``python -m benchmarks rca``: the best worst source of the rankers tried (equal
 weights lost the simulator and the second generator to the walk; ``rank_causes``
 alone lost PetShop).
+With a map, two orders are then enforced, not weighed. *A shared resource sums its
+users*: an entity's cause that measures a quantity its users hold (CPU, memory, disk,
+network, connections) ranked above a user of it (per the map: what runs on it or calls
+it) that changed the same quantity in the same direction within a step of it goes just
+below that user: a runaway process raises its host's CPU, a leaking pool raises the
+database's connections, not the other way round. ``rank_causes`` counts a node's
+tenants in its precedence term, but a counter's rate lags a gauge by a step or two
+and the host's earlier onset can still win on timing.
+And *what has no path to the symptom follows*: a cause whose entity the map knows but
+that neither needs the symptom's entity nor is needed by it (transitively) goes after
+the rest (a batch job sharing the database acts on the symptom only through the
+database, which is on its path).
 Without a map ``rank_causes`` ranks alone: fusing it with plain BARO lifts the
 real PetShop issues but puts a loud victim first where ``rank_causes`` finds the
 cause (the simulator, the demo estate's pool exhaustion).
@@ -29,14 +41,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, DependencyMap
+from plugin_backend.rca.entities import entity_of
+from plugin_backend.rca.evidence import deviation, infer_step
 from plugin_backend.rca.graph_walk import graph_walk_rank
-from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, rank_causes
+from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, _resource, rank_causes
+from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import Series
 
-__all__ = ["FUSION_K", "confidence", "ensemble_rank", "fuse"]
+__all__ = [
+    "FUSION_K",
+    "confidence",
+    "ensemble_rank",
+    "fuse",
+    "quantity",
+    "symptom_paths_first",
+    "users_above_shared",
+]
 
 FUSION_K = 1.0  # a small k trusts each ranker's top places (k=60 flattens short lists)
 
@@ -98,6 +121,103 @@ def fuse(
     ]
 
 
+def quantity(metric: str) -> str | None:
+    """What a metric counts that users of a shared thing hold: a machine resource (CPU,
+    memory, disk, network) or connections (``None``: neither)."""
+    found = _resource(metric)
+    if found is None and "connection" in metric.lower():
+        return "connections"
+    return found
+
+
+# A change of one series: (quantity, direction, onset).
+Change = tuple[str, str, float]
+
+
+def users_above_shared(
+    ranked: Sequence[Cause],
+    dependencies: DependencyMap,
+    changes_of: Callable[[str], Sequence[Change]],
+    step_s: float,
+) -> list[Cause]:
+    """``ranked`` with each shared entity's cause moved just below the first user of it
+    (per the map: what needs it) ranked lower with a change (``changes_of(user)``) that
+    the shared one's sums up: the same ``quantity``, the same direction, onsets within
+    ``step_s``. The user takes the shared entity's place and score."""
+    out = list(ranked)
+    i = 0
+    while i < len(out):
+        shared, ev = out[i], out[i].evidence
+        what = quantity(shared.metric)
+        entity = shared.entity
+        users = dependencies.dependents(entity) if entity is not None else frozenset()
+        if what is not None and users and ev.changed and ev.onset_s is not None:
+            onset = ev.onset_s
+            for j in range(i + 1, len(out)):
+                user = out[j].entity
+                if user in users and any(
+                    q == what and d == ev.direction and abs(t - onset) <= step_s
+                    for q, d, t in changes_of(user)
+                ):
+                    # The user takes the shared entity's place, and its score.
+                    out.insert(i, dataclasses.replace(out.pop(j), score=shared.score))
+                    break
+        i += 1
+    return out
+
+
+def _changes_by_entity(
+    candidates: Sequence[Series],
+    dependencies: DependencyMap,
+    identifying_labels: Sequence[str],
+    **window: float,
+) -> Callable[[str], Sequence[Change]]:
+    """``changes_of(entity)``: the changes of the entity's series that count a
+    ``quantity``, judged as ``rank_causes`` judges them (``deviation``), on demand."""
+    series: dict[str, list[Series]] = {}
+    for s in candidates:
+        entity = entity_of(s.labels, dependencies, identifying_labels)
+        if entity is not None and quantity(s.metric) is not None:
+            series.setdefault(entity, []).append(s)
+    found: dict[str, list[Change]] = {}
+
+    def changes_of(entity: str) -> Sequence[Change]:
+        if entity not in found:
+            found[entity] = []
+            for s in series.get(entity, []):
+                ev = deviation(s, **window)[0]
+                what = quantity(s.metric)
+                if ev.changed and ev.onset_s is not None and what is not None:
+                    found[entity].append((what, ev.direction, ev.onset_s))
+        return found[entity]
+
+    return changes_of
+
+
+def symptom_paths_first(
+    ranked: Sequence[Cause], dependencies: DependencyMap, symptom_entity: str | None
+) -> list[Cause]:
+    """``ranked`` with the causes whose entity the map knows but that has no path to or
+    from ``symptom_entity`` (neither needs it nor is needed by it, transitively) after
+    the rest, each in its order, their scores capped at the last one before them."""
+    if symptom_entity is None or symptom_entity not in dependencies:
+        return list(ranked)
+    paths = (
+        {symptom_entity}
+        | dependencies.upstream(symptom_entity)
+        | dependencies.downstream(symptom_entity)
+    )
+
+    def on_paths(cause: Cause) -> bool:
+        return cause.entity is None or cause.entity not in dependencies or cause.entity in paths
+
+    kept = [c for c in ranked if on_paths(c)]
+    floor = kept[-1].score if kept else math.inf
+    return kept + [
+        dataclasses.replace(c, score=min(c.score, floor)) for c in ranked if not on_paths(c)
+    ]
+
+
 def ensemble_rank(
     symptom: Series,
     candidates: Sequence[Series],
@@ -127,9 +247,28 @@ def ensemble_rank(
             identifying_labels=identifying_labels,
             step_s=step_s,
         )
-    if len(rankings) > 1:
+    if dependencies is not None:
         sure = confidence(rankings["rank_causes"])
-        out = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
+        fused = fuse(rankings, {"rank_causes": sure, "graph_walk": 1.0 - sure})
+        step = step_s if step_s is not None else infer_step(symptom.timestamps_s)
+        if step is not None:
+            # The window rank_causes judged each series over.
+            if window_s is None or baseline_s is None:
+                auto_window, auto_baseline = symptom_window(symptom, at_s=at_s, step_s=step)
+                window_s = auto_window if window_s is None else window_s
+                baseline_s = auto_baseline if baseline_s is None else baseline_s
+            changes_of = _changes_by_entity(
+                candidates,
+                dependencies,
+                identifying_labels,
+                at_s=at_s,
+                window_s=window_s,
+                baseline_s=baseline_s,
+                step_s=step,
+            )
+            fused = users_above_shared(fused, dependencies, changes_of, step)
+        sym_entity = entity_of(symptom.labels, dependencies, identifying_labels)
+        out = symptom_paths_first(fused, dependencies, sym_entity)
     else:
         out = rankings["rank_causes"]
     return out if limit is None else out[: max(limit, 0)]

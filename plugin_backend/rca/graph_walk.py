@@ -13,6 +13,11 @@ MicroRank, WWW 2021 use its personalised-PageRank form).
   probability proportional to ``a`` among the symptom's entity, what it needs and
   its direct callers (the load it gets) (personalised PageRank: the walk explores
   the symptom's call paths).
+* The walker never leaves those call paths. An entity that the symptom does not
+  need and that does not call it (a batch job sharing the symptom's database) can
+  reach the symptom only through what the symptom needs (the database, which the
+  walk does rank), so the step back from the database to the batch job is not
+  taken: such an entity gets probability 0 and follows, by its own score.
 
 Entities are ranked by the walk's stationary probability, each by its best series;
 series the map does not know follow, by their own score. Without a map this is BARO.
@@ -42,17 +47,20 @@ def walk(
     dependencies: DependencyMap, anomaly: Mapping[str, float], symptom: str | None = None
 ) -> dict[str, float]:
     """The stationary probability of each entity of the map (see the module docstring);
-    with ``symptom`` the walker restarts only on it, what it needs and its callers."""
-    nodes = sorted(dependencies.entities)
-    if not nodes:
+    with ``symptom`` the walker restarts and moves only on it, what it needs and its
+    direct callers (every other entity gets 0)."""
+    everything = sorted(dependencies.entities)
+    if not everything:
         return {}
+    nodes = everything
+    if symptom is not None and symptom in dependencies:
+        # What the symptom needs, and its direct callers (the load it gets): the
+        # walker restarts and moves only there.
+        paths = {symptom, *dependencies.upstream(symptom), *dependencies.dependents(symptom)}
+        nodes = sorted(paths)
     index = {e: i for i, e in enumerate(nodes)}
     a = np.array([max(anomaly.get(e, 0.0), 0.0) for e in nodes])
     start = a.copy()
-    if symptom in index:
-        # What the symptom needs, and its direct callers (the load it gets).
-        paths = {symptom, *dependencies.upstream(symptom), *dependencies.dependents(symptom)}
-        start = np.array([a[i] if e in paths else 0.0 for e, i in index.items()])
     n = len(nodes)
     move = np.zeros((n, n))
     for e, i in index.items():
@@ -75,7 +83,7 @@ def walk(
             p = nxt
             break
         p = nxt
-    return {e: float(p[i]) for e, i in index.items()}
+    return {e: float(p[index[e]]) if e in index else 0.0 for e in everything}
 
 
 def graph_walk_rank(

@@ -3,6 +3,9 @@ change-point onset they share."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -10,7 +13,13 @@ from plugin_backend.errors import InvalidTarget
 from plugin_backend.rca import Cause, load_dependency_map
 from plugin_backend.rca.baro import baro_rank
 from plugin_backend.rca.changepoint import onset, segments
-from plugin_backend.rca.ensemble import confidence, ensemble_rank, fuse
+from plugin_backend.rca.ensemble import (
+    confidence,
+    ensemble_rank,
+    fuse,
+    symptom_paths_first,
+    users_above_shared,
+)
 from plugin_backend.rca.entities import best_per_entity, entity_of
 from plugin_backend.rca.evidence import Evidence
 from plugin_backend.rca.graph_walk import graph_walk_rank, walk
@@ -147,6 +156,47 @@ def test_the_walk_stays_where_the_anomaly_is_largest_on_the_path() -> None:
     found = walk(DEPS, {"frontend": 0.5, "api": 0.6, "postgres": 1.0, "cache": 0.1}, "frontend")
     assert max(found, key=lambda e: found[e]) == "postgres"
     assert found["batch"] == pytest.approx(0.0, abs=1e-9)
+
+
+# A batch job shares the database with the symptom's call path but is on none of it.
+SHARED_DB = load_dependency_map(
+    {
+        "services": {
+            "frontend": {"depends_on": ["api"]},
+            "api": {"depends_on": ["postgres"]},
+            "postgres": {},
+            "batch": {"depends_on": ["postgres"]},
+        }
+    }
+)
+
+
+def test_the_walker_does_not_step_back_off_the_symptoms_call_paths() -> None:
+    # The batch job moved most; the walker reaches postgres from the symptom and,
+    # stepping back along "needs", could wander to the batch job and stay there (it is
+    # more anomalous than anything around it). It cannot cause the frontend's trouble.
+    found = walk(
+        SHARED_DB, {"frontend": 0.3, "api": 0.5, "postgres": 0.6, "batch": 1.0}, "frontend"
+    )
+    assert found["batch"] == 0.0
+    assert max(found, key=lambda e: found[e]) == "postgres"
+    assert sum(found.values()) == pytest.approx(1.0)
+
+
+def test_a_loud_batch_job_on_the_symptoms_database_ranks_below_the_call_path() -> None:
+    symptom, candidates = _estate(1)
+    rng = np.random.default_rng(9)
+    batch = _stepped(_series(rng, "batch_rows_written", "batch", 3.0), FAULT - 300, 50.0)
+    ranked = graph_walk_rank(symptom, [*candidates, batch], at_s=AT, dependencies=SHARED_DB)
+    entities = [c.entity for c in ranked]
+    assert entities[:2] == ["postgres", "api"]
+    assert entities.index("batch") > entities.index("api")
+
+
+def test_without_the_symptom_on_the_map_the_walk_covers_every_entity() -> None:
+    found = walk(SHARED_DB, {"api": 0.5, "postgres": 0.6, "batch": 1.0})
+    assert found["batch"] > 0.0
+    assert sum(found.values()) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("rank", [baro_rank, nsigma_rank, graph_walk_rank])
@@ -301,3 +351,144 @@ def test_the_walk_reaches_the_symptoms_callers_where_load_comes_from() -> None:
     # api is the symptom; the frontend calling it sent the surge of requests.
     found = walk(DEPS, {"frontend": 1.0, "api": 0.4, "postgres": 0.2}, "api")
     assert max(found, key=lambda e: found[e]) == "frontend"
+
+
+# ---------------------------------------------------------------- a node sums its tenants
+
+HOSTS = load_dependency_map(
+    {
+        "services": {
+            "gateway": {"depends_on": ["api"], "runs_on": ["host-a"]},
+            "api": {"depends_on": ["db"], "runs_on": ["host-b"]},
+            "db": {"runs_on": ["host-c"]},
+        },
+        "nodes": ["host-a", "host-b", "host-c"],
+    }
+)
+HOST_STEP = 30.0
+HOST_T = AT - 3 * 3600 + HOST_STEP * np.arange(int(3 * 3600 / HOST_STEP) + 1)
+
+
+def _hosts_estate(seed: int) -> tuple[Series, list[Series]]:
+    """A runaway thread in api at FAULT: host-b's CPU gauge steps at once, api's CPU (a
+    counter's rate over four scrapes) ramps up from the next scrape on; the gateway's
+    latency (the symptom) follows two scrapes later."""
+    rng = np.random.default_rng(seed)
+
+    def series(
+        labels: dict[str, str], level: float, factor: float = 1.0, ramp: float = 0.0
+    ) -> Series:
+        x = level * (1.0 + rng.normal(0.0, 0.03, HOST_T.size))
+        if ramp > 0:
+            share = np.clip((HOST_T - FAULT) / ramp, 0.0, 1.0)
+        else:
+            share = (HOST_T >= FAULT + 60.0).astype(float)
+        return Series(labels, HOST_T, x * (1.0 + (factor - 1.0) * share))
+
+    symptom = series({"__name__": "http_latency_seconds", "service": "gateway"}, 0.05, 3.0)
+    host_b = Series(
+        {"__name__": "node_cpu_utilisation", "node": "host-b"},
+        HOST_T,
+        0.3 * (1.0 + rng.normal(0.0, 0.03, HOST_T.size)) * np.where(HOST_T >= FAULT, 2.5, 1.0),
+    )
+    api_cpu = series(
+        {"__name__": "process_cpu_seconds_total", "service": "api"}, 0.2, 6.0, 4 * HOST_STEP
+    )
+    quiet = [
+        series({"__name__": "node_cpu_utilisation", "node": h}, 0.3) for h in ("host-a", "host-c")
+    ]
+    db = series({"__name__": "db_query_latency_seconds", "service": "db"}, 0.01)
+    return symptom, [symptom, host_b, api_cpu, *quiet, db]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_runaway_process_ranks_above_the_host_whose_cpu_it_raised(seed: int) -> None:
+    symptom, candidates = _hosts_estate(seed)
+    ranked = ensemble_rank(symptom, candidates, at_s=AT, dependencies=HOSTS)
+    assert [c.entity for c in ranked][:2] == ["api", "host-b"]
+
+
+def _resource_cause(entity: str, metric: str, onset: float, node: bool = False) -> Cause:
+    ev = Evidence(1.0, 0.1, 3.0, 3.0, 20.0, "up", onset, True, "metric")
+    labels = {"node": entity} if node else {"service": entity}
+    return Cause(metric, metric, labels, 0.9, onset, ev, 60.0, entity, {"strength": 0.9})
+
+
+def _changes(table: dict[str, list[tuple[str, str, float]]]) -> Callable[[str], list]:
+    return lambda entity: table.get(entity, [])
+
+
+def test_a_node_goes_below_a_tenant_whose_same_resource_change_it_sums() -> None:
+    host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
+    other = _resource_cause("db", "db_query_latency_seconds", FAULT)
+    api = dataclasses.replace(
+        _resource_cause("api", "http_latency_seconds", FAULT + HOST_STEP), score=0.5
+    )
+    # api is shown by its latency; its CPU rose a step after the host's.
+    changes = _changes({"api": [("cpu", "up", FAULT + HOST_STEP)]})
+    moved = users_above_shared([host, other, api], HOSTS, changes, HOST_STEP)
+    assert [c.entity for c in moved] == ["api", "host-b", "db"]
+    assert [c.score for c in moved] == [0.9, 0.9, 0.9]  # the place's score: still falling
+
+
+def test_a_database_goes_below_the_caller_whose_leaking_pool_fills_it() -> None:
+    db = _resource_cause("db", "db_connections_active", FAULT)
+    api = _resource_cause("api", "http_latency_seconds", FAULT + 10 * HOST_STEP)
+    changes = _changes({"api": [("connections", "up", FAULT)]})
+    moved = users_above_shared([db, api], HOSTS, changes, HOST_STEP)
+    assert [c.entity for c in moved] == ["api", "db"]
+
+
+def test_a_shared_entity_stays_above_a_user_that_changed_another_quantity_or_later() -> None:
+    # A saturated disk slows what runs on it: the node is the origin, not a sum.
+    disk = _resource_cause("host-c", "node_disk_io_time_seconds_total", FAULT, node=True)
+    db = _resource_cause("db", "db_query_latency_seconds", FAULT)
+    latency_only = _changes({"db": [("latency", "up", FAULT)]})
+    assert [c.entity for c in users_above_shared([disk, db], HOSTS, latency_only, HOST_STEP)] == [
+        "host-c",
+        "db",
+    ]
+    # A tenant's CPU that rose minutes after the host's is no part of that rise.
+    host = _resource_cause("host-b", "node_cpu_utilisation", FAULT, node=True)
+    api = _resource_cause("api", "process_cpu_seconds_total", FAULT + 5 * HOST_STEP)
+    late = _changes({"api": [("cpu", "up", FAULT + 5 * HOST_STEP)]})
+    assert [c.entity for c in users_above_shared([host, api], HOSTS, late, HOST_STEP)] == [
+        "host-b",
+        "api",
+    ]
+    # Nor one that fell while the host's rose.
+    down = _changes({"api": [("cpu", "down", FAULT)]})
+    assert [c.entity for c in users_above_shared([host, api], HOSTS, down, HOST_STEP)] == [
+        "host-b",
+        "api",
+    ]
+
+
+def test_what_has_no_path_to_the_symptom_follows_what_has_one() -> None:
+    # The batch job needs the symptom's database but neither needs the frontend nor is
+    # needed by it: it goes after postgres and api, its score capped below theirs.
+    batch = dataclasses.replace(_cause("batch", "batch"), score=0.95)
+    rest = [_cause("postgres", "postgres"), _cause("api", "api"), _cause("x", None)]
+    ranked = [batch, *(dataclasses.replace(c, score=0.5) for c in rest)]
+    moved = symptom_paths_first(ranked, SHARED_DB, "frontend")
+    assert [c.series for c in moved] == ["postgres", "api", "x", "batch"]
+    assert [c.score for c in moved] == [0.5, 0.5, 0.5, 0.5]
+    # A symptom the map does not know leaves the order alone.
+    assert [c.series for c in symptom_paths_first(ranked, SHARED_DB, "elsewhere")] == [
+        "batch",
+        "postgres",
+        "api",
+        "x",
+    ]
+
+
+def test_the_ensemble_puts_a_louder_batch_job_sharing_the_database_after_the_call_path() -> None:
+    symptom, candidates = _estate(1)
+    rng = np.random.default_rng(9)
+    batch = _stepped(_series(rng, "batch_rows_written", "batch", 3.0), FAULT - 60, 50.0)
+    ranked = ensemble_rank(symptom, [*candidates, batch], at_s=AT, dependencies=SHARED_DB)
+    entities = [c.entity for c in ranked]
+    assert entities[:2] == ["postgres", "api"]
+    # It moved with the symptom and ranked third; nothing on the map links it to the
+    # frontend but the database, which is ranked first.
+    assert "batch" not in entities[:3]
