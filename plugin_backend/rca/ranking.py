@@ -82,6 +82,9 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     what it waits for, so a slowdown's relative size shrinks hop by hop and the
     latency that grew most is nearest the source (queueing can amplify instead: a
     slow call that holds a pooled connection makes its caller wait longer still).
+    Likewise a machine resource (CPU, memory, disk, network by metric name) whose use
+    rose in the same sample: latency is what saturation makes of queued work, so a
+    disk that filled explains the database queries that slowed with it.
 ``X`` change event
     +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
@@ -409,6 +412,35 @@ def _diluted(
     return out
 
 
+def _saturated_alongside(
+    i: int,
+    *,
+    pool: Sequence[Series],
+    evs: Sequence[Evidence],
+    delta: FloatArray,
+    half: float,
+) -> npt.NDArray[np.bool_]:
+    """Without a map, for latency series ``i``: the machine resources (CPU, memory,
+    disk, network, by metric name; not themselves latencies) whose use rose in the same
+    sample. A latency is what a saturated resource makes of the work queued on it
+    (``1 / (1 - utilisation)``), so when both move at once the resource came first; a
+    slower answer does not fill a disk within a scrape."""
+    out = np.zeros(delta.shape, dtype=bool)
+    if not _is_latency(pool[i].metric):
+        return out
+    for k, ev in enumerate(evs):
+        if (
+            k != i
+            and ev.changed
+            and ev.direction == "up"
+            and abs(float(delta[k])) <= half
+            and _resource(pool[k].metric) is not None
+            and not _is_latency(pool[k].metric)
+        ):
+            out[k] = True
+    return out
+
+
 def is_marker(series: Series) -> bool:
     """A series whose presence is the news: a version (``*_info``) or an annotated
     change (``*_event``), not a measurement."""
@@ -581,10 +613,12 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             )
         elif step <= _SAME_MOMENT_MAX_STEP_S:
             # Without a map, of latencies that moved in the same sample the one that
-            # grew by the largest factor is nearest the source.
+            # grew by the largest factor is nearest the source, and a machine resource
+            # that filled up in that sample comes before them all.
             before |= _diluted(
                 i, pool=pool, evs=evs, ratios=ratios, delta=delta, half=half, changed=changed
             )
+            before |= _saturated_alongside(i, pool=pool, evs=evs, delta=delta, half=half)
         if loads[i] > 0:
             # Only more load explains load; a surge acts within a step.
             before &= is_load

@@ -632,3 +632,48 @@ def test_without_the_dilution_rule_a_caller_would_win(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ranking, "_SAME_MOMENT_MAX_STEP_S", 0.0)
     tops = [rank_causes(*_slow_dependency_in_one_step(s), at_s=AT)[0].entity for s in range(4)]
     assert tops.count("payments") < 4
+
+
+def _disk_fills_with_the_queries(seed: int) -> tuple[Series, list[Series]]:
+    # A backup saturates node-b's disk; in the same 15 s sample the database's queries
+    # slow 50x (their noise is tiny, so they move thousands of sigmas) and the callers
+    # wait.
+    rng = np.random.default_rng(seed)
+    disk = _noise(rng, 0.2, 0.004) + np.where(T >= T0, 0.7, 0.0)
+    queries = _noise(rng, 0.01, 0.0002) + np.where(T >= T0, 0.5, 0.0)
+    estate = [
+        Series(_labels("node_disk_io_util_ratio", node="node-b"), T, disk),
+        Series(_labels("db_query_latency_seconds", service="postgres"), T, queries),
+        _latency_step(rng, "api", 0.05, 1.5),
+        *_estate(seed, [], n_noise=30),
+    ]
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend"),
+        T,
+        _noise(rng, 0.3, 0.01) + np.where(T >= T0, 3.0, 0.0),
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_a_resource_that_filled_in_the_step_ranks_above_the_latencies(
+    seed: int,
+) -> None:
+    symptom, estate = _disk_fills_with_the_queries(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "node-b"
+    queries = next(c for c in ranked if c.metric == "db_query_latency_seconds")
+    assert queries.lead_s == ranked[0].lead_s  # the same sample: order cannot be read
+    assert queries.components["precedence"] < ranked[0].components["precedence"]
+
+
+def test_without_the_saturation_rule_the_database_latency_would_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugin_backend.rca import ranking
+
+    monkeypatch.setattr(
+        ranking, "_saturated_alongside", lambda i, **kw: np.zeros(kw["delta"].shape, dtype=bool)
+    )
+    tops = [rank_causes(*_disk_fills_with_the_queries(s), at_s=AT)[0].entity for s in range(4)]
+    assert tops.count("node-b") < 4
