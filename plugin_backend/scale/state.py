@@ -174,6 +174,7 @@ class SharedScoreCache(ScoreCache):
         self._touched: set[Hashable] = set()
         self._shared_lock = Lock()
         self.resumed = 0  # entries taken over from another worker
+        self.written_bytes = 0  # field bytes sent to Redis by flushes
 
     def score(
         self,
@@ -254,6 +255,7 @@ class SharedScoreCache(ScoreCache):
                         left = range(was[0], min(first, was[-1] + 1)) if was else range(0)
                         stale = [_block_field(b).encode() for b in left]
                     pipe.multi()
+                    self.written_bytes += sum(len(v) for v in fields.values())
                     if stale:
                         pipe.hdel(name, *stale)
                     pipe.hset(name, mapping=fields)
