@@ -429,6 +429,25 @@ class Store:
                 ).rowcount
             )
 
+    def requeue_tick(self, rule: str, tick_s: float, holder: str, now_s: float) -> bool:
+        """Put a started tick back in the queue, unsent, for a scheduler to send again
+        at once (``unsent_ticks``): a replay tick that found its rule held by another
+        worker, whose live tick does not cover its history. ``False`` if ``holder``
+        no longer runs it."""
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    rule_ticks.update()
+                    .where(
+                        rule_ticks.c.rule == rule,
+                        rule_ticks.c.tick_ms == _tick_ms(tick_s),
+                        rule_ticks.c.state == "running",
+                        rule_ticks.c.holder == holder,
+                    )
+                    .values(state="queued", holder=None, lease_until_s=now_s, updated_s=now_s)
+                ).rowcount
+            )
+
     def reclaim_ticks(
         self,
         now_s: float,
