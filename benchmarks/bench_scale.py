@@ -350,15 +350,17 @@ def state_main(detectors: tuple[str, ...] = ("robust_z", "holt_winters", "ensemb
             # B has run other rules before (a pool process's detectors are warm)
             other = 'http_errors_ratio{service="frontend"}'
             workers[1].detect(other, align_range(TimeRange(now - 3 * 3600, now), 15.0), options)
-            timings = []
+            timings, writes = [], []
             for at, tick in ((0, now), (0, now + 60.0), (1, now + 120.0)):
                 span = align_range(TimeRange(tick - 3 * 3600, tick), 15.0)
                 started = time.perf_counter()
                 workers[at].detect(expr, span, options, floor_s=15.0)
                 scored_s = time.perf_counter() - started
                 started = time.perf_counter()
+                before = caches[at].written_bytes
                 caches[at].flush()
                 timings.append((scored_s, time.perf_counter() - started))
+                writes.append(caches[at].written_bytes - before)
             (series,) = source.query_range(expr, TimeRange(now - 60, now), 15.0)
             labels = tuple(sorted(series.labels.items()))
             key = (expr, detector, options.sensitivity, options.min_deviation, 15.0, labels)
@@ -367,6 +369,7 @@ def state_main(detectors: tuple[str, ...] = ("robust_z", "holt_winters", "ensemb
             assert exported is not None
             scored, memo, valid_from_s = exported
             fields = encode_state(scored, memo, valid_from_s)
+            blocks = sum(len(v) for k, v in fields.items() if k.startswith("block:"))
             table_rows = 6 + sum(
                 0 if m is None else m.shape[0]
                 for m in (scored.member_scores, scored.member_expected)
@@ -396,11 +399,12 @@ def state_main(detectors: tuple[str, ...] = ("robust_z", "holt_winters", "ensemb
                     f"{len(scored)} ({span_d:.1f} d)",
                     str(table_rows),
                     f"{usage / 1024:.0f} KiB",
-                    f"{len(fields['scores']) / 1024:.0f} KiB",
+                    f"{blocks / 1024:.0f} KiB",
                     f"{previous / 1024:.0f} KiB",
                     f"{timings[0][0] * 1000:.0f} ms",
                     f"{timings[1][0] * 1000:.0f} ms",
                     f"{timings[1][1] * 1000:.0f} ms",
+                    f"{writes[1] / 1024:.0f} KiB",
                     f"{timings[2][0] * 1000:.0f} ms",
                     f"{usage * 1000 / 2**30:.2f} GiB",
                 ]
@@ -419,6 +423,7 @@ def state_main(detectors: tuple[str, ...] = ("robust_z", "holt_winters", "ensemb
             "tick A cold",
             "tick A warm",
             "flush (encode + write)",
+            "written by that flush",
             "tick B (takes A's state over)",
             "per 1,000 single-series rules",
         ],

@@ -211,6 +211,12 @@ class TaskRuntime:
             after_save=saved,
         )
         error = str(run.failure) if run.failure else None
+        # a replay whose rule a live tick holds: that tick does not cover the replayed
+        # history, so a scheduler sends the replay again (``unsent_ticks``), not lost
+        replay_busy = run.outcome == "skipped" and lookback_s is not None
+        if replay_busy and store.requeue_tick(rule_name, tick_s, holder, time.time()):
+            log.info("rule %s replay tick %.0f: rule busy, queued again", rule_name, tick_s)
+            return {"rule": rule_name, "tick_s": tick_s, "outcome": "requeued"}
         if run.outcome == "skipped":
             error = "another worker held the rule's lease"
         if run.outcome != "ok":

@@ -42,6 +42,7 @@ class ScoreCache:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._fit_memos: dict[Hashable, FitMemo] = {}
         self._key_locks: dict[Hashable, Lock] = {}
+        self._changed_from: dict[Hashable, float] = {}  # see take_changed_from
         self._lock = Lock()
         self.hits = 0
         self.misses = 0
@@ -91,6 +92,7 @@ class ScoreCache:
             self.misses += 1
             result = detector.score(timestamps_s, values, needed_from=needed_from)
             entry = _Entry(result, needed_s)
+            changed_s = -math.inf
         else:
             self.hits += 1
             result = _extend(
@@ -102,13 +104,16 @@ class ScoreCache:
                 step_s=step_s,
             )
             entry = _Entry(result, cached.valid_from_s)
+            changed_s = float(timestamps_s[reused]) if reused < timestamps_s.size else math.inf
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
+            self._changed_from[key] = min(self._changed_from.get(key, math.inf), changed_s)
             while len(self._entries) > self.max_entries:
                 evicted, _ = self._entries.popitem(last=False)
                 self._fit_memos.pop(evicted, None)
                 self._key_locks.pop(evicted, None)
+                self._changed_from.pop(evicted, None)
         return result
 
     def _forget_fits(self, key: Hashable, timestamps_s: FloatArray, reused: int) -> None:
@@ -134,6 +139,13 @@ class ScoreCache:
                 return None
             return entry.scored, dict(self._fit_memos.get(key, {})), entry.valid_from_s
 
+    def take_changed_from(self, key: Hashable) -> float:
+        """The earliest time whose rows under ``key`` were (re)computed since the last
+        call or ``restore`` (``-inf``: all of them, ``inf``: none); rows before it are
+        the very ones held then (the entry may have dropped leading points since)."""
+        with self._lock:
+            return self._changed_from.pop(key, math.inf)
+
     def restore(
         self,
         key: Hashable,
@@ -152,9 +164,11 @@ class ScoreCache:
             self._entries[key] = _Entry(scored, valid_from_s)
             self._entries.move_to_end(key)
             self._fit_memos[key] = dict(memo)
+            self._changed_from.pop(key, None)
             while len(self._entries) > self.max_entries:
                 evicted, _ = self._entries.popitem(last=False)
                 self._fit_memos.pop(evicted, None)
+                self._changed_from.pop(evicted, None)
 
     def fit_memo(self, key: Hashable) -> FitMemo:
         """The alarm threshold's block fits of the series under ``key`` (the alarm

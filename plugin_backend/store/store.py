@@ -324,9 +324,10 @@ class Store:
         """Move the tick to ``running`` for ``holder``, leased for ``lease_s`` (renewed with
         ``renew_tick``). Returns ``"started"``, else why not: ``"duplicate"`` (it already
         ran or runs: a message delivered twice) or ``"superseded"`` (a later tick of the
-        rule already ran; marked skipped). A tick enqueued without a scheduler (no row
-        yet) starts too. A tick queued again after its worker died (``reclaim_ticks``)
-        takes over the rule's lease reserved for it."""
+        rule already ran; marked skipped). A replay tick (``lookback_s``) is never
+        superseded: a later live tick's cycle does not cover its history. A tick
+        enqueued without a scheduler (no row yet) starts too. A tick queued again after
+        its worker died (``reclaim_ticks``) takes over the rule's lease reserved for it."""
         tick = _tick_ms(tick_s)
         this = (rule_ticks.c.rule == rule, rule_ticks.c.tick_ms == tick)
         running = {"state": "running", "holder": holder, "updated_s": now_s}
@@ -334,7 +335,7 @@ class Store:
         try:
             with self._begin(conflict_ok=True) as conn:
                 row = conn.execute(
-                    sa.select(rule_ticks.c.state, rule_ticks.c.holder)
+                    sa.select(rule_ticks.c.state, rule_ticks.c.holder, rule_ticks.c.lookback_s)
                     .where(*this)
                     .with_for_update()
                 ).first()
@@ -353,7 +354,8 @@ class Store:
                         rule_ticks.c.state.in_(ran),
                     )
                 ).first()
-                if later is not None:
+                replay = row is not None and row.lookback_s is not None
+                if later is not None and not replay:
                     conn.execute(
                         rule_ticks.update()
                         .where(*this, rule_ticks.c.state == "queued")
@@ -424,6 +426,25 @@ class Store:
             return bool(
                 conn.execute(
                     query.values(state=state, error=error, updated_s=now_s, lease_until_s=None)
+                ).rowcount
+            )
+
+    def requeue_tick(self, rule: str, tick_s: float, holder: str, now_s: float) -> bool:
+        """Put a started tick back in the queue, unsent, for a scheduler to send again
+        at once (``unsent_ticks``): a replay tick that found its rule held by another
+        worker, whose live tick does not cover its history. ``False`` if ``holder``
+        no longer runs it."""
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    rule_ticks.update()
+                    .where(
+                        rule_ticks.c.rule == rule,
+                        rule_ticks.c.tick_ms == _tick_ms(tick_s),
+                        rule_ticks.c.state == "running",
+                        rule_ticks.c.holder == holder,
+                    )
+                    .values(state="queued", holder=None, lease_until_s=now_s, updated_s=now_s)
                 ).rowcount
             )
 

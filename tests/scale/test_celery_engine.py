@@ -193,3 +193,27 @@ def test_two_schedulers_racing_never_double_a_tick(settings: Settings, store_url
     assert [t.tick_s for t in stores[0].rule_ticks(RULE)] == expected[::-1]
     for s in stores:
         s.close()
+
+
+def test_a_replay_tick_that_finds_its_rule_busy_is_sent_again_not_lost(
+    worker_app: tuple[Any, TaskLog], store: Store, settings: Settings
+) -> None:
+    """``--since``: the replay tick may run while a live tick of its rule holds the
+    rule's lease elsewhere; that tick does not cover the replayed history, so the
+    replay goes back to the queue and a scheduler sends it again."""
+    app, log = worker_app
+    tick = AFTER_FAULT_S + 1200
+    assert store.claim_tick(RULE, tick, now_s=time.time(), lookback_s=3 * 3600.0)
+    assert store.acquire_rule(RULE, "a live tick elsewhere", time.time(), lease_s=60.0)
+    app.send_task("plugin_backend.rule_tick", args=[RULE, tick, 3 * 3600.0])
+    (busy,) = log.wait_for("rule_tick", 1)
+    assert busy["outcome"] == "requeued"
+    store.release_rule(RULE, "a live tick elsewhere")
+    rules = load_rules(str(settings.rules))
+    scheduler = TickScheduler(store, lambda: rules, CelerySender(app))
+    assert scheduler.resend_unsent(time.time() + 1, {RULE: TICK_S}) == 1
+    runs = log.wait_for("rule_tick", 2)
+    assert runs[1]["outcome"] == "ok"
+    assert runs[1]["opened"], "the replayed 3 h hold the demo fault"
+    (recorded,) = store.rule_ticks(RULE)
+    assert (recorded.tick_s, recorded.state, recorded.lookback_s) == (tick, "done", 3 * 3600.0)

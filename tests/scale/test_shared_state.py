@@ -7,6 +7,7 @@ Holt-Winters (a detector with state: a cold start scores it differently)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from tests.needs import require_installed
 try:
     import redis
 
-    from plugin_backend.scale.state import STATE_TTL_S, SharedScoreCache, state_key
+    from plugin_backend.scale.state import BLOCK_S, STATE_TTL_S, SharedScoreCache, state_key
 except ImportError:  # pragma: no cover - CI installs the scale extra
     redis = None  # type: ignore[assignment]
 
@@ -154,3 +155,48 @@ def test_a_worker_taking_over_under_a_short_fetch_budget_does_not_rescore(
             assert np.isnan(got.known.score[0])  # the case at hand: warm-up NaN first
     assert (caches[0].misses, caches[1].misses) == (1, 0)
     assert (caches[0].resumed, caches[1].resumed) == (1, 2)
+
+
+def test_a_warm_tick_rewrites_only_the_blocks_it_changed(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first flush writes every block of the state, a warm tick's flush only the
+    block(s) its new points land in; blocks the state has slid past are dropped; and a
+    worker taking over after such partial writes scores what one worker scores."""
+    written: list[list[str]] = []
+    hset = redis.client.Pipeline.hset
+
+    def spy(self: Any, name: Any, *args: Any, mapping: Any = None, **kw: Any) -> Any:
+        written.append([k for k in (mapping or {}) if k.startswith("block:")])
+        return hset(self, name, *args, mapping=mapping, **kw)
+
+    monkeypatch.setattr(redis.client.Pipeline, "hset", spy)
+    source = DemoSource(seed=7)
+    one = DetectionService(source, cache=ScoreCache(), max_history_points=BUDGET)
+    caches = [SharedScoreCache(client), SharedScoreCache(client)]
+    workers = [DetectionService(source, cache=c, max_history_points=BUDGET) for c in caches]
+    key = (EXPR, "holt_winters", 1.0, 0.0, 15.0, _labels(source))
+    # A: cold, a tick 3 min later, one 5 h later (its window has left a block behind)
+    for now in (TICKS[0], TICKS[1], TICKS[1] + 5 * 3600):
+        _tick(workers[0], now, RATE_CONTROLLED)
+        caches[0].flush()
+    cold, warm, later = written
+    assert len(cold) >= 10  # 8.4 days of 15 s points in blocks of 4 h
+    assert 1 <= len(warm) <= 2
+    assert 1 <= len(later) <= 3
+    exported = caches[0].export(key)
+    assert exported is not None
+    first, last = (int(t // BLOCK_S) for t in exported[0].timestamps_s[[0, -1]])
+    stored = {k for k in client.hkeys(state_key(key)) if k.startswith(b"block:")}
+    assert stored == {f"block:{b}".encode() for b in range(first, last + 1)}
+    # B takes over what A wrote in parts
+    now = TICKS[1] + 5 * 3600 + 180
+    found = _tick(workers[1], now, RATE_CONTROLLED)
+    _tick(one, TICKS[0], RATE_CONTROLLED)
+    _tick(one, TICKS[1], RATE_CONTROLLED)
+    _tick(one, TICKS[1] + 5 * 3600, RATE_CONTROLLED)
+    expected = _tick(one, now, RATE_CONTROLLED)
+    assert (caches[1].resumed, caches[1].misses) == (1, 0)
+    assert _alarms(found) == _alarms(expected)
+    for got, want in zip(found, expected, strict=True):
+        assert np.array_equal(got.known.score, want.known.score, equal_nan=True)

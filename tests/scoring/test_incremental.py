@@ -151,3 +151,26 @@ def test_warm_up_runs_the_seasonal_fits_so_the_first_panel_does_not_import_them(
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "True"
+
+
+def test_the_cache_says_from_when_it_recomputed_rows_since_it_was_last_asked():
+    """What a shared cache rewrites (``scale.state``): all after a cold score, the
+    rows from the first new point after a refresh, none when nothing changed or the
+    entry was just restored; a point whose value changed counts as new."""
+    ts, vs = _series(1200)
+    cache = ScoreCache()
+    detector = get_detector("robust_z")
+    cache.score("k", detector, ts[:1000], vs[:1000], STEP)
+    assert cache.take_changed_from("k") == -np.inf
+    assert cache.take_changed_from("k") == np.inf  # asked: nothing since
+    cache.score("k", detector, ts[50:1100], vs[50:1100], STEP)
+    cache.score("k", detector, ts[60:1100], vs[60:1100], STEP)  # nothing new
+    assert cache.take_changed_from("k") == ts[1000]
+    late = vs[70:1100].copy()
+    late[900] += 5.0  # a late sample rewrote a point
+    cache.score("k", detector, ts[70:1100], late, STEP)
+    assert cache.take_changed_from("k") == ts[970]
+    exported = cache.export("k")
+    assert exported is not None
+    cache.restore("k", *exported)
+    assert cache.take_changed_from("k") == np.inf

@@ -73,6 +73,32 @@ def test_a_late_tick_after_a_later_one_ran_is_skipped(store: Store) -> None:
     assert states == {T + 30: ("done", None), T: ("skipped", "superseded")}
 
 
+def test_a_replay_tick_still_runs_after_a_later_live_tick_ran(store: Store) -> None:
+    """``--since``: the replay of a rule's history waits in the queue while the rule's
+    next live tick runs; that tick's cycle does not cover the replayed history."""
+    store.claim_tick("r", T, now_s=T, lookback_s=12 * 3600.0)
+    store.claim_tick("r", T + 30, now_s=T + 30)
+    assert store.start_tick("r", T + 30, "w1", now_s=T + 31, lease_s=LEASE) == "started"
+    store.finish_tick("r", T + 30, "done", now_s=T + 32)
+    assert store.start_tick("r", T, "w2", now_s=T + 33, lease_s=LEASE) == "started"
+    store.finish_tick("r", T, "done", now_s=T + 34)
+    states = {t.tick_s: (t.state, t.lookback_s) for t in store.rule_ticks("r")}
+    assert states == {T + 30: ("done", None), T: ("done", 12 * 3600.0)}
+
+
+def test_a_replay_tick_put_back_in_the_queue_is_sent_again_and_starts(store: Store) -> None:
+    """A replay tick that found its rule held by a live tick goes back to the queue,
+    unsent, so that a scheduler sends it again at once."""
+    store.claim_tick("r", T, now_s=T, lookback_s=3600.0, send_lease_s=5.0)
+    store.mark_tick_sent("r", T)
+    assert store.start_tick("r", T, "w1", now_s=T + 1, lease_s=LEASE) == "started"
+    assert not store.requeue_tick("r", T, "w2", now_s=T + 2)  # not its holder
+    assert store.requeue_tick("r", T, "w1", now_s=T + 2)
+    (again,) = store.unsent_ticks(T + 3, lease_s=5.0)
+    assert (again.tick_s, again.lookback_s) == (T, 3600.0)
+    assert store.start_tick("r", T, "w2", now_s=T + 4, lease_s=LEASE) == "started"
+
+
 def test_a_failed_tick_keeps_its_error_and_old_ticks_are_purged(store: Store) -> None:
     store.start_tick("r", T, "w1", now_s=T, lease_s=LEASE)
     store.finish_tick("r", T, "failed", now_s=T + 1, error="upstream: Prometheus down")
