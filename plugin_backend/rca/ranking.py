@@ -34,8 +34,15 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     the candidate's creep (onset to first reaching the detection threshold: minutes
     for a slow leak, 0 for a step), exceeds ``LONG_LEAD_S`` = 5 min (a few
     propagation hops; an unrelated change minutes before the cascade must not
-    outscore the change that starts it). Lagging: ``-1.5 (1 - exp(u / 1.5))``: a change
-    after the symptom is a victim. Within half a step counts as simultaneous (0).
+    outscore the change that starts it), times, without a dependency map, the
+    change's own credibility: its strength times its novelty (below, without
+    tracking). A lead is only as sure as the onset that defines it: a series that
+    barely cleared its own noise, or moved no further than its baseline already did,
+    has an onset as uncertain as its size, so at 5 min steps a weak mover one step
+    early must not outweigh a jump of a hundred sigmas in the symptom's own step.
+    Lagging: ``-1.5 (1 - exp(u / 1.5))``:
+    a change after the symptom is a victim. Within half a step counts as
+    simultaneous (0).
 ``C`` cascade
     ``1 - exp(-n / 2)`` with ``n`` the strength-weighted number of other changed
     series (symptom included) whose onsets follow the candidate's within
@@ -216,13 +223,14 @@ def _creep(ev: Evidence, dev: Deviation | None) -> float:
     return float(dev.timestamps_s[hits[0]]) - ev.onset_s if hits.size else 0.0
 
 
-def _timing(lead_s: float, step_s: float, creep_s: float = 0.0) -> float:
+def _timing(lead_s: float, step_s: float, creep_s: float = 0.0, credibility: float = 1.0) -> float:
+    """The timing term ``T``; a lead counts ``credibility`` (in ``[0, 1]``) of its worth."""
     u = lead_s / step_s
     if abs(u) <= 0.5:
         return 0.0
     if u > 0:
         fade = math.exp(-max(0.0, lead_s - creep_s - LONG_LEAD_S) / _LEAD_FADE_S)
-        return (1.0 - math.exp(-u / _LEAD_RISE_STEPS)) * fade
+        return (1.0 - math.exp(-u / _LEAD_RISE_STEPS)) * fade * credibility
     return -1.5 * (1.0 - math.exp(u / 1.5))
 
 
@@ -636,7 +644,19 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         shared = 1.0 - math.exp(-shared_n / 3.0)
         parts = {
             "strength": s,
-            "timing": _timing(lead_for_timing, step, _creep(ev, analysed[i][1])),
+            # Without a map, timing is the only order there is, and a lead is only as
+            # sure as the change that sets its onset: a weak mover's onset one coarse
+            # step early is no better known than a jump's in the step. With a map the
+            # map orders causes (and the fusion reads this ranking's first strength as
+            # its confidence, which the discount inflates: PetShop AC@3 .95 -> .80).
+            "timing": _timing(
+                lead_for_timing,
+                step,
+                _creep(ev, analysed[i][1]),
+                credibility=(
+                    _strength(ev) * _novelty(ev, analysed[i][1]) if dependencies is None else 1.0
+                ),
+            ),
             "cascade": cascade,
             "precedence": math.exp(-n_before / 1.5),
             "persistence": _persistence(ev),

@@ -438,7 +438,13 @@ def test_a_change_the_baseline_already_saw_loses_to_a_novel_one(seed: int) -> No
 def test_without_novelty_the_bursty_series_would_win(monkeypatch: pytest.MonkeyPatch) -> None:
     from plugin_backend.rca import ranking
 
+    # Novelty scales the strength and the lead's credibility; the credibility's other
+    # factor, the size of the change, alone already makes a weak burst's lead count less.
+    timing = ranking._timing
     monkeypatch.setattr(ranking, "_novelty", lambda ev, dev: 1.0)
+    monkeypatch.setattr(
+        ranking, "_timing", lambda lead, step, creep=0.0, credibility=1.0: timing(lead, step, creep)
+    )
     wins = 0
     for seed in range(3):
         estate, sym, _ = _with_bursty_distractor(seed)
@@ -677,3 +683,74 @@ def test_without_the_saturation_rule_the_database_latency_would_win(
     )
     tops = [rank_causes(*_disk_fills_with_the_queries(s), at_s=AT)[0].entity for s in range(4)]
     assert tops.count("node-b") < 4
+
+
+# At 5 min samples (CloudWatch-style): a day of history, the symptom 25 min before `at`.
+STEP_5M = 300.0
+T_5M = (AT - 86_400.0) + STEP_5M * np.arange(int(86_400 / STEP_5M) + 1)
+ONSET_5M = AT - 1500.0
+
+
+def _coarse(
+    rng: np.random.Generator,
+    service: str,
+    level: float,
+    jump: float,
+    at: float,
+    *,
+    name: str = "latency_seconds",
+    wobble: float = 0.0,
+) -> Series:
+    """A series at 5 min samples with 2 % noise that steps by ``jump`` noise sigmas at
+    ``at`` and then wobbles by ``wobble`` sigmas more."""
+    sigma = 0.02 * level
+    after = at <= T_5M
+    x = level + rng.normal(0.0, sigma, T_5M.size)
+    x += after * sigma * (jump + wobble * rng.normal(0.0, 1.0, T_5M.size))
+    return Series(_labels(name, service=service), T_5M, x)
+
+
+def _two_movers_one_sample_early(seed: int) -> tuple[Series, list[Series]]:
+    # Both lead the symptom by one 5 min sample: search spikes 150 sigmas and stays 20
+    # up (a jump that eases, as PetShop's root does); the database's latency clears its
+    # noise by 7 sigmas and wobbles on.
+    rng = np.random.default_rng(seed)
+    early = ONSET_5M - STEP_5M
+    search = _coarse(rng, "search", 0.2, 20.0, early)
+    search.values[np.searchsorted(T_5M, early)] += 130.0 * 0.02 * 0.2
+    estate = [
+        search,
+        _coarse(rng, "database", 0.05, 7.0, early, wobble=1.5),
+        *[
+            _coarse(rng, f"svc-{i}", float(rng.uniform(1, 100)), 0.0, AT, name=f"noise_{i % 3}")
+            for i in range(20)
+        ],
+    ]
+    symptom = _coarse(rng, "frontend", 1.0, 30.0, ONSET_5M)
+    return symptom, estate
+
+
+def test_of_two_equal_leads_the_credible_change_s_counts_more() -> None:
+    firsts = []
+    for seed in range(12):
+        symptom, estate = _two_movers_one_sample_early(seed)
+        ranked = rank_causes(symptom, estate, at_s=AT)
+        firsts.append(ranked[0].entity)
+        search = next(c for c in ranked if c.entity == "search")
+        weak = next(c for c in ranked if c.entity == "database")
+        if weak.lead_s == search.lead_s == STEP_5M:
+            assert weak.components["timing"] < search.components["timing"]
+    assert firsts.count("search") >= 11
+
+
+def test_with_full_credit_for_any_lead_the_weak_mover_would_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugin_backend.rca import ranking
+
+    timing = ranking._timing
+    monkeypatch.setattr(
+        ranking, "_timing", lambda lead, step, creep=0.0, credibility=1.0: timing(lead, step, creep)
+    )
+    tops = [rank_causes(*_two_movers_one_sample_early(s), at_s=AT)[0].entity for s in range(12)]
+    assert tops.count("database") >= 4
