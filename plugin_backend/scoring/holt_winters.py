@@ -290,13 +290,17 @@ def _run_lanes(
     k = len(grid)
     lane_block = np.repeat(np.arange(blocks), k)
     params = np.tile(np.asarray(grid, dtype=np.float64), (blocks, 1))
+    # Time-major copies, gathered per lane from them (contiguous rows): the recursion
+    # reads them as they are instead of transposing (lanes, T) arrays.
+    data_t = np.ascontiguousarray(data.T)
+    profile_t = np.ascontiguousarray(profile.T) if profile is not None else None
 
     def lanes_of(rows: IntArray) -> Lanes:
         block_of = lane_block[rows]
         return Lanes(
-            data=data[block_of],
+            data=data_t[:, block_of].T,
             level=level0[block_of],
-            seasonal=profile[block_of] if profile is not None else None,
+            seasonal=profile_t[:, block_of].T if profile_t is not None else None,
             sigma=sigma[block_of],
             seen=seen[block_of],
             alpha=params[rows, 0],
