@@ -20,7 +20,13 @@ from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import DetectorFactory
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows, pager_policy
-from plugin_backend.timegrid import DEFAULT_SCRAPE_S, ScoringGrid, scoring_grid, scoring_step
+from plugin_backend.timegrid import (
+    DEFAULT_SCRAPE_S,
+    MAX_POINTS_PER_SERIES,
+    ScoringGrid,
+    scoring_grid,
+    scoring_step,
+)
 from plugin_backend.types import FloatArray, Labels, TimeRange
 
 __all__ = [
@@ -61,7 +67,7 @@ class DetectionService:
         source: SeriesSource,
         *,
         cache: ScoreCache | None = None,
-        max_history_points: int = 11_000,
+        max_history_points: int = MAX_POINTS_PER_SERIES,
         max_series: int = 50,
         observe_scoring: Callable[[str, float], None] | None = None,
         scrape_s: float = DEFAULT_SCRAPE_S,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from plugin_backend.config import Settings
 from plugin_backend.detection import DetectionService, DetectOptions, alarm_lookback_points
 from plugin_backend.scoring.alarm_rate import RatePolicy
 from plugin_backend.scoring.windows import pager_policy
@@ -41,7 +42,10 @@ def test_the_lookback_is_days_at_15_s() -> None:
 
 
 def test_a_fault_six_hours_after_the_same_fault_pages_on_a_15_s_panel() -> None:
-    service = DetectionService(_Source(), max_history_points=50_000)
+    # With its default budget, the one the server's settings default to: 11,000 points
+    # (the old default) held under two days at 15 s, not the threshold's window.
+    service = DetectionService(_Source())
+    assert service.max_history_points == Settings.model_fields["max_points_per_series"].default
     span = TimeRange(END - 3 * 3600, END)
     (found,) = service.detect("gauge", span, DetectOptions("robust_z"))
     assert found.step_s == STEP
