@@ -214,12 +214,20 @@ def _policy(options: DetectOptions) -> WindowPolicy:
     )
 
 
-_FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
-
-
 def _slice(scored: ScoredSeries, first: int) -> ScoredSeries:
-    """``scored`` from row ``first`` on (views, not copies)."""
-    return ScoredSeries(*(getattr(scored, f)[first:] for f in _FIELDS))
+    """``scored`` from row ``first`` on (views, not copies), an ensemble's members' rows
+    too: the alarm layer fits each member's tail on its own (``scoring.alarm_rate``)."""
+    members, member_expected = scored.member_scores, scored.member_expected
+    return ScoredSeries(
+        scored.timestamps_s[first:],
+        scored.values[first:],
+        scored.expected[first:],
+        scored.lower[first:],
+        scored.upper[first:],
+        scored.score[first:],
+        member_scores=None if members is None else members[:, first:],
+        member_expected=None if member_expected is None else member_expected[:, first:],
+    )
 
 
 def _never_negative(values: FloatArray) -> bool:
@@ -239,4 +247,6 @@ def _clip_at_zero(scored: ScoredSeries) -> ScoredSeries:
         np.maximum(scored.lower, 0.0),
         np.maximum(scored.upper, 0.0),
         scored.score,
+        member_scores=scored.member_scores,
+        member_expected=scored.member_expected,
     )
