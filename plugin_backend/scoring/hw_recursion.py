@@ -209,22 +209,45 @@ def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     csum = np.concatenate((np.zeros((blocks, 1)), np.cumsum(filled, axis=1)), axis=1)
     ccount = np.concatenate((np.zeros((blocks, 1)), np.cumsum(ok, axis=1)), axis=1)
     half = period // 2
-    centre = np.arange(half, cells - (period - half) + 1)
-    total = csum[:, centre + (period - half)] - csum[:, centre - half]
-    count = ccount[:, centre + (period - half)] - ccount[:, centre - half]
+    # Centres half .. cells - (period - half): the window of centre c is [c - half,
+    # c + period - half), a difference of the cumulative sums (slices, not gathers).
+    stop = cells - period + 1
+    total = csum[:, period : period + stop] - csum[:, :stop]
+    count = ccount[:, period : period + stop] - ccount[:, :stop]
     moving = np.full((blocks, cells), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        moving[:, centre] = np.where(count >= period / 2, total / count, np.nan)
+        moving[:, half : half + stop] = np.where(count >= period / 2, total / count, np.nan)
     detrended = (history - moving).reshape(blocks, days, period)
     rows = detrended.transpose(0, 2, 1).reshape(blocks * period, days)
     profile = row_nanmedian(rows).reshape(blocks, period)
     known = np.isfinite(profile)
     centre_level = np.where(known, profile, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
     profile = np.where(known, profile - centre_level[:, None], 0.0)
-    deseason = history - np.tile(profile, (1, days))
-    remainder = np.abs(detrended.reshape(blocks, cells) - np.tile(profile, (1, days)))
-    sigma = MAD_TO_SIGMA * row_nanmedian(remainder)
+    by_day = history.reshape(blocks, days, period)
+    deseason = (by_day - profile[:, None, :]).reshape(blocks, cells)
+    remainder = np.abs(detrended - profile[:, None, :]).reshape(blocks, cells)
+    sigma = MAD_TO_SIGMA * _wide_nanmedian(remainder)
     return profile, deseason, sigma
+
+
+def _wide_nanmedian(rows: FloatArray) -> FloatArray:
+    """``row_nanmedian`` of a few long rows: the two middle order statistics by
+    ``np.partition`` (NaN last, as in a sort), rows with as many finite values together,
+    so the same values as the sort it saves (3x faster at 4 days of 15 s)."""
+    count = rows.shape[1] - np.count_nonzero(np.isnan(rows), axis=1)
+    pos = 0.5 * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    frac = pos - lo
+    out = np.full(rows.shape[0], np.nan)
+    for finite in np.unique(count).tolist():
+        same = np.flatnonzero(count == finite)
+        low, high = int(lo[same[0]]), int(hi[same[0]])
+        kth = (low, high) if high != low else low
+        ordered = np.partition(rows[same], kth, axis=1)
+        out[same] = ordered[:, low] * (1 - frac[same]) + ordered[:, high] * frac[same]
+    out[count < 1] = np.nan
+    return out
 
 
 def diff_sigma(history: FloatArray) -> FloatArray:
