@@ -135,6 +135,9 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
         forecasts[:first] = np.nan
         forecasts[max(steps.stop, first) :] = np.nan
     all_warm = False  # every lane has seen WARM points (``seen`` only grows)
+    # Unmasked steps since ``seen`` and ``loss_n`` were last brought up to date: added at
+    # once (integer counts: exact), before a masked step reads them and at the end.
+    owed_seen = owed_n = 0
     for t in steps:
         y = data[t - first]
         phase = (t - phase0) % period
@@ -154,11 +157,14 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
             clipped = np.minimum(np.maximum(error, -bound), bound)
             if loss_from <= t < loss_to:
                 loss += np.minimum(np.abs(error), clip_sigma0)
-                loss_n += 1.0
+                owed_n += 1
             level = base + alpha * clipped
-            seen += 1
+            owed_seen += 1
             update = np.isfinite(sigma)
         else:
+            seen += owed_seen
+            loss_n += owed_n
+            owed_seen = owed_n = 0
             if keep_forecasts:
                 forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
             observed = np.isfinite(y)
@@ -177,6 +183,8 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
         if seasonal is not None:
             seasonal[phase] += gamma * clipped
         sigma = _next_sigma(sigma, error, bound, update)
+    seen += owed_seen
+    loss_n += owed_n
     forecasts = forecasts.T  # (lanes, steps): a view; index lanes, do not reshape it
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_loss = np.where(loss_n > 0, loss / loss_n, np.inf)
