@@ -30,6 +30,7 @@ from pydantic import (
 
 from plugin_backend.errors import ConfigError
 from plugin_backend.scoring.registry import DEFAULT_DETECTOR
+from plugin_backend.timegrid import MAX_POINTS_PER_SERIES
 
 __all__ = ["ENV_PREFIX", "MULTIPROC_ENV", "Settings", "load_settings", "pin_math_threads"]
 
@@ -224,7 +225,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="request body limit")
     max_targets: int = Field(50, ge=1, description="targets per /query")
     max_points_per_series: int = Field(
-        50_000, ge=100, description="resolution x range limit of one series"
+        MAX_POINTS_PER_SERIES, ge=100, description="resolution x range limit of one series"
     )
     max_promql_length: int = Field(20_000, ge=16, description="characters per expression")
     max_scored_series: int = Field(

@@ -20,7 +20,13 @@ from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.scoring.registry import DetectorFactory
 from plugin_backend.scoring.windows import AnomalyWindow, WindowPolicy, find_windows, pager_policy
-from plugin_backend.timegrid import DEFAULT_SCRAPE_S, ScoringGrid, scoring_grid, scoring_step
+from plugin_backend.timegrid import (
+    DEFAULT_SCRAPE_S,
+    MAX_POINTS_PER_SERIES,
+    ScoringGrid,
+    scoring_grid,
+    scoring_step,
+)
 from plugin_backend.types import FloatArray, Labels, TimeRange
 
 __all__ = [
@@ -61,7 +67,7 @@ class DetectionService:
         source: SeriesSource,
         *,
         cache: ScoreCache | None = None,
-        max_history_points: int = 11_000,
+        max_history_points: int = MAX_POINTS_PER_SERIES,
         max_series: int = 50,
         observe_scoring: Callable[[str, float], None] | None = None,
         scrape_s: float = DEFAULT_SCRAPE_S,
@@ -209,9 +215,9 @@ def _policy(options: DetectOptions) -> WindowPolicy:
 
 
 def _slice(scored: ScoredSeries, first: int) -> ScoredSeries:
-    """``scored`` from row ``first`` on (views, not copies), an ensemble's member rows
-    too: the alarm layer judges each member against its own threshold."""
-    members = scored.member_scores
+    """``scored`` from row ``first`` on (views, not copies), an ensemble's members' rows
+    too: the alarm layer fits each member's tail on its own (``scoring.alarm_rate``)."""
+    members, member_expected = scored.member_scores, scored.member_expected
     return ScoredSeries(
         scored.timestamps_s[first:],
         scored.values[first:],
@@ -220,6 +226,7 @@ def _slice(scored: ScoredSeries, first: int) -> ScoredSeries:
         scored.upper[first:],
         scored.score[first:],
         member_scores=None if members is None else members[:, first:],
+        member_expected=None if member_expected is None else member_expected[:, first:],
     )
 
 
@@ -240,4 +247,6 @@ def _clip_at_zero(scored: ScoredSeries) -> ScoredSeries:
         np.maximum(scored.lower, 0.0),
         np.maximum(scored.upper, 0.0),
         scored.score,
+        member_scores=scored.member_scores,
+        member_expected=scored.member_expected,
     )

@@ -39,6 +39,7 @@ __all__ = [
     "ANCHOR_S",
     "DEFAULT_SCRAPE_S",
     "LADDER_S",
+    "MAX_POINTS_PER_SERIES",
     "MAX_VIEW_POINTS",
     "ScoringGrid",
     "align_range",
@@ -71,6 +72,10 @@ DEFAULT_SCRAPE_S = 15.0
 #: Most points a scored range may hold: 24 h at 15 s (5,761) and 7 d at 1 min
 #: (10,081) fit, as in ``python -m benchmarks scoring``.
 MAX_VIEW_POINTS = 11_000
+#: Most points of one series a query fetches (``PLUGIN_BACKEND_MAX_POINTS_PER_SERIES``'s
+#: default): the range and the history before it. 8.7 days at 15 s hold a 6 h panel, the
+#: alarm threshold's 3.5 days before it and the default detector's context.
+MAX_POINTS_PER_SERIES = 50_000
 #: Fetched history starts on a multiple of this (or of the step, when coarser).
 ANCHOR_S = 21_600.0
 

@@ -1,12 +1,15 @@
 """The alarm threshold's history is a span of time at the scrape step too: a panel at
-15 s scores days before its range, and a fault that recurs 6 h later pages again."""
+15 s scores days before its range, and a fault that recurs 6 h later pages again. And a
+panel's alarms are those ``plugin-backend score`` raises on the same points."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from plugin_backend.config import Settings
 from plugin_backend.detection import DetectionService, DetectOptions, alarm_lookback_points
 from plugin_backend.scoring.alarm_rate import RatePolicy
+from plugin_backend.scoring.base import ScoredSeries
 from plugin_backend.scoring.registry import get_detector
 from plugin_backend.scoring.windows import find_windows, pager_policy
 from plugin_backend.types import Series, TimeRange
@@ -42,7 +45,10 @@ def test_the_lookback_is_days_at_15_s() -> None:
 
 
 def test_a_fault_six_hours_after_the_same_fault_pages_on_a_15_s_panel() -> None:
-    service = DetectionService(_Source(), max_history_points=50_000)
+    # With its default budget, the one the server's settings default to: 11,000 points
+    # (the old default) held under two days at 15 s, not the threshold's window.
+    service = DetectionService(_Source())
+    assert service.max_history_points == Settings.model_fields["max_points_per_series"].default
     span = TimeRange(END - 3 * 3600, END)
     (found,) = service.detect("gauge", span, DetectOptions("robust_z"))
     assert found.step_s == STEP
@@ -65,6 +71,21 @@ class _DailyGauge:
         return [Series({"__name__": "gauge"}, self.ts[inside], self.values[inside])]
 
 
+class _Spiky:
+    """A daily gauge at 5 min with heavy-tailed noise: the ensemble's members disagree
+    on how far out its spikes are."""
+
+    def __init__(self, seed: int) -> None:
+        self.ts = np.arange(END - 20 * DAY, END + 300.0, 300.0)
+        rng = np.random.default_rng(seed)
+        daily = 10.0 * np.sin(2 * np.pi * self.ts / DAY)
+        self.values = 100.0 + daily + rng.standard_t(2.5, self.ts.size)
+
+    def query_range(self, expr: str, time_range: TimeRange, step_s: float) -> list[Series]:
+        inside = (self.ts >= time_range.start_s) & (self.ts <= time_range.end_s)
+        return [Series({"__name__": "gauge"}, self.ts[inside], self.values[inside])]
+
+
 def test_a_served_ensemble_pages_on_each_members_own_threshold_as_the_cli_does() -> None:
     """The served path judges each member against its own threshold, as `plugin-backend
     score` and the benchmark do: the same windows in the range as on the whole series."""
@@ -78,3 +99,29 @@ def test_a_served_ensemble_pages_on_each_members_own_threshold_as_the_cli_does()
     cli = [w for w in find_windows(whole, pager_policy()) if w.end_s >= span.start_s]
     assert cli  # the excursion pages
     assert found.windows == cli
+
+
+def test_a_panel_pages_where_plugin_backend_score_does_with_an_ensemble() -> None:
+    """Each member of an ensemble gets its own alarm threshold (``scoring.alarm_rate``)
+    in the service too, not one fitted on the largest of their scores."""
+    source = _Spiky(seed=4)
+    span = TimeRange(END - 7 * DAY, END)
+    service, options = DetectionService(source), DetectOptions("ensemble")
+    (found,) = service.detect("gauge", span, options, floor_s=300.0)
+    # What ``plugin-backend score`` does with the same points.
+    fetched = source.ts >= service.grid(span, options, floor_s=300.0).fetch.start_s
+    ts, values = source.ts[fetched], source.values[fetched]
+    scored = get_detector("ensemble").score(ts, values)
+    assert scored.member_scores is not None
+    first = int(np.searchsorted(scored.timestamps_s, found.known.timestamps_s[0]))
+    np.testing.assert_array_equal(scored.score[first:], found.known.score)
+    known = ScoredSeries(
+        *(
+            getattr(scored, f)[first:]
+            for f in ("timestamps_s", "values", "expected", "lower", "upper", "score")
+        ),
+        member_scores=scored.member_scores[:, first:],
+    )
+    everything = find_windows(known, pager_policy())
+    assert found.windows == [w for w in everything if w.end_s >= span.start_s]
+    assert found.windows

@@ -195,8 +195,10 @@ class HttpClient:
                     )
                 finally:
                     response.close()
-                final = retry_answer is not None and not retry_answer(answer)
-                if answer.status not in self.retry.statuses or attempt >= attempts or final:
+                if answer.status not in self.retry.statuses or attempt >= attempts:
+                    return answer
+                # Only an answer that would be retried is read (a body may be megabytes).
+                if retry_answer is not None and not retry_answer(answer):
                     return answer
             self.sleep(self._pause(attempt, ends_at))
 

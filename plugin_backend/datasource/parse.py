@@ -15,6 +15,7 @@ from plugin_backend.datasource.wire import AdhocFilterBody, QueryBody, RangeBody
 from plugin_backend.errors import InvalidTarget, InvalidTimeRange, LimitExceeded, RequestError
 from plugin_backend.promql import Matcher, matcher_from_filter
 from plugin_backend.queries import PanelQuery, TargetQuery
+from plugin_backend.timegrid import MAX_POINTS_PER_SERIES
 from plugin_backend.types import TimeRange
 
 __all__ = [
@@ -31,7 +32,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True, slots=True)
 class QueryLimits:
     max_targets: int = 50
-    max_points_per_series: int = 50_000
+    max_points_per_series: int = MAX_POINTS_PER_SERIES
     max_promql_length: int = 20_000
 
 

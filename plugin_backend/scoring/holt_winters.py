@@ -290,13 +290,18 @@ def _run_lanes(
     k = len(grid)
     lane_block = np.repeat(np.arange(blocks), k)
     params = np.tile(np.asarray(grid, dtype=np.float64), (blocks, 1))
+    # Time-major copies, gathered per lane from them (contiguous rows): the recursion
+    # reads them as they are instead of transposing (lanes, T) arrays.
+    data_t = np.ascontiguousarray(data.T)
+    profile_t = np.ascontiguousarray(profile.T) if profile is not None else None
 
-    def lanes_of(rows: IntArray) -> Lanes:
+    def lanes_of(rows: IntArray, steps: slice) -> Lanes:
+        """The lanes ``rows`` over the cells ``steps`` only."""
         block_of = lane_block[rows]
         return Lanes(
-            data=data[block_of],
+            data=data_t[steps][:, block_of].T,
             level=level0[block_of],
-            seasonal=profile[block_of] if profile is not None else None,
+            seasonal=profile_t[:, block_of].T if profile_t is not None else None,
             sigma=sigma[block_of],
             seen=seen[block_of],
             alpha=params[rows, 0],
@@ -311,7 +316,7 @@ def _run_lanes(
     if missing:
         rows = np.concatenate([np.arange(i * k, (i + 1) * k) for i in missing])
         _, _, state = hw_recursion(
-            lanes_of(rows),
+            lanes_of(rows, slice(0, run)),
             damping=DAMPING,
             phase0=phase0,
             loss_from=run // 4,
@@ -329,19 +334,20 @@ def _run_lanes(
         else:
             for j, i in enumerate(missing):
                 warm[i] = state.take(slice(j * k, (j + 1) * k))
+    # The blocks' own cells, from step 0 here (step ``run`` of the pass): the phase
+    # shifts with them, and the loss window (the warm-up) lies before them.
     forecasts, loss, _ = hw_recursion(
-        lanes_of(np.arange(blocks * k)),
+        lanes_of(np.arange(blocks * k), slice(run, None)),
         damping=DAMPING,
-        phase0=phase0,
-        loss_from=run // 4,
-        loss_to=run,
-        steps=range(run, data.shape[1]),
+        phase0=phase0 - run,
+        loss_from=run // 4 - run,
+        loss_to=0,
         state=start if start is not None else LaneState.stack([w for w in warm if w is not None]),
     )
     loss = loss.reshape(blocks, k)
     default = k // 2
     best = np.where(np.isfinite(loss).any(axis=1), np.argmin(loss, axis=1), default)
-    chosen = forecasts[np.arange(blocks) * k + best, run:]  # lanes are block-major
+    chosen = forecasts[np.arange(blocks) * k + best]  # lanes are block-major
     # Copies: a cached row that is a view would keep the whole pass's array alive.
     return {start: chosen[i].copy() for i, start in enumerate(starts)}
 

@@ -21,6 +21,7 @@ from plugin_backend.scoring.robust import (
     IntArray,
     flat_floor,
     rolling_sigma,
+    rolling_sigma_at,
     row_sigma,
 )
 from plugin_backend.types import FloatArray
@@ -56,10 +57,14 @@ def residual_band(
     a model that misfits at a given hour get their own band width.
     """
     residuals = np.abs(values - expected)
-    sigma = rolling_sigma(residuals, window, MIN_RESIDUALS, needed_from)
     if cells is not None and period >= MIN_PERIOD:
-        pooled = _phase_pooled_sigma(residuals, cells, period, needed_from)
-        sigma = np.where(np.isfinite(pooled), pooled, sigma)
+        sigma = _phase_pooled_sigma(residuals, cells, period, needed_from)
+        # The trailing window's sigma only where the pooled one is unknown.
+        first = max(needed_from, 0)
+        fallback = np.flatnonzero(~np.isfinite(sigma[first:])) + first
+        sigma[fallback] = rolling_sigma_at(residuals, window, MIN_RESIDUALS, fallback)
+    else:
+        sigma = rolling_sigma(residuals, window, MIN_RESIDUALS, needed_from)
     half = np.maximum(BAND_K * sigma, flat_floor(values, window, expected, needed_from))
     shown = np.where(np.isfinite(half), expected, np.nan)
     return Band(shown, shown - half, shown + half)

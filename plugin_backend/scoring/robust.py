@@ -50,6 +50,7 @@ __all__ = [
     "flat_floor",
     "rolling_median_sigma",
     "rolling_sigma",
+    "rolling_sigma_at",
     "row_nanmedian",
     "row_order_stat",
     "row_sigma",
@@ -135,6 +136,20 @@ def rolling_sigma(
     out = np.full(deviations.shape[0], np.nan)
     for sl, rows in _trailing_chunks(deviations, window, first):
         out[sl] = row_sigma(rows, min_count)
+    return out
+
+
+def rolling_sigma_at(
+    deviations: FloatArray, window: int, min_count: int, rows: npt.NDArray[np.intp]
+) -> FloatArray:
+    """``rolling_sigma`` at ``rows`` only (each row's sigma is its own window's)."""
+    padded = np.concatenate((np.full(window, np.nan), deviations))
+    view = sliding_window_view(padded, window)
+    out = np.full(rows.shape[0], np.nan)
+    per_chunk = max(1, min(CHUNK, _CHUNK_CELLS // window))
+    for start in range(0, rows.shape[0], per_chunk):
+        part = rows[start : start + per_chunk]
+        out[start : start + part.shape[0]] = row_sigma(view[part], min_count)
     return out
 
 

@@ -29,6 +29,7 @@ from plugin_backend.scoring.stl_fit import (
     decompose,
     deseasonalised_forecast,
     level_trend_forecast,
+    level_trend_forecasts,
 )
 from plugin_backend.types import FloatArray
 
@@ -217,9 +218,15 @@ class SeasonalSTL(BlockRefitDetector):
             )
             if forecast is not None:
                 return forecast
-        out = np.full(targets.shape[0], np.nan)
-        for slo, shi in group_bounds(targets // SUB_BLOCK):
-            sub_start = max(start, int(targets[slo] // SUB_BLOCK) * SUB_BLOCK)
+        bounds = group_bounds(targets // SUB_BLOCK)
+        firsts = np.asarray([slo for slo, _ in bounds], dtype=np.int64)
+        sub_starts = np.maximum(start, targets[firsts] // SUB_BLOCK * SUB_BLOCK)
+        owner = np.repeat(np.arange(len(bounds)), [shi - slo for slo, shi in bounds])
+        # Sub-blocks with a full history at once; the others (after gaps) one by one.
+        out, done = level_trend_forecasts(cells, values, sub_starts, targets, owner)
+        for j in np.flatnonzero(~done).tolist():
+            slo, shi = bounds[j]
+            sub_start = int(sub_starts[j])
             trend = level_trend_forecast(cells, values, sub_start, targets[slo:shi])
             if trend is None:  # a gap: the level of the points before it, no trend
                 recent = recent_finite(finite_cells, finite_values, sub_start, TREND_HISTORY)

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from plugin_backend.scoring.grid_cells import SUB_BLOCK, TREND_HISTORY, cell_values
 from plugin_backend.scoring.robust import IntArray, row_nanmedian
 from plugin_backend.types import FloatArray
 
-__all__ = ["Decomposition", "decompose", "deseasonalised_forecast", "level_trend_forecast"]
+__all__ = [
+    "Decomposition",
+    "decompose",
+    "deseasonalised_forecast",
+    "level_trend_forecast",
+    "level_trend_forecasts",
+]
 
 
 def _stl_windows(period: int) -> dict[str, int]:
@@ -153,6 +160,50 @@ def level_trend_forecast(
     recent = min(int(np.searchsorted(x, start - level_history)), y.size - SUB_BLOCK)
     level = _median(y[recent:] - slope * (x[recent:] - ref))
     return level + slope * (targets - ref).astype(np.float64)
+
+
+def level_trend_forecasts(
+    cells: IntArray, values: FloatArray, starts: IntArray, targets: IntArray, owner: IntArray
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """``level_trend_forecast`` (default histories) for many starts at once, where it is
+    cheap: each start whose ``TREND_HISTORY`` cells before it all hold finite values
+    (``done``), forecast at the targets it owns (``targets[i]`` belongs to
+    ``starts[owner[i]]``). The same operations per row, so the same values; the
+    caller forecasts the other starts one by one."""
+    history = TREND_HISTORY
+    lo = np.searchsorted(cells, starts - history)
+    full = np.searchsorted(cells, starts) - lo == history  # every cell holds a point
+    rows = lo[full][:, None] + np.arange(history)
+    done = full.copy()
+    done[full] = np.isfinite(values[rows]).all(axis=1)
+    rows = rows[done[full]]
+    x, y = cells[rows], values[rows]
+    half = history // 2
+    dx = _row_medians(x[:, half:]) - _row_medians(x[:, :half])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(dx > 0, (_row_medians(y[:, half:]) - _row_medians(y[:, :half])) / dx, 0.0)
+    ref = starts[done] - 1
+    level = _row_medians(y - slope[:, None] * (x - ref[:, None]))
+    at = np.full(starts.shape[0], -1)
+    at[done] = np.arange(ref.shape[0])
+    mine = done[owner]
+    row = at[owner[mine]]
+    out = np.full(targets.shape[0], np.nan)
+    out[mine] = level[row] + slope[row] * (targets[mine] - ref[row]).astype(np.float64)
+    return out, done
+
+
+def _row_medians(rows: FloatArray | IntArray) -> FloatArray:
+    """``_median`` of each row."""
+    n = rows.shape[1]
+    ordered = np.sort(rows, axis=1)
+    middle = n // 2
+    if n % 2:
+        return ordered[:, middle].astype(np.float64)
+    low = ordered[:, middle - 1].astype(np.float64)
+    high = ordered[:, middle].astype(np.float64)
+    out: FloatArray = (low + high) / 2.0
+    return out
 
 
 def _median(values: FloatArray | IntArray) -> float:

@@ -169,6 +169,25 @@ def test_a_5xx_the_adapter_calls_final_is_not_retried(server: Server) -> None:
     assert sleeps == []
 
 
+def test_only_an_answer_that_would_be_retried_is_shown_to_the_adapter(server: Server) -> None:
+    """A success (a Prometheus answer may be megabytes) or the last attempt is returned
+    as is: the adapter's check, which may parse the body, reads only retryable ones."""
+    server.replies = [Reply(200, b"{}"), Reply(503), Reply(503)]
+    errors, sleeps = Recorder(), list[float]()
+    client = _client(errors, sleeps)
+    asked: list[int] = []
+
+    def retry(answer: HttpAnswer) -> bool:
+        asked.append(answer.status)
+        return True
+
+    assert client.request("GET", server.url + "/q", retry_answer=retry).status == 200
+    assert asked == []
+    answer = client.request("GET", server.url + "/q", retries=1, retry_answer=retry)
+    assert (answer.status, answer.attempts) == (503, 2)
+    assert asked == [503]  # the first 503 was retried; the last one is returned unread
+
+
 def test_a_4xx_is_never_retried_and_429_says_when_to_come_back(server: Server) -> None:
     server.replies = [Reply(429, b"slow down", headers={"Retry-After": "7"}), Reply(400)]
     errors, sleeps = Recorder(), list[float]()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -458,6 +460,69 @@ def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
     )
     np.testing.assert_array_equal(whole[:, 60:], rest[:, 60:])
     np.testing.assert_array_equal(loss, loss2)
+
+
+def _textbook_lane(
+    y: FloatArray, level: float, seasonal: FloatArray, sigma: float, seen: int, params: FloatArray
+) -> FloatArray:
+    """One lane of ``hw_recursion`` written out with Python floats, step by step."""
+    alpha, beta, gamma = (float(p) for p in params)
+    season, trend, out = seasonal.astype(float).tolist(), 0.0, []
+    for t, value in enumerate(y.tolist()):
+        phase = t % len(season)
+        damped = DAMPING * trend
+        base = level + damped
+        yhat = base + season[phase]
+        out.append(yhat if seen >= 8 else np.nan)
+        observed, fresh = np.isfinite(value), np.isfinite(value) and np.isnan(level)
+        known = observed and not fresh
+        error = value - yhat if known else 0.0
+        bound = 3.0 * sigma
+        clipped = min(max(error, -bound), bound)
+        level = value - season[phase] if fresh else base + alpha * clipped
+        trend = damped + alpha * beta * clipped
+        season[phase] += gamma * clipped
+        if known and np.isfinite(sigma):
+            sigma = math.sqrt(0.95 * sigma**2 + 0.05 * min(error**2, bound**2) / 0.9707)
+        seen += int(observed)
+    return np.asarray(out)
+
+
+def test_holt_winters_lanes_step_exactly_as_the_textbook_recursion():
+    """Every lane, whether the step takes the all-observed shortcut or not (a gap, a
+    lane not started yet, no clipping scale), forecasts bit for bit as the equations
+    written out one lane at a time; lanes given as views of time-major arrays too."""
+    m, n = 24, 6 * 24
+    rng = np.random.default_rng(5)
+    y = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / m) + rng.normal(0, 1, n)
+    y[30] = 400.0
+    y[90:95] = np.nan
+    profile = 10 * np.sin(2 * np.pi * np.arange(m) / m)
+    params = np.array([(0.05, 0.0, 0.05), (0.15, 0.1, 0.2), (0.4, 0.1, 0.2), (0.4, 0.0, 0.05)])
+    level0 = np.array([50.0, 50.0, np.nan, 49.0])
+    sigma0 = np.array([1.0, 2.0, 1.5, np.inf])
+    seen0 = np.array([8, 8, 0, 8])
+    data = np.stack([y] * 4)
+    for data_view, seasonal_view in (
+        (data, np.stack([profile] * 4)),
+        (np.ascontiguousarray(data.T).T, np.ascontiguousarray(np.stack([profile] * 4).T).T),
+    ):
+        lanes = Lanes(
+            data=data_view,
+            level=level0,
+            seasonal=seasonal_view,
+            sigma=sigma0,
+            seen=seen0,
+            alpha=params[:, 0].copy(),
+            beta=params[:, 1].copy(),
+            gamma=params[:, 2].copy(),
+        )
+        forecasts, _, _ = hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
+        for lane in range(4):
+            expected = _textbook_lane(
+                y, level0[lane], profile, sigma0[lane], int(seen0[lane]), params[lane]
+            )
+            np.testing.assert_array_equal(forecasts[lane], expected)
 
 
 def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
