@@ -88,13 +88,16 @@ class Grade:
     inside: bool
     path_ok: bool | None
     check: bool
+    outside: tuple[str, ...] = ()  # the names that broke ``inside``
 
 
 def _mentions(text: str, names: Iterable[str]) -> list[tuple[int, str]]:
     """(position of first mention, name) for each of ``names`` the text mentions, in
     order. Where names overlap the longest wins (``x_AWS::Lambda::Function`` is not a
     mention of ``x_AWS::Lambda``), and a name inside a word (``node-b`` in ``node-b2``)
-    does not count."""
+    does not count. Names that differ only in case (PetShop's map has both
+    ``Servi-searc...`` and ``servi-searc...``) match the same words: the one written
+    exactly as the text has it wins, else the first by name, never the set's order."""
     lowered = text.casefold()
     hits: list[tuple[int, int, str]] = []
     for name in {n for n in names if n}:
@@ -102,7 +105,12 @@ def _mentions(text: str, names: Iterable[str]) -> list[tuple[int, str]]:
         hits += [(m.start(), m.end(), name) for m in re.finditer(pattern, lowered)]
     first: dict[str, int] = {}
     covered = 0
-    for start, end, name in sorted(hits, key=lambda h: (h[0], -(h[1] - h[0]))):
+
+    def order(hit: tuple[int, int, str]) -> tuple[int, int, bool, str]:
+        start, end, name = hit
+        return start, start - end, text[start:end] != name, name
+
+    for start, end, name in sorted(hits, key=order):
         if start < covered:
             continue  # inside a longer name already taken
         covered = end
@@ -144,6 +152,7 @@ def grade(
         inside=not outside,
         path_ok=_path_ok(named, symptom_entity, dependencies),
         check=_gives_check(text, evidence),
+        outside=tuple(outside),
     )
 
 
@@ -347,7 +356,7 @@ def print_source(name: str, outcomes: Sequence[Outcome]) -> None:
 
     rows = [
         [
-            o.case.fault,
+            o.case.name,
             "llm" if o.by_llm else "template",
             yes(o.used.root_first),
             yes(o.used.inside),
@@ -356,14 +365,15 @@ def print_source(name: str, outcomes: Sequence[Outcome]) -> None:
             yes(o.template.root_first),
             f"{o.latency_s:.1f}",
             o.reason[:48],
+            ", ".join(o.used.outside) or "-",
         ]
         for o in outcomes
     ]
     print_table(
-        f"Root-cause notes on {name}: the note used, graded by rule; the template's "
-        "'root first' beside it",
+        f"Root-cause notes on {name}: the note used, graded by rule (with the names "
+        "it uses from outside the evidence); the template's 'root first' beside it",
         [
-            "fault",
+            "case",
             "note by",
             "root first",
             "inside",
@@ -372,6 +382,7 @@ def print_source(name: str, outcomes: Sequence[Outcome]) -> None:
             "template root first",
             "LLM s",
             "fallback reason",
+            "outside the evidence",
         ],
         rows,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from plugin_backend.errors import InvalidQuery, UpstreamError
+from plugin_backend.errors import BackendError, InvalidQuery, UpstreamError
 from plugin_backend.llm.mechanism import impact_path, metric_of, template_note
 from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.ports import ChangeEventSource, SeriesSource
@@ -101,18 +101,13 @@ class ExplainService:
         the slow LLM apart from scoring)."""
         if window_s is None:
             probe = TimeRange(at_s - PROBE_S, at_s)
-            found = self.source.query_range(query, probe, _step_for(probe))
-            if not found:
-                raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
+            found, probe_step_s = self._query_symptom(query, probe)
             probe_symptom = _most_changed(found, at_s=at_s, window_s=DEFAULT_WINDOW_S)
-            window_s, baseline_s = symptom_window(probe_symptom, at_s=at_s, step_s=_step_for(probe))
+            window_s, baseline_s = symptom_window(probe_symptom, at_s=at_s, step_s=probe_step_s)
         else:
             baseline_s = BASELINE_S
         span = TimeRange(at_s - window_s - baseline_s, at_s)
-        step_s = _step_for(span)
-        symptoms = self.source.query_range(query, span, step_s)
-        if not symptoms:
-            raise InvalidQuery(f"the symptom query {query!r} returned no data before {at_s}")
+        symptoms, step_s = self._query_symptom(query, span)
         symptom = _most_changed(symptoms, at_s=at_s, window_s=window_s, baseline_s=baseline_s)
         candidates = self._candidates(symptom, span, step_s) + self._event_series(span, step_s)
         causes = ensemble_rank(
@@ -160,6 +155,40 @@ class ExplainService:
         if not isinstance(draft, dict):  # stored before drafts were kept
             draft = {key: report.get(key) for key in ("symptom", "causes", "summary")}
         return self.writer.write(draft, known_names=pending.get("known_names") or ())
+
+    def _query_symptom(self, query: str, span: TimeRange) -> tuple[list[Series], float]:
+        """The symptom over ``span`` and the step it was read at: the span's step, or
+        the data's own sampling interval where that is coarser (5 min CloudWatch
+        exports): a finer step only repeats each sample, which shifts onsets and
+        inflates the evidence."""
+        step_s = _step_for(span)
+        found = self.source.query_range(query, span, step_s)
+        if not found:
+            raise InvalidQuery(f"the symptom query {query!r} returned no data before {span.end_s}")
+        sampled_s = self._sampling_interval(query, span, step_s)
+        if sampled_s > step_s:
+            coarser = self.source.query_range(query, span, sampled_s)
+            if coarser:
+                return coarser, sampled_s
+        return found, step_s
+
+    def _sampling_interval(self, query: str, span: TimeRange, step_s: float) -> float:
+        """How far apart the symptom's samples are, where that is well over ``step_s``:
+        read at ``step_s``, their timestamps (PromQL's ``timestamp()``) repeat, 1.5
+        steps a sample or more (a few repeated points do not matter), and then every
+        sample is seen: the median gap between them. ``step_s`` otherwise (an
+        expression such as ``rate()`` has a new timestamp every step) or where the
+        source cannot tell."""
+        try:
+            stamps = self.source.query_range(f"timestamp({query})", span, step_s)
+        except BackendError:
+            return step_s
+        read = [s.values[np.isfinite(s.values)] for s in stamps]
+        distinct = [np.unique(v) for v in read]
+        if not read or sum(v.size for v in read) < 1.5 * sum(d.size for d in distinct):
+            return step_s
+        gaps = np.concatenate([np.diff(d) for d in distinct])
+        return max(step_s, float(np.median(gaps))) if gaps.size else step_s
 
     def _note_draft(self, symptom: dict[str, Any], causes: Sequence[Cause]) -> dict[str, Any]:
         """What the note is written from: the symptom (with its entity), the causes and

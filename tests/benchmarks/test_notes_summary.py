@@ -119,3 +119,45 @@ def test_a_longer_name_is_one_mention() -> None:
         dependencies=deps,
     )
     assert found.root_first
+
+
+def test_names_that_differ_only_in_case_grade_as_the_one_written() -> None:
+    # PetShop's map has both "Servi-searc..._remote" and "servi-searc..._remote": a note
+    # naming the evidence's spelling is inside, whatever order the set of names has.
+    spellings = {
+        "".join(c.upper() if mask >> i & 1 else c for i, c in enumerate("lb-x"))
+        for mask in range(16)
+    }
+    evidence_spelling = "lb-x"
+    report = {
+        **REPORT,
+        "causes": [_item("pg_connections_in_use", evidence_spelling)],
+        "path": [evidence_spelling, "frontend"],
+    }
+    found = grade(
+        "The lb-x slowed down, which slowed down frontend.",
+        report,
+        root_entity=evidence_spelling,
+        entities=ENTITIES | spellings,
+        metrics=METRICS,
+        dependencies=DEPS,
+    )
+    assert found.inside
+    assert found.outside == ()
+    assert found.root_first
+    # the other spelling written out is another entity of the estate, outside
+    other = grade(
+        "The LB-X slowed down, which slowed down frontend.",
+        report,
+        root_entity=evidence_spelling,
+        entities=ENTITIES | spellings,
+        metrics=METRICS,
+        dependencies=DEPS,
+    )
+    assert other.outside == ("LB-X",)
+    assert not other.root_first
+
+
+def test_the_names_outside_the_evidence_are_reported() -> None:
+    found = _grade("Postgres connections piled up after redis failed; checkout_cpu rose.")
+    assert found.outside == ("redis", "checkout_cpu")
