@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,13 +281,7 @@ class Store:
         unsent = sa.and_(rule_ticks.c.state == "queued", rule_ticks.c.lease_until_s < now_s)
         found: list[RuleTick] = []
         with self._begin() as conn:
-            rows = conn.execute(
-                sa.select(rule_ticks)
-                .where(unsent)
-                .order_by(rule_ticks.c.tick_ms)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = _lock_oldest_ticks(conn, unsent, limit)
             for row in rows:
                 this = (rule_ticks.c.rule == row.rule, rule_ticks.c.tick_ms == row.tick_ms)
                 later = conn.execute(
@@ -469,13 +463,7 @@ class Store:
         expired = sa.and_(rule_ticks.c.state == "running", rule_ticks.c.lease_until_s < now_s)
         reclaimed: list[RuleTick] = []
         with self._begin() as conn:
-            rows = conn.execute(
-                sa.select(rule_ticks)
-                .where(expired)
-                .order_by(rule_ticks.c.tick_ms)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = _lock_oldest_ticks(conn, expired, limit)
             for row in rows:
                 this = (rule_ticks.c.rule == row.rule, rule_ticks.c.tick_ms == row.tick_ms)
                 lost = f"worker lost: {row.holder}"
@@ -801,6 +789,18 @@ def _rule_tick(row: Mapping[Any, Any], **override: Any) -> RuleTick:
         lookback_s=values["lookback_s"],
         lease_until_s=values["lease_until_s"],
     )
+
+
+def _lock_oldest_ticks(conn: Connection, where: Any, limit: int) -> Sequence[Any]:
+    """The oldest ``limit`` rule ticks matching ``where``, locked for this transaction
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: concurrent callers get disjoint rows)."""
+    return conn.execute(
+        sa.select(rule_ticks)
+        .where(where)
+        .order_by(rule_ticks.c.tick_ms)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
 
 
 def _release(conn: Connection, rule: str, holder: str) -> None:
