@@ -123,18 +123,23 @@ class _Evidence:
         self.plain: set[str] = set()
         self.series: dict[str, list[frozenset[tuple[str, str]]]] = {}
         self.tokens: set[str] = set()
+        #: Names and label values as spelled: two entities may differ only in case.
+        self.exact: set[str] = set()
         for raw in names:
             name = " ".join(raw.split())
             if not name:
                 continue
             self.plain.add(name.casefold())
+            self.exact.add(name)
             match = _SERIES.fullmatch(name)
             pairs = _pairs(match.group(2)) if match else None
             if match is not None and pairs is not None:
                 self.series.setdefault(match.group(1) or "", []).append(pairs)
                 self.tokens.add((match.group(1) or "").casefold())
+                self.exact.add(match.group(1) or "")
                 for key, value in pairs:
                     self.tokens |= {key.casefold(), value.casefold()}
+                    self.exact.add(value)
 
     def allows(self, raw: str) -> bool:
         name = " ".join(raw.split())
@@ -167,18 +172,34 @@ def _check_text(note: str, evidence: _Evidence, known_names: Set[str]) -> None:
         token = match.group(0).rstrip(":")
         if ("_" in token or ":" in token) and not evidence.allows_token(token):
             raise NoteRejected(f"note names {_short(token)}, which is not in the evidence")
-    lowered = prose.casefold()
-    for known in sorted(known_names):
-        if evidence.allows(known) or not known.strip():
-            continue
-        if re.search(rf"(?<![\w-]){re.escape(known.casefold())}(?![\w-])", lowered):
-            raise NoteRejected(f"note names {_short(known)}, which is not in the evidence")
+    _check_known_names(prose, evidence, known_names)
     words = len(note.split())
     if words > MAX_NOTE_WORDS:
         raise NoteRejected(f"note has {words} words, at most {MAX_NOTE_WORDS} allowed")
     sentences = [s for s in _SENTENCE_END.split(prose.strip()) if s.strip()]
     if len(sentences) > MAX_SENTENCES:
         raise NoteRejected(f"note has {len(sentences)} sentences, at most {MAX_SENTENCES} allowed")
+
+
+def _check_known_names(prose: str, evidence: _Evidence, known_names: Set[str]) -> None:
+    """Reject a mention of a known entity (the dependency map's) that the evidence lacks."""
+    lowered = prose.casefold()
+    for known in sorted(known_names):
+        if not known.strip():
+            continue
+        if evidence.allows(known):
+            # Allowed only through its case: another entity (PetShop's map has
+            # ``Servi-searc…`` beside ``servi-searc…``), named when spelled as it is.
+            if known not in evidence.exact and re.search(
+                rf"(?<![\w-]){re.escape(known)}(?![\w-])", prose
+            ):
+                raise NoteRejected(
+                    f"note names {_short(known)}, which is not in the evidence "
+                    "(only a name differing from it in case is)"
+                )
+            continue
+        if re.search(rf"(?<![\w-]){re.escape(known.casefold())}(?![\w-])", lowered):
+            raise NoteRejected(f"note names {_short(known)}, which is not in the evidence")
 
 
 def parse_note(

@@ -198,3 +198,18 @@ def test_a_cut_off_answer_keeps_its_complete_sentences_only() -> None:
 def test_a_sentence_wrapped_in_a_json_note_is_read_from_it() -> None:
     wrapped = json.dumps({"cause": 1, "note": "Postgres connections piled up."})
     assert text_note(wrapped).note == "Postgres connections piled up."
+
+
+def test_an_entity_differing_from_the_evidence_only_in_case_is_another_entity() -> None:
+    # PetShop's call graph holds both spellings, two different nodes.
+    lower, upper = "search.elb_remote", "Search.elb_remote"
+    allowed = {*ALLOWED, lower, f'latency_seconds{{service="{lower}"}}'}
+    known = {lower, upper, "postgres"}
+    named_lower = answer(note=f"The {lower} slowed down, which slowed checkout.")
+    assert parse_note(named_lower, allowed, known_names=known)
+    named_upper = answer(note=f"The {upper} slowed down, which slowed checkout.")
+    with pytest.raises(NoteRejected, match="differing from it in case"):
+        parse_note(named_upper, allowed, known_names=known)
+    # Without a second entity so spelled, a capital is only a capital.
+    capital = answer(note="Postgres connections rose; the database slowed checkout.")
+    assert parse_note(capital, ALLOWED, known_names={"postgres", "redis"})
