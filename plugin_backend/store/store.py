@@ -203,7 +203,7 @@ class Store:
                     rule_leases.update()
                     .where(rule_leases.c.rule == rule)
                     .where(sa.or_(rule_leases.c.holder == holder, rule_leases.c.until_s < now_s))
-                    .values(**values)
+                    .values(dict(values))
                 ).rowcount
                 if taken:
                     return True
@@ -384,19 +384,7 @@ class Store:
         self, rule: str, tick_s: float, holder: str, now_s: float, *, lease_s: float
     ) -> bool:
         """Extend ``holder``'s lease of its running tick; ``False`` if it was reclaimed."""
-        with self._begin() as conn:
-            return bool(
-                conn.execute(
-                    rule_ticks.update()
-                    .where(
-                        rule_ticks.c.rule == rule,
-                        rule_ticks.c.tick_ms == _tick_ms(tick_s),
-                        rule_ticks.c.state == "running",
-                        rule_ticks.c.holder == holder,
-                    )
-                    .values(lease_until_s=now_s + lease_s)
-                ).rowcount
-            )
+        return self._update_held_tick(rule, tick_s, holder, {"lease_until_s": now_s + lease_s})
 
     def finish_tick(
         self,
@@ -428,6 +416,13 @@ class Store:
         at once (``unsent_ticks``): a replay tick that found its rule held by another
         worker, whose live tick does not cover its history. ``False`` if ``holder``
         no longer runs it."""
+        values = {"state": "queued", "holder": None, "lease_until_s": now_s, "updated_s": now_s}
+        return self._update_held_tick(rule, tick_s, holder, values)
+
+    def _update_held_tick(
+        self, rule: str, tick_s: float, holder: str, values: Mapping[str, Any]
+    ) -> bool:
+        """Set ``values`` on the tick while ``holder`` still runs it (``False`` if not)."""
         with self._begin() as conn:
             return bool(
                 conn.execute(
@@ -438,7 +433,7 @@ class Store:
                         rule_ticks.c.state == "running",
                         rule_ticks.c.holder == holder,
                     )
-                    .values(state="queued", holder=None, lease_until_s=now_s, updated_s=now_s)
+                    .values(dict(values))
                 ).rowcount
             )
 
