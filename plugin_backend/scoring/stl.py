@@ -61,9 +61,11 @@ class SeasonalSTL(BlockRefitDetector):
       components a robust trend (slope over the last day, level over the last
       48 cells) of the deseasonalised history.
     * less: sub-blocks of 8 cells forecast by a robust level + trend of the last
-      64 cells (Theil-Sen-like: median-of-halves slope, median level); after a gap
-      that leaves fewer than 8 points there, the median of the last 64 observed
-      points (a slope across a gap is a guess).
+      64 cells (Theil-Sen-like: median-of-halves slope, median level), on the points
+      after the last gap of more than 8 cells only; where fewer than 8 points follow
+      it, or such a gap ends at the sub-block, the median of the last 64 observed
+      points (a slope across a gap is a guess: a spike before a gap extrapolated to
+      ~10,000 on NAB's TravelTime_387).
     * then, with a daily period, each forecast gets back what it kept missing at
       that exact time of day (``phase_correction``: the residuals at the same phase
       on each of the last ``phase_days`` days agree in sign; ``phase_days=0`` turns

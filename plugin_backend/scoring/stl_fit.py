@@ -145,14 +145,24 @@ def level_trend_forecast(
     """Robust level + linear trend before cell ``start``, extrapolated to ``targets``
     (None with fewer than 8 finite points): the slope is the median-of-halves slope of
     the last ``history`` cells, the level the median of the detrended last
-    ``level_history`` cells (at least 8 points)."""
+    ``level_history`` cells (at least 8 points).
+
+    Only the points after the last gap of more than 8 cells count (the run trigger's
+    gap), and a gap of that size just before ``start`` gives None: a slope fitted
+    across a gap, or extrapolated over one, is a guess (a spike just before a scrape
+    gap extrapolated to 10,948 where the values are 100-200 on NAB's TravelTime_387)."""
     lo, hi = np.searchsorted(cells, (start - history, start))
     x = cells[lo:hi]
     y = values[lo:hi]
     ok = np.isfinite(y)
     x, y = x[ok], y[ok]
-    if y.size < SUB_BLOCK:
+    if y.size < SUB_BLOCK or start - x[-1] > SUB_BLOCK:
         return None
+    cuts = np.flatnonzero(np.diff(x) > SUB_BLOCK)
+    if cuts.size:
+        x, y = x[cuts[-1] + 1 :], y[cuts[-1] + 1 :]
+        if y.size < SUB_BLOCK:
+            return None
     half = y.size // 2
     dx = _median(x[half:]) - _median(x[:half])
     slope = (_median(y[half:]) - _median(y[:half])) / dx if dx > 0 else 0.0
