@@ -23,9 +23,17 @@ their bytes shuffled (each value's first bytes together, then its second...: sim
 values then compress well) and zlib, in blocks of ``BLOCK_S`` on the absolute time
 grid, one hash field each; the block fits as JSON; the time scores were computed from.
 A flush rewrites only the blocks whose rows its ticks (re)computed (normally the last
-one or two) when Redis still holds the revision this process wrote or read, else all
-of them. Nothing is unpickled. A key written by an earlier version is read as it was
-written.
+one or two) when Redis still holds the revision this process wrote or read, else the
+whole state. Nothing is unpickled.
+
+**Format version.** The ``format`` field holds :data:`STATE_FORMAT`. Bump it whenever
+the encoding, or what a detector's stored rows mean (a detector scoring differently),
+changes: a worker finding a state of any other format (an older or a newer release,
+during a rolling upgrade) treats it as absent and scores the series from scratch, as
+after the TTL (logged once per format, counted in ``SharedScoreCache.other_format``),
+and its next flush replaces it whole. Releases before format 4 decoded any key with
+a ``points`` field and failed on one they did not know, so this format names its
+length ``length``: they see no state in it, and rescore too.
 
 What the next tick needs is nearly all of it: the detectors' context (Holt-Winters
 49,041 points at 15 s, the ensemble's STL 141,201) exceeds the fetch, so an extension
@@ -52,15 +60,25 @@ from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.incremental import ScoreCache
 from plugin_backend.types import FloatArray
 
-__all__ = ["STATE_TTL_S", "SharedScoreCache", "decode_state", "encode_state", "state_key"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_TTL_S",
+    "SharedScoreCache",
+    "decode_state",
+    "encode_state",
+    "state_key",
+    "stored_format",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_TTL_S = 6 * 3600  # a series' state is kept this long after its last tick
 PREFIX = "plugin_backend:state:"
 _FIELDS = ("timestamps_s", "values", "expected", "lower", "upper", "score")
-_FORMAT = b"3"  # the rows in blocks of BLOCK_S
-_FORMAT_WHOLE = b"2"  # shuffled bytes, member rows, valid_from; in one field
+#: The version of what a state holds and how (see "Format version"). 1 (no field) to
+#: 3 were the rows in one field, then in blocks.
+STATE_FORMAT = 4
+_FORMAT = str(STATE_FORMAT).encode()
 # The rows are stored in blocks of this span on the absolute time grid (960 points at
 # 15 s), each its own field: a tick rewrites only the blocks it changed (its new points
 # land in the last one or two), not the whole alarm window.
@@ -90,7 +108,7 @@ def encode_state(
     fits = [[trigger, start, *fit] for (trigger, start), fit in memo.items()]
     fields = {
         "format": _FORMAT,
-        "points": str(table.shape[1]).encode(),
+        "length": str(table.shape[1]).encode(),
         "members": json.dumps(counts).encode(),
         "valid_from": repr(float(valid_from_s)).encode(),
         "first": repr(float(ts[0]) if ts.size else math.inf).encode(),
@@ -107,42 +125,51 @@ def encode_state(
     return fields
 
 
-def decode_state(fields: dict[bytes, bytes]) -> tuple[ScoredSeries, FitMemo, float | None]:
-    """``encode_state``'s inverse (of every field stored); the last item is ``None`` for
-    a key of the first format (the cache then trusts the scores from the first finite
-    one). ``ValueError``: the stored blocks do not make up the state."""
-    points = int(fields[b"points"])
-    counts, valid_from_s = [0, 0], None
-    if fields.get(b"format") == _FORMAT:
+def stored_format(fields: dict[bytes, bytes]) -> str | None:
+    """The format a stored state was written in (``None``: not a state)."""
+    raw = fields.get(b"format")
+    if raw is None:
+        return "1" if b"points" in fields else None
+    return raw.decode(errors="replace")
+
+
+def decode_state(fields: dict[bytes, bytes]) -> tuple[ScoredSeries, FitMemo, float]:
+    """``encode_state``'s inverse (of every field stored). ``ValueError``: not a state
+    of :data:`STATE_FORMAT`, or its stored blocks do not make up the state."""
+    if fields.get(b"format") != _FORMAT:
+        raise ValueError(f"a state of format {stored_format(fields)}, not {STATE_FORMAT}")
+    try:
+        points = int(fields[b"length"])
         counts = [int(c) for c in json.loads(fields[b"members"])]
         valid_from_s = float(fields[b"valid_from"])
-        n_rows = len(_FIELDS) + sum(counts)
         span = json.loads(fields[b"blocks"])
-        parts = [np.empty((n_rows, 0))]
-        for block in range(span[0], span[-1] + 1) if span else ():
-            raw = fields.get(_block_field(block).encode())
-            if raw is not None:
-                flat = np.frombuffer(zlib.decompress(raw), dtype=np.uint8).reshape(8, -1).T
-                parts.append(flat.copy().view(np.float64).reshape(n_rows, -1))
-        table = np.hstack(parts)
-        # the first block may still hold points the state has dropped since
-        table = table[:, np.searchsorted(table[0], float(fields[b"first"])) :]
-        if table.shape[1] != points:
-            raise ValueError(f"{table.shape[1]} points stored in blocks, {points} expected")
-    elif fields.get(b"format") == _FORMAT_WHOLE:
-        raw = zlib.decompress(fields[b"scores"])
-        table = np.frombuffer(raw, dtype=np.uint8).reshape(8, -1).T.copy().view(np.float64)
-        counts = [int(c) for c in json.loads(fields[b"members"])]
-        valid_from_s = float(fields[b"valid_from"])
-    else:
-        table = np.frombuffer(zlib.decompress(fields[b"scores"]), dtype=np.float64)
+        first = float(fields[b"first"])
+        fits = json.loads(fields[b"fits"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the state's header is incomplete: {exc!r}") from None
+    n_rows = len(_FIELDS) + sum(counts)
+    parts = [np.empty((n_rows, 0))]
+    for block in range(span[0], span[-1] + 1) if span else ():
+        raw = fields.get(_block_field(block).encode())
+        if raw is not None:
+            try:
+                shuffled = zlib.decompress(raw)
+            except zlib.error as exc:
+                raise ValueError(f"block {block} does not decompress: {exc}") from None
+            flat = np.frombuffer(shuffled, dtype=np.uint8).reshape(8, -1).T
+            parts.append(flat.copy().view(np.float64).reshape(n_rows, -1))
+    table = np.hstack(parts)
+    # the first block may still hold points the state has dropped since
+    table = table[:, np.searchsorted(table[0], first) :]
+    if table.shape[1] != points:
+        raise ValueError(f"{table.shape[1]} points stored in blocks, {points} expected")
     rows: list[FloatArray] = [row.copy() for row in table.reshape(-1, points)]
     base = len(_FIELDS)
     member_scores = np.vstack(rows[base : base + counts[0]]) if counts[0] else None
     member_expected = np.vstack(rows[base + counts[0] :]) if counts[1] else None
     memo: FitMemo = {
         (str(trigger), float(start)): (float(a), float(b), float(c), float(d))
-        for trigger, start, a, b, c, d in json.loads(fields[b"fits"])
+        for trigger, start, a, b, c, d in fits
     }
     timestamps_s, values, expected, lower, upper, score = rows[:base]
     scored = ScoredSeries(
@@ -174,6 +201,8 @@ class SharedScoreCache(ScoreCache):
         self._touched: set[Hashable] = set()
         self._shared_lock = Lock()
         self.resumed = 0  # entries taken over from another worker
+        self.other_format = 0  # states of another format found, and scored from scratch
+        self._formats_logged: set[str] = set()
         self.written_bytes = 0  # field bytes sent to Redis by flushes
 
     def score(
@@ -243,12 +272,11 @@ class SharedScoreCache(ScoreCache):
                     fields = encode_state(
                         *exported, changed_from_s=-math.inf if whole else changed_from_s
                     )
-                    if whole:
+                    if whole:  # replaces every field (another format's too) but the revision
                         stale = [
                             k
                             for k in pipe.hkeys(name)
-                            if (k.startswith(b"block:") or k == b"scores")
-                            and k.decode() not in fields
+                            if k != b"revision" and k.decode() not in fields
                         ]
                     else:
                         was = json.loads(span) if span else []
@@ -278,7 +306,11 @@ class SharedScoreCache(ScoreCache):
         except Exception as exc:
             log.warning("detector state not read (Redis): %s", exc)
             return
-        if not fields or b"points" not in fields:
+        found = stored_format(fields)
+        if found is None:
+            return
+        if found != str(STATE_FORMAT):
+            self._other_format(found)
             return
         try:
             scored, memo, valid_from_s = decode_state(fields)
@@ -289,3 +321,17 @@ class SharedScoreCache(ScoreCache):
         with self._shared_lock:
             self._revisions[key] = int(fields[b"revision"])
             self.resumed += 1
+
+    def _other_format(self, found: str) -> None:
+        """A state another release wrote: absent to this one (its next flush replaces it)."""
+        with self._shared_lock:
+            self.other_format += 1
+            first = found not in self._formats_logged
+            self._formats_logged.add(found)
+        if first:
+            log.warning(
+                "detector state in Redis of format %s, this release reads format %d: "
+                "such series are scored from scratch and their state rewritten",
+                found,
+                STATE_FORMAT,
+            )

@@ -439,8 +439,7 @@ def create_celery(
 
             def __init__(self, parent: Any, **kwargs: Any) -> None:
                 super().__init__(parent, **kwargs)
-                self.stop_event = threading.Event()
-                self.thread: threading.Thread | None = None
+                self.background = _Background("tick-scheduler")
                 self.store: Store | None = None
 
             def start(self, parent: Any) -> None:
@@ -451,23 +450,34 @@ def create_celery(
                 scheduler = TickScheduler(
                     self.store, lambda: state["rules"], CelerySender(app), since_s=since_s
                 )
-                self.thread = threading.Thread(
-                    target=scheduler.run_forever,
-                    args=(self.stop_event,),
-                    name="tick-scheduler",
-                    daemon=True,
-                )
-                self.thread.start()
+                self.background.start(scheduler.run_forever, self.background.stop_event)
 
             def stop(self, parent: Any) -> None:
-                self.stop_event.set()
-                if self.thread is not None:
-                    self.thread.join(timeout=10)
+                self.background.stop()
                 if self.store is not None:
                     self.store.close()
 
         app.steps["worker"].add(Scheduling)
     return app
+
+
+class _Background:
+    """The daemon thread a worker bootstep runs beside the consumer, and the event that
+    tells it to stop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, target: Callable[..., object], *args: object) -> None:
+        self.thread = threading.Thread(target=target, args=args, name=self.name, daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=timeout_s)
 
 
 def _reloading_step(
@@ -486,8 +496,7 @@ def _reloading_step(
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
-            self.stop_event = threading.Event()
-            self.thread: threading.Thread | None = None
+            self.background = _Background("rules-reload")
 
         def start(self, parent: Any) -> None:
             if threading.current_thread() is not threading.main_thread():
@@ -500,18 +509,12 @@ def _reloading_step(
                 apply(rules)
                 metrics.rules_loaded.set(len(rules.rules))
 
-            self.thread = threading.Thread(
-                target=reload.run,
-                args=(rules_path(), applied, self.stop_event, metrics.rules_reload_failures.inc),
-                name="rules-reload",
-                daemon=True,
-            )
-            self.thread.start()
+            stop_event = self.background.stop_event
+            failed = metrics.rules_reload_failures.inc
+            self.background.start(reload.run, rules_path(), applied, stop_event, failed)
 
         def stop(self, parent: Any) -> None:
-            self.stop_event.set()
-            if self.thread is not None:
-                self.thread.join(timeout=10)
+            self.background.stop()
 
     return Reloading
 

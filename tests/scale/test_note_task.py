@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +31,11 @@ from plugin_backend.store import Store
 from plugin_backend.watch import needs_note
 from tests.demo_faults import demo_fault_start
 from tests.needs import REPO, require_installed
+from tests.scale.cluster import Cluster
 
 try:
     import redis
+    from celery import Celery
     from celery.contrib.testing.worker import start_worker
     from celery.signals import task_postrun
 
@@ -118,6 +117,38 @@ def env(
     }
 
 
+@pytest.fixture
+def notes(env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
+    """``plugin-backend worker --engine celery --queues notes``: the note worker, a
+    process in a session of its own (so that ``kill -9`` takes its Celery parent and
+    pool at once)."""
+    cluster = Cluster(env, tmp_path)
+    cluster.start("--queues", "notes")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Celery:
+    """The Celery app of ``env``, as ``plugin-backend worker --engine celery`` makes it."""
+    return create_celery(load_settings(env), schedule=False)
+
+
+@contextmanager
+def _scoring_worker(app: Celery) -> Iterator[object]:
+    """A worker for the rule ticks and deliveries, in this process (notes go elsewhere)."""
+    with start_worker(
+        app,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=60,
+        queues=["rules", "delivery"],
+    ) as worker:
+        yield worker
+
+
 def _wait(what: str, check: Any, timeout_s: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -129,39 +160,18 @@ def _wait(what: str, check: Any, timeout_s: float = 120.0) -> Any:
 
 
 def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation(
-    env: dict[str, str], llm: tuple[str, GatedModel], tmp_path: Path
+    notes: Cluster, app: Celery, store: Store, llm: tuple[str, GatedModel], tmp_path: Path
 ) -> None:
     _, model = llm
-    settings: Settings = load_settings(env)
-    store = Store(settings.store_url)
-    store.migrate()
-    app = create_celery(settings, schedule=False)
     ticks: list[dict[str, Any]] = []
 
     def record(sender: Any = None, retval: Any = None, **_: Any) -> None:
         if sender.name == "plugin_backend.rule_tick":
             ticks.append(retval)
 
-    note_log = tmp_path / "notes.log"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
-    process_env.update(env, PYTHONPATH=str(REPO), PLUGIN_BACKEND_LOG_FORMAT="text")
-    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
-    with note_log.open("w") as out:
-        notes = subprocess.Popen(
-            [*command, "--queues", "notes", "--concurrency", "1"],
-            env=process_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     task_postrun.connect(record, weak=False)
     try:
-        with start_worker(
-            app,
-            pool="solo",
-            perform_ping_check=False,
-            shutdown_timeout=60,
-            queues=["rules", "delivery"],
-        ):
+        with _scoring_worker(app):
             tick = AFTER_FAULT_S + 1200
             app.send_task("plugin_backend.rule_tick", args=[RULE, tick])
             first = _wait("the first tick", lambda: ticks[:1])[0]
@@ -171,7 +181,7 @@ def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation
             assert all(i is not None and needs_note(i) for i in opened)
             template = {i.id: i.note for i in opened if i is not None}
             # the note worker took the task and waits for the model ...
-            assert model.asked.wait(120), note_log.read_text()[-3000:]
+            assert model.asked.wait(120), notes.log_tails()
             # ... while the rule's next ticks run, and leave the pending note alone
             for n in range(1, 3):
                 app.send_task("plugin_backend.rule_tick", args=[RULE, tick + 15 * n])
@@ -199,31 +209,6 @@ def test_a_slow_llm_note_runs_beside_the_rule_ticks_then_upgrades_the_annotation
                 assert rows[incident_id].version >= 2
     finally:
         task_postrun.disconnect(record)
-        notes.terminate()
-        notes.wait(timeout=60)
-        store.close()
-
-
-def _note_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``plugin-backend worker --engine celery --queues notes`` in a session of its own
-    (so that ``kill -9`` takes its Celery parent and pool at once)."""
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_BACKEND_")}
-    process_env.update(env, PYTHONPATH=str(REPO), PLUGIN_BACKEND_LOG_FORMAT="text")
-    command = [sys.executable, "-m", "plugin_backend", "worker", "--engine", "celery"]
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [*command, "--queues", "notes", "--concurrency", "1"],
-            env=process_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def _iso(ts: float) -> str:
@@ -249,25 +234,14 @@ def _enqueue(store: Store, body: dict[str, Any]) -> None:
 
 
 def test_an_alerts_llm_note_goes_through_the_notes_queue(
-    env: dict[str, str], llm: tuple[str, GatedModel], tmp_path: Path
+    notes: Cluster, app: Celery, store: Store, llm: tuple[str, GatedModel], tmp_path: Path
 ) -> None:
     """The alerts task saves the incident with the template note and its annotation at
     once; the note worker writes the LLM's later, under the alert's lease, into the
     incident as it is then (here: already closed by the resolved notification)."""
     _, model = llm
-    settings: Settings = load_settings(env)
-    store = Store(settings.store_url)
-    store.migrate()
-    app = create_celery(settings, schedule=False)
-    notes = _note_worker(env, tmp_path / "notes.log")
     try:
-        with start_worker(
-            app,
-            pool="solo",
-            perform_ping_check=False,
-            shutdown_timeout=60,
-            queues=["rules", "delivery"],
-        ):
+        with _scoring_worker(app):
             _enqueue(store, _grafana_webhook("firing"))
             app.send_task("plugin_backend.alerts")
             (incident,) = _wait("the alert's incident", store.list_incidents)
@@ -278,7 +252,7 @@ def test_an_alerts_llm_note_goes_through_the_notes_queue(
             (row,) = store.outbox_rows()
             assert row.version == 1
             assert incident.note[:60] in row.text
-            assert model.asked.wait(120), (tmp_path / "notes.log").read_text()[-3000:]
+            assert model.asked.wait(120), notes.log_tails()
             # the resolved notification is handled while the note is being written
             _enqueue(store, _grafana_webhook("resolved", ends_s=ALERT_FAULT_S + 1800))
             app.send_task("plugin_backend.alerts")
@@ -301,20 +275,12 @@ def test_an_alerts_llm_note_goes_through_the_notes_queue(
             assert store.alert_counts() == {"pending": 0, "done": 2, "failed": 0}
     finally:
         model.release.set()
-        _stop(notes)
-        store.close()
 
 
 def test_a_note_lost_with_its_worker_is_sent_again_by_the_sweep_and_written_once(
-    env: dict[str, str], llm: tuple[str, GatedModel], tmp_path: Path
+    notes: Cluster, app: Celery, store: Store, llm: tuple[str, GatedModel], tmp_path: Path
 ) -> None:
     _, model = llm
-    settings: Settings = load_settings(env)
-    store = Store(settings.store_url)
-    store.migrate()
-    app = create_celery(settings, schedule=False)
-    notes = _note_worker(env, tmp_path / "notes1.log")
-    spare: subprocess.Popen[bytes] | None = None
     sweeps: list[list[str]] = []
 
     def record(sender: Any = None, retval: Any = None, **_: Any) -> None:
@@ -323,19 +289,12 @@ def test_a_note_lost_with_its_worker_is_sent_again_by_the_sweep_and_written_once
 
     task_postrun.connect(record, weak=False)
     try:
-        with start_worker(
-            app,
-            pool="solo",
-            perform_ping_check=False,
-            shutdown_timeout=60,
-            queues=["rules", "delivery"],
-        ):
+        with _scoring_worker(app):
             app.send_task("plugin_backend.rule_tick", args=[RULE, AFTER_FAULT_S + 1200])
             (incident,) = _wait("the incident", store.list_incidents)
-            assert model.asked.wait(120), (tmp_path / "notes1.log").read_text()[-3000:]
-            os.killpg(notes.pid, signal.SIGKILL)  # while the LLM writes the note
-            notes.wait(timeout=30)
-            spare = _note_worker(env, tmp_path / "notes2.log")
+            assert model.asked.wait(120), notes.log_tails()
+            notes.kill(0)  # while the LLM writes the note
+            notes.start("--queues", "notes")  # a spare
             model.release.set()  # the killed worker's request ends; nobody reads it
             time.sleep(3.0)
             current = store.get_incident(incident.id)
@@ -362,10 +321,6 @@ def test_a_note_lost_with_its_worker_is_sent_again_by_the_sweep_and_written_once
     finally:
         task_postrun.disconnect(record)
         model.release.set()
-        _stop(notes)
-        if spare is not None:
-            _stop(spare)
-        store.close()
 
 
 def test_a_pending_note_is_sent_again_once_per_period_by_any_number_of_sweeps(

@@ -6,6 +6,7 @@ Holt-Winters (a detector with state: a cold start scores it differently)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,13 @@ from tests.needs import require_installed
 try:
     import redis
 
-    from plugin_backend.scale.state import BLOCK_S, STATE_TTL_S, SharedScoreCache, state_key
+    from plugin_backend.scale.state import (
+        BLOCK_S,
+        STATE_FORMAT,
+        STATE_TTL_S,
+        SharedScoreCache,
+        state_key,
+    )
 except ImportError:  # pragma: no cover - CI installs the scale extra
     redis = None  # type: ignore[assignment]
 
@@ -200,3 +207,62 @@ def test_a_warm_tick_rewrites_only_the_blocks_it_changed(
     assert _alarms(found) == _alarms(expected)
     for got, want in zip(found, expected, strict=True):
         assert np.array_equal(got.known.score, want.known.score, equal_nan=True)
+
+
+def _as_written_by(client: redis.Redis, name: bytes, release: str) -> None:
+    """Make the stored state look as another release wrote it: the previous one (format
+    3: this layout, its length in ``points``) or a newer one (format 5), as a new
+    revision."""
+    client.hincrby(name, "revision", 1)
+    if release == "previous":
+        length = client.hget(name, "length")
+        assert length is not None
+        client.hdel(name, "length")
+        client.hset(name, mapping={"points": length, "format": b"3"})
+    else:
+        client.hset(name, mapping={"format": b"5", "rows": b"\x00 a layout not known here"})
+
+
+@pytest.mark.parametrize("release", ["previous", "newer"])
+def test_a_state_of_another_format_is_scored_from_scratch_and_rewritten(
+    client: redis.Redis, release: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During a rolling upgrade a worker meets states written by another release: it
+    treats them as absent (scores from scratch, as after the TTL, and finds what a cold
+    worker finds), says so once, and its flush replaces them whole in its own format,
+    which the next worker resumes."""
+    source = DemoSource(seed=7)
+    key = (EXPR, "holt_winters", 1.0, 0.0, 15.0, _labels(source))
+    name = state_key(key).encode()
+    writer = SharedScoreCache(client)
+    _tick(DetectionService(source, cache=writer, max_history_points=BUDGET), TICKS[0])
+    writer.flush()
+    _as_written_by(client, name, release)
+
+    caplog.set_level(logging.WARNING, logger="plugin_backend.scale.state")
+    upgraded = SharedScoreCache(client)
+    service = DetectionService(source, cache=upgraded, max_history_points=BUDGET)
+    found = _tick(service, TICKS[1])
+    cold = _tick(DetectionService(source, max_history_points=BUDGET), TICKS[1])
+    assert _alarms(found) == _alarms(cold)
+    for got, want in zip(found, cold, strict=True):
+        assert np.array_equal(got.known.score, want.known.score, equal_nan=True)
+    assert (upgraded.resumed, upgraded.misses, upgraded.other_format) == (0, 1, 1)
+
+    upgraded.flush()
+    stored = client.hgetall(name)
+    assert stored[b"format"] == str(STATE_FORMAT).encode()
+    assert b"points" not in stored  # what the previous release would decode
+    assert b"rows" not in stored
+    # the next worker resumes what the upgraded one wrote
+    follower = SharedScoreCache(client)
+    _tick(DetectionService(source, cache=follower, max_history_points=BUDGET), TICKS[2])
+    assert (follower.resumed, follower.misses, follower.other_format) == (1, 0, 0)
+
+    # met again (another worker of that release wrote it since): counted, not logged again
+    _as_written_by(client, name, release)
+    _tick(service, TICKS[3])  # on what it holds in memory
+    assert (upgraded.resumed, upgraded.misses, upgraded.other_format) == (0, 1, 2)
+    logged = [r for r in caplog.records if "format" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].levelno == logging.WARNING
