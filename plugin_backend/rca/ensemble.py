@@ -11,7 +11,7 @@ No new constant: ``S`` is ``rank_causes``' own. Measured on every source with
 ``python -m benchmarks rca``: the best worst source of the rankers tried (equal
 weights lost the simulator and the second generator to the walk; ``rank_causes``
 alone lost PetShop).
-With a map, two orders are then enforced, not weighed. *A shared resource sums its
+With a map, three orders are then enforced, not weighed. *A shared resource sums its
 users*: an entity's cause that measures a quantity its users hold (CPU, memory, disk,
 network, connections) ranked above a user of it (per the map: what runs on it or calls
 it) that changed the same quantity in the same direction within a step of it goes just
@@ -24,7 +24,8 @@ latency within a step of a rise in the use of a machine resource (CPU, memory, d
 network) by something it needs (per the map: its host, a service it calls) goes just
 below that entity: latency is what saturation makes of the work queued on it (the rule
 ``rank_causes`` applies without a map), so a backup filling a host's disk comes before
-the database queries it slows, which ``rank_causes`` can rank first at the same onset.
+the database queries it slows, which both rankers can put first at the same onset
+(the disk's busy time is a counter, whose rate lags).
 Not where the rise sums a user's own: where something that needs the saturated entity
 raised the same resource by then (a leaking pod's garbage collection raises its host's
 CPU), the host's use is an effect (the rule above then orders the two).
