@@ -11,7 +11,7 @@ No new constant: ``S`` is ``rank_causes``' own. Measured on every source with
 ``python -m benchmarks rca``: the best worst source of the rankers tried (equal
 weights lost the simulator and the second generator to the walk; ``rank_causes``
 alone lost PetShop).
-With a map, two orders are then enforced, not weighed. *A shared resource sums its
+With a map, three orders are then enforced, not weighed. *A shared resource sums its
 users*: an entity's cause that measures a quantity its users hold (CPU, memory, disk,
 network, connections) ranked above a user of it (per the map: what runs on it or calls
 it) that changed the same quantity in the same direction within a step of it goes just
@@ -19,6 +19,16 @@ below that user: a runaway process raises its host's CPU, a leaking pool raises 
 database's connections, not the other way round. ``rank_causes`` counts a node's
 tenants in its precedence term, but a counter's rate lags a gauge by a step or two
 and the host's earlier onset can still win on timing.
+Before it, *a saturated need explains its caller's latency*: a rise of an entity's
+latency within a step of a rise in the use of a machine resource (CPU, memory, disk,
+network) by something it needs (per the map: its host, a service it calls) goes just
+below that entity: latency is what saturation makes of the work queued on it (the rule
+``rank_causes`` applies without a map), so a backup filling a host's disk comes before
+the database queries it slows, which both rankers can put first at the same onset
+(the disk's busy time is a counter, whose rate lags).
+Not where the rise sums a user's own: where something that needs the saturated entity
+raised the same resource by then (a leaking pod's garbage collection raises its host's
+CPU), the host's use is an effect (the rule above then orders the two).
 And *what has no path to the symptom follows*: a cause whose entity the map knows but
 that neither needs the symptom's entity nor is needed by it (transitively) goes after
 the rest (a batch job sharing the database acts on the symptom only through the
@@ -47,7 +57,13 @@ from plugin_backend.rca.dependencies import DEFAULT_IDENTIFYING_LABELS, Dependen
 from plugin_backend.rca.entities import entity_of
 from plugin_backend.rca.evidence import deviation, infer_step
 from plugin_backend.rca.graph_walk import graph_walk_rank
-from plugin_backend.rca.ranking import MARKER_SUFFIXES, Cause, _resource, rank_causes
+from plugin_backend.rca.ranking import (
+    MARKER_SUFFIXES,
+    Cause,
+    _is_latency,
+    _resource,
+    rank_causes,
+)
 from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import Series
 
@@ -57,6 +73,7 @@ __all__ = [
     "ensemble_rank",
     "fuse",
     "quantity",
+    "saturated_needs_above_latency",
     "symptom_paths_first",
     "users_above_shared",
 ]
@@ -166,6 +183,58 @@ def users_above_shared(
     return out
 
 
+def saturated_needs_above_latency(
+    ranked: Sequence[Cause],
+    dependencies: DependencyMap,
+    changes_of: Callable[[str], Sequence[Change]],
+    step_s: float,
+) -> list[Cause]:
+    """``ranked`` with each cause that is a rising latency moved just below the first
+    entity it needs (per the map) ranked lower whose use of a machine resource (a
+    ``quantity`` other than connections) rose within ``step_s`` of it, unless something
+    that needs that entity raised the same resource by then (``step_s`` after it at the
+    latest: then that rise sums its user's). The needed entity takes the latency's
+    place and score."""
+    out = list(ranked)
+
+    def saturated(entity: str, onset: float) -> bool:
+        for what, direction, at in changes_of(entity):
+            if what == "connections" or direction != "up" or abs(at - onset) > step_s:
+                continue
+            summed = any(
+                q == what and d == "up" and t <= at + step_s
+                for user in dependencies.dependents(entity)
+                for q, d, t in changes_of(user)
+            )
+            if not summed:
+                return True
+        return False
+
+    i = 0
+    while i < len(out):
+        slow, ev = out[i], out[i].evidence
+        entity = slow.entity
+        needs: frozenset[str] = frozenset()
+        if entity is not None and entity in dependencies:
+            needs = dependencies.depends_on(entity)
+        if (
+            needs
+            and _is_latency(slow.metric)
+            and ev.changed
+            and ev.direction == "up"
+            and ev.onset_s is not None
+        ):
+            onset = ev.onset_s
+            for j in range(i + 1, len(out)):
+                need = out[j].entity
+                if need in needs and saturated(need, onset):
+                    out.insert(i, dataclasses.replace(out.pop(j), score=slow.score))
+                    i += 1  # the latency is one place further down now
+                    break
+        i += 1
+    return out
+
+
 def _changes_by_entity(
     candidates: Sequence[Series],
     dependencies: DependencyMap,
@@ -266,6 +335,7 @@ def ensemble_rank(
                 baseline_s=baseline_s,
                 step_s=step,
             )
+            fused = saturated_needs_above_latency(fused, dependencies, changes_of, step)
             fused = users_above_shared(fused, dependencies, changes_of, step)
         sym_entity = entity_of(symptom.labels, dependencies, identifying_labels)
         out = symptom_paths_first(fused, dependencies, sym_entity)
