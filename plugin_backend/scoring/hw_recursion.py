@@ -13,7 +13,16 @@ from plugin_backend.scoring.grid_cells import SUB_BLOCK
 from plugin_backend.scoring.robust import MAD_TO_SIGMA, IntArray, row_nanmedian
 from plugin_backend.types import FloatArray
 
-__all__ = ["DAMPING", "WARM", "LaneState", "Lanes", "diff_sigma", "hw_recursion", "seasonal_init"]
+__all__ = [
+    "DAMPING",
+    "LONG_GAP",
+    "WARM",
+    "LaneState",
+    "Lanes",
+    "diff_sigma",
+    "hw_recursion",
+    "seasonal_init",
+]
 
 #: Per-step trend damping (the trend's whole future contribution is <= 49 steps of it).
 DAMPING = 0.98
@@ -24,6 +33,9 @@ _SCALE_RATE = 0.05
 _CLIPPED_VAR = 0.9707
 #: Observed points a lane needs before it forecasts (when it starts without history).
 WARM = 8
+#: More consecutive missing steps than this (the run trigger's gap, STL's) carry no
+#: trend: a slope extrapolated over a long gap is a guess.
+LONG_GAP = SUB_BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,7 @@ class LaneState:
     seen: IntArray
     loss: FloatArray
     loss_n: FloatArray
+    gap: IntArray  # consecutive missing steps up to now
 
     def take(self, rows: slice) -> LaneState:
         return LaneState(
@@ -62,6 +75,7 @@ class LaneState:
             self.seen[rows].copy(),
             self.loss[rows].copy(),
             self.loss_n[rows].copy(),
+            self.gap[rows].copy(),
         )
 
     @staticmethod
@@ -75,10 +89,11 @@ class LaneState:
             np.concatenate([p.seen for p in parts]),
             np.concatenate([p.loss for p in parts]),
             np.concatenate([p.loss_n for p in parts]),
+            np.concatenate([p.gap for p in parts]),
         )
 
 
-def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
+def hw_recursion(  # noqa: PLR0912, PLR0915 - the hot loop in one piece: no call per step
     lanes: Lanes,
     *,
     damping: float,
@@ -95,7 +110,10 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
     ``+- CLIP*sigma``: ``l = l + phi*b + alpha*e``, ``b = phi*b + alpha*beta*e``,
     ``s[phase] += gamma*e`` -- statsmodels'
     ``ExponentialSmoothing(trend="add", damped_trend=True, seasonal="add")`` when
-    nothing is clipped. Missing points leave the state coasting.
+    nothing is clipped. Missing points leave the state coasting, for ``LONG_GAP``
+    steps: from a gap's next missing step on, the level stays and the trend is 0, so
+    what follows a long gap is forecast with at most ``LONG_GAP`` steps of damped
+    trend, not the trend extrapolated over the whole gap.
     Runs ``steps`` (consecutive; every column by default) from ``state`` (the lanes'
     initial state by default; never modified). Returns the one-step forecasts (NaN
     until a lane is warm, and outside ``steps``; no columns with
@@ -116,10 +134,12 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
         level, trend, sigma = state.level.copy(), state.trend.copy(), state.sigma.copy()
         seen, loss, loss_n = state.seen.copy(), state.loss.copy(), state.loss_n.copy()
         seasonal = np.array(state.seasonal) if state.seasonal is not None else None
+        gap = state.gap.copy()
     else:
         level, trend, sigma = lanes.level.copy(), np.zeros(n_lanes), lanes.sigma.copy()
         seen, loss, loss_n = lanes.seen.copy(), np.zeros(n_lanes), np.zeros(n_lanes)
         seasonal = np.array(lanes.seasonal.T, order="C") if lanes.seasonal is not None else None
+        gap = np.zeros(n_lanes, dtype=np.int64)
     # Time-major (each step reads and writes contiguous rows: with a thousand lanes and
     # a 15 s day's period, the lane-major columns cost more than the arithmetic), only
     # the columns stepped, and the products that do not change between steps taken once.
@@ -138,6 +158,9 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
     # Unmasked steps since ``seen`` and ``loss_n`` were last brought up to date: added at
     # once (integer counts: exact), before a masked step reads them and at the end.
     owed_seen = owed_n = 0
+    # Whether ``gap`` is what an all-observed step leaves (0): true from the start or
+    # after the shortcut, which so need not write it.
+    synced = state is None
     for t in steps:
         y = data[t - first]
         phase = (t - phase0) % period
@@ -161,7 +184,11 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
             level = base + alpha * clipped
             owed_seen += 1
             update = np.isfinite(sigma)
+            trend = damped + alpha_beta * clipped
+            synced = True
         else:
+            if synced:
+                gap, synced = np.zeros(n_lanes, dtype=np.int64), False
             seen += owed_seen
             loss_n += owed_n
             owed_seen = owed_n = 0
@@ -176,19 +203,27 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
                 scored = known & (seen >= WARM)
                 loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
                 loss_n += scored
+            before = level
             level = np.where(fresh, y - season_t, base + alpha * clipped)
             seen += observed
             update = known & np.isfinite(sigma)
-        trend = damped + alpha_beta * clipped
+            trend = damped + alpha_beta * clipped
+            gap = np.where(observed, 0, gap + 1)
+            long_gap = gap > LONG_GAP
+            if long_gap.any():
+                level = np.where(long_gap, before, level)
+                trend = np.where(long_gap, 0.0, trend)
         if seasonal is not None:
             seasonal[phase] += gamma * clipped
         sigma = _next_sigma(sigma, error, bound, update)
     seen += owed_seen
     loss_n += owed_n
+    if synced:
+        gap = np.zeros(n_lanes, dtype=np.int64)
     forecasts = forecasts.T  # (lanes, steps): a view; index lanes, do not reshape it
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_loss = np.where(loss_n > 0, loss / loss_n, np.inf)
-    return forecasts, mean_loss, LaneState(level, trend, seasonal, sigma, seen, loss, loss_n)
+    return forecasts, mean_loss, LaneState(level, trend, seasonal, sigma, seen, loss, loss_n, gap)
 
 
 def _next_sigma(

@@ -477,6 +477,7 @@ def test_holt_winters_recursion_resumes_exactly_from_a_saved_state():
     rng = np.random.default_rng(3)
     y = 50 + 10 * np.sin(2 * np.pi * np.arange(5 * m) / m) + rng.normal(0, 1, 5 * m)
     y[40] = 200.0  # an outlier the clipping must treat the same in both runs
+    y[50:66] = np.nan  # a long gap, saved in the middle
     y[70:73] = np.nan
     lanes = Lanes(
         data=np.stack([y, y]),
@@ -511,6 +512,7 @@ def _textbook_lane(
     """One lane of ``hw_recursion`` written out with Python floats, step by step."""
     alpha, beta, gamma = (float(p) for p in params)
     season, trend, out = seasonal.astype(float).tolist(), 0.0, []
+    gap = 0  # consecutive missing steps
     for t, value in enumerate(y.tolist()):
         phase = t % len(season)
         damped = DAMPING * trend
@@ -522,8 +524,12 @@ def _textbook_lane(
         error = value - yhat if known else 0.0
         bound = 3.0 * sigma
         clipped = min(max(error, -bound), bound)
+        before = level
         level = value - season[phase] if fresh else base + alpha * clipped
         trend = damped + alpha * beta * clipped
+        gap = 0 if observed else gap + 1
+        if gap > 8:  # a long gap: the state stops coasting
+            level, trend = before, 0.0
         season[phase] += gamma * clipped
         if known and np.isfinite(sigma):
             sigma = math.sqrt(0.95 * sigma**2 + 0.05 * min(error**2, bound**2) / 0.9707)
@@ -533,13 +539,16 @@ def _textbook_lane(
 
 def test_holt_winters_lanes_step_exactly_as_the_textbook_recursion():
     """Every lane, whether the step takes the all-observed shortcut or not (a gap, a
-    lane not started yet, no clipping scale), forecasts bit for bit as the equations
-    written out one lane at a time; lanes given as views of time-major arrays too."""
+    long gap, a lane not started yet, no clipping scale), forecasts bit for bit as the
+    equations written out one lane at a time; lanes given as views of time-major
+    arrays too."""
     m, n = 24, 6 * 24
     rng = np.random.default_rng(5)
     y = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / m) + rng.normal(0, 1, n)
+    y += 0.2 * np.arange(n)  # a trend, for the long gap to drop
     y[30] = 400.0
-    y[90:95] = np.nan
+    y[90:95] = np.nan  # a short gap: the state coasts over it
+    y[110:130] = np.nan  # a long one: the trend coasts 8 steps of it, then stops
     profile = 10 * np.sin(2 * np.pi * np.arange(m) / m)
     params = np.array([(0.05, 0.0, 0.05), (0.15, 0.1, 0.2), (0.4, 0.1, 0.2), (0.4, 0.0, 0.05)])
     level0 = np.array([50.0, 50.0, np.nan, 49.0])
@@ -566,6 +575,65 @@ def test_holt_winters_lanes_step_exactly_as_the_textbook_recursion():
                 y, level0[lane], profile, sigma0[lane], int(seen0[lane]), params[lane]
             )
             np.testing.assert_array_equal(forecasts[lane], expected)
+
+
+def test_holt_winters_extrapolates_its_trend_over_at_most_8_missing_steps() -> None:
+    # A rising series (a trend the lanes learn), then the data stops. Over a gap of up
+    # to 8 steps the damped trend coasts as usual; over a longer one it coasts for
+    # those 8 steps and stops: it used to be extrapolated over the whole gap.
+    y = 0.5 * np.arange(120.0) + np.random.default_rng(2).normal(0, 0.1, 120)
+    before = 60
+
+    def lanes_with_gap(length: int) -> Lanes:
+        data = y.copy()
+        data[before : before + length] = np.nan
+        return Lanes(
+            data=data[None, :],
+            level=np.array([np.nan]),
+            seasonal=None,
+            sigma=np.array([np.inf]),
+            seen=np.array([0]),
+            alpha=np.array([0.4]),
+            beta=np.array([0.1]),
+            gamma=np.array([0.0]),
+        )
+
+    for length in (8, 9, 40):
+        lanes = lanes_with_gap(length)
+        forecasts, _, _ = hw_recursion(lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0)
+        _, _, last = hw_recursion(
+            lanes, damping=DAMPING, phase0=0, loss_from=0, loss_to=0, steps=range(before)
+        )
+        assert last.trend[0] > 0.4  # it learnt the slope of 0.5 a step
+        # steps of damped trend in the forecast: each missing step's, and its own
+        coasted = length + 1 if length <= 8 else 8
+        trend = last.trend[0] * sum(DAMPING**k for k in range(1, coasted + 1))
+        assert forecasts[0, before + length] == pytest.approx(last.level[0] + trend, rel=1e-12)
+
+
+def test_holt_winters_after_a_spike_and_a_long_gap_does_not_page_the_return_to_normal() -> None:
+    # A 30 min spike, then a 6 h scrape gap, then the usual daily curve. The spike's
+    # clipped errors pull the trend up; extrapolated over the whole gap it made the normal
+    # points after it look 11 below the forecast, and the first one paged again.
+    n = 6 * DAY
+    rng = np.random.default_rng(1)
+    ts = _timestamps(n)
+    v = 100 + 20 * np.sin(2 * np.pi * ts / 86_400) + rng.normal(0, 2, n)
+    spike = 5 * DAY
+    v[spike : spike + 6] += 100
+    keep = np.ones(n, dtype=bool)
+    keep[spike + 6 : spike + 6 + 72] = False
+    ts, v = ts[keep], v[keep]
+    scored = HoltWinters().score(ts, v)
+    first_after = spike + 6
+    fired = np.flatnonzero(alarms(scored, WindowPolicy()))
+    assert spike in fired  # the spike itself pages
+    assert not (fired >= first_after).any(), fired[fired >= first_after] - first_after
+    misses = scored.expected[first_after : first_after + 8] - v[first_after : first_after + 8]
+    assert np.mean(np.abs(misses)) < 5  # noise of 2; it was 11 with the trend carried over
+    for m in (first_after + 1, first_after + 10):  # causal: a prefix scores the same
+        part = HoltWinters().score(ts[:m], v[:m])
+        np.testing.assert_array_equal(part.score, scored.score[:m])
 
 
 def test_a_holt_winters_refresh_reuses_the_warm_up_and_gives_identical_scores():
