@@ -91,7 +91,10 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     slow call that holds a pooled connection makes its caller wait longer still).
     Likewise a machine resource (CPU, memory, disk, network by metric name) whose use
     rose in the same sample: latency is what saturation makes of queued work, so a
-    disk that filled explains the database queries that slowed with it.
+    disk that filled explains the database queries that slowed with it. And a node's
+    resource (a series with a node label) counts the same resource's changes of processes
+    and services (no node label) within a step, in the same direction, while theirs do
+    not count its change: a node's usage sums its tenants' (``_contained`` with a map).
 ``X`` change event
     +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
@@ -449,6 +452,43 @@ def _saturated_alongside(
     return out
 
 
+def _summed_alongside(
+    i: int,
+    *,
+    pool: Sequence[Series],
+    evs: Sequence[Evidence],
+    delta: FloatArray,
+    step: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Without a map, a node's usage and its tenants' (``_contained`` without the map):
+    ``(explains, summed)``, changes within a step of series ``i``'s, in the same
+    direction, of the same resource (CPU, memory, disk, network by metric name). For a
+    node's series (one with a node label), ``explains`` holds those of series without a
+    node label (a process, a service); for such a series, ``summed`` holds those of
+    nodes. A node's usage is the sum of what runs on it: a runaway process moves its
+    node, a busy node does not make a process use more. With no map to say which
+    tenants are the node's own, any tenant's change explains the node's, and a node's
+    change never comes before a tenant's (a process's usage is often a counter's rate,
+    which shows the change a sample after the node's gauge)."""
+    explains = np.zeros(delta.shape, dtype=bool)
+    summed = np.zeros(delta.shape, dtype=bool)
+    resource = _resource(pool[i].metric)
+    if resource is None:
+        return explains, summed
+    is_node = any(pool[i].labels.get(n) for n in NODE_LABELS)
+    for j, ev in enumerate(evs):
+        if (
+            j != i
+            and ev.changed
+            and abs(float(delta[j])) <= step
+            and ev.direction == evs[i].direction
+            and _resource(pool[j].metric) == resource
+            and any(pool[j].labels.get(n) for n in NODE_LABELS) != is_node
+        ):
+            (explains if is_node else summed)[j] = True
+    return explains, summed
+
+
 def is_marker(series: Series) -> bool:
     """A series whose presence is the news: a version (``*_info``) or an annotated
     change (``*_event``), not a measurement."""
@@ -627,6 +667,9 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
                 i, pool=pool, evs=evs, ratios=ratios, delta=delta, half=half, changed=changed
             )
             before |= _saturated_alongside(i, pool=pool, evs=evs, delta=delta, half=half)
+            # A node's usage sums its tenants': a process's change explains its node's.
+            explains, summed = _summed_alongside(i, pool=pool, evs=evs, delta=delta, step=step)
+            before = (before | explains) & ~summed
         if loads[i] > 0:
             # Only more load explains load; a surge acts within a step.
             before &= is_load

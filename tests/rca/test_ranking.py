@@ -754,3 +754,47 @@ def test_with_full_credit_for_any_lead_the_weak_mover_would_win(
     )
     tops = [rank_causes(*_two_movers_one_sample_early(s), at_s=AT)[0].entity for s in range(12)]
     assert tops.count("database") >= 4
+
+
+def _process_hogs_its_node(seed: int) -> tuple[Series, list[Series]]:
+    # A runaway api process takes a core; node-a's CPU (the sum of what runs there, api
+    # among it) rises with it, and the frontend slows. The process's usage is a rate of
+    # a counter, which shows the change a sample later than the node's gauge. No map
+    # says api runs on node-a, and the api's pod carries no node label.
+    rng = np.random.default_rng(seed)
+    node = _noise(rng, 0.3, 0.005) + np.where(T >= T0, 0.25, 0.0)
+    process = _noise(rng, 0.2, 0.01) + np.where(T >= T0 + STEP, 1.0, 0.0)
+    estate = [
+        Series(_labels("node_cpu_utilisation_ratio", node="node-a"), T, node),
+        Series(_labels("process_cpu_usage_cores", service="api", pod="api-1"), T, process),
+        *_estate(seed, [], n_noise=30),
+    ]
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend"),
+        T,
+        _noise(rng, 0.3, 0.01) + np.where(T >= T0 + 4 * STEP, 0.6, 0.0),
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_a_process_ranks_above_its_node_when_both_rose_within_a_step(
+    seed: int,
+) -> None:
+    symptom, estate = _process_hogs_its_node(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "api", [c.series for c in ranked[:3]]
+    node = next(c for c in ranked if c.entity == "node-a")
+    assert node.components["precedence"] < ranked[0].components["precedence"]
+
+
+def test_without_the_sum_rule_the_node_would_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugin_backend.rca import ranking
+
+    monkeypatch.setattr(
+        ranking,
+        "_summed_alongside",
+        lambda i, **kw: (np.zeros(kw["delta"].shape, dtype=bool),) * 2,
+    )
+    tops = [rank_causes(*_process_hogs_its_node(s), at_s=AT)[0].entity for s in range(4)]
+    assert tops.count("api") < 4, tops
