@@ -95,6 +95,9 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     resource (a series with a node label) counts the same resource's changes of processes
     and services (no node label) within a step, in the same direction, while theirs do
     not count its change: a node's usage sums its tenants' (``_contained`` with a map).
+    Where the node's change sums that one tenant's alone, it is the tenant's change seen
+    in the sum, and the tenant's ``T`` takes the node's lead if it is longer (a
+    process's usage is often a counter's rate, a sample behind the host's gauge).
 ``X`` change event
     +1 for a marker series (``*_info``, ``*_event``) that appeared (a new
     ``app_build_info{version=...}``, a deploy annotation), +0.6 for one that
@@ -489,6 +492,25 @@ def _summed_alongside(
     return explains, summed
 
 
+def _sole_tenant(
+    node: int,
+    tenant: int,
+    *,
+    pool: Sequence[Series],
+    evs: Sequence[Evidence],
+    onsets: FloatArray,
+    step: float,
+) -> bool:
+    """Whether ``tenant``'s change is the only one (of series without a node label) that
+    ``node``'s change of the same resource sums (``_summed_alongside``): then the node's
+    change is the tenant's, seen in the sum. Where several tenants moved (a surge of
+    load raises every service's CPU), which of them the node shows is unknown."""
+    explains, _ = _summed_alongside(
+        node, pool=pool, evs=evs, delta=onsets - onsets[node], step=step
+    )
+    return bool(explains[tenant]) and int(np.sum(explains)) == 1
+
+
 def is_marker(series: Series) -> bool:
     """A series whose presence is the news: a version (``*_info``) or an annotated
     change (``*_event``), not a measurement."""
@@ -638,6 +660,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         cascade = 1.0 - math.exp(-float(np.sum(weights[near])) / 2.0)
         before = changed & np.isfinite(delta) & (delta < -half) & (delta >= -CASCADE_GAP_S)
         before[i] = False
+        timing_lead = lead
         if dependencies is not None:
             # A node's usage is the sum of what runs on it: a simultaneous change of the
             # same resource by something running there explains it.
@@ -670,12 +693,22 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
             # A node's usage sums its tenants': a process's change explains its node's.
             explains, summed = _summed_alongside(i, pool=pool, evs=evs, delta=delta, step=step)
             before = (before | explains) & ~summed
+            # A host whose change sums this tenant's alone shows that same change, its
+            # gauge often a sample before the tenant's rate: the tenant's lead is the host's.
+            timing_lead = max(
+                [lead]
+                + [
+                    ref - float(onsets[j])
+                    for j in np.flatnonzero(summed & (delta < 0))
+                    if _sole_tenant(int(j), i, pool=pool, evs=evs, onsets=onsets, step=step)
+                ]
+            )
         if loads[i] > 0:
             # Only more load explains load; a surge acts within a step.
             before &= is_load
-            lead_for_timing = max(lead, step)
+            lead_for_timing = max(timing_lead, step)
         else:
-            lead_for_timing = lead
+            lead_for_timing = timing_lead
         n_before = sum(
             float(strength[j])
             for j in np.flatnonzero(before)
