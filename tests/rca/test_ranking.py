@@ -826,3 +826,35 @@ def test_without_a_map_a_process_keeps_its_own_lead_when_other_tenants_moved() -
     api = next(c for c in ranked if c.entity == "api")
     node = next(c for c in ranked if c.entity == "node-a")
     assert api.components["timing"] < node.components["timing"]
+
+
+def _symptom_seen_on_another_pod(seed: int) -> tuple[Series, list[Series]]:
+    # api's process slows (a hot loop) and frontend waits on it; the frontend pod the
+    # alert watches crosses its threshold a sample after its sibling pod, whose own
+    # latency (the same metric, the same service) moves first by noise.
+    rng = np.random.default_rng(seed)
+    sibling = _noise(rng, 0.3, 0.01) + np.where(T >= T0, 0.6, 0.0)
+    api = _noise(rng, 0.1, 0.002) + np.where(T >= T0 + STEP, 0.5, 0.0)
+    estate = [
+        Series(_labels("http_latency_p99_seconds", service="frontend", pod="fe-1"), T, sibling),
+        Series(_labels("http_latency_p99_seconds", service="api", pod="api-1"), T, api),
+        *_estate(seed, [], n_noise=30),
+    ]
+    watched = _noise(rng, 0.3, 0.01) + np.where(T >= T0 + 2 * STEP, 0.6, 0.0)
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend", pod="fe-0"), T, watched
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_the_symptom_seen_on_another_pod_ranks_after_the_causes(
+    seed: int,
+) -> None:
+    symptom, estate = _symptom_seen_on_another_pod(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "api", [c.series for c in ranked[:3]]
+    sibling = next(c for c in ranked if c.entity == "frontend")
+    assert sibling.lead_s is not None
+    assert ranked[0].lead_s is not None
+    assert sibling.lead_s > ranked[0].lead_s  # it moved earlier, yet ranks after
