@@ -754,3 +754,107 @@ def test_with_full_credit_for_any_lead_the_weak_mover_would_win(
     )
     tops = [rank_causes(*_two_movers_one_sample_early(s), at_s=AT)[0].entity for s in range(12)]
     assert tops.count("database") >= 4
+
+
+def _process_hogs_its_node(
+    seed: int, symptom_steps: int = 4, busy_neighbour: bool = False
+) -> tuple[Series, list[Series]]:
+    # A runaway api process takes a core; node-a's CPU (the sum of what runs there, api
+    # among it) rises with it, and the frontend slows. The process's usage is a rate of
+    # a counter, which shows the change a sample later than the node's gauge. No map
+    # says api runs on node-a, and the api's pod carries no node label.
+    rng = np.random.default_rng(seed)
+    node = _noise(rng, 0.3, 0.005) + np.where(T >= T0, 0.25, 0.0)
+    process = _noise(rng, 0.2, 0.01) + np.where(T >= T0 + STEP, 1.0, 0.0)
+    estate = [
+        Series(_labels("node_cpu_utilisation_ratio", node="node-a"), T, node),
+        Series(_labels("process_cpu_usage_cores", service="api", pod="api-1"), T, process),
+        *_estate(seed, [], n_noise=30),
+    ]
+    if busy_neighbour:  # another process's CPU rose with it: which one node-a shows is unknown
+        other = _noise(rng, 0.2, 0.01) + np.where(T >= T0 + STEP, 0.5, 0.0)
+        estate.append(Series(_labels("process_cpu_usage_cores", service="search"), T, other))
+    slows = T0 + symptom_steps * STEP
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend"),
+        T,
+        _noise(rng, 0.3, 0.01) + np.where(slows <= T, 0.6, 0.0),
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_a_process_ranks_above_its_node_when_both_rose_within_a_step(
+    seed: int,
+) -> None:
+    symptom, estate = _process_hogs_its_node(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "api", [c.series for c in ranked[:3]]
+    node = next(c for c in ranked if c.entity == "node-a")
+    assert node.components["precedence"] < ranked[0].components["precedence"]
+
+
+def test_without_the_sum_rule_the_node_would_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugin_backend.rca import ranking
+
+    monkeypatch.setattr(
+        ranking,
+        "_summed_alongside",
+        lambda i, **kw: (np.zeros(kw["delta"].shape, dtype=bool),) * 2,
+    )
+    tops = [rank_causes(*_process_hogs_its_node(s), at_s=AT)[0].entity for s in range(4)]
+    assert tops.count("api") < 4, tops
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_a_process_takes_the_lead_of_the_node_that_shows_it_alone(
+    seed: int,
+) -> None:
+    # The symptom two samples after the node's gauge, one after the process's rate: the
+    # node's earlier onset is the process's change seen in the sum.
+    symptom, estate = _process_hogs_its_node(seed, symptom_steps=2)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "api", [c.series for c in ranked[:3]]
+    node = next(c for c in ranked if c.entity == "node-a")
+    assert ranked[0].lead_s == pytest.approx(STEP)  # its own onset is reported
+    assert ranked[0].components["timing"] == pytest.approx(node.components["timing"], abs=0.01)
+
+
+def test_without_a_map_a_process_keeps_its_own_lead_when_other_tenants_moved() -> None:
+    symptom, estate = _process_hogs_its_node(0, symptom_steps=2, busy_neighbour=True)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    api = next(c for c in ranked if c.entity == "api")
+    node = next(c for c in ranked if c.entity == "node-a")
+    assert api.components["timing"] < node.components["timing"]
+
+
+def _symptom_seen_on_another_pod(seed: int) -> tuple[Series, list[Series]]:
+    # api's process slows (a hot loop) and frontend waits on it; the frontend pod the
+    # alert watches crosses its threshold a sample after its sibling pod, whose own
+    # latency (the same metric, the same service) moves first by noise.
+    rng = np.random.default_rng(seed)
+    sibling = _noise(rng, 0.3, 0.01) + np.where(T >= T0, 0.6, 0.0)
+    api = _noise(rng, 0.1, 0.002) + np.where(T >= T0 + STEP, 0.5, 0.0)
+    estate = [
+        Series(_labels("http_latency_p99_seconds", service="frontend", pod="fe-1"), T, sibling),
+        Series(_labels("http_latency_p99_seconds", service="api", pod="api-1"), T, api),
+        *_estate(seed, [], n_noise=30),
+    ]
+    watched = _noise(rng, 0.3, 0.01) + np.where(T >= T0 + 2 * STEP, 0.6, 0.0)
+    symptom = Series(
+        _labels("http_latency_p99_seconds", service="frontend", pod="fe-0"), T, watched
+    )
+    return symptom, estate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_without_a_map_the_symptom_seen_on_another_pod_ranks_after_the_causes(
+    seed: int,
+) -> None:
+    symptom, estate = _symptom_seen_on_another_pod(seed)
+    ranked = rank_causes(symptom, estate, at_s=AT)
+    assert ranked[0].entity == "api", [c.series for c in ranked[:3]]
+    sibling = next(c for c in ranked if c.entity == "frontend")
+    assert sibling.lead_s is not None
+    assert ranked[0].lead_s is not None
+    assert sibling.lead_s > ranked[0].lead_s  # it moved earlier, yet ranks after
