@@ -125,7 +125,7 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
     # the columns stepped, and the products that do not change between steps taken once.
     # Every float operation is the textbook form's, in its order: bit-identical.
     data = np.ascontiguousarray(lanes.data[:, first : max(steps.stop, first)].T)
-    full_rows = np.count_nonzero(np.isfinite(data), axis=1) == n_lanes
+    full_rows = (np.count_nonzero(np.isfinite(data), axis=1) == n_lanes).tolist()
     period = seasonal.shape[0] if seasonal is not None else 1
     clip_sigma0 = CLIP * lanes.sigma
     alpha, gamma = lanes.alpha, lanes.gamma
@@ -134,6 +134,10 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
     if keep_forecasts:  # rows outside ``steps`` stay NaN; the others are all written
         forecasts[:first] = np.nan
         forecasts[max(steps.stop, first) :] = np.nan
+    # What every step computes, written in place (``out``; on unmasked steps the state
+    # too): the same operations without allocating their results.
+    damped, base, bound, error, clipped, term, forecast = (np.empty(n_lanes) for _ in range(7))
+    add, mul, sub = np.add, np.multiply, np.subtract  # no attribute look-ups
     all_warm = False  # every lane has seen WARM points (``seen`` only grows)
     # Unmasked steps since ``seen`` and ``loss_n`` were last brought up to date: added at
     # once (integer counts: exact), before a masked step reads them and at the end.
@@ -143,42 +147,54 @@ def hw_recursion(  # noqa: PLR0915 - the hot loop in one piece: no call per step
         phase = (t - phase0) % period
         season_t = seasonal[phase] if seasonal is not None else 0.0
         all_warm = all_warm or bool((seen >= WARM).all())
-        damped = damping * trend
-        base = level + damped
-        yhat = base + season_t
-        bound = CLIP * sigma
-        if all_warm and bool(full_rows[t - first]) and not np.isnan(np.add.reduce(level)):
-            # Every lane observed, warm and started (no NaN level): the masks below are
-            # all true, so the same operations without them (a sum is NaN when any
-            # level is). The common step, about half the array operations.
-            if keep_forecasts:
-                forecasts[t] = yhat
-            error = y - yhat
-            clipped = np.minimum(np.maximum(error, -bound), bound)
+        mul(damping, trend, damped)
+        add(level, damped, base)
+        yhat = forecasts[t] if keep_forecasts else forecast
+        add(base, season_t, yhat)
+        mul(CLIP, sigma, bound)
+        if all_warm and full_rows[t - first] and not math.isnan(add.reduce(yhat)):
+            # Every lane observed, warm and forecast (a sum is NaN when any term is): no
+            # level is NaN, so the masks below are all true, and no error is NaN, so
+            # neither is an unclipped sigma's update (one that is inf stays inf). The
+            # same operations without them, the state updated in place.
+            sub(y, yhat, error)
+            np.negative(bound, clipped)
+            np.maximum(error, clipped, out=clipped)
+            np.minimum(clipped, bound, out=clipped)
             if loss_from <= t < loss_to:
-                loss += np.minimum(np.abs(error), clip_sigma0)
+                np.abs(error, term)
+                np.minimum(term, clip_sigma0, out=term)
+                add(loss, term, loss)
                 owed_n += 1
-            level = base + alpha * clipped
+            mul(alpha, clipped, term)
+            add(base, term, level)
             owed_seen += 1
-            update = np.isfinite(sigma)
-        else:
-            seen += owed_seen
-            loss_n += owed_n
-            owed_seen = owed_n = 0
-            if keep_forecasts:
-                forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
-            observed = np.isfinite(y)
-            fresh = observed & np.isnan(level)
-            known = observed & ~fresh
-            error = np.where(known, y - yhat, 0.0)
-            clipped = np.minimum(np.maximum(error, -bound), bound)  # np.clip, without its cost
-            if loss_from <= t < loss_to:
-                scored = known & (seen >= WARM)
-                loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
-                loss_n += scored
-            level = np.where(fresh, y - season_t, base + alpha * clipped)
-            seen += observed
-            update = known & np.isfinite(sigma)
+            mul(alpha_beta, clipped, term)
+            add(damped, term, trend)
+            if seasonal is not None:
+                mul(gamma, clipped, term)
+                row = seasonal[phase]
+                add(row, term, row)
+            _next_sigma_in_place(sigma, clipped, term)
+            continue
+        seen += owed_seen
+        loss_n += owed_n
+        owed_seen = owed_n = 0
+        if keep_forecasts:
+            yhat = yhat.copy()
+            forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
+        observed = np.isfinite(y)
+        fresh = observed & np.isnan(level)
+        known = observed & ~fresh
+        error = np.where(known, y - yhat, 0.0)
+        clipped = np.minimum(np.maximum(error, -bound), bound)  # np.clip, without its cost
+        if loss_from <= t < loss_to:
+            scored = known & (seen >= WARM)
+            loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
+            loss_n += scored
+        level = np.where(fresh, y - season_t, base + alpha * clipped)
+        seen += observed
+        update = known & np.isfinite(sigma)
         trend = damped + alpha_beta * clipped
         if seasonal is not None:
             seasonal[phase] += gamma * clipped
@@ -204,6 +220,19 @@ def _next_sigma(
         sigma,
     )
     return out
+
+
+def _next_sigma_in_place(sigma: FloatArray, clipped: FloatArray, scratch: FloatArray) -> None:
+    """``_next_sigma`` of every lane, written into ``sigma``: ``min(error**2, bound**2)``
+    is ``clipped**2`` (rounding is monotone), the other operations are the same."""
+    mul = np.multiply
+    mul(clipped, clipped, scratch)
+    mul(_SCALE_RATE, scratch, scratch)
+    np.divide(scratch, _CLIPPED_VAR, scratch)
+    mul(sigma, sigma, sigma)
+    mul(1 - _SCALE_RATE, sigma, sigma)
+    np.add(sigma, scratch, sigma)
+    np.sqrt(sigma, sigma)
 
 
 def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
