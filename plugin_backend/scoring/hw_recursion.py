@@ -255,8 +255,7 @@ def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     with np.errstate(invalid="ignore", divide="ignore"):
         moving[:, half : half + stop] = np.where(count >= period / 2, total / count, np.nan)
     detrended = (history - moving).reshape(blocks, days, period)
-    rows = detrended.transpose(0, 2, 1).reshape(blocks * period, days)
-    profile = row_nanmedian(rows).reshape(blocks, period)
+    profile = _day_medians(detrended)
     known = np.isfinite(profile)
     centre_level = np.where(known, profile, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
     profile = np.where(known, profile - centre_level[:, None], 0.0)
@@ -265,6 +264,40 @@ def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     remainder = np.abs(detrended - profile[:, None, :]).reshape(blocks, cells)
     sigma = MAD_TO_SIGMA * _wide_nanmedian(remainder)
     return profile, deseason, sigma
+
+
+def _day_medians(by_day: FloatArray) -> FloatArray:
+    """``row_nanmedian`` over the days of ``(blocks, days, period)`` values: the same
+    order statistics and interpolation as ``row_order_stat``, without transposing the
+    values into rows. Four days (the default) need only the three smallest, which a
+    partial sorting network finds; its compare-exchange puts NaN last, as a sort does
+    (``fmin`` skips it, ``maximum`` keeps it)."""
+    days = by_day.shape[1]
+    count = days - np.count_nonzero(np.isnan(by_day), axis=1)
+    pos = 0.5 * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    frac = pos - lo
+    if days == 4:
+        a, b, c, d = by_day.transpose(1, 0, 2)
+        a, b = np.fmin(a, b), np.maximum(a, b)
+        c, d = np.fmin(c, d), np.maximum(c, d)
+        first, c = np.fmin(a, c), np.maximum(a, c)
+        b = np.fmin(b, d)  # the largest, maximum(b, d), is never read
+        second, third = np.fmin(b, c), np.maximum(b, c)
+        # Ranks (lo, hi): (1, 2) with 3 or 4 values, (0, 1) with 2, (0, 0) with 1.
+        low, high = second, third
+        short = count < 3
+        if short.any():
+            low = np.where(short, first, second)
+            high = np.where(short, np.where(count == 2, second, first), third)
+    else:
+        ordered = np.sort(by_day, axis=1)
+        low = np.take_along_axis(ordered, lo[:, None, :], axis=1)[:, 0]
+        high = np.take_along_axis(ordered, hi[:, None, :], axis=1)[:, 0]
+    out: FloatArray = low * (1 - frac) + high * frac
+    out[count < 1] = np.nan
+    return out
 
 
 def _wide_nanmedian(rows: FloatArray) -> FloatArray:

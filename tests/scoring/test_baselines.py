@@ -12,8 +12,9 @@ from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.caches import ForecastCaches
 from plugin_backend.scoring.holt_winters import HoltWinters
-from plugin_backend.scoring.hw_recursion import DAMPING, Lanes, hw_recursion
+from plugin_backend.scoring.hw_recursion import DAMPING, Lanes, _day_medians, hw_recursion
 from plugin_backend.scoring.phase_correction import phase_correction
+from plugin_backend.scoring.robust import row_nanmedian
 from plugin_backend.scoring.robust_z import RobustZ
 from plugin_backend.scoring.stl import SeasonalSTL
 from plugin_backend.scoring.windows import WindowPolicy, alarms
@@ -572,3 +573,19 @@ def test_stl_forecasts_reused_from_an_earlier_window_equal_a_cold_fit(
     for field in ("expected", "lower", "upper", "score"):
         np.testing.assert_array_equal(getattr(reused, field), getattr(cold, field), err_msg=field)
     assert np.isfinite(cold.score[-100:]).all()
+
+
+@pytest.mark.parametrize("days", [2, 3, 4, 5, 8])
+def test_holt_winters_seasonal_start_takes_each_phase_median_as_row_nanmedian(days):
+    """The per-phase median over the days (sorting network for four) gives exactly the
+    values of ``row_nanmedian`` on the phases' rows, with holes, infinities and ties."""
+    rng = np.random.default_rng(days)
+    by_day = np.round(rng.normal(size=(6, days, 97)) * 3)
+    by_day[rng.random(by_day.shape) < 0.3] = np.nan
+    by_day[rng.random(by_day.shape) < 0.03] = np.inf
+    by_day[rng.random(by_day.shape) < 0.03] = -np.inf
+    by_day[0, :, :10] = np.nan  # phases without any value
+    rows = by_day.transpose(0, 2, 1).reshape(-1, days)
+    with np.errstate(invalid="ignore"):  # inf * 0 where an infinity is a middle value
+        expected = row_nanmedian(rows).reshape(6, 97)
+        assert np.array_equal(_day_medians(by_day), expected, equal_nan=True)
