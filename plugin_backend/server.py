@@ -176,7 +176,7 @@ def check_port_free(host: str, port: int) -> None:
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server on "
-            "this port? set PLUGIN_BACKEND_PORT)"
+            "this port? PLUGIN_BACKEND_HOST and PLUGIN_BACKEND_PORT set where to listen)"
         ) from None
 
 
