@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,18 @@ from gunicorn.app.base import BaseApplication
 
 from plugin_backend import __version__
 from plugin_backend.config import MULTIPROC_ENV, Settings
+from plugin_backend.errors import ConfigError
 
-__all__ = ["prepare_multiproc_dir", "run_gunicorn"]
+__all__ = ["check_port_free", "prepare_multiproc_dir", "run_gunicorn"]
 
 log = logging.getLogger("plugin_backend.server")
+
+#: Each worker listens on its own socket (``SO_REUSEPORT``; Linux spreads new
+#: connections over them). On one shared socket the worker that wakes first accepted a
+#: whole burst -- a dashboard's panels, sent at once -- while the other stayed idle:
+#: 5 anomaly panels all went to one worker in most rounds of ``python -m benchmarks
+#: dashboard``, the last ones waiting for its heavy-request slots.
+WORKER_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def prepare_multiproc_dir(settings: Settings) -> Path:
@@ -51,6 +61,7 @@ class _Application(BaseApplication):  # type: ignore[misc]
             "workers": s.workers,
             "worker_class": "gthread",
             "threads": 4,
+            "reuse_port": WORKER_SOCKETS,
             "timeout": s.worker_timeout_s,
             "graceful_timeout": 10,
             "child_exit": self._child_exit,
@@ -151,7 +162,27 @@ def gunicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
     }
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``ConfigError`` when something already listens on ``host:port``. The
+    workers bind with ``SO_REUSEPORT``, which would let a second server started on the
+    same port share it silently; a plain bind first refuses that, as it should."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server on "
+            "this port? PLUGIN_BACKEND_HOST and PLUGIN_BACKEND_PORT set where to listen)"
+        ) from None
+
+
 def run_gunicorn(settings: Settings) -> int:
+    if WORKER_SOCKETS:
+        check_port_free(settings.host, settings.port)
     multiproc_dir = prepare_multiproc_dir(settings)
     try:
         _Application(settings, multiproc_dir).run()

@@ -296,12 +296,14 @@ def _run_lanes(
     profile_t = np.ascontiguousarray(profile.T) if profile is not None else None
 
     def lanes_of(rows: IntArray, steps: slice) -> Lanes:
-        """The lanes ``rows`` over the cells ``steps`` only."""
+        """The lanes ``rows`` over the cells ``steps`` only. ``np.take``: a fancy index
+        on the second axis would lay its result out lane-major, and the recursion would
+        copy it back (a copy each of the pass's data and seasonal states)."""
         block_of = lane_block[rows]
         return Lanes(
-            data=data_t[steps][:, block_of].T,
+            data=np.take(data_t[steps], block_of, axis=1).T,
             level=level0[block_of],
-            seasonal=profile_t[:, block_of].T if profile_t is not None else None,
+            seasonal=np.take(profile_t, block_of, axis=1).T if profile_t is not None else None,
             sigma=sigma[block_of],
             seen=seen[block_of],
             alpha=params[rows, 0],

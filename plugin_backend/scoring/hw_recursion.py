@@ -145,7 +145,7 @@ def hw_recursion(  # noqa: PLR0912, PLR0915 - the hot loop in one piece: no call
     # the columns stepped, and the products that do not change between steps taken once.
     # Every float operation is the textbook form's, in its order: bit-identical.
     data = np.ascontiguousarray(lanes.data[:, first : max(steps.stop, first)].T)
-    full_rows = np.count_nonzero(np.isfinite(data), axis=1) == n_lanes
+    full_rows = (np.count_nonzero(np.isfinite(data), axis=1) == n_lanes).tolist()
     period = seasonal.shape[0] if seasonal is not None else 1
     clip_sigma0 = CLIP * lanes.sigma
     alpha, gamma = lanes.alpha, lanes.gamma
@@ -154,6 +154,10 @@ def hw_recursion(  # noqa: PLR0912, PLR0915 - the hot loop in one piece: no call
     if keep_forecasts:  # rows outside ``steps`` stay NaN; the others are all written
         forecasts[:first] = np.nan
         forecasts[max(steps.stop, first) :] = np.nan
+    # What every step computes, written in place (``out``; on unmasked steps the state
+    # too): the same operations without allocating their results.
+    damped, base, bound, error, clipped, term, forecast = (np.empty(n_lanes) for _ in range(7))
+    add, mul, sub = np.add, np.multiply, np.subtract  # no attribute look-ups
     all_warm = False  # every lane has seen WARM points (``seen`` only grows)
     # Unmasked steps since ``seen`` and ``loss_n`` were last brought up to date: added at
     # once (integer counts: exact), before a masked step reads them and at the end.
@@ -166,53 +170,64 @@ def hw_recursion(  # noqa: PLR0912, PLR0915 - the hot loop in one piece: no call
         phase = (t - phase0) % period
         season_t = seasonal[phase] if seasonal is not None else 0.0
         all_warm = all_warm or bool((seen >= WARM).all())
-        damped = damping * trend
-        base = level + damped
-        yhat = base + season_t
-        bound = CLIP * sigma
-        if all_warm and bool(full_rows[t - first]) and not np.isnan(np.add.reduce(level)):
-            # Every lane observed, warm and started (no NaN level): the masks below are
-            # all true, so the same operations without them (a sum is NaN when any
-            # level is). The common step, about half the array operations.
-            if keep_forecasts:
-                forecasts[t] = yhat
-            error = y - yhat
-            clipped = np.minimum(np.maximum(error, -bound), bound)
+        mul(damping, trend, damped)
+        add(level, damped, base)
+        yhat = forecasts[t] if keep_forecasts else forecast
+        add(base, season_t, yhat)
+        mul(CLIP, sigma, bound)
+        if all_warm and full_rows[t - first] and not math.isnan(add.reduce(yhat)):
+            # Every lane observed, warm and forecast (a sum is NaN when any term is): no
+            # level is NaN, so the masks below are all true, and no error is NaN, so
+            # neither is an unclipped sigma's update (one that is inf stays inf). The
+            # same operations without them, the state updated in place.
+            sub(y, yhat, error)
+            np.negative(bound, clipped)
+            np.maximum(error, clipped, out=clipped)
+            np.minimum(clipped, bound, out=clipped)
             if loss_from <= t < loss_to:
-                loss += np.minimum(np.abs(error), clip_sigma0)
+                np.abs(error, term)
+                np.minimum(term, clip_sigma0, out=term)
+                add(loss, term, loss)
                 owed_n += 1
-            level = base + alpha * clipped
+            mul(alpha, clipped, term)
+            add(base, term, level)
             owed_seen += 1
-            update = np.isfinite(sigma)
-            trend = damped + alpha_beta * clipped
+            mul(alpha_beta, clipped, term)
+            add(damped, term, trend)
+            if seasonal is not None:
+                mul(gamma, clipped, term)
+                row = seasonal[phase]
+                add(row, term, row)
+            _next_sigma_in_place(sigma, clipped, term)
             synced = True
-        else:
-            if synced:
-                gap, synced = np.zeros(n_lanes, dtype=np.int64), False
-            seen += owed_seen
-            loss_n += owed_n
-            owed_seen = owed_n = 0
-            if keep_forecasts:
-                forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
-            observed = np.isfinite(y)
-            fresh = observed & np.isnan(level)
-            known = observed & ~fresh
-            error = np.where(known, y - yhat, 0.0)
-            clipped = np.minimum(np.maximum(error, -bound), bound)  # np.clip, without its cost
-            if loss_from <= t < loss_to:
-                scored = known & (seen >= WARM)
-                loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
-                loss_n += scored
-            before = level
-            level = np.where(fresh, y - season_t, base + alpha * clipped)
-            seen += observed
-            update = known & np.isfinite(sigma)
-            trend = damped + alpha_beta * clipped
-            gap = np.where(observed, 0, gap + 1)
-            long_gap = gap > LONG_GAP
-            if long_gap.any():
-                level = np.where(long_gap, before, level)
-                trend = np.where(long_gap, 0.0, trend)
+            continue
+        if synced:
+            gap, synced = np.zeros(n_lanes, dtype=np.int64), False
+        seen += owed_seen
+        loss_n += owed_n
+        owed_seen = owed_n = 0
+        if keep_forecasts:
+            yhat = yhat.copy()
+            forecasts[t] = np.where(seen >= WARM, yhat, np.nan)
+        observed = np.isfinite(y)
+        fresh = observed & np.isnan(level)
+        known = observed & ~fresh
+        error = np.where(known, y - yhat, 0.0)
+        clipped = np.minimum(np.maximum(error, -bound), bound)  # np.clip, without its cost
+        if loss_from <= t < loss_to:
+            scored = known & (seen >= WARM)
+            loss += np.where(scored, np.minimum(np.abs(error), clip_sigma0), 0.0)
+            loss_n += scored
+        before = level
+        level = np.where(fresh, y - season_t, base + alpha * clipped)
+        seen += observed
+        update = known & np.isfinite(sigma)
+        trend = damped + alpha_beta * clipped
+        gap = np.where(observed, 0, gap + 1)
+        long_gap = gap > LONG_GAP
+        if long_gap.any():
+            level = np.where(long_gap, before, level)
+            trend = np.where(long_gap, 0.0, trend)
         if seasonal is not None:
             seasonal[phase] += gamma * clipped
         sigma = _next_sigma(sigma, error, bound, update)
@@ -241,6 +256,19 @@ def _next_sigma(
     return out
 
 
+def _next_sigma_in_place(sigma: FloatArray, clipped: FloatArray, scratch: FloatArray) -> None:
+    """``_next_sigma`` of every lane, written into ``sigma``: ``min(error**2, bound**2)``
+    is ``clipped**2`` (rounding is monotone), the other operations are the same."""
+    mul = np.multiply
+    mul(clipped, clipped, scratch)
+    mul(_SCALE_RATE, scratch, scratch)
+    np.divide(scratch, _CLIPPED_VAR, scratch)
+    mul(sigma, sigma, sigma)
+    mul(1 - _SCALE_RATE, sigma, sigma)
+    np.add(sigma, scratch, sigma)
+    np.sqrt(sigma, sigma)
+
+
 def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Classical decomposition of ``(blocks, days * period)`` histories: centred
     moving average over one period, per-phase median of the detrended values over
@@ -261,8 +289,7 @@ def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     with np.errstate(invalid="ignore", divide="ignore"):
         moving[:, half : half + stop] = np.where(count >= period / 2, total / count, np.nan)
     detrended = (history - moving).reshape(blocks, days, period)
-    rows = detrended.transpose(0, 2, 1).reshape(blocks * period, days)
-    profile = row_nanmedian(rows).reshape(blocks, period)
+    profile = _day_medians(detrended)
     known = np.isfinite(profile)
     centre_level = np.where(known, profile, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
     profile = np.where(known, profile - centre_level[:, None], 0.0)
@@ -271,6 +298,40 @@ def seasonal_init(history: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     remainder = np.abs(detrended - profile[:, None, :]).reshape(blocks, cells)
     sigma = MAD_TO_SIGMA * _wide_nanmedian(remainder)
     return profile, deseason, sigma
+
+
+def _day_medians(by_day: FloatArray) -> FloatArray:
+    """``row_nanmedian`` over the days of ``(blocks, days, period)`` values: the same
+    order statistics and interpolation as ``row_order_stat``, without transposing the
+    values into rows. Four days (the default) need only the three smallest, which a
+    partial sorting network finds; its compare-exchange puts NaN last, as a sort does
+    (``fmin`` skips it, ``maximum`` keeps it)."""
+    days = by_day.shape[1]
+    count = days - np.count_nonzero(np.isnan(by_day), axis=1)
+    pos = 0.5 * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    frac = pos - lo
+    if days == 4:
+        a, b, c, d = by_day.transpose(1, 0, 2)
+        a, b = np.fmin(a, b), np.maximum(a, b)
+        c, d = np.fmin(c, d), np.maximum(c, d)
+        first, c = np.fmin(a, c), np.maximum(a, c)
+        b = np.fmin(b, d)  # the largest, maximum(b, d), is never read
+        second, third = np.fmin(b, c), np.maximum(b, c)
+        # Ranks (lo, hi): (1, 2) with 3 or 4 values, (0, 1) with 2, (0, 0) with 1.
+        low, high = second, third
+        short = count < 3
+        if short.any():
+            low = np.where(short, first, second)
+            high = np.where(short, np.where(count == 2, second, first), third)
+    else:
+        ordered = np.sort(by_day, axis=1)
+        low = np.take_along_axis(ordered, lo[:, None, :], axis=1)[:, 0]
+        high = np.take_along_axis(ordered, hi[:, None, :], axis=1)[:, 0]
+    out: FloatArray = low * (1 - frac) + high * frac
+    out[count < 1] = np.nan
+    return out
 
 
 def _wide_nanmedian(rows: FloatArray) -> FloatArray:

@@ -93,19 +93,25 @@ def _phase_pooled_sigma(
     recent = max(MIN_RESIDUALS, 2 * half)
     padded = np.concatenate((np.full(recent, np.nan), residuals))
     recent_rows = sliding_window_view(padded, recent)[:, ::-1][:, ::stride]
+    width = recent_rows.shape[1]
     out = np.full(n, np.nan)
     for start in range(max(first, 0), n, CHUNK):
         stop = min(start + CHUNK, n)
         here = np.arange(start, stop)
-        parts = [recent_rows[start:stop]]
+        # Each part written into its columns of one array (no concatenated copy).
+        pooled = np.empty((stop - start, width + SCALE_DAYS * offsets.size))
+        pooled[:, :width] = recent_rows[start:stop]
         days_seen = np.zeros(stop - start, dtype=np.int64)
         for day in range(1, SCALE_DAYS + 1):
-            centre = np.searchsorted(cells, cells[start:stop] - day * period)
+            centre = np.searchsorted(cells, cells[start:stop] - day * period)  # sorted
             idx = centre[:, None] + offsets
-            ok = (idx >= 0) & (idx < here[:, None] - recent)
-            part = np.where(ok, residuals[np.clip(idx, 0, n - 1)], np.nan)
+            part = pooled[:, width + (day - 1) * offsets.size : width + day * offsets.size]
+            if centre[0] + offsets[0] >= 0 and bool(np.all(centre + offsets[-1] < here - recent)):
+                part[:] = residuals[idx]  # every point of the day's part is in the past
+            else:
+                ok = (idx >= 0) & (idx < here[:, None] - recent)
+                part[:] = np.where(ok, residuals[np.clip(idx, 0, n - 1)], np.nan)
             days_seen += 2 * np.count_nonzero(np.isfinite(part), axis=1) > offsets.size
-            parts.append(part)
-        sigma = row_sigma(np.concatenate(parts, axis=1), MIN_RESIDUALS)
+        sigma = row_sigma(pooled, MIN_RESIDUALS)
         out[start:stop] = np.where(days_seen >= 2, sigma, np.nan)
     return out

@@ -183,9 +183,25 @@ def flat_floor(
     threshold = REL_FLOOR * np.abs(magnitude)
     diffs = _finite_diffs(values)
     quantum = np.zeros(values.shape[0])
-    for sl, rows in _trailing_chunks(diffs, window, first):
+    # A row whose smallest positive change in the window is above its threshold has
+    # that as its smallest change above the threshold: one rolling minimum serves every
+    # such row (the usual case); the others compare each change with their threshold.
+    with np.errstate(invalid="ignore"):
+        positive = np.where(diffs > 0, diffs, np.inf)
+    for sl, rows in _trailing_chunks(positive, window, first):
+        smallest = np.fmin.reduce(rows, axis=1)  # NaN only where the window is padding
         with np.errstate(invalid="ignore"):
-            above = rows > threshold[sl, None]
-        smallest = np.where(above, rows, np.inf).min(axis=1)
-        quantum[sl] = np.where(np.isfinite(smallest), smallest, 0.0)
+            settled = smallest > threshold[sl]
+        quantum[sl] = np.where(settled & np.isfinite(smallest), smallest, 0.0)
+        rest = np.flatnonzero(~settled)
+        if rest.size == 0:
+            continue
+        if 2 * rest.size > settled.size:  # mostly unsettled: the whole chunk, no gather
+            rest = np.arange(settled.size)
+        part = rows[rest] if rest.size < settled.size else rows
+        at = rest + sl.start
+        with np.errstate(invalid="ignore"):
+            above = part > threshold[at, None]
+        smallest = np.where(above, part, np.inf).min(axis=1)
+        quantum[at] = np.where(np.isfinite(smallest), smallest, 0.0)
     return np.maximum(np.maximum(0.5 * quantum, threshold), ABS_FLOOR)

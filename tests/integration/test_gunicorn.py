@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 import requests
+from prometheus_client.mmap_dict import MmapedDict
 
 from testkit.promserver import find_free_port
 from testkit.testdata import DATA_END_S
@@ -120,6 +123,61 @@ def test_queries_through_two_workers_are_counted_once_each_in_metrics(backend):
         "plugin_backend_source_request_duration_seconds_count"
         f'{{operation="query_range",source="prometheus"}} {sent}.0'
     ) in first
+
+
+def _served_per_worker(multiproc_dir) -> dict[str, float]:
+    """Requests each worker has counted so far (its own counter file, by pid)."""
+    return {
+        path.stem.split("_")[-1]: sum(
+            value
+            for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path))
+            if '"plugin_backend_http_requests_total"' in key and '"/datasource/query"' in key
+        )
+        for path in multiproc_dir.glob("counter_*.db")
+    }
+
+
+def test_a_burst_of_panel_queries_is_spread_over_both_workers(backend):
+    """A dashboard sends its panels at once, each on a new connection: both workers
+    take some (one worker that accepts the whole burst leaves the other idle)."""
+    url = backend["url"]
+    before = _served_per_worker(backend["dir"])
+    start = threading.Barrier(16)
+
+    def one(_):
+        own = requests.Session()
+        own.trust_env = False
+        start.wait(timeout=30)
+        return _panel_query(own, url)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(one, range(16))) == [(200, 10)] * 16
+    after = _served_per_worker(backend["dir"])
+    served = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    assert sum(served.values()) == 16
+    assert len([n for n in served.values() if n > 0]) == 2, served
+
+
+def test_serve_on_a_port_in_use_exits_with_a_clear_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "PLUGIN_BACKEND_PORT": str(port),
+            "PLUGIN_BACKEND_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "plugin_backend", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 def test_the_stale_multiprocess_dir_was_wiped_at_startup(backend):

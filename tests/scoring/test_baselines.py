@@ -12,8 +12,9 @@ from plugin_backend.scoring import registry
 from plugin_backend.scoring.base import Detector, ScoredSeries
 from plugin_backend.scoring.caches import ForecastCaches
 from plugin_backend.scoring.holt_winters import HoltWinters
-from plugin_backend.scoring.hw_recursion import DAMPING, Lanes, hw_recursion
+from plugin_backend.scoring.hw_recursion import DAMPING, Lanes, _day_medians, hw_recursion
 from plugin_backend.scoring.phase_correction import phase_correction
+from plugin_backend.scoring.robust import ABS_FLOOR, REL_FLOOR, flat_floor, row_nanmedian
 from plugin_backend.scoring.robust_z import RobustZ
 from plugin_backend.scoring.stl import SeasonalSTL
 from plugin_backend.scoring.windows import WindowPolicy, alarms
@@ -683,3 +684,56 @@ def test_stl_forecasts_reused_from_an_earlier_window_equal_a_cold_fit(
     for field in ("expected", "lower", "upper", "score"):
         np.testing.assert_array_equal(getattr(reused, field), getattr(cold, field), err_msg=field)
     assert np.isfinite(cold.score[-100:]).all()
+
+
+@pytest.mark.parametrize("days", [2, 3, 4, 5, 8])
+def test_holt_winters_seasonal_start_takes_each_phase_median_as_row_nanmedian(days):
+    """The per-phase median over the days (sorting network for four) gives exactly the
+    values of ``row_nanmedian`` on the phases' rows, with holes, infinities and ties."""
+    rng = np.random.default_rng(days)
+    by_day = np.round(rng.normal(size=(6, days, 97)) * 3)
+    by_day[rng.random(by_day.shape) < 0.3] = np.nan
+    by_day[rng.random(by_day.shape) < 0.03] = np.inf
+    by_day[rng.random(by_day.shape) < 0.03] = -np.inf
+    by_day[0, :, :10] = np.nan  # phases without any value
+    rows = by_day.transpose(0, 2, 1).reshape(-1, days)
+    with np.errstate(invalid="ignore"):  # inf * 0 where an infinity is a middle value
+        expected = row_nanmedian(rows).reshape(6, 97)
+        assert np.array_equal(_day_medians(by_day), expected, equal_nan=True)
+
+
+def _flat_floor_by_definition(values, window, magnitude, first):
+    """The band floor row by row: half the smallest change between consecutive finite
+    points in the trailing window (row excluded) that is above the row's relative
+    floor, the relative floor, and the absolute floor."""
+    out = np.full(values.size, np.nan)
+    finite = np.flatnonzero(np.isfinite(values))
+    change = np.full(values.size, np.nan)
+    change[finite[1:]] = np.abs(np.diff(values[finite]))
+    for i in range(values.size):
+        relative = REL_FLOOR * abs(magnitude[i])
+        above = [c for c in change[max(i - window, 0) : i] if c > relative] if i >= first else []
+        quantum = min(above) if above and math.isfinite(min(above)) else 0.0
+        out[i] = np.maximum(np.maximum(0.5 * quantum, relative), ABS_FLOOR)  # NaN stays
+    return out
+
+
+@pytest.mark.parametrize(
+    "case", ["noisy", "quantised", "changes below the relative floor", "holes", "mixed"]
+)
+def test_band_floor_is_the_smallest_change_above_the_relative_floor(case):
+    rng = np.random.default_rng(len(case))
+    values = np.round(rng.normal(size=900) * 2 + 100, 1 if case != "quantised" else 0)
+    magnitude = values + 0.3
+    if case == "changes below the relative floor":  # every change is float noise here
+        values = 1e10 + np.round(rng.normal(size=900) * 1e3)
+        magnitude = values.copy()
+    if case == "holes":
+        values[rng.random(900) < 0.2] = np.nan
+        magnitude[rng.random(900) < 0.1] = np.nan
+    if case == "mixed":  # some windows settle on the smallest change, others do not
+        magnitude[300:600] = 3e6
+    with np.errstate(invalid="ignore"):
+        got = flat_floor(values, 48, magnitude, first=100)
+        expected = _flat_floor_by_definition(values, 48, magnitude, first=100)
+    assert np.array_equal(got, expected, equal_nan=True)
