@@ -393,18 +393,26 @@ class TransformerDetector(Detector):
         cfg = self.model.config
         c, h = cfg.context, cfg.horizon
         n = ts.shape[0]
-        ctx_ts = np.where(ctx_ok, ts[np.clip(ctx_idx, 0, n - 1)], np.nan)
-        hor_ts = ts[starts][:, None] + step_s * np.arange(h)[None, :]
+        # Neighbouring blocks' contexts overlap: look the day-earlier point of every
+        # point of the series up once, and gather.
+        inside = np.clip(ctx_idx, 0, n - 1)
+        day_pick, day_near = _nearest(ts, ts - DAY_S, step_s)
+        pick, near = day_pick[inside], day_near[inside]
         # padded context positions continue the nominal grid backwards
-        back = ts[starts][:, None] + step_s * np.arange(-c, 0)[None, :]
-        ctx_ts = np.where(ctx_ok, ctx_ts, back)
-        want = np.concatenate([ctx_ts, hor_ts], axis=1) - DAY_S
-        right = np.clip(np.searchsorted(ts, want), 0, n - 1)
-        left = np.clip(right - 1, 0, n - 1)
-        pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
-        ok = (np.abs(ts[pick] - want) <= 0.5 * step_s) & (pick < starts[:, None])
+        padded = np.flatnonzero(~ctx_ok.all(axis=1))
+        if padded.size:
+            back = ts[starts[padded]][:, None] + step_s * np.arange(-c, 0)[None, :]
+            back_pick, back_near = _nearest(ts, back - DAY_S, step_s)
+            outside = ~ctx_ok[padded]
+            pick[padded] = np.where(outside, back_pick, pick[padded])
+            near[padded] = np.where(outside, back_near, near[padded])
+        hor_ts = ts[starts][:, None] + step_s * np.arange(h)[None, :]
+        hor_pick, hor_near = _nearest(ts, hor_ts - DAY_S, step_s)
+        pick = np.concatenate([pick, hor_pick], axis=1)
+        ok = np.concatenate([near, hor_near], axis=1) & (pick < starts[:, None])
         season = np.where(ok, values[pick], np.nan)
-        covered = want[:, 0] >= ts[0] - 0.5 * step_s
+        first_ts = np.where(ctx_ok[:, 0], ts[inside[:, 0]], ts[starts] + step_s * -c)
+        covered = first_ts - DAY_S >= ts[0] - 0.5 * step_s
         season[~covered] = np.nan
         return season
 
@@ -464,6 +472,18 @@ def _model_token(model: Forecaster) -> bytes:
         if token is None:
             token = _MODEL_TOKENS[model] = uuid.uuid4().bytes
         return token
+
+
+def _nearest(
+    ts: FloatArray, want: FloatArray, step_s: float
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    """The index of the point nearest each time in ``want`` (the earlier one on a tie),
+    and whether it lies within half a step of it."""
+    n = ts.shape[0]
+    right = np.clip(np.searchsorted(ts, want), 0, n - 1)
+    left = np.clip(right - 1, 0, n - 1)
+    pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
+    return pick, np.abs(ts[pick] - want) <= 0.5 * step_s
 
 
 def _block_starts(
