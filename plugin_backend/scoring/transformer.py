@@ -124,6 +124,8 @@ DAY_S = 86_400.0
 #: 256 and 1.35 s at 4096; on two threads 0.50 / 0.54 / 0.87 s wall. The forecasts were
 #: the same bits at every chunk size from 128 to 4096 (and on one or two threads).
 _FORWARD_CHUNK = 512
+#: Fewer windows than this are forecast on one thread (see ``_forward``).
+_PARALLEL_MIN_WINDOWS = 128
 #: Residuals a time-of-day pooled band width needs (see ``_pooled_period``); with
 #: fewer (steps above 10 min) the band width comes from the trailing window alone.
 _POOL_MIN_RESIDUALS = 64
@@ -453,12 +455,30 @@ class TransformerDetector(Detector):
 
     def _forward(self, x: FloatArray, s: FloatArray) -> FloatArray:
         model = self.model
+        # A refresh forecasts a few windows: splitting them across threads costs more
+        # than it gains, and on a busy machine far more (the bench's refresh at 24 h @
+        # 15 s, load ~5 on 2 cores: 415-455 ms wall on two threads, 73-115 ms on one).
+        # The forecasts are the same bits on one thread or two.
+        threads = torch.get_num_threads()
+        alone = x.shape[0] < _PARALLEL_MIN_WINDOWS and threads > 1
+        if alone:
+            torch.set_num_threads(1)
         outs: list[FloatArray] = []
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], _FORWARD_CHUNK):
-                xt = torch.from_numpy(np.ascontiguousarray(x[i : i + _FORWARD_CHUNK], np.float32))
-                st = torch.from_numpy(np.ascontiguousarray(s[i : i + _FORWARD_CHUNK], np.float32))
-                outs.append(model(xt, st).numpy().astype(np.float64))
+        try:
+            with torch.inference_mode():
+                for i in range(0, x.shape[0], _FORWARD_CHUNK):
+                    xt = torch.from_numpy(
+                        np.ascontiguousarray(x[i : i + _FORWARD_CHUNK], np.float32)
+                    )
+                    st = torch.from_numpy(
+                        np.ascontiguousarray(s[i : i + _FORWARD_CHUNK], np.float32)
+                    )
+                    outs.append(model(xt, st).numpy().astype(np.float64))
+        finally:
+            # Undo only this call's change (meanwhile a large batch forecast by another
+            # thread of this process may run on one thread: slower, the same bits).
+            if alone:
+                torch.set_num_threads(threads)
         return np.concatenate(outs, axis=0)
 
 
