@@ -80,17 +80,19 @@ that way.
 
 The correction reads forecasts four days back, so a refresh would run the model
 on four days of blocks for a few new points. Forecasts are therefore cached per
-block in ``ForecastCaches.transformer_blocks``, keyed by the model and the block's exact inputs
-(context and seasonal values): a refresh runs the model on new blocks only, and
-computes the older ones' inputs only for the stretches the correction and the
-band width read (the needed points, and the same hours on each earlier day).
+block in ``ForecastCaches.transformer_blocks``, keyed by the model, the block's
+exact inputs (context and seasonal values) and the view's mask: a refresh runs the
+model on new blocks only, and computes the older ones' inputs only for the stretches
+the correction and the band width read (the needed points, and the same hours on
+each earlier day).
 
 Causality: a point's band depends on values before it (the block's forecast on
 values before the block start) and on timestamps up to the block start (horizon
 timestamps are the block start plus multiples of the typical step), so
 ``score(ts[:n], v[:n])`` equals the prefix of ``score(ts, v)`` on a regular grid.
-All blocks of a series go through the model in one batched forward pass (float32,
-``torch.inference_mode``).
+The blocks not cached go through the model in batches of 512 windows, both views
+together (float32, ``torch.inference_mode``; a few windows, as in a refresh, on one
+thread).
 """
 
 from __future__ import annotations
