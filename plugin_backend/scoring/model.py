@@ -121,12 +121,11 @@ def robust_normalise(context: _F64, season: _F64 | None = None) -> tuple[_F64, _
     finite = np.isfinite(ctx)
     any_finite = np.asarray(finite.any(axis=1), dtype=bool)
     safe = np.where(any_finite[:, None], ctx, 0.0)
-    gappy = np.asarray(~finite.all(axis=1), dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        loc = _row_nanmedian(safe, gappy)
+        loc = np.nanmedian(safe, axis=1)
         dev = np.abs(safe - loc[:, None])
-        mad = _row_nanmedian(dev, gappy) * 1.4826
+        mad = np.nanmedian(dev, axis=1) * 1.4826
         mean_dev = np.nanmean(dev, axis=1) * 1.2533
     loc = np.where(np.isfinite(loc), loc, 0.0)
     scale = np.fmax(mad, mean_dev)
@@ -139,17 +138,6 @@ def robust_normalise(context: _F64, season: _F64 | None = None) -> tuple[_F64, _
     else:
         s = (np.asarray(season, dtype=np.float64) - loc[:, None]) / scale[:, None]
     return x, s, loc, scale
-
-
-def _row_nanmedian(x: _F64, gappy: npt.NDArray[np.bool_]) -> _F64:
-    """``np.nanmedian(x, axis=1)``, the same bits, ~3x faster: rows without NaN (all
-    but ``gappy``) take ``np.median``'s partition, not ``nanmedian``'s masked sort."""
-    if not gappy.any():
-        return np.asarray(np.median(x, axis=1), dtype=np.float64)
-    out = np.empty(x.shape[0])
-    out[~gappy] = np.median(x[~gappy], axis=1)
-    out[gappy] = np.nanmedian(x[gappy], axis=1)
-    return out
 
 
 class Forecaster(nn.Module):
