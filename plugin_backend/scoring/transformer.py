@@ -269,7 +269,7 @@ class TransformerDetector(Detector):
         hide: tuple[int, ...],
     ) -> list[Band]:
         """One band per entry of ``hide``: forecasts from contexts whose last
-        ``hide[k]`` points are masked as missing (both views forecast together)."""
+        ``hide[k]`` points are masked as missing (forecast in one pass)."""
         cfg = self.model.config
         c = cfg.context
         # Forecasts are made every ``h`` points and each keeps its first ``h`` steps:
