@@ -80,17 +80,19 @@ that way.
 
 The correction reads forecasts four days back, so a refresh would run the model
 on four days of blocks for a few new points. Forecasts are therefore cached per
-block in ``ForecastCaches.transformer_blocks``, keyed by the model and the block's exact inputs
-(context and seasonal values): a refresh runs the model on new blocks only, and
-computes the older ones' inputs only for the stretches the correction and the
-band width read (the needed points, and the same hours on each earlier day).
+block in ``ForecastCaches.transformer_blocks``, keyed by the model, the block's
+exact inputs (context and seasonal values) and the view's mask: a refresh runs the
+model on new blocks only, and computes the older ones' inputs only for the stretches
+the correction and the band width read (the needed points, and the same hours on
+each earlier day).
 
 Causality: a point's band depends on values before it (the block's forecast on
 values before the block start) and on timestamps up to the block start (horizon
 timestamps are the block start plus multiples of the typical step), so
 ``score(ts[:n], v[:n])`` equals the prefix of ``score(ts, v)`` on a regular grid.
-All blocks of a series go through the model in one batched forward pass (float32,
-``torch.inference_mode``).
+The blocks not cached go through the model in batches of 512 windows, both views
+together (float32, ``torch.inference_mode``; a few windows, as in a refresh, on one
+thread).
 """
 
 from __future__ import annotations
@@ -119,7 +121,13 @@ __all__ = ["DAY_S", "ModelLoader", "TransformerDetector"]
 ModelLoader = Callable[[str | None], Forecaster]
 
 DAY_S = 86_400.0
-_FORWARD_CHUNK = 4096
+#: Windows per forward pass. Small batches keep each layer's activations (~2 MB at 512)
+#: in the core's cache: 12,496 windows took 0.82 s of CPU on one thread at 512, 0.80 s at
+#: 256 and 1.35 s at 4096; on two threads 0.50 / 0.54 / 0.87 s wall. The forecasts were
+#: the same bits at every chunk size from 128 to 4096 (and on one or two threads).
+_FORWARD_CHUNK = 512
+#: Fewer windows than this are forecast on one thread (see ``_forward``).
+_PARALLEL_MIN_WINDOWS = 128
 #: Residuals a time-of-day pooled band width needs (see ``_pooled_period``); with
 #: fewer (steps above 10 min) the band width comes from the trailing window alone.
 _POOL_MIN_RESIDUALS = 64
@@ -261,7 +269,7 @@ class TransformerDetector(Detector):
         hide: tuple[int, ...],
     ) -> list[Band]:
         """One band per entry of ``hide``: forecasts from contexts whose last
-        ``hide[k]`` points are masked as missing (one batched forward pass)."""
+        ``hide[k]`` points are masked as missing (forecast in one pass)."""
         cfg = self.model.config
         c = cfg.context
         # Forecasts are made every ``h`` points and each keeps its first ``h`` steps:
@@ -299,15 +307,7 @@ class TransformerDetector(Detector):
             season = self._seasonal(
                 timestamps_s, values, starts=starts, ctx_idx=ctx_idx, ctx_ok=ctx_ok, step_s=step_s
             )
-        contexts = []
-        for hidden in hide:
-            view = context.copy()
-            if hidden:
-                view[:, -min(hidden, c) :] = np.nan
-            contexts.append(view)
-        q_all = self._cached_forecasts(
-            np.concatenate(contexts), np.concatenate([season] * len(hide))
-        )[:, :h, :]  # (views * B, h, Q)
+        q_all = self._cached_forecasts(context, season, hide)[:, :h, :]  # (views * B, h, Q)
 
         pos_2d = starts[:, None] + np.arange(h)[None, :]
         # Each block keeps its points up to the next block's start (and the series end).
@@ -397,34 +397,59 @@ class TransformerDetector(Detector):
         cfg = self.model.config
         c, h = cfg.context, cfg.horizon
         n = ts.shape[0]
-        ctx_ts = np.where(ctx_ok, ts[np.clip(ctx_idx, 0, n - 1)], np.nan)
-        hor_ts = ts[starts][:, None] + step_s * np.arange(h)[None, :]
+        # Neighbouring blocks' contexts overlap: look the day-earlier point of every
+        # point of the series up once, and gather.
+        inside = np.clip(ctx_idx, 0, n - 1)
+        day_pick, day_near = _nearest(ts, ts - DAY_S, step_s)
+        pick, near = day_pick[inside], day_near[inside]
         # padded context positions continue the nominal grid backwards
-        back = ts[starts][:, None] + step_s * np.arange(-c, 0)[None, :]
-        ctx_ts = np.where(ctx_ok, ctx_ts, back)
-        want = np.concatenate([ctx_ts, hor_ts], axis=1) - DAY_S
-        right = np.clip(np.searchsorted(ts, want), 0, n - 1)
-        left = np.clip(right - 1, 0, n - 1)
-        pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
-        ok = (np.abs(ts[pick] - want) <= 0.5 * step_s) & (pick < starts[:, None])
+        padded = np.flatnonzero(~ctx_ok.all(axis=1))
+        if padded.size:
+            back = ts[starts[padded]][:, None] + step_s * np.arange(-c, 0)[None, :]
+            back_pick, back_near = _nearest(ts, back - DAY_S, step_s)
+            outside = ~ctx_ok[padded]
+            pick[padded] = np.where(outside, back_pick, pick[padded])
+            near[padded] = np.where(outside, back_near, near[padded])
+        hor_ts = ts[starts][:, None] + step_s * np.arange(h)[None, :]
+        hor_pick, hor_near = _nearest(ts, hor_ts - DAY_S, step_s)
+        pick = np.concatenate([pick, hor_pick], axis=1)
+        ok = np.concatenate([near, hor_near], axis=1) & (pick < starts[:, None])
         season = np.where(ok, values[pick], np.nan)
-        covered = want[:, 0] >= ts[0] - 0.5 * step_s
+        first_ts = np.where(ctx_ok[:, 0], ts[inside[:, 0]], ts[starts] + step_s * -c)
+        covered = first_ts - DAY_S >= ts[0] - 0.5 * step_s
         season[~covered] = np.nan
         return season
 
-    def _cached_forecasts(self, context: FloatArray, season: FloatArray) -> FloatArray:
-        """Quantile forecasts ``(B, H, Q)`` in the series' units for each row of inputs;
-        rows seen before (same model, same values) come from the injected caches, so a
-        refresh runs the model on new blocks only."""
+    def _cached_forecasts(
+        self, context: FloatArray, season: FloatArray, hide: tuple[int, ...]
+    ) -> FloatArray:
+        """Quantile forecasts ``(len(hide) * B, H, Q)`` in the series' units: for each
+        entry of ``hide``, each row of inputs with its last ``hide[k]`` context points
+        masked as missing. Forecasts seen before (same model, same inputs, same mask)
+        come from the injected caches, so a refresh runs the model on new blocks only.
+        A block's inputs are hashed once for all its views."""
         token = _model_token(self.model)
         inputs = np.ascontiguousarray(np.concatenate([context, season], axis=1))
-        keys = [token + hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in inputs]
+        width = inputs.shape[1] * inputs.itemsize
+        data = memoryview(inputs.tobytes())
+        # SHA-256 (with the CPU's SHA instructions) hashes ~1.6x faster than BLAKE2b here.
+        digests = [
+            hashlib.sha256(data[i * width : (i + 1) * width]).digest()
+            for i in range(inputs.shape[0])
+        ]
+        keys = [token + int(hidden).to_bytes(8, "little") + d for hidden in hide for d in digests]
         cached = [self.caches.transformer_blocks.get(key) for key in keys]
-        missing = [i for i, hit in enumerate(cached) if hit is None]
-        if missing:
-            x, s, loc, scale = robust_normalise(context[missing], season[missing])
+        missing = np.asarray([i for i, hit in enumerate(cached) if hit is None], dtype=np.int64)
+        if missing.size:
+            rows = missing % context.shape[0]
+            view = context[rows]
+            c = context.shape[1]
+            for k, hidden in enumerate(hide):
+                if hidden:
+                    view[missing // context.shape[0] == k, -min(hidden, c) :] = np.nan
+            x, s, loc, scale = robust_normalise(view, season[rows])
             fresh = self._forward(x, s) * scale[:, None, None] + loc[:, None, None]
-            for i, forecast in zip(missing, fresh, strict=True):
+            for i, forecast in zip(missing.tolist(), fresh, strict=True):
                 kept = forecast.copy()  # a view would keep the whole batch alive
                 self.caches.transformer_blocks.put(keys[i], kept)
                 cached[i] = kept
@@ -432,12 +457,30 @@ class TransformerDetector(Detector):
 
     def _forward(self, x: FloatArray, s: FloatArray) -> FloatArray:
         model = self.model
+        # A refresh forecasts a few windows: splitting them across threads costs more
+        # than it gains, and on a busy machine far more (the bench's refresh at 24 h @
+        # 15 s, load ~5 on 2 cores: 415-455 ms wall on two threads, 73-115 ms on one).
+        # The forecasts are the same bits on one thread or two.
+        threads = torch.get_num_threads()
+        alone = x.shape[0] < _PARALLEL_MIN_WINDOWS and threads > 1
+        if alone:
+            torch.set_num_threads(1)
         outs: list[FloatArray] = []
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], _FORWARD_CHUNK):
-                xt = torch.from_numpy(np.ascontiguousarray(x[i : i + _FORWARD_CHUNK], np.float32))
-                st = torch.from_numpy(np.ascontiguousarray(s[i : i + _FORWARD_CHUNK], np.float32))
-                outs.append(model(xt, st).numpy().astype(np.float64))
+        try:
+            with torch.inference_mode():
+                for i in range(0, x.shape[0], _FORWARD_CHUNK):
+                    xt = torch.from_numpy(
+                        np.ascontiguousarray(x[i : i + _FORWARD_CHUNK], np.float32)
+                    )
+                    st = torch.from_numpy(
+                        np.ascontiguousarray(s[i : i + _FORWARD_CHUNK], np.float32)
+                    )
+                    outs.append(model(xt, st).numpy().astype(np.float64))
+        finally:
+            # Undo only this call's change (meanwhile a large batch forecast by another
+            # thread of this process may run on one thread: slower, the same bits).
+            if alone:
+                torch.set_num_threads(threads)
         return np.concatenate(outs, axis=0)
 
 
@@ -452,6 +495,18 @@ def _model_token(model: Forecaster) -> bytes:
         if token is None:
             token = _MODEL_TOKENS[model] = uuid.uuid4().bytes
         return token
+
+
+def _nearest(
+    ts: FloatArray, want: FloatArray, step_s: float
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    """The index of the point nearest each time in ``want`` (the earlier one on a tie),
+    and whether it lies within half a step of it."""
+    n = ts.shape[0]
+    right = np.clip(np.searchsorted(ts, want), 0, n - 1)
+    left = np.clip(right - 1, 0, n - 1)
+    pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
+    return pick, np.abs(ts[pick] - want) <= 0.5 * step_s
 
 
 def _block_starts(

@@ -81,6 +81,20 @@ def test_robust_normalise_floors_flat_windows() -> None:
     assert np.allclose(x[0], 0.0)
 
 
+def test_robust_normalise_is_nanmedian_and_mad_of_each_window_to_the_bit() -> None:
+    rng = np.random.default_rng(3)
+    level = 1e6 * rng.normal(size=(300, 1))
+    ctx = rng.normal(size=(300, 16)) * rng.lognormal(size=(300, 1)) + level
+    ctx[::5] = np.round(ctx[::5])  # ties in the middle of a row
+    ctx[::7, :3] = np.nan  # gappy windows
+    x, _s, loc, scale = robust_normalise(ctx)
+    assert loc.tobytes() == np.nanmedian(ctx, axis=1).tobytes()
+    dev = np.abs(ctx - loc[:, None])
+    spread = np.fmax(np.nanmedian(dev, axis=1) * 1.4826, np.nanmean(dev, axis=1) * 1.2533)
+    assert scale.tobytes() == np.fmax(np.fmax(spread, 1e-3 * np.abs(loc)), 1e-6).tobytes()
+    assert x.tobytes() == ((ctx - loc[:, None]) / scale[:, None]).tobytes()
+
+
 def test_corpus_is_deterministic_per_seed() -> None:
     a = generate_windows(70, 32, 8, seed=3)
     b = generate_windows(70, 32, 8, seed=3)
