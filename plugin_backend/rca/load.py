@@ -18,7 +18,9 @@ code, ``error``, ``miss``, ``timeout``): errors and cache misses are effects.
     origin is the rise no other feeding rise preceded (``exp(-n / 1.5)``, ``n`` the
     earlier ones): the entry point of a surge leads the tiers it calls. Onsets within
     one step count as simultaneous: a surge reaches every tier within a scrape
-    interval, and onsets jitter by a step.
+    interval, and onsets jitter by a step. A counter's rate (``*_total``) may start up
+    to a step after a symptom that is no rate (a latency): the rate averages over its
+    window and shows a rise a sample after a gauge that moved at once.
 ``effect``
     A rising request rate that is no origin, into an entity that has callers (with a
     map; without one, any, where load is judged): requests come from callers, by
@@ -34,16 +36,22 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from plugin_backend.rca.counters import COUNTER_SUFFIXES
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.evidence import Evidence
 
-__all__ = ["LoadRoles", "is_request_rate", "load_roles"]
+__all__ = ["LoadRoles", "is_counter_rate", "is_request_rate", "load_roles"]
 
 _REQUEST = re.compile(r"(^|_)requests?(_|$)")
 _NOT_LOAD_WORDS = frozenset(
     {"duration", "latency", "seconds", "bytes", "size", "inflight", "pending", "queued"}
 )
 _FAILURE = re.compile(r"^[45]\d\d$|^[45]xx$|error|fail|miss|timeout|reject|denied", re.I)
+
+
+def is_counter_rate(labels: Mapping[str, str]) -> bool:
+    """Whether the series is a counter's rate (its name follows a counter convention)."""
+    return labels.get("__name__", "").endswith(COUNTER_SUFFIXES)
 
 
 def is_request_rate(labels: Mapping[str, str]) -> bool:
@@ -75,6 +83,7 @@ def load_roles(
     symptom_onset_s: float,
     step_s: float,
     dependencies: DependencyMap | None,
+    symptom_is_rate: bool = False,
 ) -> LoadRoles:
     """The load role of each candidate (see the module docstring)."""
     n = len(evs)
@@ -92,7 +101,14 @@ def load_roles(
     if dependencies is not None and symptom_entity in dependencies:
         assert symptom_entity is not None
         feeding = {symptom_entity, *dependencies.downstream(symptom_entity)}
-    fed = [i for i in rising if onset[i] <= symptom_onset_s + 0.5 * step_s]
+    # A counter's rate averages over a window: it shows a rise a sample after a gauge
+    # (a latency) that moved at once, so it may start up to a step after such a symptom.
+    trail = 0.0 if symptom_is_rate else step_s
+    fed = [
+        i
+        for i in rising
+        if onset[i] <= symptom_onset_s + 0.5 * step_s + trail * is_counter_rate(labels[i])
+    ]
     # Without a map, load is judged only where the symptom's entity counts its requests.
     observed = any(
         is_request_rate(lab) for lab, e in zip(labels, entities, strict=True) if e == symptom_entity

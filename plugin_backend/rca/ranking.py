@@ -74,7 +74,9 @@ the changed ones a raw score adds up, each part in about ``[-1, 1]``:
     one of its callers, the origin of that rise, gets ``+origin``; any other rising
     request rate into an entity with callers is their effect (their load passing
     through, or their changed demand: a cache's misses sent to the database) and
-    gets -1; both times ``max(r, 0)``. For a load rise, only earlier
+    gets -1; both times ``max(r, 0)``. A counter's rate may feed a symptom that is no
+    rate from up to a step after its onset (it averages over its window and shows a
+    rise a sample after a gauge). For a load rise, only earlier
     load rises count in ``Q``, and a simultaneous one counts as leading by a step in
     ``T`` (a surge acts within a scrape interval).
 ``Q`` for a node's series (with a map) also counts simultaneous changes of the same
@@ -156,7 +158,7 @@ from plugin_backend.rca.evidence import (
     deviation,
     infer_step,
 )
-from plugin_backend.rca.load import load_roles
+from plugin_backend.rca.load import is_counter_rate, load_roles
 from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
@@ -644,6 +646,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         symptom_onset_s=ref,
         step_s=step,
         dependencies=dependencies,
+        symptom_is_rate=is_counter_rate(symptom.labels),
     )
     loads = roles.origin
     ratios = np.array([_log_ratio(ev) for ev in evs])

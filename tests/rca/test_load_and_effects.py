@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from plugin_backend.rca import DependencyMap, load_dependency_map, rank_causes
-from plugin_backend.rca.load import is_request_rate
+from plugin_backend.rca.evidence import Evidence
+from plugin_backend.rca.load import is_request_rate, load_roles
 from tests.rca.test_ranking import AT, STEP, T0, Effect, _by_name, _estate, _labels
 
 DEPS = load_dependency_map(
@@ -135,3 +136,82 @@ def test_load_that_rises_after_the_symptom_is_no_cause() -> None:
     assert causes[0].metric == "api_latency_seconds"
     assert by_metric["http_requests_per_second"].components.get("load", 0.0) <= 0.0
     assert T0 < AT
+
+
+def _rise(onset_s: float) -> Evidence:
+    return Evidence(
+        baseline=100.0,
+        baseline_scale=2.0,
+        incident_value=160.0,
+        peak_value=160.0,
+        magnitude=30.0,
+        direction="up",
+        onset_s=onset_s,
+        changed=True,
+        kind="metric",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "symptom_is_rate", "origin"),
+    [
+        # A counter's rate averages over its window: a sample after a latency (a
+        # gauge) that moved at once, the rise may still be where the load began.
+        ("http_requests_total", False, True),
+        # A gauge of requests, or a rate next to a symptom that is a rate too, lags
+        # nothing: a rise a sample after the symptom came after it.
+        ("http_requests_per_second", False, False),
+        ("http_requests_total", True, False),
+    ],
+)
+def test_a_counters_request_rate_may_start_a_sample_after_a_gauge_symptom(
+    name: str, symptom_is_rate: bool, origin: bool
+) -> None:
+    roles = load_roles(
+        [_labels(name, service="gateway")],
+        [_rise(AT - 600.0 + STEP)],
+        ["gateway"],
+        symptom_entity="gateway",
+        symptom_onset_s=AT - 600.0,
+        step_s=STEP,
+        dependencies=None,
+        symptom_is_rate=symptom_is_rate,
+    )
+    assert (roles.origin[0] > 0.5) is origin
+    assert roles.effect[0] is not origin
+    # Two samples late is late for any rate.
+    late = load_roles(
+        [_labels(name, service="gateway")],
+        [_rise(AT - 600.0 + 2 * STEP)],
+        ["gateway"],
+        symptom_entity="gateway",
+        symptom_onset_s=AT - 600.0,
+        step_s=STEP,
+        dependencies=None,
+        symptom_is_rate=symptom_is_rate,
+    )
+    assert late.origin[0] == 0.0
+
+
+SURGE_COUNTED = [
+    # The gateway takes twice the traffic, counted by a counter whose rate shows the
+    # rise a sample after the gateway's latency (a gauge); the api's rate and CPU with it.
+    Effect(_labels("http_requests_total", service="gateway"), STEP, 30, rise_s=60),
+    Effect(_labels("http_requests_total", service="api"), STEP, 30, rise_s=60),
+    Effect(_labels("process_cpu_ratio", service="api"), STEP, 25, rise_s=60),
+    Effect(_labels("gateway_latency_seconds", service="gateway"), 0, 20, rise_s=60),
+]
+
+
+@MAPS
+@SEEDS
+def test_a_surge_whose_counted_rate_trails_the_latency_by_a_sample_still_ranks_first(
+    seed: int, deps: DependencyMap | None
+) -> None:
+    estate = _estate(seed, SURGE_COUNTED)
+    causes = rank_causes(
+        _by_name(estate, "gateway_latency_seconds"), estate, at_s=AT, dependencies=deps
+    )
+    assert causes[0].metric == "http_requests_total"
+    assert causes[0].labels["service"] == "gateway"
+    assert causes[0].components["load"] > 0.5
