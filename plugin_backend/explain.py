@@ -18,7 +18,7 @@ from plugin_backend.errors import BackendError, InvalidQuery, UpstreamError
 from plugin_backend.llm.mechanism import impact_path, metric_of, template_note
 from plugin_backend.llm.writer import NoteWriter, WrittenNote
 from plugin_backend.ports import ChangeEventSource, SeriesSource
-from plugin_backend.promql import Matcher
+from plugin_backend.promql import Matcher, vector_selectors
 from plugin_backend.rca.counters import is_counter, rates_for_counters, to_rates
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.ensemble import ensemble_rank
@@ -42,6 +42,7 @@ MAX_CHANGE_EVENTS = 20
 BASELINE_S = 3600.0  # before an explicit window
 PROBE_S = MAX_BASELINE_S + 4 * LEAD_S  # the symptom's history searched for its onset
 TOP_CAUSES = 10
+MAX_PROBED_SELECTORS = 8  # an expression's selectors whose sampling interval is probed
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +174,26 @@ class ExplainService:
         return found, step_s
 
     def _sampling_interval(self, query: str, span: TimeRange, step_s: float) -> float:
-        """How far apart the symptom's samples are, where that is well over ``step_s``:
-        read at ``step_s``, their timestamps (PromQL's ``timestamp()``) repeat, 1.5
-        steps a sample or more (a few repeated points do not matter), and then every
-        sample is seen: the median gap between them. ``step_s`` otherwise (an
-        expression such as ``rate()`` has a new timestamp every step) or where the
-        source cannot tell."""
+        """How far apart the samples under ``query`` are, where that is well over
+        ``step_s``: the coarsest of its selectors' intervals (``_selector_interval``).
+        An expression (``rate(x[5m])``, ``sum by (...) (x)``) has a new timestamp
+        every step, so its own ``timestamp()`` cannot tell; the raw samples of the
+        selectors it reads can. A query the lexer cannot follow, or one without
+        selectors, is probed as a whole."""
         try:
-            stamps = self.source.query_range(f"timestamp({query})", span, step_s)
+            probes = vector_selectors(query)[:MAX_PROBED_SELECTORS] or [query]
+        except InvalidQuery as exc:
+            log.debug("sampling probe of %r as a whole: %s", query, exc.message)
+            probes = [query]
+        return max(self._selector_interval(probe, span, step_s) for probe in probes)
+
+    def _selector_interval(self, selector: str, span: TimeRange, step_s: float) -> float:
+        """Read at ``step_s``, the selector's sample timestamps (PromQL's
+        ``timestamp()``) repeat, 1.5 steps a sample or more (a few repeated points do
+        not matter), and then every sample is seen: the median gap between them.
+        ``step_s`` otherwise, or where the source cannot tell."""
+        try:
+            stamps = self.source.query_range(f"timestamp({selector})", span, step_s)
         except BackendError:
             return step_s
         read = [s.values[np.isfinite(s.values)] for s in stamps]

@@ -25,6 +25,7 @@ __all__ = [
     "is_valid_metric_name",
     "matcher_from_filter",
     "parse_selector",
+    "vector_selectors",
 ]
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -327,6 +328,41 @@ def _inject_braces(
         text = ",".join(map(str, new))
         edits.append((braces.insert_at, "," + text if braces.needs_comma else text))
     return braces.end
+
+
+def vector_selectors(expr: str) -> list[str]:
+    """The text of every vector selector of ``expr`` (``metric{...}``, ``metric``,
+    ``{...}``), each once in order of appearance, without its range, offset or ``@``:
+    ``sum by (job) (rate(x{a="b"}[5m]))`` -> ``['x{a="b"}']``. Raises InvalidQuery
+    where the lexer cannot follow the expression (unbalanced braces, strings)."""
+    found, i, n = list[str](), 0, len(expr)
+    while i < n:
+        c = expr[i]
+        if c == "{":
+            end = _parse_braces(expr, i).end
+            found.append(expr[i:end])
+            i = end
+        elif (j := _skip_literal(expr, i)) > i:
+            i = j
+        elif m := _IDENT.match(expr, i):
+            word, after = m.group().lower(), _skip_space(expr, m.end())
+            nxt, follower = expr[after : after + 1], _IDENT.match(expr, after)
+            if word in _LABEL_LIST_KEYWORDS and nxt == "(":
+                i = _skip_label_list(expr, after)
+            elif nxt == "(" or word in _KEYWORDS:
+                i = m.end()  # function, aggregation or keyword
+            elif follower and follower.group().lower() in ("by", "without"):
+                i = m.end()  # ``sum by (job) (...)``
+            elif nxt == "{":
+                end = _parse_braces(expr, after).end
+                found.append(m.group() + expr[after:end])
+                i = end
+            else:
+                found.append(m.group())
+                i = m.end()
+        else:
+            i += 1  # operators, commas, parentheses, @
+    return list(dict.fromkeys(found))
 
 
 def _not_selector(expr: str, reason: str) -> InvalidQuery:

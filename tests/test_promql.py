@@ -12,6 +12,7 @@ from plugin_backend.promql import (
     is_valid_metric_name,
     matcher_from_filter,
     parse_selector,
+    vector_selectors,
 )
 
 API = [Matcher("service", "=", "api")]
@@ -329,3 +330,28 @@ def test_parse_selector_rejects_everything_else(expr, fragment):
 def test_parse_selector_message_shows_an_example():
     with pytest.raises(InvalidQuery, match=r'metric\{label="value"\}'):
         parse_selector("sum(x)")
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('x{a="b"}', ['x{a="b"}']),
+        ("up", ["up"]),
+        ('sum by (service) (rate(x_total{a="b"}[5m] offset 1h))', ['x_total{a="b"}']),
+        ('histogram_quantile(0.99, sum by (le) (rate(h_bucket{job=~"a|b"}[5m])))',
+         ['h_bucket{job=~"a|b"}']),
+        ("rate(a[5m]) / on(job) group_left (x) b", ["a", "b"]),
+        ("sum(x) without (job) + sum without (job) (x)", ["x"]),
+        ('{__name__="a"} > 2 and b @ start()', ['{__name__="a"}', "b"]),
+        ("max_over_time(rate(x[5m])[1h:1m])", ["x"]),
+        ("vector(1) * 2.5e3", []),
+        ('x # a comment naming y{a="b"}', ["x"]),
+    ],
+)  # fmt: skip
+def test_vector_selectors_finds_each_selector_of_an_expression(expr, expected):
+    assert vector_selectors(expr) == expected
+
+
+def test_vector_selectors_rejects_what_the_lexer_cannot_follow():
+    with pytest.raises(InvalidQuery, match="expected ',' or '}'"):
+        vector_selectors('rate(x{a="b"[5m])')

@@ -2,12 +2,13 @@
 exports), through a real Prometheus: a finer step only repeats each sample (Prometheus
 fills a step with the last sample), which moved onsets and cut PetShop's top-1 from
 12/20 to 7/20. The service reads such an estate at its own sampling interval, once a
-sample, and a finely sampled one at the span's step as before."""
+sample, and a finely sampled one at the span's step as before. A symptom given as an
+expression (``rate(...)``, ``sum by (...) (...)``) has a new timestamp every step, so
+the interval is probed on the raw series its selectors read."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ DEPS = load_dependency_map(
 
 
 def _estate(sample_s: float) -> list[SyntheticSeries]:
-    t = np.arange(AT_S - 8 * 3600, AT_S + 1, sample_s)
+    t = np.arange(AT_S - 10 * 3600, AT_S + 1, sample_s)
     rng = np.random.default_rng(4)
 
     def latency(service: str, base: float, from_s: float) -> SyntheticSeries:
@@ -38,10 +39,15 @@ def _estate(sample_s: float) -> list[SyntheticSeries]:
         return SyntheticSeries({"__name__": "latency_seconds", "service": service}, t, values)
 
     flat = 0.02 * (1 + 0.03 * rng.standard_normal(t.size))
+    # the frontend's errors: 10/s, 50/s once it slows down (a counter, read by rate())
+    per_s = 10 * (1 + 0.05 * rng.standard_normal(t.size)) + 40 * (t >= FAULT_S + 600)
     return [
         latency("frontend", 0.1, FAULT_S + 600),
         latency("db", 0.01, FAULT_S),
         SyntheticSeries({"__name__": "latency_seconds", "service": "cache"}, t, flat),
+        SyntheticSeries(
+            {"__name__": "errors_total", "service": "frontend"}, t, np.cumsum(per_s * sample_s)
+        ),
     ]
 
 
@@ -60,21 +66,36 @@ class RecordingSource:
         return getattr(self.client, name)
 
 
-@pytest.fixture(params=[300.0, 15.0], ids=["5 min samples", "15 s samples"])
-def explained(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[float, Any]]:
+SYMPTOMS = {
+    "selector": 'latency_seconds{service="frontend"}',
+    "rate": 'rate(errors_total{service="frontend"}[15m])',
+    "sum by": 'sum by (service) (latency_seconds{service="frontend"})',
+}
+
+
+@pytest.fixture(scope="module", params=[300.0, 15.0], ids=["5 min samples", "15 s samples"])
+def estate(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[float, PrometheusClient]]:
     for binary in ("prometheus", "promtool"):
         require_binary(binary, "Debian package prometheus")
-    server = start_backfilled(_estate(request.param), tmp_path)
+    server = start_backfilled(_estate(request.param), tmp_path_factory.mktemp("estate"))
     client = PrometheusClient(base_url=server.url)
     try:
-        source = RecordingSource(client)
-        report = ExplainService(source, dependencies=DEPS).explain(
-            'latency_seconds{service="frontend"}', AT_S
-        )
-        yield request.param, (report, source.steps)
+        yield request.param, client
     finally:
         client.close()
         server.stop()
+
+
+@pytest.fixture(params=list(SYMPTOMS))
+def explained(
+    request: pytest.FixtureRequest, estate: tuple[float, PrometheusClient]
+) -> tuple[float, Any]:
+    sample_s, client = estate
+    source = RecordingSource(client)
+    report = ExplainService(source, dependencies=DEPS).explain(SYMPTOMS[request.param], AT_S)
+    return sample_s, (report, source.steps)
 
 
 def test_each_sample_is_read_once_and_the_cause_found(explained: tuple[float, Any]) -> None:
@@ -88,5 +109,7 @@ def test_each_sample_is_read_once_and_the_cause_found(explained: tuple[float, An
         assert ranking_steps == {300.0}
     else:
         assert max(ranking_steps) < 300.0
-    assert report.causes[0].entity == "db"
-    assert report.causes[0].to_dict()["onset"] == pytest.approx(FAULT_S, abs=max(ranking_steps))
+    # the first cause outside the symptom's own service (whose errors rise with it)
+    first_elsewhere = next(cause for cause in report.causes if cause.entity != "frontend")
+    assert first_elsewhere.entity == "db"
+    assert first_elsewhere.to_dict()["onset"] == pytest.approx(FAULT_S, abs=max(ranking_steps))
