@@ -15,14 +15,19 @@ import numpy as np
 
 from plugin_backend.types import FloatArray, Series
 
-__all__ = ["COUNTER_SUFFIXES", "is_counter", "rates_for_counters", "to_rates"]
+__all__ = ["COUNTER_SUFFIXES", "is_counter", "is_counter_name", "rates_for_counters", "to_rates"]
 
 COUNTER_SUFFIXES: tuple[str, ...] = ("_total", "_count", "_sum", "_bucket")
 
 
+def is_counter_name(name: str) -> bool:
+    """Whether a metric name follows a counter naming convention."""
+    return name.endswith(COUNTER_SUFFIXES)
+
+
 def is_counter(series: Series) -> bool:
-    """Whether the metric name follows a counter naming convention."""
-    return series.metric.endswith(COUNTER_SUFFIXES)
+    """Whether the series' metric name follows a counter naming convention."""
+    return is_counter_name(series.metric)
 
 
 def to_rates(series: Series) -> Series:

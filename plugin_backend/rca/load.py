@@ -36,22 +36,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from plugin_backend.rca.counters import COUNTER_SUFFIXES
+from plugin_backend.rca.counters import is_counter_name
 from plugin_backend.rca.dependencies import DependencyMap
 from plugin_backend.rca.evidence import Evidence
 
-__all__ = ["LoadRoles", "is_counter_rate", "is_request_rate", "load_roles"]
+__all__ = ["LoadRoles", "is_request_rate", "load_roles"]
 
 _REQUEST = re.compile(r"(^|_)requests?(_|$)")
 _NOT_LOAD_WORDS = frozenset(
     {"duration", "latency", "seconds", "bytes", "size", "inflight", "pending", "queued"}
 )
 _FAILURE = re.compile(r"^[45]\d\d$|^[45]xx$|error|fail|miss|timeout|reject|denied", re.I)
-
-
-def is_counter_rate(labels: Mapping[str, str]) -> bool:
-    """Whether the series is a counter's rate (its name follows a counter convention)."""
-    return labels.get("__name__", "").endswith(COUNTER_SUFFIXES)
 
 
 def is_request_rate(labels: Mapping[str, str]) -> bool:
@@ -107,7 +102,8 @@ def load_roles(
     fed = [
         i
         for i in rising
-        if onset[i] <= symptom_onset_s + 0.5 * step_s + trail * is_counter_rate(labels[i])
+        if onset[i]
+        <= symptom_onset_s + 0.5 * step_s + trail * is_counter_name(labels[i].get("__name__", ""))
     ]
     # Without a map, load is judged only where the symptom's entity counts its requests.
     observed = any(

@@ -141,6 +141,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin_backend.errors import InvalidTarget
+from plugin_backend.rca.counters import is_counter
 from plugin_backend.rca.dependencies import (
     DEFAULT_IDENTIFYING_LABELS,
     NODE_LABELS,
@@ -158,7 +159,7 @@ from plugin_backend.rca.evidence import (
     deviation,
     infer_step,
 )
-from plugin_backend.rca.load import is_counter_rate, load_roles
+from plugin_backend.rca.load import load_roles
 from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
@@ -646,7 +647,7 @@ def rank_causes(  # noqa: PLR0915 - one pass, the score's parts side by side
         symptom_onset_s=ref,
         step_s=step,
         dependencies=dependencies,
-        symptom_is_rate=is_counter_rate(symptom.labels),
+        symptom_is_rate=is_counter(symptom),
     )
     loads = roles.origin
     ratios = np.array([_log_ratio(ev) for ev in evs])
