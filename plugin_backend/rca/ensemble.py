@@ -60,8 +60,8 @@ from plugin_backend.rca.graph_walk import graph_walk_rank
 from plugin_backend.rca.ranking import (
     MARKER_SUFFIXES,
     Cause,
-    _is_latency,
-    _resource,
+    is_latency,
+    machine_resource,
     rank_causes,
 )
 from plugin_backend.rca.window import symptom_window
@@ -141,7 +141,7 @@ def fuse(
 def quantity(metric: str) -> str | None:
     """What a metric counts that users of a shared thing hold: a machine resource (CPU,
     memory, disk, network) or connections (``None``: neither)."""
-    found = _resource(metric)
+    found = machine_resource(metric)
     if found is None and "connection" in metric.lower():
         return "connections"
     return found
@@ -219,7 +219,7 @@ def saturated_needs_above_latency(
             needs = dependencies.depends_on(entity)
         if (
             needs
-            and _is_latency(slow.metric)
+            and is_latency(slow.metric)
             and ev.changed
             and ev.direction == "up"
             and ev.onset_s is not None

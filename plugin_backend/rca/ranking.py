@@ -163,7 +163,16 @@ from plugin_backend.rca.load import load_roles
 from plugin_backend.rca.window import symptom_window
 from plugin_backend.types import FloatArray, Series
 
-__all__ = ["CASCADE_GAP_S", "LONG_LEAD_S", "TRACK_LAG_S", "Cause", "naive_rank", "rank_causes"]
+__all__ = [
+    "CASCADE_GAP_S",
+    "LONG_LEAD_S",
+    "TRACK_LAG_S",
+    "Cause",
+    "is_latency",
+    "machine_resource",
+    "naive_rank",
+    "rank_causes",
+]
 
 CASCADE_GAP_S = 600.0
 LONG_LEAD_S = 300.0  # leads up to this count in full: a few propagation hops
@@ -328,7 +337,7 @@ _RESOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _resource(metric: str) -> str | None:
+def machine_resource(metric: str) -> str | None:
     """The machine resource a metric measures, by its name (``None``: not one)."""
     name = metric.lower()
     return next((r for r, words in _RESOURCES if any(w in name for w in words)), None)
@@ -350,7 +359,7 @@ def _contained(
     out = np.zeros(delta.shape, dtype=bool)
     node = entities[i]
     labels = pool[i].labels
-    resource = _resource(pool[i].metric)
+    resource = machine_resource(pool[i].metric)
     if resource is None or node is None or not any(labels.get(n) for n in NODE_LABELS):
         return out
     tenants = dependencies.dependents(node)
@@ -361,13 +370,14 @@ def _contained(
             and ev.changed
             and abs(float(delta[j])) <= step
             and ev.direction == evs[i].direction
-            and _resource(pool[j].metric) == resource
+            and machine_resource(pool[j].metric) == resource
         ):
             out[j] = True
     return out
 
 
-def _is_latency(metric: str) -> bool:
+def is_latency(metric: str) -> bool:
+    """Whether a metric measures how long something took, by its name."""
     name = metric.lower()
     return any(w in name for w in _LATENCY_WORDS)
 
@@ -388,7 +398,7 @@ def _needed_alongside(
     left to ``_contained`` (a node sums its tenants)."""
     out = np.zeros(delta.shape, dtype=bool)
     entity = entities[i]
-    if entity is None or entity not in dependencies or not _is_latency(pool[i].metric):
+    if entity is None or entity not in dependencies or not is_latency(pool[i].metric):
         return out
     needed = dependencies.upstream(entity)
     for j in np.flatnonzero(changed[: len(pool)] & (np.abs(delta[: len(pool)]) <= half)):
@@ -422,14 +432,14 @@ def _diluted(
     and its unaffected calls): of latencies that moved together, the one that grew
     most is nearest the source and explains the others."""
     out = np.zeros(delta.shape, dtype=bool)
-    if not _is_latency(pool[i].metric) or not math.isfinite(float(ratios[i])):
+    if not is_latency(pool[i].metric) or not math.isfinite(float(ratios[i])):
         return out
     n = len(pool)
     for j in np.flatnonzero(changed[:n] & (np.abs(delta[:n]) <= half)):
         k = int(j)
         if (
             k != i
-            and _is_latency(pool[k].metric)
+            and is_latency(pool[k].metric)
             and evs[k].direction == evs[i].direction
             and abs(float(ratios[k])) > abs(float(ratios[i])) + _DILUTION_MARGIN
         ):
@@ -451,7 +461,7 @@ def _saturated_alongside(
     (``1 / (1 - utilisation)``), so when both move at once the resource came first; a
     slower answer does not fill a disk within a scrape."""
     out = np.zeros(delta.shape, dtype=bool)
-    if not _is_latency(pool[i].metric):
+    if not is_latency(pool[i].metric):
         return out
     for k, ev in enumerate(evs):
         if (
@@ -459,8 +469,8 @@ def _saturated_alongside(
             and ev.changed
             and ev.direction == "up"
             and abs(float(delta[k])) <= half
-            and _resource(pool[k].metric) is not None
-            and not _is_latency(pool[k].metric)
+            and machine_resource(pool[k].metric) is not None
+            and not is_latency(pool[k].metric)
         ):
             out[k] = True
     return out
@@ -486,7 +496,7 @@ def _summed_alongside(
     which shows the change a sample after the node's gauge)."""
     explains = np.zeros(delta.shape, dtype=bool)
     summed = np.zeros(delta.shape, dtype=bool)
-    resource = _resource(pool[i].metric)
+    resource = machine_resource(pool[i].metric)
     if resource is None:
         return explains, summed
     is_node = any(pool[i].labels.get(n) for n in NODE_LABELS)
@@ -496,7 +506,7 @@ def _summed_alongside(
             and ev.changed
             and abs(float(delta[j])) <= step
             and ev.direction == evs[i].direction
-            and _resource(pool[j].metric) == resource
+            and machine_resource(pool[j].metric) == resource
             and any(pool[j].labels.get(n) for n in NODE_LABELS) != is_node
         ):
             (explains if is_node else summed)[j] = True
